@@ -1,0 +1,178 @@
+//! Command line and environment settings. Every `serve` flag can also be given as a
+//! `TICKWIRE_*` environment variable; flags win.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::fanout::{OutboxConfig, SlowConsumerPolicy};
+use crate::transport::SessionLimits;
+
+#[derive(Debug, Parser)]
+#[command(name = "tickwire", version, about = "Live market-data streaming gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: feeds, fan-out, WebSocket, REST and the dashboard.
+    Serve(Box<ServeArgs>),
+    /// Print a live stream from a running gateway in the terminal.
+    Tail(TailArgs),
+}
+
+/// A market-data source given with `--feed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedSpec {
+    /// The built-in deterministic market.
+    Simulator,
+}
+
+/// Why a `--feed` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedSpecError {
+    #[error("unknown feed {0:?} (available: simulator)")]
+    Unknown(String),
+}
+
+impl FromStr for FeedSpec {
+    type Err = FeedSpecError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "simulator" | "sim" => Ok(FeedSpec::Simulator),
+            other => Err(FeedSpecError::Unknown(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Market-data source.
+    #[arg(long, env = "TICKWIRE_FEED", default_value = "simulator")]
+    pub feed: FeedSpec,
+    /// Simulator symbols to publish, comma-separated (default: the whole universe).
+    #[arg(long, env = "TICKWIRE_SYMBOLS", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Simulator events per second, in total.
+    #[arg(long, env = "TICKWIRE_RATE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
+    pub rate: u64,
+    /// Simulator seed: the same seed gives the same market.
+    #[arg(long, env = "TICKWIRE_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Directory of the built dashboard served at `/` (a plain page when missing).
+    #[arg(long, env = "TICKWIRE_STATIC_DIR", default_value = "frontend/dist")]
+    pub static_dir: PathBuf,
+    /// Most WebSocket connections held at once; more are refused with 503.
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Most (symbol, channel) subscriptions per connection.
+    #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
+    pub max_subscriptions: usize,
+    /// Largest client message in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+    /// Queued updates per connection past which trades are dropped (or the client closed).
+    #[arg(long, env = "TICKWIRE_OUTBOX_MAX", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..))]
+    pub outbox_max: u64,
+    /// Queued updates per connection past which quotes conflate and books resnapshot.
+    #[arg(long, env = "TICKWIRE_CONFLATE_AFTER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub conflate_after: u64,
+    /// What happens to a client too far behind on trades.
+    #[arg(long, env = "TICKWIRE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Gap)]
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Interval of server pings, in milliseconds.
+    #[arg(long, env = "TICKWIRE_PING_INTERVAL_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub ping_interval_ms: u64,
+    /// Silence after which a connection is closed with 4000, in milliseconds.
+    #[arg(long, env = "TICKWIRE_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub idle_timeout_ms: u64,
+    /// Levels per side kept in book snapshots.
+    #[arg(long, env = "TICKWIRE_BOOK_DEPTH", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub book_depth: u64,
+    /// How long shutdown waits for sessions to close, in milliseconds.
+    #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServeArgs {
+    /// Parses `serve` flags from an argument list (for tests and embedders).
+    pub fn parse_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("tickwire")).chain(args.into_iter().map(Into::into));
+        Wrapper::try_parse_from(args).map(|w| w.serve)
+    }
+
+    pub fn outbox(&self) -> OutboxConfig {
+        let max_queued = self.outbox_max as usize;
+        OutboxConfig {
+            max_queued,
+            conflate_after: (self.conflate_after as usize).min(max_queued),
+            slow_consumer: self.slow_consumer,
+        }
+    }
+
+    pub fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_message_bytes: self.max_message_bytes.max(1024),
+            max_subscriptions: self.max_subscriptions,
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            ..SessionLimits::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Symbols to follow.
+    #[arg(required = true)]
+    pub symbols: Vec<String>,
+    /// Gateway WebSocket URL.
+    #[arg(long, env = "TICKWIRE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
+    pub url: String,
+    /// Channels to follow, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades")]
+    pub channels: Vec<String>,
+    /// Stop after this many updates (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_env_free_parse() {
+        let args = ServeArgs::parse_from_args(["--rate", "5000", "--symbols", "BTC-USD,AAPL"]).unwrap();
+        assert_eq!(args.rate, 5000);
+        assert_eq!(args.symbols, vec!["BTC-USD", "AAPL"]);
+        assert_eq!(args.feed, FeedSpec::Simulator);
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        let err = ServeArgs::parse_from_args(["--rate", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--rate"), "{err}");
+        let err = ServeArgs::parse_from_args(["--feed", "nasdaq"]).unwrap_err().to_string();
+        assert!(err.contains("unknown feed \"nasdaq\""), "{err}");
+        let err = ServeArgs::parse_from_args(["--listen", "not-an-address"]).unwrap_err().to_string();
+        assert!(err.contains("--listen"), "{err}");
+    }
+}

@@ -1,0 +1,58 @@
+//! The `tickwire` binary: parses the command line and runs a sub-command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tickwire::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TICKWIRE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let server = tickwire::app::start(&args).await?;
+            println!("tickwire listening on http://{}", server.addr);
+            wait_for_signal().await?;
+            server.shutdown().await;
+            Ok(())
+        }
+        Command::Tail(args) => {
+            let mut stdout = std::io::stdout();
+            let stop = tokio::signal::ctrl_c();
+            tokio::select! {
+                result = tickwire::client::tail(&args.url, &args.symbols, &args.channels, args.count, &mut stdout) => Ok(result?),
+                _ = stop => Ok(()),
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

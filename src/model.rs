@@ -1,0 +1,520 @@
+//! The one market-data model every stage speaks.
+//!
+//! Prices and sizes are fixed-point integers in nano-units (1e-9), never floats:
+//! `Price(64_123_500_000_000)` is 64123.5. Each instrument states how many decimals
+//! its prices and sizes are shown with, so JSON carries exact decimal strings such as
+//! `"64123.50"`. Timestamps are `u64` nanoseconds since the Unix epoch.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Nano-units per whole unit: the scale of every [`Price`] and [`Size`].
+pub const SCALE: i64 = 1_000_000_000;
+/// Digits after the decimal point that the fixed-point scale can hold.
+pub const MAX_DECIMALS: u8 = 9;
+
+/// Nanoseconds since the Unix epoch.
+pub type Nanos = u64;
+
+/// Current wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> Nanos {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Why a decimal string could not become a fixed-point value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("empty number")]
+    Empty,
+    #[error("invalid character in number {0:?}")]
+    InvalidChar(String),
+    #[error("more than {MAX_DECIMALS} decimals in {0:?}")]
+    TooPrecise(String),
+    #[error("number {0:?} is out of range")]
+    Overflow(String),
+}
+
+/// Parses an exact decimal (`"-12.3400"`, `"5"`, `".5"`) into nano-units.
+///
+/// Rejects exponents, more than nine decimals (no silent rounding) and overflow.
+pub fn parse_decimal(text: &str) -> Result<i64, DecimalError> {
+    parse_decimal_bytes(text.as_bytes()).map_err(|kind| kind.with_text(text))
+}
+
+/// The byte-slice core of [`parse_decimal`], for parsers that hold raw feed bytes.
+pub fn parse_decimal_bytes(bytes: &[u8]) -> Result<i64, DecimalErrorKind> {
+    let (negative, digits) = match bytes.first() {
+        None => return Err(DecimalErrorKind::Empty),
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        Some(_) => (false, bytes),
+    };
+    if digits.is_empty() {
+        return Err(DecimalErrorKind::Empty);
+    }
+    let mut whole: i64 = 0;
+    let mut frac: i64 = 0;
+    let mut frac_digits: u8 = 0;
+    let mut seen_point = false;
+    let mut seen_digit = false;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                seen_digit = true;
+                let d = i64::from(b - b'0');
+                if seen_point {
+                    if frac_digits == MAX_DECIMALS {
+                        // Trailing zeros beyond nine decimals lose nothing; anything else would.
+                        if d != 0 {
+                            return Err(DecimalErrorKind::TooPrecise);
+                        }
+                        continue;
+                    }
+                    frac = frac * 10 + d;
+                    frac_digits += 1;
+                } else {
+                    whole = whole.checked_mul(10).and_then(|w| w.checked_add(d)).ok_or(DecimalErrorKind::Overflow)?;
+                }
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => return Err(DecimalErrorKind::InvalidChar),
+        }
+    }
+    if !seen_digit {
+        return Err(DecimalErrorKind::Empty);
+    }
+    let frac_nanos = frac * 10_i64.pow(u32::from(MAX_DECIMALS - frac_digits));
+    let value = whole.checked_mul(SCALE).and_then(|w| w.checked_add(frac_nanos)).ok_or(DecimalErrorKind::Overflow)?;
+    Ok(if negative { -value } else { value })
+}
+
+/// [`DecimalError`] without the offending text, for allocation-free parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalErrorKind {
+    Empty,
+    InvalidChar,
+    TooPrecise,
+    Overflow,
+}
+
+impl DecimalErrorKind {
+    pub fn with_text(self, text: &str) -> DecimalError {
+        let text = text.to_owned();
+        match self {
+            Self::Empty => DecimalError::Empty,
+            Self::InvalidChar => DecimalError::InvalidChar(text),
+            Self::TooPrecise => DecimalError::TooPrecise(text),
+            Self::Overflow => DecimalError::Overflow(text),
+        }
+    }
+}
+
+/// Appends `nanos` as a decimal with exactly `decimals` digits after the point
+/// (truncating finer digits, which an instrument's own values never have).
+pub fn write_decimal(out: &mut Vec<u8>, nanos: i64, decimals: u8) {
+    let decimals = decimals.min(MAX_DECIMALS);
+    if nanos < 0 {
+        out.push(b'-');
+    }
+    let abs = nanos.unsigned_abs();
+    let whole = abs / SCALE as u64;
+    let frac = abs % SCALE as u64;
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(whole).as_bytes());
+    if decimals > 0 {
+        out.push(b'.');
+        let shown = frac / 10_u64.pow(u32::from(MAX_DECIMALS - decimals));
+        let digits = buf.format(shown).as_bytes();
+        out.extend(std::iter::repeat_n(b'0', decimals as usize - digits.len()));
+        out.extend_from_slice(digits);
+    }
+}
+
+/// Formats `nanos` as a decimal string with `decimals` digits after the point.
+pub fn format_decimal(nanos: i64, decimals: u8) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_decimal(&mut out, nanos, decimals);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Number of decimals needed to show `nanos` exactly (trailing zeros dropped).
+pub fn decimals_of(nanos: i64) -> u8 {
+    let mut frac = nanos.unsigned_abs() % SCALE as u64;
+    if frac == 0 {
+        return 0;
+    }
+    let mut decimals = MAX_DECIMALS;
+    while frac.is_multiple_of(10) {
+        frac /= 10;
+        decimals -= 1;
+    }
+    decimals
+}
+
+/// A price in nano-units of the quote currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Price(pub i64);
+
+/// A quantity in nano-units of the base asset (or shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(pub i64);
+
+impl Price {
+    pub fn parse(text: &str) -> Result<Self, DecimalError> {
+        parse_decimal(text).map(Self)
+    }
+    pub fn from_units(units: i64) -> Self {
+        Self(units * SCALE)
+    }
+}
+
+impl Size {
+    pub const ZERO: Size = Size(0);
+    pub fn parse(text: &str) -> Result<Self, DecimalError> {
+        parse_decimal(text).map(Self)
+    }
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_decimal(self.0, decimals_of(self.0)))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_decimal(self.0, decimals_of(self.0)))
+    }
+}
+
+/// Dense index of an instrument in the [`Instruments`] table; the key of every
+/// per-instrument array on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstrumentId(pub u32);
+
+impl InstrumentId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What kind of market an instrument trades in; decides simulator behaviour and
+/// lets clients group symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    Crypto,
+    Equity,
+}
+
+/// A tradable instrument as Tickwire names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instrument {
+    pub id: InstrumentId,
+    /// Client-facing symbol, venue-qualified where ambiguous (`binance:BTC-USDT`).
+    pub symbol: Arc<str>,
+    /// Source of the data (`sim`, `binance`, …).
+    pub venue: Arc<str>,
+    pub kind: AssetKind,
+    /// Smallest price increment.
+    pub tick_size: Price,
+    /// Smallest size increment.
+    pub lot_size: Size,
+    /// Decimals prices are shown with (derived from the tick size).
+    pub price_decimals: u8,
+    /// Decimals sizes are shown with (derived from the lot size).
+    pub size_decimals: u8,
+}
+
+/// Why an instrument definition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstrumentError {
+    #[error("symbol {0:?} must be 1-64 characters of A-Z a-z 0-9 : . _ - /")]
+    BadSymbol(String),
+    #[error("duplicate symbol {0:?}")]
+    Duplicate(String),
+    #[error("tick size and lot size of {0:?} must be positive")]
+    BadIncrement(String),
+}
+
+/// Whether `symbol` is acceptable as an instrument name. The allowed characters
+/// need no escaping in JSON, which lets the encoder copy symbols verbatim.
+pub fn is_valid_symbol(symbol: &str) -> bool {
+    !symbol.is_empty()
+        && symbol.len() <= 64
+        && symbol.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-' | b'/'))
+}
+
+/// The fixed table of instruments, indexed by [`InstrumentId`].
+#[derive(Debug, Default)]
+pub struct Instruments {
+    list: Vec<Instrument>,
+    by_symbol: rustc_hash::FxHashMap<Arc<str>, InstrumentId>,
+}
+
+/// The parts of an instrument a feed declares; the table assigns the id.
+#[derive(Debug, Clone)]
+pub struct InstrumentSpec {
+    pub symbol: String,
+    pub venue: String,
+    pub kind: AssetKind,
+    pub tick_size: Price,
+    pub lot_size: Size,
+}
+
+impl Instruments {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, spec: InstrumentSpec) -> Result<InstrumentId, InstrumentError> {
+        if !is_valid_symbol(&spec.symbol) {
+            return Err(InstrumentError::BadSymbol(spec.symbol));
+        }
+        if self.by_symbol.contains_key(spec.symbol.as_str()) {
+            return Err(InstrumentError::Duplicate(spec.symbol));
+        }
+        if spec.tick_size.0 <= 0 || spec.lot_size.0 <= 0 {
+            return Err(InstrumentError::BadIncrement(spec.symbol));
+        }
+        let id = InstrumentId(self.list.len() as u32);
+        let symbol: Arc<str> = spec.symbol.into();
+        self.list.push(Instrument {
+            id,
+            symbol: symbol.clone(),
+            venue: spec.venue.into(),
+            kind: spec.kind,
+            tick_size: spec.tick_size,
+            lot_size: spec.lot_size,
+            price_decimals: decimals_of(spec.tick_size.0),
+            size_decimals: decimals_of(spec.lot_size.0),
+        });
+        self.by_symbol.insert(symbol, id);
+        Ok(id)
+    }
+
+    pub fn get(&self, id: InstrumentId) -> &Instrument {
+        &self.list[id.index()]
+    }
+
+    pub fn lookup(&self, symbol: &str) -> Option<InstrumentId> {
+        self.by_symbol.get(symbol).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Instrument> {
+        self.list.iter()
+    }
+}
+
+/// Aggressor side of a trade, or side of a book level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
+}
+
+/// Best bid and offer with their sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub bid: Price,
+    pub bid_size: Size,
+    pub ask: Price,
+    pub ask_size: Size,
+}
+
+/// One execution on the venue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trade {
+    pub price: Price,
+    pub size: Size,
+    /// The aggressor's side.
+    pub side: Side,
+    /// The venue's trade id.
+    pub trade_id: u64,
+}
+
+/// Changed price levels of an L2 book; a level with size zero is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BookDelta {
+    pub bids: Vec<(Price, Size)>,
+    pub asks: Vec<(Price, Size)>,
+}
+
+/// The streams a client can subscribe to for an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Quotes = 0,
+    Trades = 1,
+    Book = 2,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Quotes, Channel::Trades, Channel::Book];
+    pub const COUNT: usize = 3;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Quotes => "quotes",
+            Channel::Trades => "trades",
+            Channel::Book => "book",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Channel> {
+        match name {
+            "quotes" => Some(Channel::Quotes),
+            "trades" => Some(Channel::Trades),
+            "book" => Some(Channel::Book),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Quote(Quote),
+    Trade(Trade),
+    Book(BookDelta),
+}
+
+impl Payload {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Payload::Quote(_) => Channel::Quotes,
+            Payload::Trade(_) => Channel::Trades,
+            Payload::Book(_) => Channel::Book,
+        }
+    }
+}
+
+/// One normalised market event with its three clocks.
+///
+/// Feeds fill `ts_event` and `ts_recv` and leave `seq` and `ts_send` at zero; the
+/// book stage, which owns each instrument, assigns `seq` (per instrument and
+/// channel, starting at 1) and `ts_send` when it hands the event to the fan-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub instrument: InstrumentId,
+    pub seq: u64,
+    /// The venue's timestamp.
+    pub ts_event: Nanos,
+    /// When ingest received the message.
+    pub ts_recv: Nanos,
+    /// When the gateway published the event to the fan-out.
+    pub ts_send: Nanos,
+    pub payload: Payload,
+}
+
+impl Event {
+    pub fn new(instrument: InstrumentId, ts_event: Nanos, ts_recv: Nanos, payload: Payload) -> Self {
+        Self { instrument, seq: 0, ts_event, ts_recv, ts_send: 0, payload }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.payload.channel()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_exact_decimals() {
+        assert_eq!(parse_decimal("64123.50").unwrap(), 64_123_500_000_000);
+        assert_eq!(parse_decimal("0.000000001").unwrap(), 1);
+        assert_eq!(parse_decimal("-1.5").unwrap(), -1_500_000_000);
+        assert_eq!(parse_decimal(".5").unwrap(), 500_000_000);
+        assert_eq!(parse_decimal("7").unwrap(), 7 * SCALE);
+        assert_eq!(parse_decimal("1.0000000000").unwrap(), SCALE);
+    }
+
+    #[test]
+    fn rejects_what_would_lose_precision_or_is_not_a_number() {
+        assert!(matches!(parse_decimal(""), Err(DecimalError::Empty)));
+        assert!(matches!(parse_decimal("-"), Err(DecimalError::Empty)));
+        assert!(matches!(parse_decimal("."), Err(DecimalError::Empty)));
+        assert!(matches!(parse_decimal("1e5"), Err(DecimalError::InvalidChar(_))));
+        assert!(matches!(parse_decimal("1.2.3"), Err(DecimalError::InvalidChar(_))));
+        assert!(matches!(parse_decimal("0.0000000001"), Err(DecimalError::TooPrecise(_))));
+        assert!(matches!(parse_decimal("99999999999"), Err(DecimalError::Overflow(_))));
+    }
+
+    #[test]
+    fn formats_with_instrument_decimals() {
+        assert_eq!(format_decimal(64_123_500_000_000, 2), "64123.50");
+        assert_eq!(format_decimal(421_000_000, 4), "0.4210");
+        assert_eq!(format_decimal(-1_500_000_000, 1), "-1.5");
+        assert_eq!(format_decimal(5 * SCALE, 0), "5");
+        assert_eq!(format_decimal(1, 9), "0.000000001");
+        assert_eq!(decimals_of(Price::parse("0.01").unwrap().0), 2);
+        assert_eq!(decimals_of(SCALE), 0);
+    }
+
+    #[test]
+    fn instrument_table_validates() {
+        let mut table = Instruments::new();
+        let spec = InstrumentSpec {
+            symbol: "BTC-USD".into(),
+            venue: "sim".into(),
+            kind: AssetKind::Crypto,
+            tick_size: Price::parse("0.01").unwrap(),
+            lot_size: Size::parse("0.0001").unwrap(),
+        };
+        let id = table.add(spec.clone()).unwrap();
+        assert_eq!(table.get(id).price_decimals, 2);
+        assert_eq!(table.get(id).size_decimals, 4);
+        assert_eq!(table.lookup("BTC-USD"), Some(id));
+        assert!(matches!(table.add(spec.clone()), Err(InstrumentError::Duplicate(_))));
+        let bad = InstrumentSpec { symbol: "BTC USD\"".into(), ..spec };
+        assert!(matches!(table.add(bad), Err(InstrumentError::BadSymbol(_))));
+    }
+
+    proptest! {
+        /// decimal string -> fixed point -> decimal string gives back the same text.
+        #[test]
+        fn decimal_round_trips(whole in 0i64..9_000_000_000, frac in 0u64..1_000_000_000, decimals in 0u8..=9, negative: bool) {
+            let frac_digits = if decimals == 0 { String::new() } else {
+                let f = frac % 10u64.pow(u32::from(decimals));
+                format!(".{f:0width$}", width = decimals as usize)
+            };
+            let sign = if negative && (whole != 0 || !frac_digits.trim_start_matches('.').trim_start_matches('0').is_empty()) { "-" } else { "" };
+            let text = format!("{sign}{whole}{frac_digits}");
+            let nanos = parse_decimal(&text).unwrap();
+            prop_assert_eq!(format_decimal(nanos, decimals), text);
+        }
+
+        /// Any nano value survives formatting with nine decimals and parsing back.
+        #[test]
+        fn nanos_round_trip(nanos in (i64::MIN + 1)..=i64::MAX) {
+            let text = format_decimal(nanos, 9);
+            prop_assert_eq!(parse_decimal(&text).unwrap(), nanos);
+        }
+    }
+}

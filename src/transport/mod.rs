@@ -1,0 +1,152 @@
+//! The HTTP edge: WebSocket streaming, REST, health, metrics and the dashboard.
+//!
+//! [`router`] builds the whole axum application from an [`AppState`], so tests can
+//! serve it on port 0 exactly as `tickwire serve` does.
+
+mod page;
+mod rest;
+pub mod ws;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::fanout::Fanout;
+use crate::feed::FeedHealth;
+pub use ws::SessionLimits;
+
+/// Everything request handlers share.
+pub struct AppState {
+    pub fanout: Arc<Fanout>,
+    pub feeds: Vec<Arc<FeedHealth>>,
+    pub limits: SessionLimits,
+    /// Upgraded connections beyond this are refused with 503.
+    pub max_connections: usize,
+    /// Cancelled when the server shuts down: sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks, which axum's graceful shutdown does not wait for.
+    pub sessions: TaskTracker,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Built dashboard to serve at `/`; the built-in page when absent.
+    pub static_dir: Option<PathBuf>,
+    pub started: Instant,
+    connections: AtomicUsize,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)] // one constructor, called from the composition root
+    pub fn new(
+        fanout: Arc<Fanout>,
+        feeds: Vec<Arc<FeedHealth>>,
+        limits: SessionLimits,
+        max_connections: usize,
+        shutdown: CancellationToken,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        static_dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            fanout,
+            feeds,
+            limits,
+            max_connections,
+            shutdown,
+            sessions: TaskTracker::new(),
+            metrics,
+            static_dir,
+            started: Instant::now(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn connection_opened(&self) {
+        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("tickwire_ws_connections").set(now as f64);
+    }
+
+    fn connection_closed(&self) {
+        let now = self.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("tickwire_ws_connections").set(now as f64);
+    }
+}
+
+/// An error at the HTTP boundary: a status and a JSON body with a stable code.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/instruments", get(rest::instruments))
+        .route("/v1/snapshot", get(rest::snapshot))
+        .route("/v1/feeds", get(rest::feeds))
+        .route("/v1/stats", get(rest::stats))
+        .route("/healthz", get(rest::health))
+        .route("/metrics", get(rest::metrics));
+    let site = match &state.static_dir {
+        Some(dir) if dir.join("index.html").is_file() => Router::new()
+            .fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)),
+        _ => Router::new().route("/", get(page::index)),
+    };
+    api.merge(site).with_state(state)
+}
+
+async fn ws_upgrade(State(app): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    if app.shutdown.is_cancelled() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+            .into_response();
+    }
+    if app.connections() >= app.max_connections {
+        metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!("the server holds its maximum of {} connections", app.max_connections),
+        )
+        .into_response();
+    }
+    let limits = app.limits;
+    upgrade
+        // Clients send small requests: a 4 KiB read buffer instead of tungstenite's
+        // 128 KiB default keeps idle connections cheap (see docs/BENCHMARKS.md).
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(64 << 10)
+        .max_write_buffer_size(limits.max_frame_bytes * 4 + (64 << 10))
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| {
+            let sessions = app.sessions.clone();
+            sessions.track_future(ws::run(socket, app))
+        })
+}

@@ -1,0 +1,170 @@
+//! REST endpoints: instruments, snapshots, feed health, stats, metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::model::{Instrument, format_decimal};
+
+/// Most symbols one snapshot request may name.
+const MAX_SNAPSHOT_SYMBOLS: usize = 1_000;
+
+pub async fn instruments(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let list: Vec<Value> = app
+        .fanout
+        .instruments()
+        .iter()
+        .map(|i| {
+            json!({
+                "symbol": &*i.symbol,
+                "venue": &*i.venue,
+                "kind": i.kind,
+                "tick_size": format_decimal(i.tick_size.0, i.price_decimals),
+                "lot_size": format_decimal(i.lot_size.0, i.size_decimals),
+                "price_decimals": i.price_decimals,
+                "size_decimals": i.size_decimals,
+            })
+        })
+        .collect();
+    Json(json!({ "instruments": list }))
+}
+
+#[derive(Deserialize)]
+pub struct SnapshotQuery {
+    symbols: Option<String>,
+}
+
+fn price(i: &Instrument, nanos: i64) -> String {
+    format_decimal(nanos, i.price_decimals)
+}
+
+fn size(i: &Instrument, nanos: i64) -> String {
+    format_decimal(nanos, i.size_decimals)
+}
+
+/// `GET /v1/snapshot?symbols=A,B`: the latest quote, trade, book and session stats
+/// of each symbol, read lock-free from the engine's published state.
+pub async fn snapshot(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<SnapshotQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let symbols: Vec<&str> =
+        query.symbols.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if symbols.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "symbols=A,B,... is required"));
+    }
+    if symbols.len() > MAX_SNAPSHOT_SYMBOLS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_symbols",
+            format!("at most {MAX_SNAPSHOT_SYMBOLS} symbols per request"),
+        ));
+    }
+    let instruments = app.fanout.instruments();
+    let mut out = Vec::with_capacity(symbols.len());
+    for symbol in symbols {
+        let id = instruments
+            .lookup(symbol)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
+        let inst = instruments.get(id);
+        let state = app.fanout.state().load(id);
+        let levels = |side: &[(crate::model::Price, crate::model::Size)]| -> Vec<[String; 2]> {
+            side.iter().map(|(p, s)| [price(inst, p.0), size(inst, s.0)]).collect()
+        };
+        out.push(json!({
+            "symbol": symbol,
+            "quote": state.quote.map(|q| json!({
+                "seq": q.seq,
+                "bid": price(inst, q.value.bid.0),
+                "bid_size": size(inst, q.value.bid_size.0),
+                "ask": price(inst, q.value.ask.0),
+                "ask_size": size(inst, q.value.ask_size.0),
+                "ts_event": q.ts_event, "ts_recv": q.ts_recv, "ts_send": q.ts_send,
+            })),
+            "last_trade": state.last_trade.map(|t| json!({
+                "seq": t.seq,
+                "price": price(inst, t.value.price.0),
+                "size": size(inst, t.value.size.0),
+                "side": t.value.side.as_str(),
+                "trade_id": t.value.trade_id,
+                "ts_event": t.ts_event, "ts_recv": t.ts_recv, "ts_send": t.ts_send,
+            })),
+            "book": {
+                "seq": state.book.seq,
+                "bids": levels(&state.book.bids),
+                "asks": levels(&state.book.asks),
+            },
+            "stats": state.stats.map(|s| json!({
+                "open": price(inst, s.open.0),
+                "high": price(inst, s.high.0),
+                "low": price(inst, s.low.0),
+                "volume": size(inst, s.volume.0),
+                "trades": s.trades,
+            })),
+        }));
+    }
+    Ok(Json(json!({ "snapshots": out })))
+}
+
+pub async fn feeds(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let feeds: Vec<_> = app.feeds.iter().map(|f| f.view()).collect();
+    Json(json!({ "feeds": feeds }))
+}
+
+pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &app.fanout.stats;
+    Json(json!({
+        "connections": app.connections(),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "events_published": s.published.load(Relaxed),
+        "updates_delivered": s.delivered.load(Relaxed),
+        "conflated": s.conflated.load(Relaxed),
+        "dropped_trades": s.dropped_trades.load(Relaxed),
+        "book_resnapshots": s.resnapshots.load(Relaxed),
+        "slow_consumer_closes": s.slow_consumer_closes.load(Relaxed),
+        "store_lag_ms": Value::Null,
+    }))
+}
+
+/// `GET /healthz`: 200 while serving (with each feed's state), 503 while shutting down.
+pub async fn health(State(app): State<Arc<AppState>>) -> Response {
+    let feeds: Vec<_> = app.feeds.iter().map(|f| f.view()).collect();
+    let all_live = feeds.iter().all(|f| f.state == "live");
+    let (status, text) = if app.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if all_live {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::OK, "degraded")
+    };
+    let body = json!({
+        "status": text,
+        "uptime_s": app.started.elapsed().as_secs(),
+        "connections": app.connections(),
+        "feeds": feeds,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(handle) = &app.metrics else {
+        return ApiError::new(StatusCode::NOT_FOUND, "metrics_disabled", "metrics are disabled").into_response();
+    };
+    let s = &app.fanout.stats;
+    metrics::gauge!("tickwire_fanout_published").set(s.published.load(Relaxed) as f64);
+    metrics::gauge!("tickwire_fanout_delivered").set(s.delivered.load(Relaxed) as f64);
+    metrics::gauge!("tickwire_fanout_conflated").set(s.conflated.load(Relaxed) as f64);
+    metrics::gauge!("tickwire_fanout_dropped_trades").set(s.dropped_trades.load(Relaxed) as f64);
+    metrics::gauge!("tickwire_fanout_book_resnapshots").set(s.resnapshots.load(Relaxed) as f64);
+    metrics::gauge!("tickwire_fanout_slow_consumer_closes").set(s.slow_consumer_closes.load(Relaxed) as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}

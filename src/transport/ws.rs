@@ -1,0 +1,275 @@
+//! One WebSocket session: a reader that turns client requests into subscriptions,
+//! and a writer that drains the connection's outbox into frames.
+//!
+//! Both halves run in the connection's one task. The writer waits on the outbox,
+//! the shutdown token and the heartbeat timer; it takes everything queued at once
+//! and makes one flush for it, so batches grow by themselves while a write is in
+//! flight. The reader never writes to the socket: answers (snapshots, errors,
+//! pongs) go through the outbox, in order with the data. When the client is gone or
+//! broke the protocol, the reader ends and asks the writer for a close frame.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite;
+
+use super::AppState;
+use crate::codec::json::{encode_error, encode_pong};
+use crate::codec::{ClientRequest, ErrorCode, RequestError, Subscription, close, parse_request};
+use crate::fanout::{Item, Outbox, build_frames};
+use crate::model::now_nanos;
+
+/// Per-connection limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Largest client message accepted; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Largest batch frame the server builds.
+    pub max_frame_bytes: usize,
+    /// (instrument, channel) subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    pub ping_interval: Duration,
+    /// A connection silent for this long (no message, no pong) is closed with 4000.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            max_frame_bytes: 256 << 10,
+            max_subscriptions: 10_000,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the reader stopped, and the close code the writer should send.
+struct ReaderEnd {
+    code: u16,
+    reason: &'static str,
+}
+
+/// Runs a session until the client leaves, breaks the protocol, falls too far
+/// behind, goes silent, or the server shuts down.
+pub async fn run(socket: WebSocket, app: Arc<AppState>) {
+    app.connection_opened();
+    let outbox = app.fanout.outbox();
+    let started = Instant::now();
+    let last_seen_ms = AtomicU64::new(0);
+    let (sink, stream) = socket.split();
+    let mut writer = pin!(write_loop(sink, &app, &outbox, started, &last_seen_ms));
+    let reader = pin!(read_loop(stream, &app, &outbox, started, &last_seen_ms));
+    tokio::select! {
+        () = &mut writer => {}
+        end = reader => {
+            outbox.request_close(end.code, end.reason);
+            // Give the writer a moment to send the close frame; a peer that is
+            // already gone must not hold the task.
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+    }
+    app.fanout.detach(&outbox);
+    app.connection_closed();
+}
+
+fn touch(last_seen_ms: &AtomicU64, started: Instant) {
+    last_seen_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+async fn read_loop<S>(
+    mut stream: S,
+    app: &AppState,
+    outbox: &Arc<Outbox>,
+    started: Instant,
+    last_seen_ms: &AtomicU64,
+) -> ReaderEnd
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    while let Some(message) = stream.next().await {
+        touch(last_seen_ms, started);
+        match message {
+            Ok(Message::Text(text)) => handle_text(app, outbox, &text),
+            Ok(Message::Binary(_)) => reject(
+                outbox,
+                &RequestError::new(
+                    ErrorCode::UnsupportedFrame,
+                    "binary frames are not accepted on a JSON connection",
+                    None,
+                ),
+            ),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(_)) => return ReaderEnd { code: close::NORMAL, reason: "bye" },
+            Err(error) => return classify_read_error(error),
+        }
+    }
+    ReaderEnd { code: close::NORMAL, reason: "closed" }
+}
+
+fn classify_read_error(error: axum::Error) -> ReaderEnd {
+    let inner = error.into_inner();
+    let end = match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message too big" },
+        Some(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
+            ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" }
+        }
+        _ => ReaderEnd { code: close::NORMAL, reason: "connection lost" },
+    };
+    metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);
+    tracing::debug!(error = %inner, code = end.code, "websocket read ended");
+    end
+}
+
+fn reject(outbox: &Outbox, error: &RequestError) {
+    metrics::counter!("tickwire_client_errors_total", "code" => error.code.as_str()).increment(1);
+    tracing::debug!(%error, "client request refused");
+    outbox.push_message(Bytes::from(encode_error(error)));
+}
+
+fn handle_text(app: &AppState, outbox: &Arc<Outbox>, text: &str) {
+    match parse_request(text) {
+        Err(error) => reject(outbox, &error),
+        Ok(ClientRequest::Ping { id }) => outbox.push_message(Bytes::from(encode_pong(id.as_ref(), now_nanos()))),
+        Ok(ClientRequest::Subscribe(sub)) => subscribe(app, outbox, &sub),
+        Ok(ClientRequest::Unsubscribe(sub)) => unsubscribe(app, outbox, &sub),
+    }
+}
+
+fn unknown_symbols_error(unknown: &[&str], op: &str) -> RequestError {
+    let listed: Vec<_> = unknown.iter().take(20).copied().collect();
+    let more = if unknown.len() > listed.len() {
+        format!(" and {} more", unknown.len() - listed.len())
+    } else {
+        String::new()
+    };
+    RequestError::new(ErrorCode::UnknownSymbol, format!("no instrument {}{more}", listed.join(", ")), Some(op))
+}
+
+fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
+    let limit = app.limits.max_subscriptions;
+    let wanted = sub.symbols.len().saturating_mul(sub.channels.len());
+    if wanted > limit || outbox.subscription_count() + wanted > limit {
+        return reject(
+            outbox,
+            &RequestError::new(
+                ErrorCode::TooManySymbols,
+                format!("{wanted} subscriptions requested; a connection may hold at most {limit}"),
+                Some("subscribe"),
+            ),
+        );
+    }
+    let instruments = app.fanout.instruments();
+    let mut unknown = Vec::new();
+    for symbol in &sub.symbols {
+        let Some(id) = instruments.lookup(symbol) else {
+            unknown.push(symbol.as_str());
+            continue;
+        };
+        for &channel in &sub.channels {
+            app.fanout.subscribe(outbox, id, channel);
+        }
+    }
+    if !unknown.is_empty() {
+        reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
+    }
+}
+
+fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
+    let instruments = app.fanout.instruments();
+    let mut unknown = Vec::new();
+    for symbol in &sub.symbols {
+        let Some(id) = instruments.lookup(symbol) else {
+            unknown.push(symbol.as_str());
+            continue;
+        };
+        for &channel in &sub.channels {
+            app.fanout.unsubscribe(outbox, id, channel);
+        }
+    }
+    if !unknown.is_empty() {
+        reject(outbox, &unknown_symbols_error(&unknown, "unsubscribe"));
+    }
+}
+
+async fn write_loop<S>(mut sink: S, app: &AppState, outbox: &Outbox, started: Instant, last_seen_ms: &AtomicU64)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let mut items: Vec<Item> = Vec::new();
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + app.limits.ping_interval, app.limits.ping_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let close = tokio::select! {
+            biased;
+            () = app.shutdown.cancelled() => {
+                // Deliver what is already queued, then say goodbye.
+                let _ = app.fanout.drain(outbox, &mut items);
+                if write_items(&mut sink, &items, &mut frames, app.limits.max_frame_bytes).await.is_err() {
+                    return;
+                }
+                Some((close::GOING_AWAY, "server shutting down"))
+            }
+            () = outbox.ready() => {
+                let close = app.fanout.drain(outbox, &mut items);
+                if close.is_none_or(|(code, _)| code != close::SLOW_CONSUMER)
+                    && write_items(&mut sink, &items, &mut frames, app.limits.max_frame_bytes).await.is_err()
+                {
+                    return;
+                }
+                items.clear();
+                close
+            }
+            _ = heartbeat.tick() => {
+                let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen_ms.load(Ordering::Relaxed));
+                if silent_ms > app.limits.idle_timeout.as_millis() as u64 {
+                    metrics::counter!("tickwire_ws_idle_closes_total").increment(1);
+                    Some((close::IDLE_TIMEOUT, "idle timeout"))
+                } else if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some((code, reason)) = close {
+            if code == close::SLOW_CONSUMER {
+                metrics::counter!("tickwire_ws_slow_consumer_closes_total").increment(1);
+            }
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = sink.close().await;
+            return;
+        }
+    }
+}
+
+/// Writes drained items as frames and flushes once.
+async fn write_items<S>(
+    sink: &mut S,
+    items: &[Item],
+    frames: &mut Vec<Bytes>,
+    max_frame_bytes: usize,
+) -> Result<(), axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    if items.is_empty() {
+        return Ok(());
+    }
+    frames.clear();
+    build_frames(items, max_frame_bytes, frames);
+    for frame in frames.drain(..) {
+        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
+        sink.feed(Message::Text(text)).await?;
+    }
+    sink.flush().await
+}
