@@ -50,6 +50,9 @@ impl Default for SessionLimits {
     }
 }
 
+/// How long a closing session waits for the peer's side of the close handshake.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Why the reader stopped, and the close code the writer should send.
 struct ReaderEnd {
     code: u16,
@@ -65,14 +68,27 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>) {
     let last_seen_ms = AtomicU64::new(0);
     let (sink, stream) = socket.split();
     let mut writer = pin!(write_loop(sink, &app, &outbox, started, &last_seen_ms));
-    let reader = pin!(read_loop(stream, &app, &outbox, started, &last_seen_ms));
+    let mut reader = pin!(read_loop(stream, &app, &outbox, started, &last_seen_ms));
     tokio::select! {
-        () = &mut writer => {}
-        end = reader => {
+        () = &mut writer => {
+            // We sent a close frame: give the peer a moment to answer with its own
+            // (the reader ends on it), so the close handshake completes cleanly.
+            let _ = tokio::time::timeout(CLOSE_LINGER, reader).await;
+        }
+        end = &mut reader => {
             outbox.request_close(end.code, end.reason);
             // Give the writer a moment to send the close frame; a peer that is
             // already gone must not hold the task.
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;
+            if end.code != close::NORMAL {
+                // The peer may still be sending (say, the rest of an oversized
+                // frame). Closing the socket now would reset the connection and
+                // discard our close frame before the peer reads it; linger instead.
+                tokio::select! {
+                    () = tokio::time::sleep(CLOSE_LINGER) => {}
+                    () = app.shutdown.cancelled() => {}
+                }
+            }
         }
     }
     app.fanout.detach(&outbox);
