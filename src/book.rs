@@ -198,8 +198,14 @@ impl Engine {
         let Some(slot) = self.states.get(index) else {
             return Err(BookError::UnknownInstrument(event.instrument.0));
         };
-        if let Payload::Book(delta) = &event.payload {
-            self.books[index].apply(delta)?;
+        match &event.payload {
+            Payload::Book(delta) => self.books[index].apply(delta)?,
+            Payload::BookReset(levels) => {
+                let mut fresh = L2Book::default();
+                fresh.apply(levels)?;
+                self.books[index] = fresh;
+            }
+            Payload::Quote(_) | Payload::Trade(_) => {}
         }
         let current = slot.load();
         let mut next = InstrumentState::clone(&current);
@@ -231,7 +237,7 @@ impl Engine {
                     },
                 });
             }
-            Payload::Book(_) => {
+            Payload::Book(_) | Payload::BookReset(_) => {
                 let (bids, asks) = self.books[index].top(self.depth);
                 next.book = Arc::new(BookLevels {
                     seq: event.seq,
@@ -321,6 +327,25 @@ mod tests {
         let removal = BookDelta { bids: vec![(p(99), Size::ZERO)], asks: vec![] };
         engine.apply(&mut Event::new(id, 0, 0, Payload::Book(removal))).unwrap();
         assert_eq!(engine.l2(id).best_bid(), Some((p(98), s(2))));
+    }
+
+    #[test]
+    fn book_reset_replaces_the_whole_book() {
+        let instruments = table();
+        let mut engine = Engine::new(&instruments, 10);
+        let id = InstrumentId(0);
+        let first = BookDelta { bids: vec![(p(99), s(1)), (p(98), s(1))], asks: vec![(p(101), s(1))] };
+        engine.apply(&mut Event::new(id, 0, 0, Payload::Book(first))).unwrap();
+        let reset = BookDelta { bids: vec![(p(90), s(5))], asks: vec![(p(91), s(5))] };
+        let mut event = Event::new(id, 0, 0, Payload::BookReset(reset));
+        engine.apply(&mut event).unwrap();
+        assert_eq!(event.seq, 2);
+        assert_eq!(engine.l2(id).depth(), (1, 1));
+        let book = engine.reader().load(id).book.clone();
+        assert_eq!((book.bids.clone(), book.asks.clone(), book.seq), (vec![(p(90), s(5))], vec![(p(91), s(5))], 2));
+        let crossed = BookDelta { bids: vec![(p(95), s(1))], asks: vec![(p(94), s(1))] };
+        assert!(engine.apply(&mut Event::new(id, 0, 0, Payload::BookReset(crossed))).is_err());
+        assert_eq!(engine.l2(id).depth(), (1, 1), "a refused reset keeps the old book");
     }
 
     proptest! {

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::close;
 use crate::codec::json::{self, GapReason};
-use crate::model::{Channel, Event, InstrumentId, Instruments};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Payload};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,6 +205,16 @@ impl Fanout {
         if subscribers.is_empty() {
             return 0;
         }
+        if let Payload::BookReset(_) = event.payload {
+            let mut invalidated = Vec::with_capacity(96);
+            json::encode_book_invalidated(&mut invalidated, &self.instruments.get(event.instrument).symbol, event.seq);
+            let (_, snapshot) = self.snapshot_message(event.instrument, Channel::Book);
+            let messages = [Bytes::from(invalidated), snapshot];
+            for outbox in subscribers.iter() {
+                self.offer_reset(outbox, event, &messages);
+            }
+            return subscribers.len();
+        }
         let mut buf = Vec::with_capacity(192);
         json::encode_update(&mut buf, self.instruments.get(event.instrument), event);
         let encoded = Arc::new(Encoded {
@@ -288,6 +298,30 @@ impl Fanout {
         }
         if len == 0 {
             drop(guard);
+            outbox.wake.notify_one();
+        }
+    }
+
+    /// A resynchronised book: the client's copy is wrong, so it gets a
+    /// `book_invalidated` message and the fresh snapshot, whatever its lag.
+    fn offer_reset(&self, outbox: &Outbox, event: &Event, messages: &[Bytes; 2]) {
+        let mut inner = outbox.inner.lock();
+        if inner.close.is_some() {
+            return;
+        }
+        let Some(sub) = inner.subs.get_mut(&(event.instrument, Channel::Book)) else {
+            return;
+        };
+        if event.seq <= sub.last_seq {
+            return;
+        }
+        sub.last_seq = event.seq;
+        sub.resnapshot_pending = false;
+        let first = inner.queue.is_empty();
+        inner.queue.retain(|item| !matches!(item, Item::Resnapshot(id) if *id == event.instrument));
+        inner.queue.extend(messages.iter().cloned().map(Item::Message));
+        drop(inner);
+        if first {
             outbox.wake.notify_one();
         }
     }
@@ -439,7 +473,7 @@ pub fn build_frames(items: &[Item], max_frame_bytes: usize, frames: &mut Vec<Byt
 mod tests {
     use super::*;
     use crate::book::Engine;
-    use crate::model::{AssetKind, InstrumentSpec, Payload, Price, Quote, Side, Size, Trade};
+    use crate::model::{AssetKind, BookDelta, InstrumentSpec, Price, Quote, Side, Size, Trade};
 
     fn setup(config: OutboxConfig) -> (Engine, Fanout) {
         let mut t = Instruments::new();
@@ -559,7 +593,7 @@ mod tests {
         let outbox = fanout.outbox();
         fanout.subscribe(&outbox, InstrumentId(0), Channel::Book);
         for i in 1..=20 {
-            let delta = crate::model::BookDelta { bids: vec![(Price::from_units(i), Size(i))], asks: vec![] };
+            let delta = BookDelta { bids: vec![(Price::from_units(i), Size(i))], asks: vec![] };
             emit(&mut engine, &fanout, 0, Payload::Book(delta));
         }
         let frames = drain_json(&fanout, &outbox);
@@ -567,9 +601,26 @@ mod tests {
         assert_eq!(last["type"], "snapshot");
         assert_eq!(last["seq"], 20);
         assert_eq!(last["data"]["bids"].as_array().unwrap().len(), 10);
-        emit(&mut engine, &fanout, 0, Payload::Book(crate::model::BookDelta::default()));
+        emit(&mut engine, &fanout, 0, Payload::Book(BookDelta::default()));
         let frames = drain_json(&fanout, &outbox);
         assert_eq!(frames[0]["updates"][0]["seq"], 21, "deltas continue after the resnapshot");
+    }
+
+    #[test]
+    fn book_reset_invalidates_then_snapshots() {
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        let outbox = fanout.outbox();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book);
+        let delta = BookDelta { bids: vec![(Price::from_units(10), Size(1))], asks: vec![] };
+        emit(&mut engine, &fanout, 0, Payload::Book(delta));
+        let reset =
+            BookDelta { bids: vec![(Price::from_units(20), Size(2))], asks: vec![(Price::from_units(21), Size(2))] };
+        emit(&mut engine, &fanout, 0, Payload::BookReset(reset));
+        let frames = drain_json(&fanout, &outbox);
+        let kinds: Vec<_> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["snapshot", "batch", "book_invalidated", "snapshot"]);
+        assert_eq!(frames[3]["seq"], 2);
+        assert_eq!(frames[3]["data"]["bids"][0][0], "20.00");
     }
 
     #[test]

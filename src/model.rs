@@ -399,7 +399,12 @@ impl Channel {
 pub enum Payload {
     Quote(Quote),
     Trade(Trade),
+    /// Changed levels of the L2 book.
     Book(BookDelta),
+    /// The whole L2 book, replacing whatever was there: the first book of a feed,
+    /// or a resynchronisation after a gap or checksum failure. Subscribers get a
+    /// `book_invalidated` message and a fresh snapshot.
+    BookReset(BookDelta),
 }
 
 impl Payload {
@@ -407,7 +412,7 @@ impl Payload {
         match self {
             Payload::Quote(_) => Channel::Quotes,
             Payload::Trade(_) => Channel::Trades,
-            Payload::Book(_) => Channel::Book,
+            Payload::Book(_) | Payload::BookReset(_) => Channel::Book,
         }
     }
 }

@@ -102,7 +102,7 @@ pub fn encode_update(out: &mut Vec<u8>, inst: &Instrument, event: &Event) {
     match &event.payload {
         Payload::Quote(q) => push_quote_fields(out, inst, q),
         Payload::Trade(t) => push_trade_fields(out, inst, t),
-        Payload::Book(d) => push_book_fields(out, inst, &d.bids, &d.asks),
+        Payload::Book(d) | Payload::BookReset(d) => push_book_fields(out, inst, &d.bids, &d.asks),
     }
     push_clocks(out, event.ts_event, event.ts_recv, event.ts_send);
     out.push(b'}');
@@ -190,6 +190,16 @@ pub fn encode_gap(out: &mut Vec<u8>, symbol: &str, channel: Channel, from_seq: u
     out.extend_from_slice(br#","reason":""#);
     out.extend_from_slice(reason.as_str().as_bytes());
     out.extend_from_slice(br#""}"#);
+}
+
+/// A `book_invalidated` message: the book the client holds is wrong; a fresh
+/// snapshot follows.
+pub fn encode_book_invalidated(out: &mut Vec<u8>, symbol: &str, seq: u64) {
+    out.extend_from_slice(br#"{"type":"book_invalidated","symbol":""#);
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(br#"","channel":"book","seq":"#);
+    push_u64(out, seq);
+    out.push(b'}');
 }
 
 /// An `error` message.

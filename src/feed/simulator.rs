@@ -201,7 +201,7 @@ impl Simulator {
                 bids: (0..DEPTH).map(|i| m.bid_level(i)).collect(),
                 asks: (0..DEPTH).map(|i| m.ask_level(i)).collect(),
             };
-            out.push(Event::new(m.id, now, now, Payload::Book(delta)));
+            out.push(Event::new(m.id, now, now, Payload::BookReset(delta)));
             out.push(Event::new(m.id, now, now, Payload::Quote(m.quote())));
         }
         out
@@ -468,7 +468,7 @@ mod tests {
                     trades += 1;
                     assert!(t.size.0 > 0);
                 }
-                Payload::Book(_) => {
+                Payload::Book(_) | Payload::BookReset(_) => {
                     let (bids, asks) = engine.l2(event.instrument).depth();
                     assert!(bids >= DEPTH - 1 && asks >= DEPTH - 1, "book depth {bids}/{asks}");
                 }
