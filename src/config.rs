@@ -97,6 +97,13 @@ pub struct ServeArgs {
     /// Levels per side kept in book snapshots.
     #[arg(long, env = "TICKWIRE_BOOK_DEPTH", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub book_depth: u64,
+    /// WebSocket read buffer per connection, in bytes. Clients send small
+    /// requests; tungstenite's 128 KiB default costs that much per idle socket.
+    #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
+    pub ws_read_buffer_bytes: u64,
+    /// Bytes gathered before a WebSocket write reaches the socket (a flush always writes).
+    #[arg(long, env = "TICKWIRE_WS_WRITE_BUFFER_BYTES", default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(0..=(16 << 20)))]
+    pub ws_write_buffer_bytes: u64,
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
@@ -133,6 +140,8 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            read_buffer_bytes: self.ws_read_buffer_bytes as usize,
+            write_buffer_bytes: self.ws_write_buffer_bytes as usize,
             ..SessionLimits::default()
         }
     }

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
+            // Every connection is a file descriptor: use all the kernel allows.
+            if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+                tracing::warn!(%error, "cannot raise the open-file limit");
+            }
             let server = tickwire::app::start(&args).await?;
             println!("tickwire listening on http://{}", server.addr);
             wait_for_signal().await?;

@@ -140,9 +140,9 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, upgrade: WebSocketUpgrade)
     upgrade
         // Clients send small requests: a 4 KiB read buffer instead of tungstenite's
         // 128 KiB default keeps idle connections cheap (see docs/BENCHMARKS.md).
-        .read_buffer_size(4 << 10)
-        .write_buffer_size(64 << 10)
-        .max_write_buffer_size(limits.max_frame_bytes * 4 + (64 << 10))
+        .read_buffer_size(limits.read_buffer_bytes)
+        .write_buffer_size(limits.write_buffer_bytes)
+        .max_write_buffer_size(limits.max_frame_bytes * 4 + limits.write_buffer_bytes)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
         .on_upgrade(move |socket| {

@@ -36,6 +36,10 @@ pub struct SessionLimits {
     pub ping_interval: Duration,
     /// A connection silent for this long (no message, no pong) is closed with 4000.
     pub idle_timeout: Duration,
+    /// tungstenite's read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// Bytes gathered before a write reaches the socket.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -46,6 +50,8 @@ impl Default for SessionLimits {
             max_subscriptions: 10_000,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            read_buffer_bytes: 4 << 10,
+            write_buffer_bytes: 64 << 10,
         }
     }
 }
