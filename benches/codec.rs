@@ -1,77 +1,78 @@
-//! JSON encoding: one update, and a batch frame built from ready fragments.
+//! Encoding, per format: one update, bytes per update, and a batch frame built
+//! from ready fragments versus the same batch encoded afresh.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tickwire::codec::json::encode_update;
+use prost::Message;
+use tickwire::codec::Format;
+use tickwire::codec::proto::pb;
 use tickwire::fanout::{Encoded, Item, build_frames};
 use tickwire::feed::simulator::{DEFAULT_UNIVERSE, Simulator};
-use tickwire::model::{Channel, Event, InstrumentId, Instruments, Payload};
+use tickwire::model::{Event, Instruments, Payload};
 
 fn sample_events() -> (Instruments, Vec<Event>) {
     let mut instruments = Instruments::new();
     let mut sim = Simulator::new(DEFAULT_UNIVERSE, &mut instruments, 1).unwrap();
     let mut events = Vec::new();
     while events.len() < 10_000 {
-        sim.step(1_700_000_000_000_000_000, &mut events);
+        sim.step(1_763_900_000_000_000_000, &mut events);
     }
     for (seq, e) in events.iter_mut().enumerate() {
         e.seq = seq as u64 + 1;
-        e.ts_send = e.ts_recv + 1_000;
+        // Realistic clocks: received 150 µs after the venue stamped it, published 20 µs later.
+        e.ts_recv = e.ts_event + 150_000;
+        e.ts_send = e.ts_recv + 20_000;
     }
     (instruments, events)
 }
 
+const KINDS: [(&str, fn(&Payload) -> bool); 3] = [
+    ("quote", |p| matches!(p, Payload::Quote(_))),
+    ("trade", |p| matches!(p, Payload::Trade(_))),
+    ("book_delta", |p| matches!(p, Payload::Book(_))),
+];
+
 fn encode(c: &mut Criterion) {
     let (instruments, events) = sample_events();
-    let mut group = c.benchmark_group("json_encode_update");
-    for (name, pick) in [
-        ("quote", (|p: &Payload| matches!(p, Payload::Quote(_))) as fn(&Payload) -> bool),
-        ("trade", |p| matches!(p, Payload::Trade(_))),
-        ("book_delta", |p| matches!(p, Payload::Book(_))),
-    ] {
-        let event = events.iter().find(|e| pick(&e.payload)).unwrap().clone();
-        let inst = instruments.get(event.instrument);
-        let mut buf = Vec::with_capacity(256);
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                buf.clear();
-                encode_update(&mut buf, inst, black_box(&event));
-                black_box(buf.len())
-            })
-        });
+    let mut group = c.benchmark_group("encode_update");
+    group.throughput(Throughput::Elements(1));
+    for format in [Format::Json, Format::Proto] {
+        for (name, pick) in KINDS {
+            let event = events.iter().find(|e| pick(&e.payload)).unwrap().clone();
+            let inst = instruments.get(event.instrument);
+            let mut buf = Vec::with_capacity(256);
+            format.encode_update(&mut buf, inst, &event);
+            println!("bytes_per_update/{format:?}/{name}: {} bytes (in a batch)", buf.len());
+            group.bench_function(format!("{format:?}/{name}").to_lowercase(), |b| {
+                b.iter(|| {
+                    buf.clear();
+                    format.encode_update(&mut buf, inst, black_box(&event));
+                    black_box(buf.len())
+                })
+            });
+        }
     }
     group.finish();
 
     // A batch of 100 updates: joining pre-encoded fragments versus encoding afresh.
     let batch: Vec<&Event> = events.iter().take(100).collect();
-    let items: Vec<Item> = batch
-        .iter()
-        .map(|e| {
-            let mut buf = Vec::new();
-            encode_update(&mut buf, instruments.get(e.instrument), e);
-            Item::Update(Arc::new(Encoded {
-                instrument: e.instrument,
-                channel: e.channel(),
-                seq: e.seq,
-                json: Bytes::from(buf),
-            }))
-        })
-        .collect();
-    let mut group = c.benchmark_group("json_batch_100");
+    let items: Vec<Item> =
+        batch.iter().map(|e| Item::Update(Arc::new(Encoded::new(&instruments, e, [true, true])))).collect();
+    let mut group = c.benchmark_group("batch_100");
     group.throughput(Throughput::Elements(100));
-    group.bench_function("from_fragments", |b| {
+    for format in [Format::Json, Format::Proto] {
         let mut frames = Vec::new();
-        b.iter(|| {
-            frames.clear();
-            build_frames(black_box(&items), 256 << 10, &mut frames);
-            black_box(frames.len())
-        })
-    });
-    group.bench_function("encode_afresh", |b| {
+        group.bench_function(format!("{format:?}/from_fragments").to_lowercase(), |b| {
+            b.iter(|| {
+                frames.clear();
+                build_frames(black_box(&items), format, 256 << 10, &mut frames);
+                black_box(frames.len())
+            })
+        });
+    }
+    group.bench_function("json/encode_afresh", |b| {
         let mut out = Vec::with_capacity(32 << 10);
         b.iter(|| {
             out.clear();
@@ -80,14 +81,21 @@ fn encode(c: &mut Criterion) {
                 if i > 0 {
                     out.push(b',');
                 }
-                encode_update(&mut out, instruments.get(e.instrument), e);
+                Format::Json.encode_update(&mut out, instruments.get(e.instrument), e);
             }
             out.extend_from_slice(tickwire::codec::json::BATCH_CLOSE);
             black_box(out.len())
         })
     });
+    group.bench_function("proto/encode_afresh", |b| {
+        b.iter(|| {
+            let updates =
+                batch.iter().map(|e| tickwire::codec::proto::update(instruments.get(e.instrument), e)).collect();
+            let message = pb::ServerMessage { kind: Some(pb::server_message::Kind::Batch(pb::Batch { updates })) };
+            black_box(message.encode_to_vec().len())
+        })
+    });
     group.finish();
-    let _ = (Channel::Quotes, InstrumentId(0));
 }
 
 criterion_group!(benches, encode);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickwire::book::Engine;
+use tickwire::codec::{Delivery, Format};
 use tickwire::fanout::{Fanout, OutboxConfig};
 use tickwire::feed::simulator::{DEFAULT_UNIVERSE, Simulator};
 use tickwire::model::{Channel, Instruments, Payload};
@@ -30,10 +31,10 @@ fn fanout(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("fanout_publish");
     for subscribers in [1_000usize, 10_000] {
-        let outboxes: Vec<_> = (0..subscribers).map(|_| fanout.outbox()).collect();
+        let outboxes: Vec<_> = (0..subscribers).map(|_| fanout.outbox(Format::Json)).collect();
         for outbox in &outboxes {
-            fanout.subscribe(outbox, id, Channel::Quotes);
-            fanout.subscribe(outbox, id, Channel::Trades);
+            fanout.subscribe(outbox, id, Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap();
+            fanout.subscribe(outbox, id, Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
         }
         let mut drained = Vec::new();
         group.throughput(Throughput::Elements(subscribers as u64));

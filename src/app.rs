@@ -76,7 +76,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let instruments = Arc::new(instruments);
 
     let engine = Engine::new(&instruments, args.book_depth as usize);
-    let fanout = Arc::new(Fanout::new(instruments.clone(), engine.reader(), args.outbox()));
+    let fanout = Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()));
     let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
 
     let stop_feeds = CancellationToken::new();
