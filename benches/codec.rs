@@ -28,7 +28,10 @@ fn sample_events() -> (Instruments, Vec<Event>) {
     (instruments, events)
 }
 
-const KINDS: [(&str, fn(&Payload) -> bool); 3] = [
+/// Picks one kind of event out of the sample.
+type Kind = (&'static str, fn(&Payload) -> bool);
+
+const KINDS: [Kind; 3] = [
     ("quote", |p| matches!(p, Payload::Quote(_))),
     ("trade", |p| matches!(p, Payload::Trade(_))),
     ("book_delta", |p| matches!(p, Payload::Book(_))),
