@@ -190,11 +190,25 @@ pub struct TailArgs {
     #[arg(long, env = "TICKWIRE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub url: String,
     /// Channels to follow, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "quotes,trades")]
-    pub channels: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_channel)]
+    pub channels: Vec<crate::model::Channel>,
+    /// Wire format: json or proto.
+    #[arg(long, default_value = "json", value_parser = parse_format)]
+    pub format: crate::codec::Format,
+    /// Exit when the connection drops instead of reconnecting and resuming.
+    #[arg(long)]
+    pub no_reconnect: bool,
     /// Stop after this many updates (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
+}
+
+fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {
+    crate::model::Channel::parse(name).ok_or_else(|| format!("no channel {name:?} (quotes, trades, book)"))
+}
+
+fn parse_format(name: &str) -> Result<crate::codec::Format, String> {
+    crate::codec::Format::from_param(name).ok_or_else(|| format!("no format {name:?} (json, proto)"))
 }
 
 #[cfg(test)]

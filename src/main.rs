@@ -41,11 +41,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tail(args) => {
+            let config = tickwire::client::ClientConfig {
+                url: args.url,
+                format: args.format,
+                symbols: args.symbols,
+                channels: args.channels,
+                reconnect: !args.no_reconnect,
+                max_backoff: std::time::Duration::from_secs(10),
+            };
             let mut stdout = std::io::stdout();
-            let stop = tokio::signal::ctrl_c();
             tokio::select! {
-                result = tickwire::client::tail(&args.url, &args.symbols, &args.channels, args.count, &mut stdout) => Ok(result?),
-                _ = stop => Ok(()),
+                result = tickwire::client::tail(config, args.count, &mut stdout) => Ok(result?),
+                _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
     }
