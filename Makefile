@@ -5,7 +5,7 @@ CARGO ?= cargo
 FRONTEND := frontend
 HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
-.PHONY: run build test lint fmt rust-test frontend frontend-deps frontend-test e2e bench clean
+.PHONY: run build test lint fmt rust-test frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -16,7 +16,7 @@ build: frontend
 	$(CARGO) build --release --locked
 
 ## Every check CI runs: formatting, lints, Rust tests, dashboard unit and browser tests.
-test: lint rust-test frontend-test e2e
+test: lint rust-test python-test frontend-test e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -49,6 +49,15 @@ ifneq ($(HAVE_FRONTEND),)
 	$(CARGO) build --locked
 	cd $(FRONTEND) && TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire npm run e2e
 endif
+
+## Python client (clients/python): a venv with pinned deps, protobuf code generated
+## from proto/, and pytest against the real server binary.
+python-deps:
+	$(MAKE) -C clients/python deps generate
+
+python-test: python-deps
+	$(CARGO) build --locked
+	$(MAKE) -C clients/python test TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire
 
 ## Criterion benches and the idle-memory bench (figures in docs/BENCHMARKS.md).
 bench:

@@ -248,6 +248,15 @@ pub enum Resume {
     Gap { from: u64, to: u64 },
 }
 
+/// Recent events of one instrument, oldest first.
+#[derive(Debug, Default)]
+struct Ring {
+    events: VecDeque<Event>,
+    /// Sequence of the last event recorded per channel (kept or since evicted):
+    /// tells "nothing missed yet" apart from "the missed updates left the ring".
+    last: [u64; Channel::COUNT],
+}
+
 /// The subscription registry, the recent-history rings, and the publisher.
 pub struct Fanout {
     instruments: Arc<Instruments>,
@@ -255,7 +264,7 @@ pub struct Fanout {
     /// Subscribers per (instrument, channel), at `instrument * Channel::COUNT + channel`.
     slots: Box<[ArcSwap<Subscribers>]>,
     /// Recent events per instrument, oldest first.
-    rings: Box<[Mutex<VecDeque<Event>>]>,
+    rings: Box<[Mutex<Ring>]>,
     ring: RingConfig,
     config: OutboxConfig,
     pub default_delivery: Delivery,
@@ -275,7 +284,7 @@ impl Fanout {
     ) -> Self {
         let slots =
             (0..instruments.len() * Channel::COUNT).map(|_| ArcSwap::from_pointee(Subscribers::default())).collect();
-        let rings = (0..instruments.len()).map(|_| Mutex::new(VecDeque::new())).collect();
+        let rings = (0..instruments.len()).map(|_| Mutex::new(Ring::default())).collect();
         Self {
             instruments,
             state,
@@ -345,15 +354,16 @@ impl Fanout {
     }
 
     fn remember(&self, event: &Event) {
+        let mut ring = self.rings[event.instrument.index()].lock();
+        ring.last[event.channel().index()] = event.seq;
         if self.ring.depth == 0 {
             return;
         }
-        let mut ring = self.rings[event.instrument.index()].lock();
         let oldest_kept = event.ts_send.saturating_sub(self.ring.max_age_ns);
-        while ring.len() >= self.ring.depth || ring.front().is_some_and(|e| e.ts_send < oldest_kept) {
-            ring.pop_front();
+        while ring.events.len() >= self.ring.depth || ring.events.front().is_some_and(|e| e.ts_send < oldest_kept) {
+            ring.events.pop_front();
         }
-        ring.push_back(event.clone());
+        ring.events.push_back(event.clone());
     }
 
     fn offer(&self, outbox: &Outbox, encoded: &Arc<Encoded>) {
@@ -586,11 +596,14 @@ impl Fanout {
     /// the ring still holds every one of them; `None` when it does not.
     fn replay_since(&self, format: Format, id: InstrumentId, channel: Channel, since: u64) -> Option<(u64, Vec<Item>)> {
         let ring = self.rings[id.index()].lock();
-        let mut missed = ring.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
-        if let Some(first) = missed.peek()
-            && first.seq != since + 1
-        {
-            return None; // the oldest missed update has left the ring
+        let mut missed = ring.events.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
+        match missed.peek() {
+            Some(first) if first.seq != since + 1 => return None, // the oldest missed update has left the ring
+            // Nothing after `since` in the ring although the channel went past it:
+            // every missed update was evicted. (Events not recorded yet are still
+            // to be published, and will reach this subscription live.)
+            None if ring.last[channel.index()] > since => return None,
+            _ => {}
         }
         let mut formats = [false; Format::COUNT];
         formats[format.index()] = true;
@@ -700,7 +713,7 @@ impl Fanout {
 
     /// Nanosecond timestamp of the oldest event the ring of `id` still holds.
     pub fn ring_oldest(&self, id: InstrumentId) -> Option<Nanos> {
-        self.rings[id.index()].lock().front().map(|e| e.ts_send)
+        self.rings[id.index()].lock().events.front().map(|e| e.ts_send)
     }
 }
 
@@ -966,6 +979,25 @@ mod tests {
         assert_eq!((frames[0]["from_seq"].as_u64(), frames[0]["to_seq"].as_u64()), (Some(11), Some(100)));
         assert_eq!(frames[0]["reason"], "history_exhausted");
         assert_eq!((frames[1]["type"].as_str(), frames[1]["seq"].as_u64()), (Some("snapshot"), Some(100)));
+    }
+
+    /// Regression: a ring that holds only other channels' events must not pass off
+    /// a resume as "nothing missed".
+    #[test]
+    fn resume_when_ring_holds_no_event_of_the_channel_is_a_gap() {
+        let (mut engine, mut fanout) = setup(OutboxConfig::default());
+        fanout.ring = RingConfig { depth: 8, max_age_ns: u64::MAX };
+        for i in 0..20 {
+            emit(&mut engine, &fanout, 0, trade(i));
+        }
+        for i in 0..20 {
+            emit(&mut engine, &fanout, 0, quote(10 + i)); // evicts every trade
+        }
+        let outbox = fanout.outbox(Format::Json);
+        let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(5), Delivery::SnapshotOnLag);
+        assert_eq!(resumed.unwrap(), Resume::Gap { from: 6, to: 20 });
+        let caught_up = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(20), Delivery::SnapshotOnLag);
+        assert_eq!(caught_up.unwrap(), Resume::Replayed(0));
     }
 
     #[test]
