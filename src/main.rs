@@ -40,6 +40,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.shutdown().await;
             Ok(())
         }
+        Command::Bench(args) => {
+            tickwire::loadgen::command::bench(*args).await?;
+            Ok(())
+        }
         Command::Tail(args) => {
             let config = tickwire::client::ClientConfig {
                 url: args.url,
