@@ -158,10 +158,8 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     for &(id, channel) in &pairs {
         let key = (instruments.get(id).symbol.to_string(), channel.as_str().to_owned());
         let since = positions.get(&key).copied();
-        if app.fanout.subscribe(&outbox, id, channel, since, Delivery::SnapshotOnLag).is_err() {
-            // A cursor ahead of the stream (say, across a restart): start afresh.
-            app.fanout.subscribe(&outbox, id, channel, None, Delivery::SnapshotOnLag).ok();
-        }
+        // A cursor ahead of the stream (say, across a restart) starts afresh from a snapshot.
+        let _ = app.fanout.subscribe(&outbox, id, channel, since, Delivery::SnapshotOnLag);
     }
     let mut items: Vec<Item> = Vec::new();
     app.fanout.drain(&outbox, &mut items);
