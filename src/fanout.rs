@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
-use crate::codec::{Delivery, Format, close, proto};
+use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
 use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload};
 
 /// What to do with a client whose outbox is full of trades it has not read.
@@ -247,7 +247,7 @@ pub enum Resume {
     /// The ring no longer held them: a gap and a fresh snapshot.
     Gap { from: u64, to: u64 },
     /// `since` is ahead of the stream (say, the server restarted and its sequences
-    /// began again): subscribed afresh from a snapshot; the caller reports it.
+    /// began again): a `bad_since` error, then a fresh snapshot.
     Ahead { since: u64, current: u64 },
 }
 
@@ -570,7 +570,21 @@ impl Fanout {
                         Resume::Gap { from, to }
                     }
                     None => match ahead {
-                        Some(since) => Resume::Ahead { since, current: current_seq },
+                        Some(since) => {
+                            // Said before the snapshot it explains.
+                            let symbol = &self.instruments.get(id).symbol;
+                            let error = RequestError::new(
+                                ErrorCode::BadSince,
+                                format!(
+                                    "since {since} is ahead of {symbol} {} at {current_seq} (did the server \
+                                     restart?); subscribed afresh from the snapshot that follows",
+                                    channel.as_str()
+                                ),
+                                Some("subscribe"),
+                            );
+                            inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_error(&error))));
+                            Resume::Ahead { since, current: current_seq }
+                        }
                         None => Resume::Snapshot,
                     },
                 };

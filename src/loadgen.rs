@@ -98,6 +98,8 @@ pub struct LoadReport {
     pub send_to_client_us: Percentiles,
     /// Server CPU over the measured window, in percent of one core.
     pub server_cpu_pct: Option<f64>,
+    /// The load generator's own CPU over the window (it shares the machine).
+    pub client_cpu_pct: Option<f64>,
     pub server_rss_mib: Option<f64>,
     /// Server RSS growth per connection since before the clients connected, KiB.
     pub server_kib_per_connection: Option<f64>,
@@ -307,12 +309,14 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
 
     tokio::time::sleep(config.warmup).await;
     let cpu_start = config.server_pid.and_then(cpu_ticks);
+    let own_start = cpu_ticks(std::process::id());
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(config.duration).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let cpu_end = config.server_pid.and_then(cpu_ticks);
+    let own_end = cpu_ticks(std::process::id());
     let rss_now = config.server_pid.and_then(rss_kib);
     shared.stop.store(true, Ordering::Relaxed);
 
@@ -338,6 +342,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         receive_to_send_us: Percentiles::of(&all.recv_send),
         send_to_client_us: Percentiles::of(&all.send_client),
         server_cpu_pct: cpu_start.zip(cpu_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
+        client_cpu_pct: own_start.zip(own_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
         server_rss_mib: rss_now.map(|kib| kib as f64 / 1024.0),
         server_kib_per_connection: rss_before
             .zip(rss_now)
@@ -348,7 +353,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
 /// A terminal table of reports.
 pub fn table(rows: &[(String, LoadReport)]) -> String {
     let mut out = format!(
-        "{:<34} {:>7} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9}\n",
+        "{:<34} {:>7} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8} {:>9}\n",
         "scenario",
         "clients",
         "updates/s",
@@ -357,14 +362,15 @@ pub fn table(rows: &[(String, LoadReport)]) -> String {
         "p99 µs",
         "p99.9 µs",
         "max µs",
-        "cpu %",
+        "srv cpu",
+        "gen cpu",
         "rss MiB",
         "KiB/conn"
     );
     for (name, r) in rows {
         let t = &r.total_us;
         out.push_str(&format!(
-            "{:<34} {:>7} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>8} {:>9}\n",
+            "{:<34} {:>7} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7} {:>8} {:>9}\n",
             name,
             r.clients,
             r.delivered_per_s,
@@ -374,6 +380,7 @@ pub fn table(rows: &[(String, LoadReport)]) -> String {
             t.p999,
             t.max,
             r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
+            r.client_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
             r.server_rss_mib.map_or("-".into(), |v| format!("{v:.0}")),
             r.server_kib_per_connection.map_or("-".into(), |v| format!("{v:.1}")),
         ));

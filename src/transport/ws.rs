@@ -239,20 +239,8 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
             let resume_from = since.and_then(|s| s.for_channel(channel));
-            match app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
-                Resume::Ahead { since, current } => reject(
-                    outbox,
-                    &RequestError::new(
-                        ErrorCode::BadSince,
-                        format!(
-                            "since {since} is ahead of {symbol} {} at {current} (did the server restart?); \
-                             subscribed afresh from the snapshot",
-                            channel.as_str()
-                        ),
-                        Some("subscribe"),
-                    ),
-                ),
-                Resume::Snapshot | Resume::Replayed(_) | Resume::Gap { .. } => {}
+            if let Resume::Ahead { .. } = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
+                metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
             }
         }
     }

@@ -191,8 +191,6 @@ class TickwireClient:
         self._opened_at = 0.0
         # Consecutive connections that dropped within `backoff_max` of opening.
         self._unstable = 0
-        # Streams to subscribe again from a snapshot (the server refused their `since`).
-        self._restart: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ public API
 
@@ -216,8 +214,6 @@ class TickwireClient:
             if ws is None:
                 await self._connect_with_backoff()
                 continue
-            if self._restart:
-                await self._restart_streams()
             try:
                 frame = await ws.recv()
             except ConnectionClosed as exc:
@@ -381,7 +377,6 @@ class TickwireClient:
             self.connection,
             f", resuming {len(resumed)} streams" if resumed else "",
         )
-        self._restart.clear()  # this subscribe covers them
         for frame in self._subscribe_frames():
             await ws.send(frame)
 
@@ -476,8 +471,10 @@ class TickwireClient:
 
     def _on_bad_since(self, error: ServerError) -> None:
         """The server refused a resume point: it is ahead of the stream, which
-        happens when the server restarted and its sequences began again. Those
-        streams start over from a fresh snapshot (the error is still yielded)."""
+        happens when the server restarted and its sequences began again. The
+        server subscribes that stream afresh and sends its snapshot right after
+        the error, so the client only forgets the stale position (the error is
+        still yielded)."""
         m = _BAD_SINCE.search(error.message)
         if m and (m["symbol"], m["channel"]) in self._last:
             keys = {(m["symbol"], m["channel"])}
@@ -485,13 +482,4 @@ class TickwireClient:
             keys = {k for k in self._last if k[0] in self._subs}
         for key in keys:
             self._last.pop(key, None)
-        self._restart |= {k for k in keys if k[1] in self._subs.get(k[0], [])}
-        log.warning("tickwire: the server refused to resume %s (%s); starting over from snapshots", sorted(keys), error.message)
-
-    async def _restart_streams(self) -> None:
-        keys, self._restart = self._restart, set()
-        by_channel: dict[str, list[str]] = {}
-        for symbol, channel in sorted(keys):
-            by_channel.setdefault(channel, []).append(symbol)
-        for channel, symbols in by_channel.items():
-            await self._send(encode_subscribe(self.format, symbols, [channel], None, self.delivery, self.conflate_ms))
+        log.warning("tickwire: the server refused to resume %s (%s); the server restarts them from snapshots", sorted(keys), error.message)
