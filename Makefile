@@ -50,7 +50,7 @@ ifneq ($(HAVE_FRONTEND),)
 	cd $(FRONTEND) && TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire npm run e2e
 endif
 
-## Criterion benches (figures in docs/BENCHMARKS.md).
+## Criterion benches and the idle-memory bench (figures in docs/BENCHMARKS.md).
 bench:
 	$(CARGO) bench --locked
 

@@ -9,11 +9,12 @@
 //! bounded channel to the engine. Venue instruments are registered here, before the
 //! engine is built, with venue-qualified symbols (`binance:BTC-USDT`).
 //!
-//! [`feed::supervisor`]: crate::feed::supervisor
 //! The feed → engine channel holds [`FEED_CHANNEL_BATCHES`] batches; when the engine
 //! falls behind, feeds wait on it. The engine task is the only writer of instrument
 //! state. Shutdown: stop accepting and stop the feeds, let the engine drain what
 //! they sent, then close every session with 1001 after flushing what it had queued.
+//!
+//! [`feed::supervisor`]: crate::feed::supervisor
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -135,7 +136,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let instruments = Arc::new(instruments);
 
     let engine = Engine::new(&instruments, args.book_depth as usize);
-    let fanout = Arc::new(Fanout::new(instruments.clone(), engine.reader(), args.outbox()));
+    let fanout = Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()));
     let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
 
     let stop_feeds = CancellationToken::new();

@@ -1,10 +1,24 @@
-//! A small client of the v1 protocol, used by `tickwire tail`.
+//! A Rust client of the v1 protocol, JSON or protobuf: subscribe, iterate decoded
+//! updates, reconnect with jittered exponential backoff and resume from the last
+//! sequence seen, so that across reconnects every sequence arrives exactly once
+//! (or is announced by a `gap`). `tickwire tail` is built on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use rand::RngExt;
 use serde_json::Value;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::model::now_nanos;
+use crate::codec::Format;
+use crate::codec::proto::pb;
+use crate::model::{Channel, MAX_DECIMALS, Nanos, Price, Side, Size, now_nanos, parse_decimal};
 
 /// Why the client stopped.
 #[derive(Debug, thiserror::Error)]
@@ -17,109 +31,484 @@ pub enum ClientError {
     Server { code: String, message: String },
     #[error("server closed the connection ({code}: {reason})")]
     Closed { code: u16, reason: String },
+    #[error("undecodable server message: {0}")]
+    Decode(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
 
-/// One human-readable line for a server message, or `None` for messages not shown.
-pub fn describe(message: &Value) -> Vec<String> {
-    let now = now_nanos();
-    let latency = |u: &Value| {
-        u["ts_event"].as_u64().map_or(String::new(), |t| format!("  {:.2} ms", now.saturating_sub(t) as f64 / 1e6))
-    };
-    let line = |u: &Value, channel: &str, seq: &Value, data: &Value| -> String {
-        let symbol = u["symbol"].as_str().unwrap_or("?");
-        match channel {
-            "quotes" => format!(
-                "{symbol:<12} quote #{seq:<8} {} x {}  |  {} x {}{}",
-                data["bid"].as_str().unwrap_or("-"),
-                data["bid_size"].as_str().unwrap_or("-"),
-                data["ask"].as_str().unwrap_or("-"),
-                data["ask_size"].as_str().unwrap_or("-"),
-                latency(u)
-            ),
-            "trades" => format!(
-                "{symbol:<12} trade #{seq:<8} {} {} @ {}  id {}{}",
-                data["side"].as_str().unwrap_or("-"),
-                data["size"].as_str().unwrap_or("-"),
-                data["price"].as_str().unwrap_or("-"),
-                data["trade_id"],
-                latency(u)
-            ),
-            "book" => format!(
-                "{symbol:<12} book  #{seq:<8} {} bid level(s), {} ask level(s) changed",
-                data["bids"].as_array().map_or(0, Vec::len),
-                data["asks"].as_array().map_or(0, Vec::len)
-            ),
-            other => format!("{symbol:<12} {other} #{seq}"),
+/// The values of one update or snapshot, in model units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    Quote { bid: Price, bid_size: Size, ask: Price, ask_size: Size },
+    Trade { price: Price, size: Size, side: Side, trade_id: u64 },
+    Book { bids: Vec<(Price, Size)>, asks: Vec<(Price, Size)> },
+}
+
+/// One sequenced update or snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub symbol: Arc<str>,
+    pub channel: Channel,
+    pub seq: u64,
+    pub ts_event: Nanos,
+    pub ts_recv: Nanos,
+    pub ts_send: Nanos,
+    /// `None` for a snapshot of a channel that had no event yet.
+    pub data: Option<Data>,
+}
+
+/// What the stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Snapshot(Update),
+    Update(Update),
+    Gap {
+        symbol: String,
+        channel: Channel,
+        from_seq: u64,
+        to_seq: u64,
+        reason: String,
+    },
+    BookInvalidated {
+        symbol: String,
+        seq: u64,
+    },
+    /// A request was refused; the stream goes on.
+    Error {
+        code: String,
+        message: String,
+    },
+    /// The connection was re-established and the subscription resumed.
+    Reconnected {
+        attempt: u32,
+    },
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub url: String,
+    pub format: Format,
+    pub symbols: Vec<String>,
+    pub channels: Vec<Channel>,
+    /// Reconnect after a lost connection (resuming from the last sequence).
+    pub reconnect: bool,
+    pub max_backoff: Duration,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A subscribed stream that survives reconnects.
+pub struct StreamClient {
+    config: ClientConfig,
+    socket: Option<Socket>,
+    /// Last sequence delivered per (symbol, channel): the resume point and the
+    /// duplicate filter.
+    last_seq: HashMap<(Arc<str>, Channel), u64>,
+    /// Protobuf: symbol and decimals per instrument id, learnt from snapshots.
+    instruments: HashMap<u32, (Arc<str>, u8, u8)>,
+    pending: std::collections::VecDeque<StreamEvent>,
+    attempt: u32,
+    /// Updates the server sent twice (dropped here); zero on a correct server.
+    pub duplicates: u64,
+}
+
+fn channel_name(channel: Channel) -> &'static str {
+    channel.as_str()
+}
+
+fn scale(mantissa: i64, decimals: u32) -> i64 {
+    let decimals = decimals.min(u32::from(MAX_DECIMALS));
+    mantissa.saturating_mul(10_i64.pow(u32::from(MAX_DECIMALS) - decimals))
+}
+
+impl StreamClient {
+    /// Connects and subscribes.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let mut client = Self {
+            config,
+            socket: None,
+            last_seq: HashMap::new(),
+            instruments: HashMap::new(),
+            pending: Default::default(),
+            attempt: 0,
+            duplicates: 0,
+        };
+        client.open().await?;
+        Ok(client)
+    }
+
+    async fn open(&mut self) -> Result<(), ClientError> {
+        let url = &self.config.url;
+        let connect_error = |source| ClientError::Connect { url: url.clone(), source: Box::new(source) };
+        let mut request = url.as_str().into_client_request().map_err(connect_error)?;
+        let protocol = self.config.format.subprotocol().parse().expect("a valid header value");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(connect_error)?;
+        socket.send(self.subscribe_message()).await.map_err(Box::new)?;
+        self.socket = Some(socket);
+        Ok(())
+    }
+
+    fn subscribe_message(&self) -> Message {
+        let resume: Vec<(&str, Channel, u64)> = self
+            .last_seq
+            .iter()
+            .filter(|((symbol, _), _)| self.config.symbols.iter().any(|s| s.as_str() == &**symbol))
+            .map(|((symbol, channel), seq)| (&**symbol, *channel, *seq))
+            .collect();
+        match self.config.format {
+            Format::Json => {
+                let mut since: HashMap<&str, serde_json::Map<String, Value>> = HashMap::new();
+                for (symbol, channel, seq) in resume {
+                    since.entry(symbol).or_default().insert(channel_name(channel).to_owned(), seq.into());
+                }
+                let channels: Vec<_> = self.config.channels.iter().map(|c| channel_name(*c)).collect();
+                let request = serde_json::json!({
+                    "op": "subscribe", "channels": channels, "symbols": self.config.symbols, "since": since,
+                });
+                Message::text(request.to_string())
+            }
+            Format::Proto => {
+                let subscribe = pb::Subscribe {
+                    channels: self.config.channels.iter().map(|c| crate::codec::proto::channel(*c) as i32).collect(),
+                    symbols: self.config.symbols.clone(),
+                    since: resume
+                        .into_iter()
+                        .map(|(symbol, channel, seq)| pb::Since {
+                            symbol: symbol.to_owned(),
+                            channel: crate::codec::proto::channel(channel) as i32,
+                            seq,
+                        })
+                        .collect(),
+                    ..pb::Subscribe::default()
+                };
+                let message = pb::ClientMessage { op: Some(pb::client_message::Op::Subscribe(subscribe)) };
+                Message::binary(message.encode_to_vec())
+            }
         }
-    };
-    match message["type"].as_str() {
-        Some("snapshot") => {
-            let channel = message["channel"].as_str().unwrap_or("?");
-            vec![format!("{}  (snapshot)", line(message, channel, &message["seq"], &message["data"]))]
+    }
+
+    /// The last sequence delivered for `symbol` and `channel`.
+    pub fn last_seq(&self, symbol: &str, channel: Channel) -> Option<u64> {
+        self.last_seq.get(&(Arc::from(symbol), channel)).copied()
+    }
+
+    /// Drops the connection as if the network failed (for tests and drills); the
+    /// next call to [`Self::next`] reconnects and resumes.
+    pub fn cut(&mut self) {
+        self.socket = None;
+    }
+
+    /// The next event, reconnecting and resuming as needed. `Ok(None)` when the
+    /// server closed the stream and reconnecting is off.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            let Some(socket) = self.socket.as_mut() else {
+                self.reconnect().await?;
+                continue;
+            };
+            let message = match socket.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(error)) if !self.config.reconnect => return Err(Box::new(error).into()),
+                None if !self.config.reconnect => return Ok(None),
+                _ => {
+                    self.socket = None;
+                    continue;
+                }
+            };
+            match message {
+                Message::Text(text) => self.on_json(&text)?,
+                Message::Binary(bytes) => self.on_proto(&bytes)?,
+                Message::Close(frame) => {
+                    let (code, reason) =
+                        frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    self.socket = None;
+                    if !self.config.reconnect {
+                        return Err(ClientError::Closed { code, reason });
+                    }
+                }
+                _ => {}
+            }
         }
-        Some("batch") => message["updates"]
-            .as_array()
-            .map(|updates| {
-                updates.iter().map(|u| line(u, u["channel"].as_str().unwrap_or("?"), &u["seq"], u)).collect()
-            })
-            .unwrap_or_default(),
-        Some("gap") => vec![format!(
-            "{} {} GAP {}..={} ({})",
-            message["symbol"].as_str().unwrap_or("?"),
-            message["channel"].as_str().unwrap_or("?"),
-            message["from_seq"],
-            message["to_seq"],
-            message["reason"].as_str().unwrap_or("?")
-        )],
-        _ => Vec::new(),
+    }
+
+    async fn reconnect(&mut self) -> Result<(), ClientError> {
+        loop {
+            self.attempt += 1;
+            // Full jitter: a random wait up to an exponentially growing cap.
+            let cap = Duration::from_millis(100u64 << self.attempt.min(10)).min(self.config.max_backoff);
+            let wait = cap.mul_f64(rand::rng().random::<f64>());
+            tokio::time::sleep(wait).await;
+            match self.open().await {
+                Ok(()) => {
+                    self.pending.push_back(StreamEvent::Reconnected { attempt: self.attempt });
+                    self.attempt = 0;
+                    return Ok(());
+                }
+                Err(error) => tracing::debug!(%error, attempt = self.attempt, "reconnect failed"),
+            }
+        }
+    }
+
+    /// Delivers an update unless its sequence was already delivered.
+    fn deliver(&mut self, update: Update, snapshot: bool) {
+        let key = (update.symbol.clone(), update.channel);
+        let last = self.last_seq.get(&key).copied().unwrap_or(0);
+        if snapshot {
+            // A snapshot restarts the count (its state covers everything up to seq).
+            self.last_seq.insert(key, update.seq);
+            self.pending.push_back(StreamEvent::Snapshot(update));
+        } else if update.seq > last {
+            self.last_seq.insert(key, update.seq);
+            self.pending.push_back(StreamEvent::Update(update));
+        } else {
+            self.duplicates += 1;
+        }
+    }
+
+    fn on_json(&mut self, text: &str) -> Result<(), ClientError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let decode = |e: String| ClientError::Decode(format!("{e} in {text}"));
+        match value["type"].as_str() {
+            Some("snapshot") => {
+                let update = json_update(&value, Some(&value["data"])).map_err(decode)?;
+                self.deliver(update, true);
+            }
+            Some("batch") => {
+                for item in value["updates"].as_array().into_iter().flatten() {
+                    let update = json_update(item, Some(item)).map_err(decode)?;
+                    self.deliver(update, false);
+                }
+            }
+            Some("gap") => self.pending.push_back(StreamEvent::Gap {
+                symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
+                channel: Channel::parse(value["channel"].as_str().unwrap_or_default()).unwrap_or(Channel::Trades),
+                from_seq: value["from_seq"].as_u64().unwrap_or(0),
+                to_seq: value["to_seq"].as_u64().unwrap_or(0),
+                reason: value["reason"].as_str().unwrap_or_default().to_owned(),
+            }),
+            Some("book_invalidated") => self.pending.push_back(StreamEvent::BookInvalidated {
+                symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
+                seq: value["seq"].as_u64().unwrap_or(0),
+            }),
+            Some("error") => self.pending.push_back(StreamEvent::Error {
+                code: value["code"].as_str().unwrap_or_default().to_owned(),
+                message: value["message"].as_str().unwrap_or_default().to_owned(),
+            }),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_proto(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        use pb::server_message::Kind;
+        let message = pb::ServerMessage::decode(bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
+        match message.kind {
+            Some(Kind::Snapshot(s)) => {
+                let symbol: Arc<str> = s.symbol.as_str().into();
+                let (pd, sd) = (s.price_decimals, s.size_decimals);
+                self.instruments.insert(s.instrument_id, (symbol.clone(), pd as u8, sd as u8));
+                let data = s.data.map(|d| match d {
+                    pb::snapshot::Data::Quote(q) => proto_quote(&q, pd, sd),
+                    pb::snapshot::Data::Trade(t) => proto_trade(&t, pd, sd),
+                    pb::snapshot::Data::Book(b) => proto_book(&b, pd, sd),
+                });
+                let channel = proto_channel(s.channel)?;
+                let update = Update {
+                    symbol,
+                    channel,
+                    seq: s.seq,
+                    ts_event: s.ts_event,
+                    ts_recv: s.ts_recv,
+                    ts_send: s.ts_send,
+                    data,
+                };
+                self.deliver(update, true);
+            }
+            Some(Kind::Batch(batch)) => {
+                for u in batch.updates {
+                    let Some((symbol, pd, sd)) = self.instruments.get(&u.instrument_id).cloned() else {
+                        return Err(ClientError::Decode(format!("update for unknown instrument {}", u.instrument_id)));
+                    };
+                    let (pd, sd) = (u32::from(pd), u32::from(sd));
+                    let (channel, data) = match u.data {
+                        Some(pb::update::Data::Quote(q)) => (Channel::Quotes, proto_quote(&q, pd, sd)),
+                        Some(pb::update::Data::Trade(t)) => (Channel::Trades, proto_trade(&t, pd, sd)),
+                        Some(pb::update::Data::Book(b)) => (Channel::Book, proto_book(&b, pd, sd)),
+                        None => return Err(ClientError::Decode("update without data".into())),
+                    };
+                    let ts_recv = u.ts_event + u.recv_delta_ns;
+                    let update = Update {
+                        symbol,
+                        channel,
+                        seq: u.seq,
+                        ts_event: u.ts_event,
+                        ts_recv,
+                        ts_send: ts_recv + u.send_delta_ns,
+                        data: Some(data),
+                    };
+                    self.deliver(update, false);
+                }
+            }
+            Some(Kind::Gap(g)) => self.pending.push_back(StreamEvent::Gap {
+                symbol: g.symbol,
+                channel: proto_channel(g.channel)?,
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+                reason: g.reason,
+            }),
+            Some(Kind::BookInvalidated(b)) => {
+                self.pending.push_back(StreamEvent::BookInvalidated { symbol: b.symbol, seq: b.seq });
+            }
+            Some(Kind::Error(e)) => self.pending.push_back(StreamEvent::Error { code: e.code, message: e.message }),
+            Some(Kind::Pong(_) | Kind::Live(_)) | None => {}
+        }
+        Ok(())
     }
 }
 
-/// Subscribes to `symbols` on `channels` and writes one line per update to `out`
-/// until `count` updates were shown or the connection ends.
+fn proto_channel(value: i32) -> Result<Channel, ClientError> {
+    match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Quotes) => Ok(Channel::Quotes),
+        Ok(pb::Channel::Trades) => Ok(Channel::Trades),
+        Ok(pb::Channel::Book) => Ok(Channel::Book),
+        _ => Err(ClientError::Decode(format!("channel {value}"))),
+    }
+}
+
+fn proto_quote(q: &pb::Quote, pd: u32, sd: u32) -> Data {
+    Data::Quote {
+        bid: Price(scale(q.bid, pd)),
+        bid_size: Size(scale(q.bid_size, sd)),
+        ask: Price(scale(q.ask, pd)),
+        ask_size: Size(scale(q.ask_size, sd)),
+    }
+}
+
+fn proto_trade(t: &pb::Trade, pd: u32, sd: u32) -> Data {
+    Data::Trade {
+        price: Price(scale(t.price, pd)),
+        size: Size(scale(t.size, sd)),
+        side: if t.side == pb::Side::Sell as i32 { Side::Sell } else { Side::Buy },
+        trade_id: t.trade_id,
+    }
+}
+
+fn proto_book(b: &pb::Book, pd: u32, sd: u32) -> Data {
+    let levels =
+        |side: &[pb::Level]| side.iter().map(|l| (Price(scale(l.price, pd)), Size(scale(l.size, sd)))).collect();
+    Data::Book { bids: levels(&b.bids), asks: levels(&b.asks) }
+}
+
+fn json_update(head: &Value, data: Option<&Value>) -> Result<Update, String> {
+    let text = |v: &Value, key: &str| v[key].as_str().ok_or_else(|| format!("missing {key}")).map(str::to_owned);
+    let decimal = |v: &Value, key: &str| parse_decimal(&text(v, key)?).map_err(|e| e.to_string());
+    let channel = Channel::parse(&text(head, "channel")?).ok_or("unknown channel")?;
+    let data = match data {
+        Some(d) if !d.is_null() => Some(match channel {
+            Channel::Quotes => Data::Quote {
+                bid: Price(decimal(d, "bid")?),
+                bid_size: Size(decimal(d, "bid_size")?),
+                ask: Price(decimal(d, "ask")?),
+                ask_size: Size(decimal(d, "ask_size")?),
+            },
+            Channel::Trades => Data::Trade {
+                price: Price(decimal(d, "price")?),
+                size: Size(decimal(d, "size")?),
+                side: if d["side"] == "sell" { Side::Sell } else { Side::Buy },
+                trade_id: d["trade_id"].as_u64().ok_or("missing trade_id")?,
+            },
+            Channel::Book => {
+                let levels = |key: &str| -> Result<Vec<(Price, Size)>, String> {
+                    d[key]
+                        .as_array()
+                        .ok_or_else(|| format!("missing {key}"))?
+                        .iter()
+                        .map(|level| {
+                            let p = level[0].as_str().ok_or("bad level")?;
+                            let s = level[1].as_str().ok_or("bad level")?;
+                            Ok((
+                                Price(parse_decimal(p).map_err(|e| e.to_string())?),
+                                Size(parse_decimal(s).map_err(|e| e.to_string())?),
+                            ))
+                        })
+                        .collect()
+                };
+                Data::Book { bids: levels("bids")?, asks: levels("asks")? }
+            }
+        }),
+        _ => None,
+    };
+    Ok(Update {
+        symbol: text(head, "symbol")?.into(),
+        channel,
+        seq: head["seq"].as_u64().ok_or("missing seq")?,
+        ts_event: head["ts_event"].as_u64().unwrap_or(0),
+        ts_recv: head["ts_recv"].as_u64().unwrap_or(0),
+        ts_send: head["ts_send"].as_u64().unwrap_or(0),
+        data,
+    })
+}
+
+/// One terminal line for an event.
+pub fn describe(event: &StreamEvent) -> String {
+    let latency = |u: &Update| format!("{:.2} ms", now_nanos().saturating_sub(u.ts_event) as f64 / 1e6);
+    let line = |u: &Update| match &u.data {
+        None => format!("{:<14} {:<6} #{:<8} (no data yet)", u.symbol, u.channel.as_str(), u.seq),
+        Some(Data::Quote { bid, bid_size, ask, ask_size }) => {
+            format!("{:<14} quote  #{:<8} {bid} x {bid_size}  |  {ask} x {ask_size}  {}", u.symbol, u.seq, latency(u))
+        }
+        Some(Data::Trade { price, size, side, trade_id }) => format!(
+            "{:<14} trade  #{:<8} {} {size} @ {price}  id {trade_id}  {}",
+            u.symbol,
+            u.seq,
+            side.as_str(),
+            latency(u)
+        ),
+        Some(Data::Book { bids, asks }) => {
+            format!("{:<14} book   #{:<8} {} bid / {} ask level(s)", u.symbol, u.seq, bids.len(), asks.len())
+        }
+    };
+    match event {
+        StreamEvent::Snapshot(u) => format!("{}  (snapshot)", line(u)),
+        StreamEvent::Update(u) => line(u),
+        StreamEvent::Gap { symbol, channel, from_seq, to_seq, reason } => {
+            format!("{symbol:<14} {} GAP #{from_seq}..=#{to_seq} ({reason})", channel.as_str())
+        }
+        StreamEvent::BookInvalidated { symbol, seq } => format!("{symbol:<14} book invalidated at #{seq}"),
+        StreamEvent::Error { code, message } => format!("error {code}: {message}"),
+        StreamEvent::Reconnected { attempt } => format!("-- reconnected after {attempt} attempt(s), resumed"),
+    }
+}
+
+/// Follows `config` and writes one line per event to `out` until `count` updates
+/// were shown (or forever).
 pub async fn tail(
-    url: &str,
-    symbols: &[String],
-    channels: &[String],
+    config: ClientConfig,
     count: Option<u64>,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), ClientError> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|source| ClientError::Connect { url: url.to_owned(), source: Box::new(source) })?;
-    let request = serde_json::json!({ "op": "subscribe", "channels": channels, "symbols": symbols });
-    socket.send(Message::text(request.to_string())).await.map_err(Box::new)?;
+    let mut client = StreamClient::connect(config).await?;
     let mut shown: u64 = 0;
-    while let Some(message) = socket.next().await {
-        let text = match message.map_err(Box::new)? {
-            Message::Text(text) => text,
-            Message::Close(frame) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                return Err(ClientError::Closed { code, reason });
-            }
-            _ => continue,
-        };
-        let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
-        if value["type"] == "error" {
-            let code = value["code"].as_str().unwrap_or("?").to_owned();
-            let message = value["message"].as_str().unwrap_or("").to_owned();
-            if code == "unknown_symbol" {
-                writeln!(out, "warning: {message}")?;
-                continue;
-            }
-            return Err(ClientError::Server { code, message });
+    while let Some(event) = client.next().await? {
+        if let StreamEvent::Error { code, message } = &event
+            && code != "unknown_symbol"
+        {
+            return Err(ClientError::Server { code: code.clone(), message: message.clone() });
         }
-        for line in describe(&value) {
-            writeln!(out, "{line}")?;
+        writeln!(out, "{}", describe(&event))?;
+        if matches!(event, StreamEvent::Snapshot(_) | StreamEvent::Update(_)) {
             shown += 1;
             if count.is_some_and(|c| shown >= c) {
-                let _ = socket.close(None).await;
-                return Ok(());
+                break;
             }
         }
-        out.flush()?;
     }
+    out.flush()?;
     Ok(())
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::fanout::{OutboxConfig, SlowConsumerPolicy};
+use crate::codec::Delivery;
+use crate::fanout::{OutboxConfig, RingConfig, SlowConsumerPolicy};
 use crate::transport::SessionLimits;
 
 #[derive(Debug, Parser)]
@@ -124,6 +125,14 @@ pub struct VenueArgs {
     pub binance_message_interval_ms: u64,
 }
 
+/// `--default-delivery` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeliveryArg {
+    Full,
+    Conflate,
+    SnapshotOnLag,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -173,6 +182,28 @@ pub struct ServeArgs {
     /// Levels per side kept in book snapshots.
     #[arg(long, env = "TICKWIRE_BOOK_DEPTH", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub book_depth: u64,
+    /// Recent-history ring per instrument used to resume: most events kept.
+    #[arg(long, env = "TICKWIRE_RING_DEPTH", default_value_t = 10_000)]
+    pub ring_depth: usize,
+    /// Recent-history ring per instrument: oldest event kept, in milliseconds.
+    #[arg(long, env = "TICKWIRE_RING_AGE_MS", default_value_t = 60_000)]
+    pub ring_age_ms: u64,
+    /// Delivery of subscriptions that name none.
+    #[arg(long, env = "TICKWIRE_DEFAULT_DELIVERY", value_enum, default_value_t = DeliveryArg::SnapshotOnLag)]
+    pub default_delivery: DeliveryArg,
+    /// Shortest conflation interval a client may ask for, in milliseconds.
+    #[arg(long, env = "TICKWIRE_CONFLATE_MIN_MS", default_value_t = 10)]
+    pub conflate_min_ms: u32,
+    /// Longest conflation interval a client may ask for, in milliseconds.
+    #[arg(long, env = "TICKWIRE_CONFLATE_MAX_MS", default_value_t = 60_000)]
+    pub conflate_max_ms: u32,
+    /// WebSocket read buffer per connection, in bytes. Clients send small
+    /// requests; tungstenite's 128 KiB default costs that much per idle socket.
+    #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
+    pub ws_read_buffer_bytes: u64,
+    /// Bytes gathered before a WebSocket write reaches the socket (a flush always writes).
+    #[arg(long, env = "TICKWIRE_WS_WRITE_BUFFER_BYTES", default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(0..=(16 << 20)))]
+    pub ws_write_buffer_bytes: u64,
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
@@ -210,12 +241,24 @@ impl ServeArgs {
         }
     }
 
+    pub fn ring(&self) -> RingConfig {
+        RingConfig { depth: self.ring_depth, max_age_ns: self.ring_age_ms.saturating_mul(1_000_000) }
+    }
+
     pub fn limits(&self) -> SessionLimits {
         SessionLimits {
             max_message_bytes: self.max_message_bytes.max(1024),
             max_subscriptions: self.max_subscriptions,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            read_buffer_bytes: self.ws_read_buffer_bytes as usize,
+            default_delivery: match self.default_delivery {
+                DeliveryArg::Full => Delivery::Full,
+                DeliveryArg::SnapshotOnLag => Delivery::SnapshotOnLag,
+                DeliveryArg::Conflate => Delivery::Conflate { interval_ms: crate::codec::DEFAULT_CONFLATE_MS },
+            },
+            conflate_ms_range: (self.conflate_min_ms, self.conflate_max_ms.max(self.conflate_min_ms)),
+            write_buffer_bytes: self.ws_write_buffer_bytes as usize,
             ..SessionLimits::default()
         }
     }
@@ -230,11 +273,25 @@ pub struct TailArgs {
     #[arg(long, env = "TICKWIRE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub url: String,
     /// Channels to follow, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "quotes,trades")]
-    pub channels: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_channel)]
+    pub channels: Vec<crate::model::Channel>,
+    /// Wire format: json or proto.
+    #[arg(long, default_value = "json", value_parser = parse_format)]
+    pub format: crate::codec::Format,
+    /// Exit when the connection drops instead of reconnecting and resuming.
+    #[arg(long)]
+    pub no_reconnect: bool,
     /// Stop after this many updates (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
+}
+
+fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {
+    crate::model::Channel::parse(name).ok_or_else(|| format!("no channel {name:?} (quotes, trades, book)"))
+}
+
+fn parse_format(name: &str) -> Result<crate::codec::Format, String> {
+    crate::codec::Format::from_param(name).ok_or_else(|| format!("no format {name:?} (json, proto)"))
 }
 
 #[cfg(test)]

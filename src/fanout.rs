@@ -1,9 +1,10 @@
-//! Subscriptions, per-connection outboxes, and batching.
+//! Subscriptions, per-connection outboxes, batching, and the recent-history ring.
 //!
-//! The engine task calls [`Fanout::publish`] for every sequenced event. The event is
-//! encoded once into an [`Encoded`] fragment, and a reference to it is pushed into
-//! the [`Outbox`] of every connection subscribed to its instrument and channel. The
-//! subscriber list of each (instrument, channel) is an `arc-swap`ped vector: the
+//! The engine task calls [`Fanout::publish`] for every sequenced event. The event
+//! goes into its instrument's recent-history ring (for resume), is encoded once per
+//! format that has subscribers into an [`Encoded`] fragment, and a reference to it is
+//! pushed into the [`Outbox`] of every connection subscribed to its instrument and
+//! channel. The subscriber list of each (instrument, channel) is `arc-swap`ped: the
 //! publisher reads it without a lock; subscribe and unsubscribe copy it.
 //!
 //! Each connection's writer waits on its outbox, takes everything queued in one
@@ -11,14 +12,20 @@
 //! writes them at once. While a write is in flight the outbox gathers: batches grow
 //! under load and no timer ever delays an update at low load.
 //!
-//! Slow consumers are bounded ([`OutboxConfig`]). Past `conflate_after` queued
-//! items, a quote replaces the queued quote of the same instrument (its sequence is
-//! skipped by design) and a book delta is dropped in favour of a fresh book snapshot
-//! taken when the writer next drains. Trades are never conflated: past
-//! `max_queued`, the policy either drops them and announces the exact range with a
-//! `gap` message, or closes the connection with code 4008. Every such decision is
-//! counted in a metric.
+//! Slow consumers are bounded ([`OutboxConfig`]) according to each subscription's
+//! [`Delivery`]:
+//! - `snapshot_on_lag` (the default): past `conflate_after` queued items a quote
+//!   replaces the queued quote of its instrument (its sequence is skipped by design)
+//!   and a book delta gives way to a fresh book snapshot taken at drain; trades are
+//!   never conflated: past `max_queued` they are dropped and the exact range is
+//!   announced with a `gap` (or the connection is closed with 4008, per server policy);
+//! - `full`: nothing is conflated; past `max_queued` the connection is closed with 4008;
+//! - `conflate`: quotes and books are held and released (latest value, books as
+//!   snapshots) on the connection's conflation tick; trades as `snapshot_on_lag`.
+//!
+//! Every such decision is counted.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,9 +36,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::book::StateReader;
-use crate::codec::close;
 use crate::codec::json::{self, GapReason};
-use crate::model::{Channel, Event, InstrumentId, Instruments, Payload};
+use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,14 +65,45 @@ impl Default for OutboxConfig {
     }
 }
 
-/// One event, encoded once and shared by every subscriber.
+/// Depth of the recent-history ring kept per instrument (all channels together).
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+    /// Most events kept per instrument.
+    pub depth: usize,
+    /// Events older than this (by `ts_send`) are dropped, in nanoseconds.
+    pub max_age_ns: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        Self { depth: 10_000, max_age_ns: 60_000_000_000 }
+    }
+}
+
+/// One event, encoded once per format and shared by every subscriber.
 #[derive(Debug)]
 pub struct Encoded {
     pub instrument: InstrumentId,
     pub channel: Channel,
     pub seq: u64,
-    /// The update object, ready to go inside a JSON batch.
-    pub json: Bytes,
+    /// The batch fragment per [`Format`] (empty where no subscriber needed it).
+    pub fragments: [Bytes; Format::COUNT],
+}
+
+impl Encoded {
+    /// Encodes `event` in the given formats.
+    pub fn new(instruments: &Instruments, event: &Event, formats: [bool; Format::COUNT]) -> Self {
+        let inst = instruments.get(event.instrument);
+        let mut fragments: [Bytes; Format::COUNT] = Default::default();
+        for format in [Format::Json, Format::Proto] {
+            if formats[format.index()] {
+                let mut buf = Vec::with_capacity(if format == Format::Json { 192 } else { 48 });
+                format.encode_update(&mut buf, inst, event);
+                fragments[format.index()] = Bytes::from(buf);
+            }
+        }
+        Self { instrument: event.instrument, channel: event.channel(), seq: event.seq, fragments }
+    }
 }
 
 /// An entry of an outbox.
@@ -75,12 +113,13 @@ pub enum Item {
     Update(Arc<Encoded>),
     /// A complete message (snapshot, gap, error, pong) sent as its own frame.
     Message(Bytes),
-    /// A fresh book snapshot, taken when the writer drains (slow consumer).
+    /// A fresh book snapshot, taken when the writer drains (slow consumer, conflation).
     Resnapshot(InstrumentId),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SubState {
+    delivery: Delivery,
     /// Highest sequence queued (or covered by a snapshot) for this subscription.
     last_seq: u64,
     /// Where this subscription's quote sits in the queue (drain epoch, index).
@@ -89,6 +128,24 @@ struct SubState {
     resnapshot_pending: bool,
     /// Trades dropped and not yet announced (inclusive range).
     gap: Option<(u64, u64)>,
+    /// `conflate`: the latest quote held for the next tick.
+    held_quote: Option<Arc<Encoded>>,
+    /// `conflate`: the book changed since the last snapshot sent.
+    book_dirty: bool,
+}
+
+impl SubState {
+    fn new(delivery: Delivery, last_seq: u64) -> Self {
+        Self {
+            delivery,
+            last_seq,
+            queued_quote: None,
+            resnapshot_pending: false,
+            gap: None,
+            held_quote: None,
+            book_dirty: false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +155,8 @@ struct OutboxInner {
     epoch: u64,
     subs: FxHashMap<(InstrumentId, Channel), SubState>,
     has_gaps: bool,
+    /// Shortest conflation interval among this connection's subscriptions.
+    conflate_ms: Option<u32>,
     close: Option<(u16, &'static str)>,
 }
 
@@ -108,12 +167,17 @@ pub struct Outbox {
     inner: Mutex<OutboxInner>,
     wake: Notify,
     config: OutboxConfig,
+    format: Format,
 }
 
 impl Outbox {
     /// Waits until something is queued or a close is requested.
     pub async fn ready(&self) {
         self.wake.notified().await;
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Asks the writer to close the connection with `code`; later pushes are ignored.
@@ -146,6 +210,11 @@ impl Outbox {
     pub fn queued(&self) -> usize {
         self.inner.lock().queue.len()
     }
+
+    /// The conflation tick this connection's writer should run, if any.
+    pub fn conflate_ms(&self) -> Option<u32> {
+        self.inner.lock().conflate_ms
+    }
 }
 
 /// Counters of fan-out decisions, also exported as metrics.
@@ -157,22 +226,66 @@ pub struct FanoutStats {
     pub dropped_trades: AtomicU64,
     pub resnapshots: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
+    pub resumed: AtomicU64,
+    pub resume_gaps: AtomicU64,
 }
 
-/// The subscription registry and publisher.
+/// Subscribers of one (instrument, channel), with how many speak each format.
+#[derive(Debug, Default)]
+struct Subscribers {
+    list: Vec<Arc<Outbox>>,
+    formats: [usize; Format::COUNT],
+}
+
+/// How a subscribe that names `since` was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// No `since`: a snapshot.
+    Snapshot,
+    /// The missed updates (this many) from the recent-history ring.
+    Replayed(usize),
+    /// The ring no longer held them: a gap and a fresh snapshot.
+    Gap { from: u64, to: u64 },
+}
+
+/// The subscription registry, the recent-history rings, and the publisher.
 pub struct Fanout {
     instruments: Arc<Instruments>,
     state: StateReader,
     /// Subscribers per (instrument, channel), at `instrument * Channel::COUNT + channel`.
-    slots: Box<[ArcSwap<Vec<Arc<Outbox>>>]>,
+    slots: Box<[ArcSwap<Subscribers>]>,
+    /// Recent events per instrument, oldest first.
+    rings: Box<[Mutex<VecDeque<Event>>]>,
+    ring: RingConfig,
     config: OutboxConfig,
+    pub default_delivery: Delivery,
     pub stats: FanoutStats,
 }
 
 impl Fanout {
     pub fn new(instruments: Arc<Instruments>, state: StateReader, config: OutboxConfig) -> Self {
-        let slots = (0..instruments.len() * Channel::COUNT).map(|_| ArcSwap::from_pointee(Vec::new())).collect();
-        Self { instruments, state, slots, config, stats: FanoutStats::default() }
+        Self::with_ring(instruments, state, config, RingConfig::default())
+    }
+
+    pub fn with_ring(
+        instruments: Arc<Instruments>,
+        state: StateReader,
+        config: OutboxConfig,
+        ring: RingConfig,
+    ) -> Self {
+        let slots =
+            (0..instruments.len() * Channel::COUNT).map(|_| ArcSwap::from_pointee(Subscribers::default())).collect();
+        let rings = (0..instruments.len()).map(|_| Mutex::new(VecDeque::new())).collect();
+        Self {
+            instruments,
+            state,
+            slots,
+            rings,
+            ring,
+            config,
+            default_delivery: Delivery::SnapshotOnLag,
+            stats: FanoutStats::default(),
+        }
     }
 
     pub fn instruments(&self) -> &Arc<Instruments> {
@@ -183,56 +296,69 @@ impl Fanout {
         &self.state
     }
 
-    fn slot(&self, id: InstrumentId, channel: Channel) -> &ArcSwap<Vec<Arc<Outbox>>> {
+    fn slot(&self, id: InstrumentId, channel: Channel) -> &ArcSwap<Subscribers> {
         &self.slots[id.index() * Channel::COUNT + channel.index()]
     }
 
-    /// A new, empty outbox for a connection.
-    pub fn outbox(&self) -> Arc<Outbox> {
-        Arc::new(Outbox { inner: Mutex::default(), wake: Notify::new(), config: self.config })
+    /// A new, empty outbox for a connection speaking `format`.
+    pub fn outbox(&self, format: Format) -> Arc<Outbox> {
+        Arc::new(Outbox { inner: Mutex::default(), wake: Notify::new(), config: self.config, format })
     }
 
     /// Number of subscribers of one instrument and channel.
     pub fn subscribers(&self, id: InstrumentId, channel: Channel) -> usize {
-        self.slot(id, channel).load().len()
+        self.slot(id, channel).load().list.len()
     }
 
-    /// Encodes a sequenced event once and queues it for every subscriber.
-    /// Returns the number of outboxes it was offered to.
+    /// Records a sequenced event in its ring, encodes it once per format in use and
+    /// queues it for every subscriber. Returns the number of outboxes offered to.
     pub fn publish(&self, event: &Event) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.remember(event);
         let subscribers = self.slot(event.instrument, event.channel()).load();
-        if subscribers.is_empty() {
+        if subscribers.list.is_empty() {
             return 0;
         }
+        let formats = subscribers.formats.map(|n| n > 0);
         if let Payload::BookReset(_) = event.payload {
-            let mut invalidated = Vec::with_capacity(96);
-            json::encode_book_invalidated(&mut invalidated, &self.instruments.get(event.instrument).symbol, event.seq);
-            let (_, snapshot) = self.snapshot_message(event.instrument, Channel::Book);
-            let messages = [Bytes::from(invalidated), snapshot];
-            for outbox in subscribers.iter() {
-                self.offer_reset(outbox, event, &messages);
+            let messages = [Format::Json, Format::Proto].map(|format| {
+                if !formats[format.index()] {
+                    return [Bytes::new(), Bytes::new()];
+                }
+                let mut invalidated = Vec::with_capacity(96);
+                let symbol = &self.instruments.get(event.instrument).symbol;
+                format.encode_book_invalidated(&mut invalidated, symbol, event.seq);
+                let (_, snapshot) = self.snapshot_message(format, event.instrument, Channel::Book);
+                [Bytes::from(invalidated), snapshot]
+            });
+            for outbox in &subscribers.list {
+                self.offer_reset(outbox, event, &messages[outbox.format.index()]);
             }
-            return subscribers.len();
+            return subscribers.list.len();
         }
-        let mut buf = Vec::with_capacity(192);
-        json::encode_update(&mut buf, self.instruments.get(event.instrument), event);
-        let encoded = Arc::new(Encoded {
-            instrument: event.instrument,
-            channel: event.channel(),
-            seq: event.seq,
-            json: Bytes::from(buf),
-        });
-        for outbox in subscribers.iter() {
+        let encoded = Arc::new(Encoded::new(&self.instruments, event, formats));
+        for outbox in &subscribers.list {
             self.offer(outbox, &encoded);
         }
-        self.stats.delivered.fetch_add(subscribers.len() as u64, Ordering::Relaxed);
-        subscribers.len()
+        self.stats.delivered.fetch_add(subscribers.list.len() as u64, Ordering::Relaxed);
+        subscribers.list.len()
+    }
+
+    fn remember(&self, event: &Event) {
+        if self.ring.depth == 0 {
+            return;
+        }
+        let mut ring = self.rings[event.instrument.index()].lock();
+        let oldest_kept = event.ts_send.saturating_sub(self.ring.max_age_ns);
+        while ring.len() >= self.ring.depth || ring.front().is_some_and(|e| e.ts_send < oldest_kept) {
+            ring.pop_front();
+        }
+        ring.push_back(event.clone());
     }
 
     fn offer(&self, outbox: &Outbox, encoded: &Arc<Encoded>) {
         let mut guard = outbox.inner.lock();
-        let OutboxInner { queue, epoch, subs, has_gaps, close } = &mut *guard;
+        let OutboxInner { queue, epoch, subs, has_gaps, close, .. } = &mut *guard;
         if close.is_some() {
             return;
         }
@@ -240,14 +366,35 @@ impl Fanout {
             return;
         };
         if encoded.seq <= sub.last_seq {
-            return; // already covered by the snapshot this subscription started from
+            return; // already covered by the snapshot or replay this subscription started from
         }
         let previous = sub.last_seq;
         sub.last_seq = encoded.seq;
         let len = queue.len();
         let config = &outbox.config;
-        match encoded.channel {
-            Channel::Quotes => {
+        let mut close_for_lag = false;
+        match (sub.delivery, encoded.channel) {
+            (Delivery::Full, _) => {
+                if len >= config.max_queued {
+                    close_for_lag = true;
+                } else {
+                    queue.push(Item::Update(encoded.clone()));
+                }
+            }
+            (Delivery::Conflate { .. }, Channel::Quotes) => {
+                if sub.held_quote.replace(encoded.clone()).is_some() {
+                    self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            (Delivery::Conflate { .. }, Channel::Book) => {
+                if sub.book_dirty {
+                    self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                }
+                sub.book_dirty = true;
+                return;
+            }
+            (_, Channel::Quotes) => {
                 if len >= config.conflate_after
                     && let Some((at_epoch, index)) = sub.queued_quote
                     && at_epoch == *epoch
@@ -259,7 +406,7 @@ impl Fanout {
                 sub.queued_quote = Some((*epoch, len));
                 queue.push(Item::Update(encoded.clone()));
             }
-            Channel::Book => {
+            (_, Channel::Book) => {
                 if sub.resnapshot_pending {
                     self.stats.conflated.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -272,7 +419,7 @@ impl Fanout {
                     queue.push(Item::Update(encoded.clone()));
                 }
             }
-            Channel::Trades => {
+            (_, Channel::Trades) => {
                 if len >= config.max_queued {
                     match config.slow_consumer {
                         SlowConsumerPolicy::Gap => {
@@ -281,20 +428,28 @@ impl Fanout {
                             *has_gaps = true;
                             self.stats.dropped_trades.fetch_add(1, Ordering::Relaxed);
                         }
-                        SlowConsumerPolicy::Close => {
-                            *close = Some((close::SLOW_CONSUMER, "slow consumer"));
-                            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                            drop(guard);
-                            outbox.wake.notify_one();
-                        }
+                        SlowConsumerPolicy::Close => close_for_lag = true,
                     }
-                    return;
+                } else {
+                    if let Some((from, to)) = sub.gap.take() {
+                        queue.push(Item::Message(self.gap_message(
+                            outbox.format,
+                            encoded.instrument,
+                            from,
+                            to,
+                            GapReason::SlowConsumer,
+                        )));
+                    }
+                    queue.push(Item::Update(encoded.clone()));
                 }
-                if let Some((from, to)) = sub.gap.take() {
-                    queue.push(Item::Message(self.gap_message(encoded.instrument, from, to)));
-                }
-                queue.push(Item::Update(encoded.clone()));
             }
+        }
+        if close_for_lag {
+            *close = Some((close::SLOW_CONSUMER, "slow consumer"));
+            self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            drop(guard);
+            outbox.wake.notify_one();
+            return;
         }
         if len == 0 {
             drop(guard);
@@ -317,6 +472,7 @@ impl Fanout {
         }
         sub.last_seq = event.seq;
         sub.resnapshot_pending = false;
+        sub.book_dirty = false;
         let first = inner.queue.is_empty();
         inner.queue.retain(|item| !matches!(item, Item::Resnapshot(id) if *id == event.instrument));
         inner.queue.extend(messages.iter().cloned().map(Item::Message));
@@ -326,17 +482,17 @@ impl Fanout {
         }
     }
 
-    fn gap_message(&self, id: InstrumentId, from: u64, to: u64) -> Bytes {
+    fn gap_message(&self, format: Format, id: InstrumentId, from: u64, to: u64, reason: GapReason) -> Bytes {
         let mut out = Vec::with_capacity(128);
         let symbol = &self.instruments.get(id).symbol;
-        json::encode_gap(&mut out, symbol, Channel::Trades, from, to, GapReason::SlowConsumer);
+        format.encode_gap(&mut out, symbol, Channel::Trades, from, to, reason);
         Bytes::from(out)
     }
 
-    fn snapshot_message(&self, id: InstrumentId, channel: Channel) -> (u64, Bytes) {
+    fn snapshot_message(&self, format: Format, id: InstrumentId, channel: Channel) -> (u64, Bytes) {
         let state = self.state.load(id);
         let mut out = Vec::with_capacity(256);
-        json::encode_snapshot(&mut out, self.instruments.get(id), channel, &state);
+        format.encode_snapshot(&mut out, self.instruments.get(id), channel, &state);
         let seq = match channel {
             Channel::Book => state.book.seq,
             other => state.seqs[other.index()],
@@ -344,32 +500,112 @@ impl Fanout {
         (seq, Bytes::from(out))
     }
 
-    /// Subscribes `outbox` to one instrument and channel and queues a snapshot;
-    /// deltas after the snapshot's sequence follow it. Subscribing again sends a
-    /// fresh snapshot. Returns whether the subscription is new.
-    pub fn subscribe(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel) -> bool {
-        // The outbox lock is held across registration and snapshot, so a delta
-        // published meanwhile waits and then lands behind the snapshot, and one the
-        // snapshot already covers is filtered by its sequence.
+    /// Subscribes `outbox` to one instrument and channel. Without `since`, a
+    /// snapshot is queued and deltas after its sequence follow. With `since`, the
+    /// updates after it are replayed from the ring, or, when the ring no longer
+    /// holds them, a `gap` and a fresh snapshot are queued. Subscribing again
+    /// restarts the subscription the same way.
+    pub fn subscribe(
+        &self,
+        outbox: &Arc<Outbox>,
+        id: InstrumentId,
+        channel: Channel,
+        since: Option<u64>,
+        delivery: Delivery,
+    ) -> Result<Resume, RequestError> {
+        // The outbox lock is held across registration and snapshot (or replay), so
+        // an event published meanwhile waits and then lands behind it, and one
+        // already covered is filtered by its sequence.
         let mut inner = outbox.inner.lock();
-        let is_new = !inner.subs.contains_key(&(id, channel));
-        if is_new {
-            self.slot(id, channel).rcu(|list| {
-                let mut next = Vec::with_capacity(list.len() + 1);
-                next.extend(list.iter().cloned());
-                next.push(outbox.clone());
-                next
+        let current = self.state.load(id);
+        let current_seq = match channel {
+            Channel::Book => current.book.seq,
+            other => current.seqs[other.index()],
+        };
+        if let Some(since) = since
+            && since > current_seq
+        {
+            let symbol = &self.instruments.get(id).symbol;
+            return Err(RequestError::new(
+                ErrorCode::BadSince,
+                format!("since {since} is ahead of {symbol} {} at {current_seq}", channel.as_str()),
+                Some("subscribe"),
+            ));
+        }
+        if !inner.subs.contains_key(&(id, channel)) {
+            let format = outbox.format.index();
+            self.slot(id, channel).rcu(|current| {
+                let mut list = Vec::with_capacity(current.list.len() + 1);
+                list.extend(current.list.iter().cloned());
+                list.push(outbox.clone());
+                let mut formats = current.formats;
+                formats[format] += 1;
+                Subscribers { list, formats }
             });
         }
-        let (seq, snapshot) = self.snapshot_message(id, channel);
-        inner.subs.insert((id, channel), SubState { last_seq: seq, ..SubState::default() });
-        inner.queue.push(Item::Message(snapshot));
-        let first = inner.queue.len() == 1;
+        let replay = since.and_then(|since| self.replay_since(outbox.format, id, channel, since));
+        let outcome = match (since, replay) {
+            (Some(since), Some((last_seq, updates))) => {
+                let count = updates.len();
+                inner.queue.extend(updates);
+                inner.subs.insert((id, channel), SubState::new(delivery, last_seq.max(since)));
+                self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                Resume::Replayed(count)
+            }
+            (since, _) => {
+                let (seq, snapshot) = self.snapshot_message(outbox.format, id, channel);
+                let outcome = match since {
+                    Some(since) => {
+                        self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
+                        let (from, to) = (since + 1, seq);
+                        let mut gap = Vec::with_capacity(128);
+                        let symbol = &self.instruments.get(id).symbol;
+                        outbox.format.encode_gap(&mut gap, symbol, channel, from, to, GapReason::HistoryExhausted);
+                        inner.queue.push(Item::Message(Bytes::from(gap)));
+                        Resume::Gap { from, to }
+                    }
+                    None => Resume::Snapshot,
+                };
+                inner.subs.insert((id, channel), SubState::new(delivery, seq));
+                inner.queue.push(Item::Message(snapshot));
+                outcome
+            }
+        };
+        if let Delivery::Conflate { interval_ms } = delivery {
+            inner.conflate_ms = Some(inner.conflate_ms.map_or(interval_ms, |ms| ms.min(interval_ms)));
+        }
+        let wake = !inner.queue.is_empty();
         drop(inner);
-        if first {
+        if wake {
             outbox.wake.notify_one();
         }
-        is_new
+        Ok(outcome)
+    }
+
+    /// The ring's updates after `since` for one channel, encoded for `format`, when
+    /// the ring still holds every one of them; `None` when it does not.
+    fn replay_since(&self, format: Format, id: InstrumentId, channel: Channel, since: u64) -> Option<(u64, Vec<Item>)> {
+        let ring = self.rings[id.index()].lock();
+        let mut missed = ring.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
+        if let Some(first) = missed.peek()
+            && first.seq != since + 1
+        {
+            return None; // the oldest missed update has left the ring
+        }
+        let mut formats = [false; Format::COUNT];
+        formats[format.index()] = true;
+        let mut last = since;
+        let items = missed
+            .map(|event| {
+                last = event.seq;
+                match &event.payload {
+                    // A reset in the missed range: the client's book must be replaced.
+                    Payload::BookReset(_) => Item::Resnapshot(id),
+                    _ => Item::Update(Arc::new(Encoded::new(&self.instruments, event, formats))),
+                }
+            })
+            .collect();
+        Some((last, items))
     }
 
     /// Removes one subscription and whatever of it is still queued.
@@ -390,7 +626,15 @@ impl Fanout {
     }
 
     fn remove_from_slot(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel) {
-        self.slot(id, channel).rcu(|list| list.iter().filter(|o| !Arc::ptr_eq(o, outbox)).cloned().collect::<Vec<_>>());
+        let format = outbox.format.index();
+        self.slot(id, channel).rcu(|current| {
+            let list: Vec<_> = current.list.iter().filter(|o| !Arc::ptr_eq(o, outbox)).cloned().collect();
+            let mut formats = current.formats;
+            if list.len() < current.list.len() {
+                formats[format] -= 1;
+            }
+            Subscribers { list, formats }
+        });
     }
 
     /// Removes every subscription of a closing connection.
@@ -405,6 +649,27 @@ impl Fanout {
         inner.close.get_or_insert((close::NORMAL, "closed"));
     }
 
+    /// Releases what `conflate` subscriptions held since the last tick: the latest
+    /// quote of each instrument, and a fresh snapshot of each changed book.
+    pub fn release_conflated(&self, outbox: &Outbox) {
+        let mut guard = outbox.inner.lock();
+        let OutboxInner { queue, subs, .. } = &mut *guard;
+        let was_empty = queue.is_empty();
+        for ((id, _), sub) in subs.iter_mut() {
+            if let Some(quote) = sub.held_quote.take() {
+                queue.push(Item::Update(quote));
+            }
+            if std::mem::take(&mut sub.book_dirty) {
+                queue.push(Item::Resnapshot(*id));
+            }
+        }
+        let wake = was_empty && !queue.is_empty();
+        drop(guard);
+        if wake {
+            outbox.wake.notify_one();
+        }
+    }
+
     /// Takes everything queued into `out` (which should be empty), materialising
     /// book resnapshots and pending gap notices. Returns a requested close, if any.
     pub fn drain(&self, outbox: &Outbox, out: &mut Vec<Item>) -> Option<(u16, &'static str)> {
@@ -413,7 +678,7 @@ impl Fanout {
         inner.epoch += 1;
         for item in out.iter_mut() {
             if let Item::Resnapshot(id) = *item {
-                let (seq, snapshot) = self.snapshot_message(id, Channel::Book);
+                let (seq, snapshot) = self.snapshot_message(outbox.format, id, Channel::Book);
                 if let Some(sub) = inner.subs.get_mut(&(id, Channel::Book)) {
                     sub.last_seq = sub.last_seq.max(seq);
                     sub.resnapshot_pending = false;
@@ -427,46 +692,74 @@ impl Fanout {
                 inner.subs.iter_mut().filter_map(|(key, sub)| sub.gap.take().map(|g| (key.0, g))).collect();
             gaps.sort_unstable_by_key(|(id, _)| *id);
             for (id, (from, to)) in gaps {
-                out.push(Item::Message(self.gap_message(id, from, to)));
+                out.push(Item::Message(self.gap_message(outbox.format, id, from, to, GapReason::SlowConsumer)));
             }
         }
         inner.close
     }
+
+    /// Nanosecond timestamp of the oldest event the ring of `id` still holds.
+    pub fn ring_oldest(&self, id: InstrumentId) -> Option<Nanos> {
+        self.rings[id.index()].lock().front().map(|e| e.ts_send)
+    }
 }
 
-/// Builds the frames for drained items: runs of updates become `batch` frames of at
-/// most `max_frame_bytes` (a single larger update still gets its own frame);
-/// messages go out as their own frames, in queue order.
-pub fn build_frames(items: &[Item], max_frame_bytes: usize, frames: &mut Vec<Bytes>) {
-    let mut batch: Vec<u8> = Vec::new();
-    let flush = |batch: &mut Vec<u8>, frames: &mut Vec<Bytes>| {
-        if !batch.is_empty() {
-            batch.extend_from_slice(json::BATCH_CLOSE);
-            frames.push(Bytes::from(std::mem::take(batch)));
-        }
-    };
-    for item in items {
-        match item {
-            Item::Update(encoded) => {
-                if !batch.is_empty() && batch.len() + encoded.json.len() + 2 > max_frame_bytes {
-                    flush(&mut batch, frames);
-                }
-                if batch.is_empty() {
-                    batch.reserve(json::BATCH_OPEN.len() + encoded.json.len() + 2);
-                    batch.extend_from_slice(json::BATCH_OPEN);
-                } else {
-                    batch.push(b',');
-                }
-                batch.extend_from_slice(&encoded.json);
-            }
+/// Builds the frames for drained items in `format`: runs of updates become batch
+/// frames of at most `max_frame_bytes` (a single larger update still gets its own
+/// frame); messages go out as their own frames, in queue order.
+pub fn build_frames(items: &[Item], format: Format, max_frame_bytes: usize, frames: &mut Vec<Bytes>) {
+    let mut start = 0;
+    while start < items.len() {
+        match &items[start] {
             Item::Message(message) => {
-                flush(&mut batch, frames);
                 frames.push(message.clone());
+                start += 1;
             }
-            Item::Resnapshot(_) => {} // materialised by `drain`
+            Item::Resnapshot(_) => start += 1, // materialised by `drain`
+            Item::Update(_) => {
+                // The longest run of updates from `start` that fits one frame.
+                let mut end = start;
+                let mut body = 0;
+                while let Some(Item::Update(encoded)) = items.get(end) {
+                    let len = encoded.fragments[format.index()].len() + 1;
+                    if end > start && body + len > max_frame_bytes {
+                        break;
+                    }
+                    body += len;
+                    end += 1;
+                }
+                let run = items[start..end].iter().filter_map(|item| match item {
+                    Item::Update(encoded) => Some(&encoded.fragments[format.index()]),
+                    _ => None,
+                });
+                frames.push(match format {
+                    Format::Json => {
+                        let mut frame = Vec::with_capacity(body + json::BATCH_OPEN.len() + json::BATCH_CLOSE.len());
+                        frame.extend_from_slice(json::BATCH_OPEN);
+                        for (i, fragment) in run.enumerate() {
+                            if i > 0 {
+                                frame.push(b',');
+                            }
+                            frame.extend_from_slice(fragment);
+                        }
+                        frame.extend_from_slice(json::BATCH_CLOSE);
+                        Bytes::from(frame)
+                    }
+                    Format::Proto => {
+                        let fragments: Vec<&Bytes> = run.collect();
+                        let body_len = fragments.iter().map(|f| f.len()).sum();
+                        let mut frame = Vec::with_capacity(body_len + proto::batch_header_len(body_len));
+                        proto::batch_header(&mut frame, body_len);
+                        for fragment in fragments {
+                            frame.extend_from_slice(fragment);
+                        }
+                        Bytes::from(frame)
+                    }
+                });
+                start = end;
+            }
         }
     }
-    flush(&mut batch, frames);
 }
 
 #[cfg(test)]
@@ -515,7 +808,7 @@ mod tests {
         let mut items = Vec::new();
         fanout.drain(outbox, &mut items);
         let mut frames = Vec::new();
-        build_frames(&items, 1 << 20, &mut frames);
+        build_frames(&items, Format::Json, 1 << 20, &mut frames);
         frames.iter().map(|f| serde_json::from_slice(f).unwrap()).collect()
     }
 
@@ -523,8 +816,11 @@ mod tests {
     fn snapshot_first_then_deltas_in_one_batch() {
         let (mut engine, fanout) = setup(OutboxConfig::default());
         emit(&mut engine, &fanout, 0, quote(10));
-        let outbox = fanout.outbox();
-        assert!(fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes));
+        let outbox = fanout.outbox(Format::Json);
+        assert_eq!(
+            fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap(),
+            Resume::Snapshot
+        );
         emit(&mut engine, &fanout, 0, quote(11));
         emit(&mut engine, &fanout, 0, quote(12));
         emit(&mut engine, &fanout, 1, quote(50)); // not subscribed
@@ -545,9 +841,9 @@ mod tests {
     fn slow_consumer_quotes_conflate_and_trades_gap() {
         let config = OutboxConfig { max_queued: 8, conflate_after: 4, slow_consumer: SlowConsumerPolicy::Gap };
         let (mut engine, fanout) = setup(config);
-        let outbox = fanout.outbox();
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
         for i in 0..100 {
             emit(&mut engine, &fanout, 0, quote(10 + i));
             emit(&mut engine, &fanout, 0, trade(i as u64));
@@ -577,8 +873,8 @@ mod tests {
     fn close_policy_requests_4008() {
         let config = OutboxConfig { max_queued: 4, conflate_after: 2, slow_consumer: SlowConsumerPolicy::Close };
         let (mut engine, fanout) = setup(config);
-        let outbox = fanout.outbox();
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
         for i in 0..10 {
             emit(&mut engine, &fanout, 0, trade(i));
         }
@@ -590,8 +886,8 @@ mod tests {
     fn lagging_book_gets_a_fresh_snapshot() {
         let config = OutboxConfig { max_queued: 100, conflate_after: 2, slow_consumer: SlowConsumerPolicy::Gap };
         let (mut engine, fanout) = setup(config);
-        let outbox = fanout.outbox();
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag).unwrap();
         for i in 1..=20 {
             let delta = BookDelta { bids: vec![(Price::from_units(i), Size(i))], asks: vec![] };
             emit(&mut engine, &fanout, 0, Payload::Book(delta));
@@ -609,8 +905,8 @@ mod tests {
     #[test]
     fn book_reset_invalidates_then_snapshots() {
         let (mut engine, fanout) = setup(OutboxConfig::default());
-        let outbox = fanout.outbox();
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag).unwrap();
         let delta = BookDelta { bids: vec![(Price::from_units(10), Size(1))], asks: vec![] };
         emit(&mut engine, &fanout, 0, Payload::Book(delta));
         let reset =
@@ -623,6 +919,139 @@ mod tests {
         assert_eq!(frames[3]["data"]["bids"][0][0], "20.00");
     }
 
+    fn trade_seqs(frames: &[serde_json::Value]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "batch")
+            .flat_map(|f| f["updates"].as_array().unwrap().clone())
+            .filter(|u| u["channel"] == "trades")
+            .map(|u| u["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_missed_updates() {
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        for i in 0..50 {
+            emit(&mut engine, &fanout, 0, trade(i));
+        }
+        let outbox = fanout.outbox(Format::Json);
+        let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(40), Delivery::SnapshotOnLag);
+        assert_eq!(resumed.unwrap(), Resume::Replayed(10));
+        emit(&mut engine, &fanout, 0, trade(50));
+        let frames = drain_json(&fanout, &outbox);
+        assert!(frames.iter().all(|f| f["type"] == "batch"), "no snapshot on a resume");
+        assert_eq!(trade_seqs(&frames), (41..=51).collect::<Vec<_>>());
+        // Caught up already: nothing replayed, live continues.
+        let outbox = fanout.outbox(Format::Json);
+        let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(51), Delivery::SnapshotOnLag);
+        assert_eq!(resumed.unwrap(), Resume::Replayed(0));
+        // Ahead of the stream: a defined error.
+        let error = fanout.subscribe(&outbox, InstrumentId(1), Channel::Trades, Some(3), Delivery::SnapshotOnLag);
+        assert_eq!(error.unwrap_err().code, ErrorCode::BadSince);
+    }
+
+    #[test]
+    fn resume_older_than_the_ring_gets_gap_and_snapshot() {
+        let (mut engine, mut fanout) = setup(OutboxConfig::default());
+        fanout.ring = RingConfig { depth: 20, max_age_ns: u64::MAX };
+        for i in 0..100 {
+            emit(&mut engine, &fanout, 0, trade(i));
+        }
+        let outbox = fanout.outbox(Format::Json);
+        let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(10), Delivery::SnapshotOnLag);
+        assert_eq!(resumed.unwrap(), Resume::Gap { from: 11, to: 100 });
+        let frames = drain_json(&fanout, &outbox);
+        assert_eq!(frames[0]["type"], "gap");
+        assert_eq!((frames[0]["from_seq"].as_u64(), frames[0]["to_seq"].as_u64()), (Some(11), Some(100)));
+        assert_eq!(frames[0]["reason"], "history_exhausted");
+        assert_eq!((frames[1]["type"].as_str(), frames[1]["seq"].as_u64()), (Some("snapshot"), Some(100)));
+    }
+
+    #[test]
+    fn full_delivery_never_conflates_and_closes_when_too_far_behind() {
+        let config = OutboxConfig { max_queued: 16, conflate_after: 4, slow_consumer: SlowConsumerPolicy::Gap };
+        let (mut engine, fanout) = setup(config);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::Full).unwrap();
+        for i in 0..15 {
+            emit(&mut engine, &fanout, 0, quote(10 + i));
+        }
+        let mut items = Vec::new();
+        assert_eq!(fanout.drain(&outbox, &mut items), None);
+        assert_eq!(items.len(), 16, "snapshot and all fifteen quotes, none conflated");
+        for i in 0..40 {
+            emit(&mut engine, &fanout, 0, quote(100 + i));
+        }
+        items.clear();
+        assert_eq!(fanout.drain(&outbox, &mut items).map(|c| c.0), Some(close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn conflate_delivery_releases_latest_quote_and_book_on_tick() {
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        let outbox = fanout.outbox(Format::Json);
+        let conflate = Delivery::Conflate { interval_ms: 100 };
+        for channel in Channel::ALL {
+            fanout.subscribe(&outbox, InstrumentId(0), channel, None, conflate).unwrap();
+        }
+        assert_eq!(outbox.conflate_ms(), Some(100));
+        drain_json(&fanout, &outbox); // the three snapshots
+        for i in 0..10 {
+            emit(&mut engine, &fanout, 0, quote(10 + i));
+            emit(&mut engine, &fanout, 0, trade(i as u64));
+            let delta = BookDelta { bids: vec![(Price::from_units(5 + i), Size(1))], asks: vec![] };
+            emit(&mut engine, &fanout, 0, Payload::Book(delta));
+        }
+        let before_tick = drain_json(&fanout, &outbox);
+        assert_eq!(trade_seqs(&before_tick).len(), 10, "trades are never held back");
+        assert!(before_tick.iter().all(|f| f["type"] == "batch"), "no quote or book before the tick");
+        fanout.release_conflated(&outbox);
+        let after_tick = drain_json(&fanout, &outbox);
+        let quote = after_tick.iter().find(|f| f["type"] == "batch").unwrap()["updates"][0].clone();
+        assert_eq!((quote["channel"].as_str(), quote["seq"].as_u64()), (Some("quotes"), Some(10)));
+        let book = after_tick.iter().find(|f| f["type"] == "snapshot").unwrap();
+        assert_eq!((book["channel"].as_str(), book["seq"].as_u64()), (Some("book"), Some(10)));
+    }
+
+    /// A protobuf batch frame built from per-event fragments is byte for byte what
+    /// prost encodes for the whole batch, and decodes to the same updates.
+    #[test]
+    fn proto_frame_from_fragments_equals_prost_encoding_of_the_batch() {
+        use crate::codec::proto::{self, pb};
+        use prost::Message;
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        let outbox = fanout.outbox(Format::Proto);
+        for channel in Channel::ALL {
+            fanout.subscribe(&outbox, InstrumentId(0), channel, None, Delivery::Full).unwrap();
+        }
+        let mut items = Vec::new();
+        fanout.drain(&outbox, &mut items);
+        let mut expected = Vec::new();
+        for i in 0..30 {
+            let payload = match i % 3 {
+                0 => quote(10 + i),
+                1 => trade(i as u64),
+                _ => Payload::Book(BookDelta {
+                    bids: vec![(Price::from_units(i), Size(3)), (Price::from_units(i - 1), Size::ZERO)],
+                    asks: vec![(Price::from_units(1000 + i), Size(2))],
+                }),
+            };
+            let mut event = Event::new(InstrumentId(0), 1_700_000_000_000_000_000, 1_700_000_000_000_150_000, payload);
+            engine.apply(&mut event).unwrap();
+            fanout.publish(&event);
+            expected.push(proto::update(fanout.instruments.get(event.instrument), &event));
+        }
+        items.clear();
+        fanout.drain(&outbox, &mut items);
+        let mut frames = Vec::new();
+        build_frames(&items, Format::Proto, 1 << 20, &mut frames);
+        assert_eq!(frames.len(), 1);
+        let whole = pb::ServerMessage { kind: Some(pb::server_message::Kind::Batch(pb::Batch { updates: expected })) };
+        assert_eq!(frames[0].as_ref(), whole.encode_to_vec().as_slice());
+        assert_eq!(pb::ServerMessage::decode(frames[0].as_ref()).unwrap(), whole);
+    }
+
     #[test]
     fn frames_respect_the_size_cap() {
         let items: Vec<Item> = (0..10)
@@ -631,12 +1060,12 @@ mod tests {
                     instrument: InstrumentId(0),
                     channel: Channel::Quotes,
                     seq,
-                    json: Bytes::from(format!("{{\"seq\":{seq}}}")),
+                    fragments: [Bytes::from(format!("{{\"seq\":{seq}}}")), Bytes::new()],
                 }))
             })
             .collect();
         let mut frames = Vec::new();
-        build_frames(&items, 60, &mut frames);
+        build_frames(&items, Format::Json, 60, &mut frames);
         assert!(frames.len() > 1);
         let total: usize = frames
             .iter()

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
+            // Every connection is a file descriptor: use all the kernel allows.
+            if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+                tracing::warn!(%error, "cannot raise the open-file limit");
+            }
             let server = tickwire::app::start(&args).await?;
             println!("tickwire listening on http://{}", server.addr);
             wait_for_signal().await?;
@@ -37,11 +41,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tail(args) => {
+            let config = tickwire::client::ClientConfig {
+                url: args.url,
+                format: args.format,
+                symbols: args.symbols,
+                channels: args.channels,
+                reconnect: !args.no_reconnect,
+                max_backoff: std::time::Duration::from_secs(10),
+            };
             let mut stdout = std::io::stdout();
-            let stop = tokio::signal::ctrl_c();
             tokio::select! {
-                result = tickwire::client::tail(&args.url, &args.symbols, &args.channels, args.count, &mut stdout) => Ok(result?),
-                _ = stop => Ok(()),
+                result = tickwire::client::tail(config, args.count, &mut stdout) => Ok(result?),
+                _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
     }

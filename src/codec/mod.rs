@@ -2,6 +2,7 @@
 //! stable codes both sides rely on. Encoders are pure functions over byte buffers.
 
 pub mod json;
+pub mod proto;
 
 use std::collections::HashMap;
 
@@ -42,6 +43,12 @@ pub enum ErrorCode {
     TooManySymbols,
     /// A frame type the connection's format does not accept (binary on JSON).
     UnsupportedFrame,
+    /// A binary frame that is not a valid protobuf `ClientMessage`.
+    InvalidMessage,
+    /// A `since` the server cannot honour (ahead of the stream).
+    BadSince,
+    /// A delivery policy or interval outside what the server allows.
+    BadDelivery,
 }
 
 impl ErrorCode {
@@ -54,6 +61,9 @@ impl ErrorCode {
             ErrorCode::UnknownChannel => "unknown_channel",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::BadSince => "bad_since",
+            ErrorCode::BadDelivery => "bad_delivery",
         }
     }
 }
@@ -85,13 +95,155 @@ pub enum ClientRequest {
     },
 }
 
+/// The encoding a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JSON text frames.
+    Json = 0,
+    /// Protobuf binary frames.
+    Proto = 1,
+}
+
+impl Format {
+    pub const COUNT: usize = 2;
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The WebSocket subprotocol naming this format.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Format::Json => "tickwire.v1.json",
+            Format::Proto => "tickwire.v1.proto",
+        }
+    }
+
+    pub fn from_subprotocol(name: &str) -> Option<Format> {
+        match name.trim() {
+            "tickwire.v1.json" => Some(Format::Json),
+            "tickwire.v1.proto" => Some(Format::Proto),
+            _ => None,
+        }
+    }
+
+    pub fn from_param(name: &str) -> Option<Format> {
+        match name {
+            "json" => Some(Format::Json),
+            "proto" | "protobuf" => Some(Format::Proto),
+            _ => None,
+        }
+    }
+
+    /// Appends a snapshot message.
+    pub fn encode_snapshot(
+        self,
+        out: &mut Vec<u8>,
+        inst: &crate::model::Instrument,
+        channel: Channel,
+        state: &crate::book::InstrumentState,
+    ) {
+        match self {
+            Format::Json => json::encode_snapshot(out, inst, channel, state),
+            Format::Proto => proto::encode_snapshot(out, inst, channel, state),
+        }
+    }
+
+    /// Appends a gap message for the inclusive range `from..=to`.
+    pub fn encode_gap(
+        self,
+        out: &mut Vec<u8>,
+        symbol: &str,
+        channel: Channel,
+        from: u64,
+        to: u64,
+        reason: json::GapReason,
+    ) {
+        match self {
+            Format::Json => json::encode_gap(out, symbol, channel, from, to, reason),
+            Format::Proto => proto::encode_gap(out, symbol, channel, from, to, reason.as_str()),
+        }
+    }
+
+    pub fn encode_book_invalidated(self, out: &mut Vec<u8>, symbol: &str, seq: u64) {
+        match self {
+            Format::Json => json::encode_book_invalidated(out, symbol, seq),
+            Format::Proto => proto::encode_book_invalidated(out, symbol, seq),
+        }
+    }
+
+    pub fn encode_error(self, err: &RequestError) -> Vec<u8> {
+        match self {
+            Format::Json => json::encode_error(err),
+            Format::Proto => proto::encode_error(err),
+        }
+    }
+
+    pub fn encode_pong(self, id: Option<&serde_json::Value>, ts_send: crate::model::Nanos) -> Vec<u8> {
+        match self {
+            Format::Json => json::encode_pong(id, ts_send),
+            Format::Proto => proto::encode_pong(id.and_then(serde_json::Value::as_u64).unwrap_or(0), ts_send),
+        }
+    }
+
+    /// Appends one update as this format's batch fragment.
+    pub fn encode_update(self, out: &mut Vec<u8>, inst: &crate::model::Instrument, event: &crate::model::Event) {
+        match self {
+            Format::Json => json::encode_update(out, inst, event),
+            Format::Proto => proto::encode_update(out, inst, event),
+        }
+    }
+}
+
+/// How a subscription treats a client that cannot keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every update; a client too far behind is closed with 4008.
+    Full,
+    /// Quotes and books at most every `interval_ms`; trades in full.
+    Conflate { interval_ms: u32 },
+    /// A lagging client gets a gap and a fresh snapshot instead of a backlog.
+    SnapshotOnLag,
+}
+
+/// Resume points for one symbol: one for every channel of the request, or one per channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinceSpec {
+    pub all: Option<u64>,
+    pub per_channel: [Option<u64>; Channel::COUNT],
+}
+
+impl SinceSpec {
+    pub fn for_channel(&self, channel: Channel) -> Option<u64> {
+        self.per_channel[channel.index()].or(self.all)
+    }
+}
+
 /// The symbols and channels a subscribe or unsubscribe names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub channels: Vec<Channel>,
     pub symbols: Vec<String>,
     /// Last sequence the client saw, per symbol (resume).
-    pub since: HashMap<String, u64>,
+    pub since: HashMap<String, SinceSpec>,
+    /// `None`: the server's default.
+    pub delivery: Option<Delivery>,
+}
+
+impl Subscription {
+    /// Checks what every format must: channels and symbols named.
+    pub fn new(
+        op: &str,
+        channels: Vec<Channel>,
+        symbols: Vec<String>,
+        since: HashMap<String, SinceSpec>,
+        delivery: Option<Delivery>,
+    ) -> Result<Self, RequestError> {
+        if channels.is_empty() || symbols.is_empty() {
+            return Err(RequestError::new(ErrorCode::BadRequest, format!("{op} needs channels and symbols"), Some(op)));
+        }
+        Ok(Self { channels, symbols, since, delivery })
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,7 +251,54 @@ struct RawSubscription {
     channels: Vec<String>,
     symbols: Vec<String>,
     #[serde(default)]
-    since: HashMap<String, u64>,
+    since: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    delivery: Option<String>,
+    #[serde(default)]
+    conflate_ms: Option<u32>,
+}
+
+/// Interval of a `conflate` subscription that names none, in milliseconds.
+pub const DEFAULT_CONFLATE_MS: u32 = 250;
+
+fn parse_since(raw: HashMap<String, serde_json::Value>, op: &str) -> Result<HashMap<String, SinceSpec>, RequestError> {
+    let bad = |symbol: &str| {
+        RequestError::new(
+            ErrorCode::BadSince,
+            format!("since.{symbol} must be a sequence number or an object of them per channel"),
+            Some(op),
+        )
+    };
+    let mut out = HashMap::with_capacity(raw.len());
+    for (symbol, value) in raw {
+        let mut spec = SinceSpec::default();
+        match &value {
+            serde_json::Value::Number(n) => spec.all = Some(n.as_u64().ok_or_else(|| bad(&symbol))?),
+            serde_json::Value::Object(per_channel) => {
+                for (name, seq) in per_channel {
+                    let channel = Channel::parse(name).ok_or_else(|| bad(&symbol))?;
+                    spec.per_channel[channel.index()] = Some(seq.as_u64().ok_or_else(|| bad(&symbol))?);
+                }
+            }
+            _ => return Err(bad(&symbol)),
+        }
+        out.insert(symbol, spec);
+    }
+    Ok(out)
+}
+
+fn parse_delivery(name: Option<&str>, conflate_ms: Option<u32>, op: &str) -> Result<Option<Delivery>, RequestError> {
+    match name {
+        None => Ok(None),
+        Some("full") => Ok(Some(Delivery::Full)),
+        Some("snapshot_on_lag") => Ok(Some(Delivery::SnapshotOnLag)),
+        Some("conflate") => Ok(Some(Delivery::Conflate { interval_ms: conflate_ms.unwrap_or(DEFAULT_CONFLATE_MS) })),
+        Some(other) => Err(RequestError::new(
+            ErrorCode::BadDelivery,
+            format!("no delivery {other:?} (full, conflate, snapshot_on_lag)"),
+            Some(op),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -133,14 +332,9 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            if channels.is_empty() || raw.symbols.is_empty() {
-                return Err(RequestError::new(
-                    ErrorCode::BadRequest,
-                    format!("{op} needs channels and symbols"),
-                    Some(&op),
-                ));
-            }
-            let sub = Subscription { channels, symbols: raw.symbols, since: raw.since };
+            let since = parse_since(raw.since, &op)?;
+            let delivery = parse_delivery(raw.delivery.as_deref(), raw.conflate_ms, &op)?;
+            let sub = Subscription::new(&op, channels, raw.symbols, since, delivery)?;
             Ok(if op == "subscribe" { ClientRequest::Subscribe(sub) } else { ClientRequest::Unsubscribe(sub) })
         }
         "ping" => {
@@ -167,7 +361,15 @@ mod tests {
         .unwrap();
         let ClientRequest::Subscribe(sub) = req else { panic!("not a subscribe") };
         assert_eq!(sub.channels, vec![Channel::Quotes, Channel::Trades]);
-        assert_eq!(sub.since["BTC-USD"], 5);
+        assert_eq!(sub.since["BTC-USD"].for_channel(Channel::Trades), Some(5));
+        let req = parse_request(
+            r#"{"op":"subscribe","channels":["quotes","trades"],"symbols":["A"],"since":{"A":{"trades":9}},"delivery":"conflate","conflate_ms":100}"#,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe(sub) = req else { panic!("not a subscribe") };
+        assert_eq!(sub.since["A"].for_channel(Channel::Trades), Some(9));
+        assert_eq!(sub.since["A"].for_channel(Channel::Quotes), None);
+        assert_eq!(sub.delivery, Some(Delivery::Conflate { interval_ms: 100 }));
         assert_eq!(parse_request(r#"{"op":"ping","id":7}"#).unwrap(), ClientRequest::Ping { id: Some(7.into()) });
     }
 
@@ -180,5 +382,13 @@ mod tests {
         assert_eq!(code(r#"{"op":"subscribe","channels":["quotes"]}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"op":"subscribe","channels":["news"],"symbols":["A"]}"#), ErrorCode::UnknownChannel);
         assert_eq!(code(r#"{"op":"subscribe","channels":[],"symbols":["A"]}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"op":"subscribe","channels":["quotes"],"symbols":["A"],"since":{"A":"x"}}"#),
+            ErrorCode::BadSince
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","channels":["quotes"],"symbols":["A"],"delivery":"some"}"#),
+            ErrorCode::BadDelivery
+        );
     }
 }

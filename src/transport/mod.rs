@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::codec::Format;
 use crate::fanout::Fanout;
 use crate::feed::FeedHealth;
 pub use ws::SessionLimits;
@@ -122,7 +123,50 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(site).with_state(state)
 }
 
-async fn ws_upgrade(State(app): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    format: Option<String>,
+}
+
+/// The connection's format: from `Sec-WebSocket-Protocol` (the first of ours the
+/// client offers) or `?format=`; JSON when neither is given. A client that offers
+/// only subprotocols we do not speak, or names an unknown format, is refused with
+/// 400 before the upgrade.
+fn negotiate(upgrade: &WebSocketUpgrade, query: &WsQuery) -> Result<(Format, bool), ApiError> {
+    let offered: Vec<&str> = upgrade
+        .requested_protocols()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    let from_query = match query.format.as_deref() {
+        None => None,
+        Some(name) => Some(Format::from_param(name).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_format", format!("no format {name:?} (json, proto)"))
+        })?),
+    };
+    if offered.is_empty() {
+        return Ok((from_query.unwrap_or(Format::Json), false));
+    }
+    let format = offered.iter().find_map(|name| Format::from_subprotocol(name)).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+            format!("none of the subprotocols {offered:?} is spoken here (tickwire.v1.json, tickwire.v1.proto)"),
+        )
+    })?;
+    if from_query.is_some_and(|q| q != format) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_format", "?format= contradicts the subprotocol"));
+    }
+    Ok((format, true))
+}
+
+async fn ws_upgrade(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if app.shutdown.is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
@@ -136,17 +180,25 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, upgrade: WebSocketUpgrade)
         )
         .into_response();
     }
+    let (format, echo_protocol) = match negotiate(&upgrade, &query) {
+        Ok(negotiated) => negotiated,
+        Err(error) => {
+            metrics::counter!("tickwire_ws_refused_total", "reason" => error.code).increment(1);
+            return error.into_response();
+        }
+    };
+    let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     let limits = app.limits;
     upgrade
         // Clients send small requests: a 4 KiB read buffer instead of tungstenite's
         // 128 KiB default keeps idle connections cheap (see docs/BENCHMARKS.md).
-        .read_buffer_size(4 << 10)
-        .write_buffer_size(64 << 10)
-        .max_write_buffer_size(limits.max_frame_bytes * 4 + (64 << 10))
+        .read_buffer_size(limits.read_buffer_bytes)
+        .write_buffer_size(limits.write_buffer_bytes)
+        .max_write_buffer_size(limits.max_frame_bytes * 4 + limits.write_buffer_bytes)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
         .on_upgrade(move |socket| {
             let sessions = app.sessions.clone();
-            sessions.track_future(ws::run(socket, app))
+            sessions.track_future(ws::run(socket, app, format))
         })
 }

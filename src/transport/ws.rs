@@ -19,8 +19,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use super::AppState;
-use crate::codec::json::{encode_error, encode_pong};
-use crate::codec::{ClientRequest, ErrorCode, RequestError, Subscription, close, parse_request};
+use crate::codec::{
+    ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
+};
 use crate::fanout::{Item, Outbox, build_frames};
 use crate::model::now_nanos;
 
@@ -36,6 +37,14 @@ pub struct SessionLimits {
     pub ping_interval: Duration,
     /// A connection silent for this long (no message, no pong) is closed with 4000.
     pub idle_timeout: Duration,
+    /// Delivery of subscriptions that name none.
+    pub default_delivery: Delivery,
+    /// Shortest and longest `conflate` interval a client may ask for, in milliseconds.
+    pub conflate_ms_range: (u32, u32),
+    /// tungstenite's read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// Bytes gathered before a write reaches the socket.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -46,6 +55,10 @@ impl Default for SessionLimits {
             max_subscriptions: 10_000,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            default_delivery: Delivery::SnapshotOnLag,
+            conflate_ms_range: (10, 60_000),
+            read_buffer_bytes: 4 << 10,
+            write_buffer_bytes: 64 << 10,
         }
     }
 }
@@ -61,9 +74,9 @@ struct ReaderEnd {
 
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
-pub async fn run(socket: WebSocket, app: Arc<AppState>) {
+pub async fn run(socket: WebSocket, app: Arc<AppState>, format: Format) {
     app.connection_opened();
-    let outbox = app.fanout.outbox();
+    let outbox = app.fanout.outbox(format);
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
     let (sink, stream) = socket.split();
@@ -111,9 +124,10 @@ where
 {
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
-        match message {
-            Ok(Message::Text(text)) => handle_text(app, outbox, &text),
-            Ok(Message::Binary(_)) => reject(
+        match (message, outbox.format()) {
+            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, parse_request(&text)),
+            (Ok(Message::Binary(bytes)), Format::Proto) => handle(app, outbox, proto::decode_request(&bytes)),
+            (Ok(Message::Binary(_)), Format::Json) => reject(
                 outbox,
                 &RequestError::new(
                     ErrorCode::UnsupportedFrame,
@@ -121,9 +135,17 @@ where
                     None,
                 ),
             ),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(Message::Close(_)) => return ReaderEnd { code: close::NORMAL, reason: "bye" },
-            Err(error) => return classify_read_error(error),
+            (Ok(Message::Text(_)), Format::Proto) => reject(
+                outbox,
+                &RequestError::new(
+                    ErrorCode::UnsupportedFrame,
+                    "text frames are not accepted on a protobuf connection",
+                    None,
+                ),
+            ),
+            (Ok(Message::Ping(_) | Message::Pong(_)), _) => {}
+            (Ok(Message::Close(_)), _) => return ReaderEnd { code: close::NORMAL, reason: "bye" },
+            (Err(error), _) => return classify_read_error(error),
         }
     }
     ReaderEnd { code: close::NORMAL, reason: "closed" }
@@ -146,13 +168,15 @@ fn classify_read_error(error: axum::Error) -> ReaderEnd {
 fn reject(outbox: &Outbox, error: &RequestError) {
     metrics::counter!("tickwire_client_errors_total", "code" => error.code.as_str()).increment(1);
     tracing::debug!(%error, "client request refused");
-    outbox.push_message(Bytes::from(encode_error(error)));
+    outbox.push_message(Bytes::from(outbox.format().encode_error(error)));
 }
 
-fn handle_text(app: &AppState, outbox: &Arc<Outbox>, text: &str) {
-    match parse_request(text) {
+fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequest, RequestError>) {
+    match request {
         Err(error) => reject(outbox, &error),
-        Ok(ClientRequest::Ping { id }) => outbox.push_message(Bytes::from(encode_pong(id.as_ref(), now_nanos()))),
+        Ok(ClientRequest::Ping { id }) => {
+            outbox.push_message(Bytes::from(outbox.format().encode_pong(id.as_ref(), now_nanos())));
+        }
         Ok(ClientRequest::Subscribe(sub)) => subscribe(app, outbox, &sub),
         Ok(ClientRequest::Unsubscribe(sub)) => unsubscribe(app, outbox, &sub),
     }
@@ -181,6 +205,30 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
             ),
         );
     }
+    let delivery = sub.delivery.unwrap_or(app.limits.default_delivery);
+    if let Delivery::Conflate { interval_ms } = delivery {
+        let (min, max) = app.limits.conflate_ms_range;
+        if !(min..=max).contains(&interval_ms) {
+            return reject(
+                outbox,
+                &RequestError::new(
+                    ErrorCode::BadDelivery,
+                    format!("conflate interval {interval_ms} ms is outside {min}..={max} ms"),
+                    Some("subscribe"),
+                ),
+            );
+        }
+    }
+    if let Some(stray) = sub.since.keys().find(|symbol| !sub.symbols.contains(symbol)) {
+        return reject(
+            outbox,
+            &RequestError::new(
+                ErrorCode::BadSince,
+                format!("since names {stray}, which this subscribe does not"),
+                Some("subscribe"),
+            ),
+        );
+    }
     let instruments = app.fanout.instruments();
     let mut unknown = Vec::new();
     for symbol in &sub.symbols {
@@ -188,8 +236,12 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
             unknown.push(symbol.as_str());
             continue;
         };
+        let since = sub.since.get(symbol);
         for &channel in &sub.channels {
-            app.fanout.subscribe(outbox, id, channel);
+            let resume_from = since.and_then(|s| s.for_channel(channel));
+            if let Err(error) = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
+                reject(outbox, &error);
+            }
         }
     }
     if !unknown.is_empty() {
@@ -223,13 +275,31 @@ where
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + app.limits.ping_interval, app.limits.ping_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Runs while the connection has `conflate` subscriptions.
+    let mut conflation: Option<(u32, tokio::time::Interval)> = None;
+    let format = outbox.format();
     loop {
+        let wanted = outbox.conflate_ms();
+        if wanted != conflation.as_ref().map(|(ms, _)| *ms) {
+            conflation = wanted.map(|ms| {
+                let period = Duration::from_millis(u64::from(ms));
+                (ms, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
+            });
+        }
+        let conflation_tick = async {
+            match conflation.as_mut() {
+                Some((_, interval)) => {
+                    interval.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let close = tokio::select! {
             biased;
             () = app.shutdown.cancelled() => {
                 // Deliver what is already queued, then say goodbye.
                 let _ = app.fanout.drain(outbox, &mut items);
-                if write_items(&mut sink, &items, &mut frames, app.limits.max_frame_bytes).await.is_err() {
+                if write_items(&mut sink, &items, format, &mut frames, app.limits.max_frame_bytes).await.is_err() {
                     return;
                 }
                 Some((close::GOING_AWAY, "server shutting down"))
@@ -237,12 +307,16 @@ where
             () = outbox.ready() => {
                 let close = app.fanout.drain(outbox, &mut items);
                 if close.is_none_or(|(code, _)| code != close::SLOW_CONSUMER)
-                    && write_items(&mut sink, &items, &mut frames, app.limits.max_frame_bytes).await.is_err()
+                    && write_items(&mut sink, &items, format, &mut frames, app.limits.max_frame_bytes).await.is_err()
                 {
                     return;
                 }
                 items.clear();
                 close
+            }
+            () = conflation_tick => {
+                app.fanout.release_conflated(outbox);
+                None
             }
             _ = heartbeat.tick() => {
                 let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen_ms.load(Ordering::Relaxed));
@@ -272,6 +346,7 @@ where
 async fn write_items<S>(
     sink: &mut S,
     items: &[Item],
+    format: Format,
     frames: &mut Vec<Bytes>,
     max_frame_bytes: usize,
 ) -> Result<(), axum::Error>
@@ -282,10 +357,13 @@ where
         return Ok(());
     }
     frames.clear();
-    build_frames(items, max_frame_bytes, frames);
+    build_frames(items, format, max_frame_bytes, frames);
     for frame in frames.drain(..) {
-        let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
-        sink.feed(Message::Text(text)).await?;
+        let message = match format {
+            Format::Json => Message::Text(Utf8Bytes::try_from(frame).map_err(axum::Error::new)?),
+            Format::Proto => Message::Binary(frame),
+        };
+        sink.feed(message).await?;
     }
     sink.flush().await
 }
