@@ -636,4 +636,93 @@ mod tests {
             ]
         );
     }
+
+    /// Applies what the sync emits to the engine's own book type.
+    fn apply_to(l2: &mut crate::book::L2Book, out: &[Event]) -> Result<(), String> {
+        for event in out {
+            match &event.payload {
+                Payload::Book(delta) => l2.apply(delta).map_err(|e| e.to_string())?,
+                Payload::BookReset(levels) => {
+                    let mut fresh = crate::book::L2Book::default();
+                    fresh.apply(levels).map_err(|e| e.to_string())?;
+                    *l2 = fresh;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A diff `skip` ids after the last one (0: contiguous), spanning `span` ids.
+        Diff { skip: u64, span: u64, bids: Vec<(i64, i64)>, asks: Vec<(i64, i64)> },
+        /// A diff the venue already sent (ids at or below the last).
+        Stale,
+        /// A REST snapshot at the venue's current id.
+        Snapshot { bids: Vec<(i64, i64)>, asks: Vec<(i64, i64)> },
+    }
+
+    fn levels_strategy() -> impl proptest::strategy::Strategy<Value = Vec<(i64, i64)>> {
+        proptest::collection::vec((90i64..110, 0i64..4), 0..4)
+    }
+
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (prop_oneof![4 => Just(0u64), 1 => 1u64..3], 1u64..3, levels_strategy(), levels_strategy())
+                .prop_map(|(skip, span, bids, asks)| Op::Diff { skip, span, bids, asks }),
+            1 => Just(Op::Stale),
+            2 => (levels_strategy(), levels_strategy()).prop_map(|(bids, asks)| Op::Snapshot { bids, asks }),
+        ]
+    }
+
+    fn delta(bids: &[(i64, i64)], asks: &[(i64, i64)]) -> BookDelta {
+        let side =
+            |l: &[(i64, i64)]| l.iter().map(|&(p, s)| (Price::from_units(p), Size(s * crate::model::SCALE))).collect();
+        BookDelta { bids: side(bids), asks: side(asks) }
+    }
+
+    proptest::proptest! {
+        /// Whatever the venue sends (gaps, repeats, crossing diffs, crossed
+        /// snapshots), every event the sync emits applies to the engine's book, that
+        /// book is never crossed or negative, and while in sync it equals the venue
+        /// book the sync keeps.
+        #[test]
+        fn venue_sync_never_emits_a_bad_book(ops in proptest::collection::vec(op_strategy(), 1..80)) {
+            let mut sync = DepthSync::default();
+            let mut l2 = crate::book::L2Book::default();
+            let mut venue_id = 0u64;
+            for op in ops {
+                let mut out = Vec::new();
+                match op {
+                    Op::Diff { skip, span, bids, asks } => {
+                        let first = venue_id + 1 + skip;
+                        venue_id = first + span - 1;
+                        let diff = DepthDiff { first, last: venue_id, ts_event: 0, delta: delta(&bids, &asks) };
+                        sync.on_diff(diff, ID, 0, &mut out);
+                    }
+                    Op::Stale => {
+                        let diff = DepthDiff { first: venue_id.saturating_sub(1), last: venue_id, ts_event: 0, delta: delta(&[(100, 1)], &[]) };
+                        sync.on_diff(diff, ID, 0, &mut out);
+                    }
+                    Op::Snapshot { bids, asks } => {
+                        sync.on_snapshot(venue_id, &delta(&bids, &asks), ID, 0, &mut out);
+                    }
+                }
+                proptest::prop_assert!(apply_to(&mut l2, &out).is_ok(), "engine refused {:?}", out);
+                if let (Some(b), Some(a)) = (l2.best_bid(), l2.best_ask()) {
+                    proptest::prop_assert!(b.0 < a.0);
+                }
+                let (bids, asks) = l2.top(usize::MAX);
+                proptest::prop_assert!(bids.iter().chain(&asks).all(|(_, s)| s.0 > 0));
+                if sync.is_live() {
+                    let venue = sync.book().to_delta();
+                    proptest::prop_assert_eq!((bids, asks), (venue.bids, venue.asks));
+                } else {
+                    proptest::prop_assert_eq!(l2.depth(), (0, 0), "an unsynced book is withdrawn");
+                }
+            }
+        }
+    }
 }

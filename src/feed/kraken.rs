@@ -628,4 +628,73 @@ mod tests {
         assert_eq!(instrument_symbol("btc/usd"), "kraken:BTC-USD");
         assert_eq!(venue_symbol("BTC-USD"), "BTC/USD");
     }
+
+    fn levels_json(levels: &[(i64, i64, usize)]) -> String {
+        // Prices with one decimal, quantities with 0-8 significant trailing zeros.
+        let items: Vec<String> = levels
+            .iter()
+            .map(|&(p, q, zeros)| format!(r#"{{"price":{p}.5,"qty":{q}.{}}}"#, "0".repeat(zeros.max(1))))
+            .collect();
+        items.join(",")
+    }
+
+    proptest::proptest! {
+        /// Random updates, some with the right checksum and some without: every
+        /// emitted event applies to the engine's book, which never crosses, never
+        /// holds more than the depth, and equals the venue book while in sync.
+        #[test]
+        fn venue_sync_never_emits_a_bad_book(updates in proptest::collection::vec((
+            proptest::collection::vec((90i64..104, 0i64..3, 0usize..8), 0..4),
+            proptest::collection::vec((96i64..110, 0i64..3, 0usize..8), 0..4),
+            proptest::bool::weighted(0.8),
+        ), 1..40)) {
+            let mut k = Kraken::new(vec![("BTC/USD".into(), ID)], 10);
+            let mut l2 = crate::book::L2Book::default();
+            let snapshot = r#"{"channel":"book","type":"snapshot","data":[{"symbol":"BTC/USD","bids":[{"price":95.5,"qty":1.0}],"asks":[{"price":105.5,"qty":1.0}],"checksum":CHECK}]}"#;
+            let check = {
+                let mut probe = KrakenBook::default();
+                let _ = probe.apply(&[level_of("95.5", "1.0")], &[level_of("105.5", "1.0")], 10, 0);
+                probe.checksum()
+            };
+            let mut messages = vec![snapshot.replace("CHECK", &check.to_string())];
+            for (bids, asks, right) in updates {
+                let (b, a) = (levels_json(&bids), levels_json(&asks));
+                // The right checksum is what the venue's book would hash to after the update.
+                let mut probe = k.book(0).0.clone();
+                let parse = |l: &[(i64, i64, usize)]| -> Vec<Level> {
+                    l.iter().map(|&(p, q, z)| level_of(&format!("{p}.5"), &format!("{q}.{}", "0".repeat(z.max(1))))).collect()
+                };
+                let checksum = match probe.apply(&parse(&bids), &parse(&asks), 10, 0) {
+                    Err(KrakenBookFault::Checksum { computed, .. }) if right => computed,
+                    _ => 7,
+                };
+                messages.push(format!(r#"{{"channel":"book","type":"update","data":[{{"symbol":"BTC/USD","bids":[{b}],"asks":[{a}],"checksum":{checksum}}}]}}"#));
+                for message in messages.drain(..) {
+                    let (mut out, mut actions) = (Vec::new(), Vec::new());
+                    k.on_message(message.as_bytes(), 1, &mut out, &mut actions).unwrap();
+                    for event in &out {
+                        let applied = match &event.payload {
+                            Payload::Book(d) => l2.apply(d),
+                            Payload::BookReset(d) => { l2 = crate::book::L2Book::default(); l2.apply(d) }
+                            _ => Ok(()),
+                        };
+                        proptest::prop_assert!(applied.is_ok(), "engine refused {:?}", event);
+                    }
+                }
+                if let (Some(b), Some(a)) = (l2.best_bid(), l2.best_ask()) {
+                    proptest::prop_assert!(b.0 < a.0);
+                }
+                let (venue, live) = k.book(0);
+                if live {
+                    let d = venue.to_delta();
+                    proptest::prop_assert_eq!(l2.top(usize::MAX), (d.bids, d.asks));
+                    proptest::prop_assert!(venue.depth().0 <= 10 && venue.depth().1 <= 10);
+                } else {
+                    proptest::prop_assert_eq!(l2.depth(), (0, 0));
+                    // The venue would answer the resubscribe with a fresh snapshot.
+                    messages.push(snapshot.replace("CHECK", &check.to_string()));
+                }
+            }
+        }
+    }
 }
