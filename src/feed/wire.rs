@@ -56,10 +56,13 @@ impl JsonScratch {
         raw_numbers: bool,
         f: impl FnOnce(J<'_, '_>) -> R,
     ) -> Result<R, ParseError> {
+        // simd-json reads past the end in wide steps: the copy carries its own
+        // padding, which spares simd-json a second, padded copy of its own.
         self.input.clear();
         self.input.extend_from_slice(bytes);
+        self.input.resize(bytes.len() + simd_json::INPUT_PADDING, 0);
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
-        let result = simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape);
+        let result = simd_json::fill_tape_padded(&mut self.input, bytes.len(), &mut self.buffers, &mut tape);
         let out = match result {
             Ok(()) => {
                 self.spans.clear();
