@@ -2,6 +2,13 @@
 //! them in batches to the engine over a bounded channel; when the engine falls
 //! behind, the feed waits. Every feed reports its health through [`FeedHealth`].
 //!
+//! - [`simulator`]: the built-in deterministic market.
+//! - [`binance`], [`coinbase`], [`kraken`]: pure venue protocols ([`Venue`]):
+//!   subscribe messages, simd-json parsing ([`wire`]), normalisation and each
+//!   venue's book synchronisation, unit-tested and benched from byte slices.
+//! - [`supervisor`]: the async shell that connects, paces, reconnects, fetches REST
+//!   snapshots and rotates connections for any [`Venue`].
+//!
 //! [`model::Event`]: crate::model::Event
 
 pub mod binance;
