@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a live stream from a running gateway in the terminal.
     Tail(TailArgs),
+    /// End-to-end load bench: N clients, latency per leg, throughput, server CPU and RSS.
+    Bench(Box<crate::loadgen::command::BenchArgs>),
 }
 
 /// A market-data source given with `--feed`: `simulator`, or a venue and its

@@ -16,5 +16,6 @@ pub mod codec;
 pub mod config;
 pub mod fanout;
 pub mod feed;
+pub mod loadgen;
 pub mod model;
 pub mod transport;

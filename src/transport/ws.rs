@@ -22,7 +22,7 @@ use super::AppState;
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
-use crate::fanout::{Item, Outbox, build_frames};
+use crate::fanout::{Item, Outbox, Resume, build_frames};
 use crate::model::now_nanos;
 
 /// Per-connection limits and timers.
@@ -239,8 +239,20 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
             let resume_from = since.and_then(|s| s.for_channel(channel));
-            if let Err(error) = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
-                reject(outbox, &error);
+            match app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
+                Resume::Ahead { since, current } => reject(
+                    outbox,
+                    &RequestError::new(
+                        ErrorCode::BadSince,
+                        format!(
+                            "since {since} is ahead of {symbol} {} at {current} (did the server restart?); \
+                             subscribed afresh from the snapshot",
+                            channel.as_str()
+                        ),
+                        Some("subscribe"),
+                    ),
+                ),
+                Resume::Snapshot | Resume::Replayed(_) | Resume::Gap { .. } => {}
             }
         }
     }
