@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-smoke bench-load peers
-.PHONY: run build test lint fmt rust-test frontend frontend-deps frontend-test e2e bench clean python-deps python-test
+.PHONY: fuzz run build test lint fmt rust-test frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -83,6 +83,16 @@ bench: peers
 bench-load: peers
 	$(CARGO) build --release --locked
 	benches/matrix.sh
+
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := binance coinbase kraken wire
+
+## Short fuzz smoke run of every feed parser (not part of `make test`): needs a
+## nightly toolchain and cargo-fuzz; see fuzz/README.md.
+fuzz:
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz: cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz: cargo-fuzz is not installed: cargo install cargo-fuzz"; exit 1; }
+	for target in $(FUZZ_TARGETS); do cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -2,12 +2,19 @@
 //! and owns the shutdown order.
 //!
 //! ```text
-//! feed task ──(bounded mpsc of event batches)──► engine task ──► Fanout ──► outboxes ──► session tasks
+//! feed tasks ──(bounded mpsc of event batches)──► engine task ──► Fanout ──► outboxes ──► session tasks
 //! ```
+//! One task per feed: the simulator, and one supervisor task per venue feed
+//! (`--feed binance:…` etc., see [`feed::supervisor`]); they all share the one
+//! bounded channel to the engine. Venue instruments are registered here, before the
+//! engine is built, with venue-qualified symbols (`binance:BTC-USDT`).
+//!
 //! The feed → engine channel holds [`FEED_CHANNEL_BATCHES`] batches; when the engine
 //! falls behind, feeds wait on it. The engine task is the only writer of instrument
 //! state. Shutdown: stop accepting and stop the feeds, let the engine drain what
 //! they sent, then close every session with 1001 after flushing what it had queued.
+//!
+//! [`feed::supervisor`]: crate::feed::supervisor
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -24,8 +31,9 @@ use crate::book::Engine;
 use crate::config::{FeedSpec, ServeArgs};
 use crate::fanout::Fanout;
 use crate::feed::simulator::{self, Simulator};
-use crate::feed::{EventBatch, FeedHealth};
-use crate::model::Instruments;
+use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
+use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
+use crate::model::{InstrumentError, InstrumentId, Instruments};
 use crate::transport::{AppState, router};
 
 /// Capacity, in batches, of the channel from feeds to the engine.
@@ -38,6 +46,35 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Simulator(#[from] simulator::SimError),
+    #[error(transparent)]
+    Instrument(#[from] InstrumentError),
+    #[error("venue feeds: {0}")]
+    Feed(#[from] supervisor::ConnectError),
+}
+
+/// A venue feed ready to spawn.
+enum VenueFeed {
+    Binance(binance::Binance),
+    Coinbase(coinbase::Coinbase),
+    Kraken(kraken::Kraken),
+}
+
+/// Registers `symbols` (venue spelling → our symbol) and returns the pairs a venue takes.
+fn register(
+    instruments: &mut Instruments,
+    venue: &str,
+    symbols: &[String],
+    venue_symbol: impl Fn(&str) -> String,
+    our_symbol: impl Fn(&str) -> String,
+) -> Result<Vec<(String, InstrumentId)>, InstrumentError> {
+    symbols
+        .iter()
+        .map(|given| {
+            let native = venue_symbol(given);
+            let id = instruments.add(venue_instrument(our_symbol(&native), venue))?;
+            Ok((native, id))
+        })
+        .collect()
 }
 
 /// The process-wide Prometheus recorder, installed once.
@@ -70,9 +107,32 @@ pub struct Server {
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = metrics_handle();
     let mut instruments = Instruments::new();
-    let FeedSpec::Simulator = args.feed;
-    let universe = simulator::select_universe(&args.symbols)?;
-    let sim = Simulator::new(&universe, &mut instruments, args.seed)?;
+    let mut sim = None;
+    let mut venues = Vec::new();
+    for spec in args.feeds() {
+        match spec {
+            FeedSpec::Simulator if sim.is_none() => {
+                let universe = simulator::select_universe(&args.symbols)?;
+                sim = Some(Simulator::new(&universe, &mut instruments, args.seed)?);
+            }
+            FeedSpec::Simulator => {}
+            FeedSpec::Binance(symbols) => {
+                let pairs =
+                    register(&mut instruments, "binance", &symbols, binance::venue_symbol, binance::instrument_symbol)?;
+                venues.push(VenueFeed::Binance(binance::Binance::new(pairs)));
+            }
+            FeedSpec::Coinbase(products) => {
+                let upper = |p: &str| p.to_ascii_uppercase();
+                let pairs = register(&mut instruments, "coinbase", &products, upper, coinbase::instrument_symbol)?;
+                venues.push(VenueFeed::Coinbase(coinbase::Coinbase::new(pairs)));
+            }
+            FeedSpec::Kraken(pairs) => {
+                let pairs =
+                    register(&mut instruments, "kraken", &pairs, kraken::venue_symbol, kraken::instrument_symbol)?;
+                venues.push(VenueFeed::Kraken(kraken::Kraken::new(pairs, args.venues.kraken_book_depth)));
+            }
+        }
+    }
     let instruments = Arc::new(instruments);
 
     let engine = Engine::new(&instruments, args.book_depth as usize);
@@ -80,15 +140,56 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
 
     let stop_feeds = CancellationToken::new();
-    let sim_health = Arc::new(FeedHealth::new("simulator"));
-    let feeds = vec![tokio::spawn(simulator::run(sim, args.rate, tx, sim_health.clone(), stop_feeds.clone()))];
+    let mut healths = Vec::new();
+    let mut feeds = Vec::new();
+    if let Some(sim) = sim {
+        let health = Arc::new(FeedHealth::new("simulator"));
+        feeds.push(tokio::spawn(simulator::run(sim, args.rate, tx.clone(), health.clone(), stop_feeds.clone())));
+        healths.push(health);
+    }
+    let http = if venues.is_empty() { None } else { Some(supervisor::http_client()?) };
+    let v = &args.venues;
+    for venue in venues {
+        let (name, ws_url, rest_url, interval, age) = match &venue {
+            VenueFeed::Binance(_) => (
+                "binance",
+                v.binance_ws_url.clone(),
+                Some(v.binance_rest_url.clone()),
+                v.binance_message_interval_ms,
+                Some(v.binance_rotate_after_ms),
+            ),
+            VenueFeed::Coinbase(_) => ("coinbase", v.coinbase_ws_url.clone(), None, 0, None),
+            VenueFeed::Kraken(_) => ("kraken", v.kraken_ws_url.clone(), None, 0, None),
+        };
+        let config = SupervisorConfig {
+            ws_url,
+            rest_url,
+            stale_after: Duration::from_millis(v.feed_stale_ms),
+            backoff_initial: Duration::from_millis(v.feed_backoff_initial_ms),
+            backoff_max: Duration::from_millis(v.feed_backoff_max_ms.max(v.feed_backoff_initial_ms)),
+            message_interval: Duration::from_millis(interval),
+            max_connection_age: age.map(Duration::from_millis),
+            rotation_overlap: Duration::from_millis(v.feed_rotation_overlap_ms),
+            request_timeout: Duration::from_millis(v.feed_timeout_ms),
+        };
+        let health = Arc::new(FeedHealth::new(name));
+        let ctx =
+            FeedContext { tx: tx.clone(), health: health.clone(), cancel: stop_feeds.clone(), http: http.clone() };
+        feeds.push(match venue {
+            VenueFeed::Binance(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+            VenueFeed::Coinbase(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+            VenueFeed::Kraken(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+        });
+        healths.push(health);
+    }
+    drop(tx);
     let engine = tokio::spawn(run_engine(engine, fanout.clone(), rx));
 
     let shutdown = CancellationToken::new();
     let static_dir = Some(args.static_dir.clone());
     let state = Arc::new(AppState::new(
         fanout,
-        vec![sim_health],
+        healths,
         args.limits(),
         args.max_connections,
         shutdown.clone(),
