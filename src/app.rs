@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::book::Engine;
 use crate::config::{FeedSpec, ServeArgs};
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
@@ -214,14 +214,23 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     Ok(Server { addr, state, stop_feeds, feeds, engine, http, grace: Duration::from_millis(args.shutdown_grace_ms) })
 }
 
+/// Most events the engine publishes before it wakes the writers concerned.
+const WAKE_EVERY_EVENTS: usize = 64;
+
 /// Applies every event to the book and publishes it. Ends when every feed is gone.
 async fn run_engine(mut engine: Engine, fanout: Arc<Fanout>, mut rx: mpsc::Receiver<EventBatch>) {
     let mut refused: u64 = 0;
+    let mut wake = Vec::new();
     while let Some(batch) = rx.recv().await {
-        for mut event in batch {
+        for (index, mut event) in batch.into_iter().enumerate() {
+            // Wake-ups wait for the end of the batch, but never more than this many
+            // events, so a huge batch does not hold the first updates back.
+            if index % WAKE_EVERY_EVENTS == WAKE_EVERY_EVENTS - 1 {
+                wake_all(&mut wake);
+            }
             match engine.apply(&mut event) {
                 Ok(()) => {
-                    fanout.publish(&event);
+                    fanout.publish_deferred(&event, &mut wake);
                 }
                 Err(error) => {
                     refused += 1;
@@ -232,6 +241,7 @@ async fn run_engine(mut engine: Engine, fanout: Arc<Fanout>, mut rx: mpsc::Recei
                 }
             }
         }
+        wake_all(&mut wake);
     }
 }
 

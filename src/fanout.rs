@@ -322,9 +322,20 @@ impl Fanout {
         self.slot(id, channel).load().list.len()
     }
 
-    /// Records a sequenced event in its ring, encodes it once per format in use and
-    /// queues it for every subscriber. Returns the number of outboxes offered to.
+    /// [`Self::publish_deferred`] followed by the wake-ups.
     pub fn publish(&self, event: &Event) -> usize {
+        let mut wake = Vec::new();
+        let offered = self.publish_deferred(event, &mut wake);
+        wake_all(&mut wake);
+        offered
+    }
+
+    /// Records a sequenced event in its ring, encodes it once per format in use and
+    /// queues it for every subscriber. Outboxes that were empty are added to `wake`
+    /// instead of being woken at once: the engine wakes them after its whole batch,
+    /// so a connection gets one frame (and one write) for everything the batch held
+    /// for it. Returns the number of outboxes offered to.
+    pub fn publish_deferred(&self, event: &Event, wake: &mut Vec<Arc<Outbox>>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         self.remember(event);
         let subscribers = self.slot(event.instrument, event.channel()).load();
@@ -344,13 +355,13 @@ impl Fanout {
                 [Bytes::from(invalidated), snapshot]
             });
             for outbox in &subscribers.list {
-                self.offer_reset(outbox, event, &messages[outbox.format.index()]);
+                self.offer_reset(outbox, event, &messages[outbox.format.index()], wake);
             }
             return subscribers.list.len();
         }
         let encoded = Arc::new(Encoded::new(&self.instruments, event, formats));
         for outbox in &subscribers.list {
-            self.offer(outbox, &encoded);
+            self.offer(outbox, &encoded, wake);
         }
         self.stats.delivered.fetch_add(subscribers.list.len() as u64, Ordering::Relaxed);
         subscribers.list.len()
@@ -369,7 +380,7 @@ impl Fanout {
         ring.events.push_back(event.clone());
     }
 
-    fn offer(&self, outbox: &Outbox, encoded: &Arc<Encoded>) {
+    fn offer(&self, outbox: &Arc<Outbox>, encoded: &Arc<Encoded>, wake: &mut Vec<Arc<Outbox>>) {
         let mut guard = outbox.inner.lock();
         let OutboxInner { queue, epoch, subs, has_gaps, close, .. } = &mut *guard;
         if close.is_some() {
@@ -465,14 +476,13 @@ impl Fanout {
             return;
         }
         if len == 0 {
-            drop(guard);
-            outbox.wake.notify_one();
+            wake.push(outbox.clone());
         }
     }
 
     /// A resynchronised book: the client's copy is wrong, so it gets a
     /// `book_invalidated` message and the fresh snapshot, whatever its lag.
-    fn offer_reset(&self, outbox: &Outbox, event: &Event, messages: &[Bytes; 2]) {
+    fn offer_reset(&self, outbox: &Arc<Outbox>, event: &Event, messages: &[Bytes; 2], wake: &mut Vec<Arc<Outbox>>) {
         let mut inner = outbox.inner.lock();
         if inner.close.is_some() {
             return;
@@ -489,9 +499,8 @@ impl Fanout {
         let first = inner.queue.is_empty();
         inner.queue.retain(|item| !matches!(item, Item::Resnapshot(id) if *id == event.instrument));
         inner.queue.extend(messages.iter().cloned().map(Item::Message));
-        drop(inner);
         if first {
-            outbox.wake.notify_one();
+            wake.push(outbox.clone());
         }
     }
 
@@ -726,6 +735,13 @@ impl Fanout {
     /// Nanosecond timestamp of the oldest event the ring of `id` still holds.
     pub fn ring_oldest(&self, id: InstrumentId) -> Option<Nanos> {
         self.rings[id.index()].lock().events.front().map(|e| e.ts_send)
+    }
+}
+
+/// Wakes the writers of `outboxes` (see [`Fanout::publish_deferred`]) and empties the list.
+pub fn wake_all(outboxes: &mut Vec<Arc<Outbox>>) {
+    for outbox in outboxes.drain(..) {
+        outbox.wake.notify_one();
     }
 }
 
