@@ -25,6 +25,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a live stream from a running gateway in the terminal.
     Tail(TailArgs),
+    /// Create or update the history store's schema, then exit.
+    Migrate(StoreArgs),
+    /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
+    Replay(ReplayArgs),
 }
 
 /// A market-data source given with `--feed`.
@@ -32,13 +36,18 @@ pub enum Command {
 pub enum FeedSpec {
     /// The built-in deterministic market.
     Simulator,
+    /// Stored history played back through the whole pipeline:
+    /// `replay:FROM..TO[@SPEED]` (times in ns or RFC 3339, speed a factor or `max`).
+    Replay(crate::replay::ReplayRange),
 }
 
 /// Why a `--feed` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedSpecError {
-    #[error("unknown feed {0:?} (available: simulator)")]
+    #[error("unknown feed {0:?} (available: simulator, replay:FROM..TO@SPEED)")]
     Unknown(String),
+    #[error("bad replay feed: {0}")]
+    Replay(String),
 }
 
 impl FromStr for FeedSpec {
@@ -46,7 +55,10 @@ impl FromStr for FeedSpec {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim() {
             "simulator" | "sim" => Ok(FeedSpec::Simulator),
-            other => Err(FeedSpecError::Unknown(other.to_owned())),
+            other => match other.strip_prefix("replay:") {
+                Some(range) => range.parse().map(FeedSpec::Replay).map_err(FeedSpecError::Replay),
+                None => Err(FeedSpecError::Unknown(other.to_owned())),
+            },
         }
     }
 }
@@ -131,6 +143,85 @@ pub struct ServeArgs {
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+/// Where tick history lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// History store: `postgres://…`, `sqlite://path`, or `none` to keep no history.
+    /// Default: `DATABASE_URL`, else `sqlite://data/tickwire.db`.
+    #[arg(long, env = "TICKWIRE_STORE")]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store URL, or `None` when history is off.
+    pub fn url(&self) -> Option<String> {
+        let url = crate::store::resolve_url(self.store.as_deref());
+        (url != "none").then_some(url)
+    }
+}
+
+/// The history writer's settings (`serve`).
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Spill directory for history the store cannot take yet (default: `journal/`
+    /// beside a SQLite file, else `data/journal`).
+    #[arg(long, env = "TICKWIRE_JOURNAL_DIR")]
+    pub journal_dir: Option<PathBuf>,
+    /// Largest journal, in bytes; past it, history is lost (counted, and recorded as gaps).
+    #[arg(long, env = "TICKWIRE_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
+    /// Events the writer buffers in memory before spilling to the journal.
+    #[arg(long, env = "TICKWIRE_STORE_MEMORY_EVENTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_memory_events: u64,
+    /// Most events per store transaction.
+    #[arg(long, env = "TICKWIRE_STORE_BATCH_EVENTS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_batch_events: u64,
+    /// Keep this many days of history; older days (partitions) are dropped. 0 keeps everything.
+    #[arg(long, env = "TICKWIRE_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+}
+
+impl HistoryArgs {
+    pub fn writer(&self, url: &str) -> crate::store::writer::WriterConfig {
+        crate::store::writer::WriterConfig {
+            batch_events: self.store_batch_events as usize,
+            memory_events: self.store_memory_events as usize,
+            journal_dir: self.journal_dir.clone().unwrap_or_else(|| crate::store::default_journal_dir(url)),
+            journal_cap_bytes: self.journal_max_bytes,
+            ..crate::store::writer::WriterConfig::default()
+        }
+    }
+}
+
+/// `tickwire replay` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Symbols to replay, comma-separated (default: every stored instrument).
+    #[arg(long, value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Channels to replay, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_channel)]
+    pub channels: Vec<crate::model::Channel>,
+    /// Start (inclusive): nanoseconds since the epoch or RFC 3339.
+    #[arg(long, value_parser = crate::store::parse_time)]
+    pub from: u64,
+    /// End (exclusive): nanoseconds since the epoch or RFC 3339.
+    #[arg(long, value_parser = crate::store::parse_time)]
+    pub to: u64,
+    /// A factor of real time (1, 0.5, 10…) or `max`.
+    #[arg(long, default_value = "max")]
+    pub speed: crate::replay::Speed,
+    /// Output: one JSON update per line, or CSV.
+    #[arg(long, value_enum, default_value_t = crate::replay::LineFormat::Jsonl)]
+    pub format: crate::replay::LineFormat,
 }
 
 impl ServeArgs {
@@ -231,5 +322,18 @@ mod tests {
         assert!(err.contains("unknown feed \"nasdaq\""), "{err}");
         let err = ServeArgs::parse_from_args(["--listen", "not-an-address"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
+        let err = ServeArgs::parse_from_args(["--feed", "replay:5..1"]).unwrap_err().to_string();
+        assert!(err.contains("FROM must be before TO"), "{err}");
+    }
+
+    #[test]
+    fn replay_feed_and_store_flags() {
+        let args = ServeArgs::parse_from_args(["--feed", "replay:1000..2000@max", "--store", "none"]).unwrap();
+        let expected = crate::replay::ReplayRange { from: 1000, to: 2000, speed: crate::replay::Speed::Max };
+        assert_eq!(args.feed, FeedSpec::Replay(expected));
+        assert_eq!(args.history.store.url(), None);
+        let args = ServeArgs::parse_from_args(["--store", "sqlite:///tmp/x/h.db"]).unwrap();
+        assert_eq!(args.history.store.url().as_deref(), Some("sqlite:///tmp/x/h.db"));
+        assert_eq!(args.history.writer("sqlite:///tmp/x/h.db").journal_dir, PathBuf::from("/tmp/x/journal"));
     }
 }

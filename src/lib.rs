@@ -17,4 +17,6 @@ pub mod config;
 pub mod fanout;
 pub mod feed;
 pub mod model;
+pub mod replay;
+pub mod store;
 pub mod transport;

@@ -4,6 +4,7 @@
 //!
 //! [`model::Event`]: crate::model::Event
 
+pub mod replay;
 pub mod simulator;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
