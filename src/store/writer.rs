@@ -83,6 +83,9 @@ pub struct WriterStats {
     pub written: AtomicU64,
     /// Events appended to the journal (in total).
     pub journaled: AtomicU64,
+    /// Events written to the database from the journal (in total; a journal
+    /// left by a previous process counts too).
+    pub written_from_journal: AtomicU64,
     /// Journal bytes not yet written to the database.
     pub spilled_bytes: AtomicU64,
     /// Events buffered in memory (including a batch being retried).
@@ -183,6 +186,9 @@ pub struct WriterTask {
     config: WriterConfig,
     losses: Arc<Losses>,
     stats: Arc<WriterStats>,
+    /// Whether the next write should come from the journal (writes alternate
+    /// while both hold events, so neither starves).
+    journal_turn: bool,
 }
 
 /// What the writer did, reported when it ends.
@@ -205,7 +211,7 @@ impl HistoryWriter {
         let stats = Arc::new(WriterStats::default());
         stats.spilled_bytes.store(journal.pending_bytes(), Ordering::Relaxed);
         let tap = HistoryTap { tx, ids: ids.clone(), losses: losses.clone(), stats: stats.clone() };
-        let task = WriterTask { rx, store, ids, journal, config, losses, stats: stats.clone() };
+        let task = WriterTask { rx, store, ids, journal, config, losses, stats: stats.clone(), journal_turn: true };
         Ok(HistoryWriter { tap, stats, task })
     }
 
@@ -389,8 +395,9 @@ impl WriterTask {
         report
     }
 
-    /// Takes a feed batch: into memory while there is room and the journal is
-    /// empty (so the order stays first in, first out), else into the journal.
+    /// Takes a feed batch: into memory while there is room, else into the journal.
+    /// (The store keeps no order of its own: rows are keyed, so batches may land
+    /// in any order.)
     fn intake(
         &mut self,
         mut batch: Vec<Event>,
@@ -401,7 +408,7 @@ impl WriterTask {
         for event in &mut batch {
             event.instrument = InstrumentId(self.ids.store_id(event.instrument) as u32);
         }
-        if self.journal.is_empty() && *memory_events + batch.len() <= self.config.memory_events {
+        if *memory_events + batch.len() <= self.config.memory_events {
             *memory_events += batch.len();
             memory.push_back(batch);
         } else {
@@ -432,9 +439,12 @@ impl WriterTask {
         self.losses.record(batch, reason);
     }
 
-    /// The next batch to write: memory first (older), then the journal.
+    /// The next batch to write: from memory or the journal, taking turns while
+    /// both hold events.
     fn next_batch(&mut self, memory: &mut VecDeque<Vec<Event>>, memory_events: &mut usize) -> Option<(Retry, bool)> {
-        if let Some(first) = memory.pop_front() {
+        let from_journal = !self.journal.is_empty() && (memory.is_empty() || self.journal_turn);
+        self.journal_turn = !from_journal;
+        if !from_journal && let Some(first) = memory.pop_front() {
             let mut events = first;
             while let Some(next) = memory.front()
                 && events.len() + next.len() <= self.config.batch_events
@@ -470,6 +480,7 @@ impl WriterTask {
 
     fn after_write(&mut self, batch: &Batch, journal_oldest_ns: &mut Nanos) {
         if let Origin::Journal(next) = batch.origin {
+            self.stats.written_from_journal.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             if let Err(error) = self.journal.consumed(next) {
                 tracing::error!(%error, "journal truncation failed");
             }

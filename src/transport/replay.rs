@@ -97,7 +97,7 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<P
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
     Query(query): Query<ReplayQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let plan = match app.history.as_ref() {
         None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_disabled", "this server keeps no history")),
@@ -111,6 +111,9 @@ pub async fn upgrade(
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
     }
+    let Ok(upgrade) = upgrade else {
+        return bad("bad_request", "replay is a WebSocket endpoint: connect with an upgrade request").into_response();
+    };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
         sessions.track_future(session(socket, app, plan))

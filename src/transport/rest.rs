@@ -135,6 +135,7 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
         "store_queued": writer.map(|w| w.queued.load(Relaxed)),
         "store_spilled_bytes": writer.map(|w| w.spilled_bytes.load(Relaxed)),
         "store_journaled": writer.map(|w| w.journaled.load(Relaxed)),
+        "store_written_from_journal": writer.map(|w| w.written_from_journal.load(Relaxed)),
         "store_lost": writer.map(|w| w.lost.load(Relaxed)),
     }))
 }
