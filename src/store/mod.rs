@@ -24,7 +24,7 @@
 
 pub mod journal;
 pub mod reader;
-mod rows;
+pub mod rows;
 pub mod writer;
 
 use std::collections::HashSet;
