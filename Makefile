@@ -5,7 +5,9 @@ CARGO ?= cargo
 FRONTEND := frontend
 HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
-.PHONY: run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean
+
+.PHONY: bench-smoke bench-load peers
+.PHONY: fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -16,7 +18,7 @@ build: frontend
 	$(CARGO) build --release --locked
 
 ## Every check CI runs: formatting, lints, Rust tests, dashboard unit and browser tests.
-test: lint rust-test frontend-test e2e
+test: lint rust-test python-test bench-smoke frontend-test e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -55,9 +57,47 @@ ifneq ($(HAVE_FRONTEND),)
 	cd $(FRONTEND) && TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire npm run e2e
 endif
 
-## Criterion benches and the idle-memory bench (figures in docs/BENCHMARKS.md).
-bench:
+## Python client (clients/python): a venv with pinned deps, protobuf code generated
+## from proto/, and pytest against the real server binary.
+python-deps:
+	$(MAKE) -C clients/python deps generate
+
+python-test: python-deps
+	$(CARGO) build --locked
+	$(MAKE) -C clients/python test TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire
+
+## Latency guard for CI: a few seconds of load, median p99 of three runs against
+## benches/baseline-ci.json; fails only on a gross regression: over 3x the
+## baseline, itself raised to 10 ms so a noisy shared machine does not flap.
+bench-smoke:
+	$(CARGO) build --locked
+	$(CARGO_TARGET_DIR)/debug/tickwire bench --name ci-smoke --clients 50 --rate 1000 --duration-s 2 \
+		--warmup-s 0.5 --runs 3 --baseline benches/baseline-ci.json --p99-floor-us 10000
+
+peers:
+	cd benches/peers && npm ci --no-audit --no-fund
+
+## Criterion benches, the idle-memory bench, then the load matrix against the peers
+## (figures in docs/BENCHMARKS.md).
+bench: peers
 	$(CARGO) bench --locked
+	$(CARGO) build --release --locked
+	benches/matrix.sh
+
+## Only the load matrix.
+bench-load: peers
+	$(CARGO) build --release --locked
+	benches/matrix.sh
+
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := binance coinbase kraken wire
+
+## Short fuzz smoke run of every feed parser (not part of `make test`): needs a
+## nightly toolchain and cargo-fuzz; see fuzz/README.md.
+fuzz:
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz: cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz: cargo-fuzz is not installed: cargo install cargo-fuzz"; exit 1; }
+	for target in $(FUZZ_TARGETS); do cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:
 	$(CARGO) clean

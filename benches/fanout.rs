@@ -33,8 +33,8 @@ fn fanout(c: &mut Criterion) {
     for subscribers in [1_000usize, 10_000] {
         let outboxes: Vec<_> = (0..subscribers).map(|_| fanout.outbox(Format::Json)).collect();
         for outbox in &outboxes {
-            fanout.subscribe(outbox, id, Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap();
-            fanout.subscribe(outbox, id, Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
+            fanout.subscribe(outbox, id, Channel::Quotes, None, Delivery::SnapshotOnLag);
+            fanout.subscribe(outbox, id, Channel::Trades, None, Delivery::SnapshotOnLag);
         }
         let mut drained = Vec::new();
         group.throughput(Throughput::Elements(subscribers as u64));

@@ -70,6 +70,11 @@ fn events(n: usize, start: u64) -> (Instruments, Vec<Event>) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; a test run should not write a million rows.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("store: skipped (run with cargo bench --bench store)");
+        return;
+    }
     let n: usize = std::env::var("STORE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(run(n));

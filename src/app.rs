@@ -2,8 +2,13 @@
 //! and owns the shutdown order.
 //!
 //! ```text
-//! feed task ──(bounded mpsc of event batches)──► engine task ──► Fanout ──► outboxes ──► session tasks
+//! feed tasks ──(bounded mpsc of event batches)──► engine task ──► Fanout ──► outboxes ──► session tasks
 //! ```
+//! One task per feed: the simulator, and one supervisor task per venue feed
+//! (`--feed binance:…` etc., see [`feed::supervisor`]); they all share the one
+//! bounded channel to the engine. Venue instruments are registered here, before the
+//! engine is built, with venue-qualified symbols (`binance:BTC-USDT`).
+//!
 //! The feed → engine channel holds [`FEED_CHANNEL_BATCHES`] batches; when the engine
 //! falls behind, feeds wait on it. The engine task is the only writer of instrument
 //! state. Shutdown: stop accepting and stop the feeds, let the engine drain what
@@ -13,6 +18,8 @@
 //! [`HistoryTap`] (a `try_send`, never a wait); the writer task drains after the
 //! engine on shutdown. A replay feed (`--feed replay:…`) reads the store and
 //! writes no history of its own.
+//!
+//! [`feed::supervisor`]: crate::feed::supervisor
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -29,8 +36,9 @@ use crate::book::Engine;
 use crate::config::{FeedSpec, ServeArgs};
 use crate::fanout::Fanout;
 use crate::feed::simulator::{self, Simulator};
-use crate::feed::{EventBatch, FeedHealth};
-use crate::model::{Instruments, now_nanos};
+use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
+use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
+use crate::model::{InstrumentError, InstrumentId, Instruments, now_nanos};
 use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
 use crate::store::{DAY_NS, Store, StoreError, StoreIds};
 use crate::transport::{AppState, HistoryAccess, router};
@@ -45,10 +53,41 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Simulator(#[from] simulator::SimError),
+    #[error(transparent)]
+    Instrument(#[from] InstrumentError),
+    #[error("venue feeds: {0}")]
+    Feed(#[from] supervisor::ConnectError),
     #[error("history store: {0}")]
     Store(#[from] StoreError),
     #[error("a replay feed needs a history store (--store)")]
     ReplayWithoutStore,
+    #[error("a replay feed plays the stored instruments and cannot be combined with other feeds")]
+    ReplayNotAlone,
+}
+
+/// A venue feed ready to spawn.
+enum VenueFeed {
+    Binance(binance::Binance),
+    Coinbase(coinbase::Coinbase),
+    Kraken(kraken::Kraken),
+}
+
+/// Registers `symbols` (venue spelling → our symbol) and returns the pairs a venue takes.
+fn register(
+    instruments: &mut Instruments,
+    venue: &str,
+    symbols: &[String],
+    venue_symbol: impl Fn(&str) -> String,
+    our_symbol: impl Fn(&str) -> String,
+) -> Result<Vec<(String, InstrumentId)>, InstrumentError> {
+    symbols
+        .iter()
+        .map(|given| {
+            let native = venue_symbol(given);
+            let id = instruments.add(venue_instrument(our_symbol(&native), venue))?;
+            Ok((native, id))
+        })
+        .collect()
 }
 
 /// The process-wide Prometheus recorder, installed once.
@@ -77,6 +116,7 @@ pub struct Server {
     background: Vec<JoinHandle<()>>,
     http: JoinHandle<std::io::Result<()>>,
     grace: Duration,
+    stop_background: CancellationToken,
 }
 
 /// Builds and starts everything `serve` runs.
@@ -88,47 +128,59 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         Some(url) => Some(Store::open(url).await?),
         None => None,
     };
-    let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
-    let stop_feeds = CancellationToken::new();
-    let mut feeds = Vec::new();
-    let mut feed_health = Vec::new();
-    let (instruments, ids, record_history) = match &args.feed {
-        FeedSpec::Simulator => {
-            let mut instruments = Instruments::new();
-            let universe = simulator::select_universe(&args.symbols)?;
-            let sim = Simulator::new(&universe, &mut instruments, args.seed)?;
-            let health = Arc::new(FeedHealth::new("simulator"));
-            feed_health.push(health.clone());
-            feeds.push(tokio::spawn(simulator::run(sim, args.rate, tx, health, stop_feeds.clone())));
-            let ids = match &store {
-                Some(store) => Some(Arc::new(store.register_instruments(&instruments).await?)),
-                None => None,
-            };
-            (instruments, ids, true)
+    let mut instruments = Instruments::new();
+    let mut sim = None;
+    let mut venues = Vec::new();
+    let mut replay = None;
+    let specs = args.feeds();
+    for spec in specs.iter().cloned() {
+        match spec {
+            FeedSpec::Replay(range) => {
+                if specs.len() > 1 {
+                    return Err(StartError::ReplayNotAlone);
+                }
+                let store = store.as_ref().ok_or(StartError::ReplayWithoutStore)?;
+                let (stored, ids) = store.load_instruments().await?;
+                instruments = stored;
+                replay = Some((range, Arc::new(ids)));
+            }
+            FeedSpec::Simulator if sim.is_none() => {
+                let universe = simulator::select_universe(&args.symbols)?;
+                sim = Some(Simulator::new(&universe, &mut instruments, args.seed)?);
+            }
+            FeedSpec::Simulator => {}
+            FeedSpec::Binance(symbols) => {
+                let pairs =
+                    register(&mut instruments, "binance", &symbols, binance::venue_symbol, binance::instrument_symbol)?;
+                venues.push(VenueFeed::Binance(binance::Binance::new(pairs)));
+            }
+            FeedSpec::Coinbase(products) => {
+                let upper = |p: &str| p.to_ascii_uppercase();
+                let pairs = register(&mut instruments, "coinbase", &products, upper, coinbase::instrument_symbol)?;
+                venues.push(VenueFeed::Coinbase(coinbase::Coinbase::new(pairs)));
+            }
+            FeedSpec::Kraken(pairs) => {
+                let pairs =
+                    register(&mut instruments, "kraken", &pairs, kraken::venue_symbol, kraken::instrument_symbol)?;
+                venues.push(VenueFeed::Kraken(kraken::Kraken::new(pairs, args.venues.kraken_book_depth)));
+            }
         }
-        FeedSpec::Replay(range) => {
-            let store = store.as_ref().ok_or(StartError::ReplayWithoutStore)?;
-            let (instruments, ids) = store.load_instruments().await?;
-            let ids = Arc::new(ids);
-            let store_ids: Vec<i64> = instruments.iter().map(|i| ids.store_id(i.id)).collect();
-            let health = Arc::new(FeedHealth::new("replay"));
-            feed_health.push(health.clone());
-            let feed =
-                crate::feed::replay::run(store.clone(), ids.clone(), store_ids, *range, tx, health, stop_feeds.clone());
-            feeds.push(tokio::spawn(feed));
-            // Replayed events are history already: recording them again would
-            // store each tick twice under new sequences.
-            (instruments, Some(ids), false)
-        }
-    };
+    }
     let instruments = Arc::new(instruments);
+    let ids = match (&store, &replay) {
+        (_, Some((_, ids))) => Some(ids.clone()),
+        (Some(store), None) => Some(Arc::new(store.register_instruments(&instruments).await?)),
+        (None, None) => None,
+    };
 
     let mut writer = None;
     let mut tap = None;
     let mut writer_stats = None;
     let mut background = Vec::new();
-    let stop_background = stop_feeds.clone();
-    if let (Some(store), Some(ids), Some(url), true) = (&store, &ids, &store_url, record_history) {
+    let stop_background = CancellationToken::new();
+    // Replayed events are history already: recording them again would store each
+    // tick twice under new sequences.
+    if let (Some(store), Some(ids), Some(url), None) = (&store, &ids, &store_url, &replay) {
         let history = HistoryWriter::new(store.clone(), StoreIds::clone(ids), args.history.writer(url))?;
         let (history_tap, stats, task) = history.into_parts();
         tap = Some(history_tap);
@@ -136,7 +188,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         writer = Some(tokio::spawn(task.run()));
         if args.history.retention_days > 0 {
             let horizon = u64::from(args.history.retention_days) * DAY_NS;
-            background.push(tokio::spawn(run_retention(store.clone(), horizon, stop_background)));
+            background.push(tokio::spawn(run_retention(store.clone(), horizon, stop_background.clone())));
         }
     }
     let history = match (&store, &ids) {
@@ -148,12 +200,73 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
 
     let engine = Engine::new(&instruments, args.book_depth as usize);
     let fanout = Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()));
+    let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
+
+    let stop_feeds = CancellationToken::new();
+    let mut healths = Vec::new();
+    let mut feeds = Vec::new();
+    if let Some(sim) = sim {
+        let health = Arc::new(FeedHealth::new("simulator"));
+        feeds.push(tokio::spawn(simulator::run(sim, args.rate, tx.clone(), health.clone(), stop_feeds.clone())));
+        healths.push(health);
+    }
+    if let (Some((range, ids)), Some(store)) = (replay, &store) {
+        let health = Arc::new(FeedHealth::new("replay"));
+        let store_ids: Vec<i64> = instruments.iter().map(|i| ids.store_id(i.id)).collect();
+        let feed = crate::feed::replay::run(
+            store.clone(),
+            ids,
+            store_ids,
+            range,
+            tx.clone(),
+            health.clone(),
+            stop_feeds.clone(),
+        );
+        feeds.push(tokio::spawn(feed));
+        healths.push(health);
+    }
+    let http = if venues.is_empty() { None } else { Some(supervisor::http_client()?) };
+    let v = &args.venues;
+    for venue in venues {
+        let (name, ws_url, rest_url, interval, age) = match &venue {
+            VenueFeed::Binance(_) => (
+                "binance",
+                v.binance_ws_url.clone(),
+                Some(v.binance_rest_url.clone()),
+                v.binance_message_interval_ms,
+                Some(v.binance_rotate_after_ms),
+            ),
+            VenueFeed::Coinbase(_) => ("coinbase", v.coinbase_ws_url.clone(), None, 0, None),
+            VenueFeed::Kraken(_) => ("kraken", v.kraken_ws_url.clone(), None, 0, None),
+        };
+        let config = SupervisorConfig {
+            ws_url,
+            rest_url,
+            stale_after: Duration::from_millis(v.feed_stale_ms),
+            backoff_initial: Duration::from_millis(v.feed_backoff_initial_ms),
+            backoff_max: Duration::from_millis(v.feed_backoff_max_ms.max(v.feed_backoff_initial_ms)),
+            message_interval: Duration::from_millis(interval),
+            max_connection_age: age.map(Duration::from_millis),
+            rotation_overlap: Duration::from_millis(v.feed_rotation_overlap_ms),
+            request_timeout: Duration::from_millis(v.feed_timeout_ms),
+        };
+        let health = Arc::new(FeedHealth::new(name));
+        let ctx =
+            FeedContext { tx: tx.clone(), health: health.clone(), cancel: stop_feeds.clone(), http: http.clone() };
+        feeds.push(match venue {
+            VenueFeed::Binance(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+            VenueFeed::Coinbase(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+            VenueFeed::Kraken(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+        });
+        healths.push(health);
+    }
+    drop(tx);
     let engine = tokio::spawn(run_engine(engine, fanout.clone(), rx, tap));
 
     let shutdown = CancellationToken::new();
     let static_dir = Some(args.static_dir.clone());
     let state = Arc::new(
-        AppState::new(fanout, feed_health, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
+        AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
             .with_history(history),
     );
     let listener =
@@ -181,6 +294,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         background,
         http,
         grace: Duration::from_millis(args.shutdown_grace_ms),
+        stop_background,
     })
 }
 
@@ -246,6 +360,7 @@ impl Server {
         if let Some(writer) = self.writer {
             let _ = writer.await;
         }
+        self.stop_background.cancel();
         for task in self.background {
             let _ = task.await;
         }

@@ -25,17 +25,24 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a live stream from a running gateway in the terminal.
     Tail(TailArgs),
+    /// End-to-end load bench: N clients, latency per leg, throughput, server CPU and RSS.
+    Bench(Box<crate::loadgen::command::BenchArgs>),
     /// Create or update the history store's schema, then exit.
     Migrate(StoreArgs),
     /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
     Replay(ReplayArgs),
 }
 
-/// A market-data source given with `--feed`.
+/// A market-data source given with `--feed`: `simulator`, or a venue and its
+/// symbols in the venue's own spelling (`binance:BTCUSDT,ETHUSDT`,
+/// `coinbase:BTC-USD`, `kraken:BTC/USD`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedSpec {
     /// The built-in deterministic market.
     Simulator,
+    Binance(Vec<String>),
+    Coinbase(Vec<String>),
+    Kraken(Vec<String>),
     /// Stored history played back through the whole pipeline:
     /// `replay:FROM..TO[@SPEED]` (times in ns or RFC 3339, speed a factor or `max`).
     Replay(crate::replay::ReplayRange),
@@ -44,23 +51,94 @@ pub enum FeedSpec {
 /// Why a `--feed` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedSpecError {
-    #[error("unknown feed {0:?} (available: simulator, replay:FROM..TO@SPEED)")]
+    #[error(
+        "unknown feed {0:?} (available: simulator, binance:SYMBOLS, coinbase:PRODUCTS, kraken:PAIRS, replay:FROM..TO@SPEED)"
+    )]
     Unknown(String),
+    #[error("feed {0:?} names no symbols (e.g. binance:BTCUSDT,ETHUSDT)")]
+    NoSymbols(String),
+    #[error("bad symbol {1:?} in feed {0:?}")]
+    BadSymbol(String, String),
     #[error("bad replay feed: {0}")]
     Replay(String),
+}
+
+fn parse_kraken_depth(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(depth) if crate::feed::kraken::DEPTHS.contains(&depth) => Ok(depth),
+        _ => Err(format!("must be one of {:?}", crate::feed::kraken::DEPTHS)),
+    }
 }
 
 impl FromStr for FeedSpec {
     type Err = FeedSpecError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim() {
-            "simulator" | "sim" => Ok(FeedSpec::Simulator),
-            other => match other.strip_prefix("replay:") {
-                Some(range) => range.parse().map(FeedSpec::Replay).map_err(FeedSpecError::Replay),
-                None => Err(FeedSpecError::Unknown(other.to_owned())),
-            },
+        let text = text.trim();
+        if matches!(text, "simulator" | "sim") {
+            return Ok(FeedSpec::Simulator);
+        }
+        if let Some(range) = text.strip_prefix("replay:") {
+            return range.parse().map(FeedSpec::Replay).map_err(FeedSpecError::Replay);
+        }
+        let Some((venue, list)) = text.split_once(':') else {
+            return Err(FeedSpecError::Unknown(text.to_owned()));
+        };
+        let symbols: Vec<String> =
+            list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if symbols.is_empty() {
+            return Err(FeedSpecError::NoSymbols(text.to_owned()));
+        }
+        if let Some(bad) = symbols.iter().find(|s| !crate::model::is_valid_symbol(s)) {
+            return Err(FeedSpecError::BadSymbol(text.to_owned(), bad.clone()));
+        }
+        match venue.trim().to_ascii_lowercase().as_str() {
+            "binance" => Ok(FeedSpec::Binance(symbols)),
+            "coinbase" => Ok(FeedSpec::Coinbase(symbols)),
+            "kraken" => Ok(FeedSpec::Kraken(symbols)),
+            _ => Err(FeedSpecError::Unknown(text.to_owned())),
         }
     }
+}
+
+/// Venue endpoints and connection policy for the exchange feeds.
+#[derive(Debug, Clone, Args)]
+pub struct VenueArgs {
+    /// Binance combined-stream WebSocket URL.
+    #[arg(long, env = "TICKWIRE_BINANCE_WS_URL", default_value = "wss://stream.binance.com:9443/stream")]
+    pub binance_ws_url: String,
+    /// Binance REST base URL (depth snapshots).
+    #[arg(long, env = "TICKWIRE_BINANCE_REST_URL", default_value = "https://api.binance.com")]
+    pub binance_rest_url: String,
+    /// Coinbase Advanced Trade market-data WebSocket URL.
+    #[arg(long, env = "TICKWIRE_COINBASE_WS_URL", default_value = "wss://advanced-trade-ws.coinbase.com")]
+    pub coinbase_ws_url: String,
+    /// Kraken WebSocket v2 URL.
+    #[arg(long, env = "TICKWIRE_KRAKEN_WS_URL", default_value = "wss://ws.kraken.com/v2")]
+    pub kraken_ws_url: String,
+    /// Kraken book depth subscribed (10, 25, 100, 500 or 1000).
+    #[arg(long, env = "TICKWIRE_KRAKEN_BOOK_DEPTH", default_value_t = 10, value_parser = parse_kraken_depth)]
+    pub kraken_book_depth: u32,
+    /// A venue connection silent (not even a ping) for this long is replaced, in milliseconds.
+    #[arg(long, env = "TICKWIRE_FEED_STALE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub feed_stale_ms: u64,
+    /// First reconnect delay, in milliseconds (doubles per failed attempt, with jitter).
+    #[arg(long, env = "TICKWIRE_FEED_BACKOFF_INITIAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_backoff_initial_ms: u64,
+    /// Longest reconnect delay, in milliseconds.
+    #[arg(long, env = "TICKWIRE_FEED_BACKOFF_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_backoff_max_ms: u64,
+    /// Connect and REST request timeout, in milliseconds.
+    #[arg(long, env = "TICKWIRE_FEED_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_timeout_ms: u64,
+    /// Binance closes connections after 24 hours: rotate (make-before-break) after this long, in milliseconds.
+    #[arg(long, env = "TICKWIRE_BINANCE_ROTATE_AFTER_MS", default_value_t = 85_800_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub binance_rotate_after_ms: u64,
+    /// How long a replacement connection runs beside the old one before the switch, in milliseconds.
+    #[arg(long, env = "TICKWIRE_FEED_ROTATION_OVERLAP_MS", default_value_t = 2_000)]
+    pub feed_rotation_overlap_ms: u64,
+    /// Least time between two client messages to Binance (limit: 5 per second), in milliseconds.
+    #[arg(long, env = "TICKWIRE_BINANCE_MESSAGE_INTERVAL_MS", default_value_t = 250)]
+    pub binance_message_interval_ms: u64,
 }
 
 /// `--default-delivery` values.
@@ -76,9 +154,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Market-data source.
-    #[arg(long, env = "TICKWIRE_FEED", default_value = "simulator")]
-    pub feed: FeedSpec,
+    /// Market-data sources, repeatable: `simulator`, `binance:BTCUSDT,ETHUSDT`,
+    /// `coinbase:BTC-USD`, `kraken:BTC/USD` (default: simulator). In the environment,
+    /// separate feeds with `;`.
+    #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
+    pub feed: Vec<FeedSpec>,
     /// Simulator symbols to publish, comma-separated (default: the whole universe).
     #[arg(long, env = "TICKWIRE_SYMBOLS", value_delimiter = ',')]
     pub symbols: Vec<String>,
@@ -145,6 +225,8 @@ pub struct ServeArgs {
     pub shutdown_grace_ms: u64,
     #[command(flatten)]
     pub history: HistoryArgs,
+    #[command(flatten)]
+    pub venues: VenueArgs,
 }
 
 /// Where tick history lives.
@@ -240,6 +322,11 @@ impl ServeArgs {
         Wrapper::try_parse_from(args).map(|w| w.serve)
     }
 
+    /// The feeds to run: those given, or the simulator alone.
+    pub fn feeds(&self) -> Vec<FeedSpec> {
+        if self.feed.is_empty() { vec![FeedSpec::Simulator] } else { self.feed.clone() }
+    }
+
     pub fn outbox(&self) -> OutboxConfig {
         let max_queued = self.outbox_max as usize;
         OutboxConfig {
@@ -311,7 +398,38 @@ mod tests {
         let args = ServeArgs::parse_from_args(["--rate", "5000", "--symbols", "BTC-USD,AAPL"]).unwrap();
         assert_eq!(args.rate, 5000);
         assert_eq!(args.symbols, vec!["BTC-USD", "AAPL"]);
-        assert_eq!(args.feed, FeedSpec::Simulator);
+        assert_eq!(args.feeds(), [FeedSpec::Simulator]);
+    }
+
+    #[test]
+    fn several_feeds() {
+        let args = ServeArgs::parse_from_args([
+            "--feed",
+            "binance:BTCUSDT,ETHUSDT",
+            "--feed",
+            "coinbase:BTC-USD",
+            "--feed",
+            "kraken:BTC/USD",
+            "--feed",
+            "simulator",
+            "--kraken-ws-url",
+            "ws://127.0.0.1:1/v2",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.feeds(),
+            [
+                FeedSpec::Binance(vec!["BTCUSDT".into(), "ETHUSDT".into()]),
+                FeedSpec::Coinbase(vec!["BTC-USD".into()]),
+                FeedSpec::Kraken(vec!["BTC/USD".into()]),
+                FeedSpec::Simulator,
+            ]
+        );
+        assert_eq!(args.venues.kraken_ws_url, "ws://127.0.0.1:1/v2");
+        let err = ServeArgs::parse_from_args(["--feed", "binance:"]).unwrap_err().to_string();
+        assert!(err.contains("names no symbols"), "{err}");
+        let err = ServeArgs::parse_from_args(["--kraken-book-depth", "7"]).unwrap_err().to_string();
+        assert!(err.contains("--kraken-book-depth"), "{err}");
     }
 
     #[test]
@@ -322,15 +440,15 @@ mod tests {
         assert!(err.contains("unknown feed \"nasdaq\""), "{err}");
         let err = ServeArgs::parse_from_args(["--listen", "not-an-address"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
-        let err = ServeArgs::parse_from_args(["--feed", "replay:5..1"]).unwrap_err().to_string();
-        assert!(err.contains("FROM must be before TO"), "{err}");
     }
 
     #[test]
     fn replay_feed_and_store_flags() {
         let args = ServeArgs::parse_from_args(["--feed", "replay:1000..2000@max", "--store", "none"]).unwrap();
         let expected = crate::replay::ReplayRange { from: 1000, to: 2000, speed: crate::replay::Speed::Max };
-        assert_eq!(args.feed, FeedSpec::Replay(expected));
+        assert_eq!(args.feeds(), vec![FeedSpec::Replay(expected)]);
+        let err = ServeArgs::parse_from_args(["--feed", "replay:5..1"]).unwrap_err().to_string();
+        assert!(err.contains("FROM must be before TO"), "{err}");
         assert_eq!(args.history.store.url(), None);
         let args = ServeArgs::parse_from_args(["--store", "sqlite:///tmp/x/h.db"]).unwrap();
         assert_eq!(args.history.store.url().as_deref(), Some("sqlite:///tmp/x/h.db"));

@@ -246,6 +246,18 @@ pub enum Resume {
     Replayed(usize),
     /// The ring no longer held them: a gap and a fresh snapshot.
     Gap { from: u64, to: u64 },
+    /// `since` is ahead of the stream (say, the server restarted and its sequences
+    /// began again): a `bad_since` error, then a fresh snapshot.
+    Ahead { since: u64, current: u64 },
+}
+
+/// Recent events of one instrument, oldest first.
+#[derive(Debug, Default)]
+struct Ring {
+    events: VecDeque<Event>,
+    /// Sequence of the last event recorded per channel (kept or since evicted):
+    /// tells "nothing missed yet" apart from "the missed updates left the ring".
+    last: [u64; Channel::COUNT],
 }
 
 /// The subscription registry, the recent-history rings, and the publisher.
@@ -255,7 +267,7 @@ pub struct Fanout {
     /// Subscribers per (instrument, channel), at `instrument * Channel::COUNT + channel`.
     slots: Box<[ArcSwap<Subscribers>]>,
     /// Recent events per instrument, oldest first.
-    rings: Box<[Mutex<VecDeque<Event>>]>,
+    rings: Box<[Mutex<Ring>]>,
     ring: RingConfig,
     config: OutboxConfig,
     pub default_delivery: Delivery,
@@ -275,7 +287,7 @@ impl Fanout {
     ) -> Self {
         let slots =
             (0..instruments.len() * Channel::COUNT).map(|_| ArcSwap::from_pointee(Subscribers::default())).collect();
-        let rings = (0..instruments.len()).map(|_| Mutex::new(VecDeque::new())).collect();
+        let rings = (0..instruments.len()).map(|_| Mutex::new(Ring::default())).collect();
         Self {
             instruments,
             state,
@@ -345,15 +357,16 @@ impl Fanout {
     }
 
     fn remember(&self, event: &Event) {
+        let mut ring = self.rings[event.instrument.index()].lock();
+        ring.last[event.channel().index()] = event.seq;
         if self.ring.depth == 0 {
             return;
         }
-        let mut ring = self.rings[event.instrument.index()].lock();
         let oldest_kept = event.ts_send.saturating_sub(self.ring.max_age_ns);
-        while ring.len() >= self.ring.depth || ring.front().is_some_and(|e| e.ts_send < oldest_kept) {
-            ring.pop_front();
+        while ring.events.len() >= self.ring.depth || ring.events.front().is_some_and(|e| e.ts_send < oldest_kept) {
+            ring.events.pop_front();
         }
-        ring.push_back(event.clone());
+        ring.events.push_back(event.clone());
     }
 
     fn offer(&self, outbox: &Outbox, encoded: &Arc<Encoded>) {
@@ -512,7 +525,7 @@ impl Fanout {
         channel: Channel,
         since: Option<u64>,
         delivery: Delivery,
-    ) -> Result<Resume, RequestError> {
+    ) -> Resume {
         // The outbox lock is held across registration and snapshot (or replay), so
         // an event published meanwhile waits and then lands behind it, and one
         // already covered is filtered by its sequence.
@@ -522,16 +535,8 @@ impl Fanout {
             Channel::Book => current.book.seq,
             other => current.seqs[other.index()],
         };
-        if let Some(since) = since
-            && since > current_seq
-        {
-            let symbol = &self.instruments.get(id).symbol;
-            return Err(RequestError::new(
-                ErrorCode::BadSince,
-                format!("since {since} is ahead of {symbol} {} at {current_seq}", channel.as_str()),
-                Some("subscribe"),
-            ));
-        }
+        let ahead = since.filter(|&since| since > current_seq);
+        let since = if ahead.is_some() { None } else { since };
         if !inner.subs.contains_key(&(id, channel)) {
             let format = outbox.format.index();
             self.slot(id, channel).rcu(|current| {
@@ -564,7 +569,24 @@ impl Fanout {
                         inner.queue.push(Item::Message(Bytes::from(gap)));
                         Resume::Gap { from, to }
                     }
-                    None => Resume::Snapshot,
+                    None => match ahead {
+                        Some(since) => {
+                            // Said before the snapshot it explains.
+                            let symbol = &self.instruments.get(id).symbol;
+                            let error = RequestError::new(
+                                ErrorCode::BadSince,
+                                format!(
+                                    "since {since} is ahead of {symbol} {} at {current_seq} (did the server \
+                                     restart?); subscribed afresh from the snapshot that follows",
+                                    channel.as_str()
+                                ),
+                                Some("subscribe"),
+                            );
+                            inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_error(&error))));
+                            Resume::Ahead { since, current: current_seq }
+                        }
+                        None => Resume::Snapshot,
+                    },
                 };
                 inner.subs.insert((id, channel), SubState::new(delivery, seq));
                 inner.queue.push(Item::Message(snapshot));
@@ -579,18 +601,21 @@ impl Fanout {
         if wake {
             outbox.wake.notify_one();
         }
-        Ok(outcome)
+        outcome
     }
 
     /// The ring's updates after `since` for one channel, encoded for `format`, when
     /// the ring still holds every one of them; `None` when it does not.
     fn replay_since(&self, format: Format, id: InstrumentId, channel: Channel, since: u64) -> Option<(u64, Vec<Item>)> {
         let ring = self.rings[id.index()].lock();
-        let mut missed = ring.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
-        if let Some(first) = missed.peek()
-            && first.seq != since + 1
-        {
-            return None; // the oldest missed update has left the ring
+        let mut missed = ring.events.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
+        match missed.peek() {
+            Some(first) if first.seq != since + 1 => return None, // the oldest missed update has left the ring
+            // Nothing after `since` in the ring although the channel went past it:
+            // every missed update was evicted. (Events not recorded yet are still
+            // to be published, and will reach this subscription live.)
+            None if ring.last[channel.index()] > since => return None,
+            _ => {}
         }
         let mut formats = [false; Format::COUNT];
         formats[format.index()] = true;
@@ -700,7 +725,7 @@ impl Fanout {
 
     /// Nanosecond timestamp of the oldest event the ring of `id` still holds.
     pub fn ring_oldest(&self, id: InstrumentId) -> Option<Nanos> {
-        self.rings[id.index()].lock().front().map(|e| e.ts_send)
+        self.rings[id.index()].lock().events.front().map(|e| e.ts_send)
     }
 }
 
@@ -818,7 +843,7 @@ mod tests {
         emit(&mut engine, &fanout, 0, quote(10));
         let outbox = fanout.outbox(Format::Json);
         assert_eq!(
-            fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap(),
+            fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag),
             Resume::Snapshot
         );
         emit(&mut engine, &fanout, 0, quote(11));
@@ -842,8 +867,8 @@ mod tests {
         let config = OutboxConfig { max_queued: 8, conflate_after: 4, slow_consumer: SlowConsumerPolicy::Gap };
         let (mut engine, fanout) = setup(config);
         let outbox = fanout.outbox(Format::Json);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag).unwrap();
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::SnapshotOnLag);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag);
         for i in 0..100 {
             emit(&mut engine, &fanout, 0, quote(10 + i));
             emit(&mut engine, &fanout, 0, trade(i as u64));
@@ -874,7 +899,7 @@ mod tests {
         let config = OutboxConfig { max_queued: 4, conflate_after: 2, slow_consumer: SlowConsumerPolicy::Close };
         let (mut engine, fanout) = setup(config);
         let outbox = fanout.outbox(Format::Json);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, Delivery::SnapshotOnLag);
         for i in 0..10 {
             emit(&mut engine, &fanout, 0, trade(i));
         }
@@ -887,7 +912,7 @@ mod tests {
         let config = OutboxConfig { max_queued: 100, conflate_after: 2, slow_consumer: SlowConsumerPolicy::Gap };
         let (mut engine, fanout) = setup(config);
         let outbox = fanout.outbox(Format::Json);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag);
         for i in 1..=20 {
             let delta = BookDelta { bids: vec![(Price::from_units(i), Size(i))], asks: vec![] };
             emit(&mut engine, &fanout, 0, Payload::Book(delta));
@@ -906,7 +931,7 @@ mod tests {
     fn book_reset_invalidates_then_snapshots() {
         let (mut engine, fanout) = setup(OutboxConfig::default());
         let outbox = fanout.outbox(Format::Json);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, None, Delivery::SnapshotOnLag);
         let delta = BookDelta { bids: vec![(Price::from_units(10), Size(1))], asks: vec![] };
         emit(&mut engine, &fanout, 0, Payload::Book(delta));
         let reset =
@@ -937,7 +962,7 @@ mod tests {
         }
         let outbox = fanout.outbox(Format::Json);
         let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(40), Delivery::SnapshotOnLag);
-        assert_eq!(resumed.unwrap(), Resume::Replayed(10));
+        assert_eq!(resumed, Resume::Replayed(10));
         emit(&mut engine, &fanout, 0, trade(50));
         let frames = drain_json(&fanout, &outbox);
         assert!(frames.iter().all(|f| f["type"] == "batch"), "no snapshot on a resume");
@@ -945,10 +970,10 @@ mod tests {
         // Caught up already: nothing replayed, live continues.
         let outbox = fanout.outbox(Format::Json);
         let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(51), Delivery::SnapshotOnLag);
-        assert_eq!(resumed.unwrap(), Resume::Replayed(0));
-        // Ahead of the stream: a defined error.
-        let error = fanout.subscribe(&outbox, InstrumentId(1), Channel::Trades, Some(3), Delivery::SnapshotOnLag);
-        assert_eq!(error.unwrap_err().code, ErrorCode::BadSince);
+        assert_eq!(resumed, Resume::Replayed(0));
+        // Ahead of the stream: subscribed afresh, and the caller is told.
+        let ahead = fanout.subscribe(&outbox, InstrumentId(1), Channel::Trades, Some(3), Delivery::SnapshotOnLag);
+        assert_eq!(ahead, Resume::Ahead { since: 3, current: 0 });
     }
 
     #[test]
@@ -960,7 +985,7 @@ mod tests {
         }
         let outbox = fanout.outbox(Format::Json);
         let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(10), Delivery::SnapshotOnLag);
-        assert_eq!(resumed.unwrap(), Resume::Gap { from: 11, to: 100 });
+        assert_eq!(resumed, Resume::Gap { from: 11, to: 100 });
         let frames = drain_json(&fanout, &outbox);
         assert_eq!(frames[0]["type"], "gap");
         assert_eq!((frames[0]["from_seq"].as_u64(), frames[0]["to_seq"].as_u64()), (Some(11), Some(100)));
@@ -968,12 +993,31 @@ mod tests {
         assert_eq!((frames[1]["type"].as_str(), frames[1]["seq"].as_u64()), (Some("snapshot"), Some(100)));
     }
 
+    /// Regression: a ring that holds only other channels' events must not pass off
+    /// a resume as "nothing missed".
+    #[test]
+    fn resume_when_ring_holds_no_event_of_the_channel_is_a_gap() {
+        let (mut engine, mut fanout) = setup(OutboxConfig::default());
+        fanout.ring = RingConfig { depth: 8, max_age_ns: u64::MAX };
+        for i in 0..20 {
+            emit(&mut engine, &fanout, 0, trade(i));
+        }
+        for i in 0..20 {
+            emit(&mut engine, &fanout, 0, quote(10 + i)); // evicts every trade
+        }
+        let outbox = fanout.outbox(Format::Json);
+        let resumed = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(5), Delivery::SnapshotOnLag);
+        assert_eq!(resumed, Resume::Gap { from: 6, to: 20 });
+        let caught_up = fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, Some(20), Delivery::SnapshotOnLag);
+        assert_eq!(caught_up, Resume::Replayed(0));
+    }
+
     #[test]
     fn full_delivery_never_conflates_and_closes_when_too_far_behind() {
         let config = OutboxConfig { max_queued: 16, conflate_after: 4, slow_consumer: SlowConsumerPolicy::Gap };
         let (mut engine, fanout) = setup(config);
         let outbox = fanout.outbox(Format::Json);
-        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::Full).unwrap();
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Quotes, None, Delivery::Full);
         for i in 0..15 {
             emit(&mut engine, &fanout, 0, quote(10 + i));
         }
@@ -993,7 +1037,7 @@ mod tests {
         let outbox = fanout.outbox(Format::Json);
         let conflate = Delivery::Conflate { interval_ms: 100 };
         for channel in Channel::ALL {
-            fanout.subscribe(&outbox, InstrumentId(0), channel, None, conflate).unwrap();
+            fanout.subscribe(&outbox, InstrumentId(0), channel, None, conflate);
         }
         assert_eq!(outbox.conflate_ms(), Some(100));
         drain_json(&fanout, &outbox); // the three snapshots
@@ -1023,7 +1067,7 @@ mod tests {
         let (mut engine, fanout) = setup(OutboxConfig::default());
         let outbox = fanout.outbox(Format::Proto);
         for channel in Channel::ALL {
-            fanout.subscribe(&outbox, InstrumentId(0), channel, None, Delivery::Full).unwrap();
+            fanout.subscribe(&outbox, InstrumentId(0), channel, None, Delivery::Full);
         }
         let mut items = Vec::new();
         fanout.drain(&outbox, &mut items);

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub mod fanout;
 pub mod feed;
+pub mod loadgen;
 pub mod model;
 pub mod replay;
 pub mod store;

@@ -34,10 +34,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
                 tracing::warn!(%error, "cannot raise the open-file limit");
             }
+            // Handlers first: a signal that arrives once we said we listen must
+            // get the graceful path, not the default action.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let server = tickwire::app::start(&args).await?;
             println!("tickwire listening on http://{}", server.addr);
-            wait_for_signal().await?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
             server.shutdown().await;
+            Ok(())
+        }
+        Command::Bench(args) => {
+            tickwire::loadgen::command::bench(*args).await?;
             Ok(())
         }
         Command::Tail(args) => {
@@ -76,14 +87,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -116,6 +116,7 @@ pub fn write_decimal(out: &mut Vec<u8>, nanos: i64, decimals: u8) {
     if nanos < 0 {
         out.push(b'-');
     }
+    const POW10: [u64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
     let abs = nanos.unsigned_abs();
     let whole = abs / SCALE as u64;
     let frac = abs % SCALE as u64;
@@ -123,10 +124,10 @@ pub fn write_decimal(out: &mut Vec<u8>, nanos: i64, decimals: u8) {
     out.extend_from_slice(buf.format(whole).as_bytes());
     if decimals > 0 {
         out.push(b'.');
-        let shown = frac / 10_u64.pow(u32::from(MAX_DECIMALS - decimals));
-        let digits = buf.format(shown).as_bytes();
-        out.extend(std::iter::repeat_n(b'0', decimals as usize - digits.len()));
-        out.extend_from_slice(digits);
+        // Adding 10^decimals yields a fixed-width number whose leading 1 we skip:
+        // the zero padding comes for free.
+        let shown = frac / POW10[usize::from(MAX_DECIMALS - decimals)] + POW10[usize::from(decimals)];
+        out.extend_from_slice(&buf.format(shown).as_bytes()[1..]);
     }
 }
 

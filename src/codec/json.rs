@@ -112,7 +112,13 @@ pub fn encode_update(out: &mut Vec<u8>, inst: &Instrument, event: &Event) {
 /// `seq`, after which deltas continue at `seq + 1`. `data` is `null` before the
 /// channel's first event.
 pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, state: &InstrumentState) {
-    out.extend_from_slice(br#"{"type":"snapshot","#);
+    out.extend_from_slice(br#"{"type":"snapshot","instrument_id":"#);
+    push_u64(out, u64::from(inst.id.0));
+    out.extend_from_slice(br#","price_decimals":"#);
+    push_u64(out, u64::from(inst.price_decimals));
+    out.extend_from_slice(br#","size_decimals":"#);
+    push_u64(out, u64::from(inst.size_decimals));
+    out.push(b',');
     let clocks = match channel {
         Channel::Quotes => {
             push_head(out, inst, channel, state.seqs[channel.index()]);

@@ -2,14 +2,100 @@
 //! them in batches to the engine over a bounded channel; when the engine falls
 //! behind, the feed waits. Every feed reports its health through [`FeedHealth`].
 //!
+//! - [`simulator`]: the built-in deterministic market.
+//! - [`binance`], [`coinbase`], [`kraken`]: pure venue protocols ([`Venue`]):
+//!   subscribe messages, simd-json parsing ([`wire`]), normalisation and each
+//!   venue's book synchronisation, unit-tested and benched from byte slices.
+//! - [`supervisor`]: the async shell that connects, paces, reconnects, fetches REST
+//!   snapshots and rotates connections for any [`Venue`].
+//!
 //! [`model::Event`]: crate::model::Event
 
+pub mod binance;
+pub mod coinbase;
+pub mod kraken;
+pub mod l2;
 pub mod replay;
 pub mod simulator;
+pub mod supervisor;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use crate::model::{Event, Nanos, now_nanos};
+use crate::model::{AssetKind, Event, InstrumentSpec, Nanos, Price, Size, now_nanos};
+pub use wire::ParseError;
+
+/// What a venue's pure protocol state machine asks its connection shell
+/// ([`supervisor`]) to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this text message to the venue (the shell paces client messages).
+    Send(String),
+    /// GET `path` from the venue's REST base URL and hand the body to
+    /// [`Venue::on_rest`] with `key` (retried with backoff until it succeeds or the
+    /// connection ends).
+    Fetch { key: usize, path: String },
+    /// A book was found wrong (gap, checksum, crossed) and a resync has started.
+    Resync { symbol: String, reason: &'static str },
+    /// The venue announced it will close this connection: open a replacement,
+    /// switch to it, then close this one.
+    Rotate,
+    /// Drop this connection and connect again.
+    Reconnect(&'static str),
+}
+
+/// A venue's protocol: subscribe messages, parsing, normalisation and book sync.
+/// Pure code: no tasks and no I/O; the [`supervisor`] drives it.
+pub trait Venue: Send + 'static {
+    /// Short name (`binance`, …) for logs.
+    fn venue(&self) -> &'static str;
+    /// Messages that subscribe everything on a new connection.
+    fn subscriptions(&mut self) -> Vec<String>;
+    /// A connection became the one whose messages are processed: reset whatever
+    /// the venue numbers per connection.
+    fn on_connection_start(&mut self);
+    /// One text message from the venue.
+    fn on_message(
+        &mut self,
+        text: &[u8],
+        ts_recv: Nanos,
+        out: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ParseError>;
+    /// The body of a REST response asked for with [`Action::Fetch`].
+    fn on_rest(
+        &mut self,
+        key: usize,
+        body: &[u8],
+        ts_recv: Nanos,
+        out: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ParseError> {
+        let _ = (key, body, ts_recv, out, actions);
+        Ok(())
+    }
+    /// The connection is gone: every book the venue published is withdrawn
+    /// (`BookReset` with no levels) until it is synchronised again.
+    fn on_disconnect(&mut self, ts_recv: Nanos, out: &mut Vec<Event>);
+}
+
+/// Tick and lot size used for venue instruments when the venue's own metadata is
+/// not fetched: 1e-8, the finest increment any of Binance, Coinbase or Kraken
+/// quotes its spot prices and sizes in. Display decimals come from these, and a
+/// coarser guess would truncate real prices in JSON; a finer one only shows
+/// trailing zeros.
+pub const VENUE_INCREMENT: i64 = 10;
+
+/// The instrument a venue feed registers for one of its symbols.
+pub fn venue_instrument(symbol: String, venue: &str) -> InstrumentSpec {
+    InstrumentSpec {
+        symbol,
+        venue: venue.to_owned(),
+        kind: AssetKind::Crypto,
+        tick_size: Price(VENUE_INCREMENT),
+        lot_size: Size(VENUE_INCREMENT),
+    }
+}
 
 /// Events a feed hands to the engine in one message.
 pub type EventBatch = Vec<Event>;

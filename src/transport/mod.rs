@@ -3,6 +3,7 @@
 //! [`router`] builds the whole axum application from an [`AppState`], so tests can
 //! serve it on port 0 exactly as `tickwire serve` does.
 
+mod fallback;
 pub mod history;
 mod page;
 mod replay;
@@ -121,6 +122,8 @@ impl IntoResponse for ApiError {
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/sse", get(fallback::sse))
+        .route("/v1/poll", get(fallback::poll))
         .route("/v1/instruments", get(rest::instruments))
         .route("/v1/snapshot", get(rest::snapshot))
         .route("/v1/feeds", get(rest::feeds))

@@ -22,7 +22,7 @@ use super::AppState;
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
-use crate::fanout::{Item, Outbox, build_frames};
+use crate::fanout::{Item, Outbox, Resume, build_frames};
 use crate::model::now_nanos;
 
 /// Per-connection limits and timers.
@@ -239,8 +239,8 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
             let resume_from = since.and_then(|s| s.for_channel(channel));
-            if let Err(error) = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
-                reject(outbox, &error);
+            if let Resume::Ahead { .. } = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
+                metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
             }
         }
     }

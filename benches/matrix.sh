@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The standard load matrix (make bench): Tickwire against the Node.js `ws` and
+# uWebSockets.js peers, driven by the same load generator (`tickwire bench`) with
+# the same message sizes and subscription pattern. Results: one JSON line per
+# run in $OUT/results.jsonl, then a table and a chart (benches/report.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/tickwire}
+OUT=${OUT:-${CARGO_TARGET_DIR:-target}/bench}
+DURATION=${DURATION:-5}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+ulimit -n "$(ulimit -Hn)" || true
+
+bench() { "$BIN" bench --duration-s "$DURATION" --warmup-s 1 --json-out "$RESULTS" "$@" | sed -n '2,3p'; }
+
+peer() { # peer NAME RATE -> starts benches/peers/NAME-server.js, sets PEER_URL and PEER_PID
+  node "benches/peers/$1-server.js" --port=0 --rate="$2" > "$OUT/peer-$1.log" 2>&1 &
+  PEER_PID=$!
+  for _ in $(seq 50); do
+    PEER_URL=$(grep -o 'ws://[^ ]*' "$OUT/peer-$1.log" || true)
+    [ -n "$PEER_URL" ] && return 0
+    sleep 0.1
+  done
+  echo "peer $1 did not start"; cat "$OUT/peer-$1.log"; return 1
+}
+
+scenario() { # scenario CLIENTS RATE LABEL [extra bench flags]
+  local clients=$1 rate=$2 label=$3; shift 3
+  echo "== $label: $clients clients, $rate events/s"
+  bench --name "tickwire-json/$label" --clients "$clients" --rate "$rate" "$@"
+  bench --name "tickwire-proto/$label" --clients "$clients" --rate "$rate" --format proto "$@"
+  for p in ws uws; do
+    peer "$p" "$rate"
+    bench --name "peer-$p/$label" --clients "$clients" --url "$PEER_URL" --server-pid "$PEER_PID" "$@"
+    kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
+  done
+}
+
+scenario 1000 1000 "1k-clients-1k-eps"
+scenario 10000 100 "10k-clients-100-eps" --source-ips 4
+
+echo "== idle: 50,000 connections (memory per connection)"
+bench --name "tickwire-idle/50k" --clients 50000 --idle --source-ips 8 --rate 100 --duration-s 2
+
+echo "== highest delivered rate with p99 under 10 ms (1,000 clients)"
+for rate in 2000 5000 10000 20000 50000; do
+  bench --name "tickwire-json/search-$rate-eps" --clients 1000 --rate "$rate"
+done
+
+python3 benches/report.py "$RESULTS" "$OUT"

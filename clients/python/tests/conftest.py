@@ -1,0 +1,100 @@
+"""Test helpers: the real tickwire server on an ephemeral port.
+
+The binary comes from $TICKWIRE_BIN (default: ../../target/debug/tickwire relative
+to clients/python). It prints ``tickwire listening on http://127.0.0.1:PORT`` as
+its first stdout line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CLIENT_DIR))
+
+SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+LISTENING = re.compile(r"tickwire listening on http://(\S+)")
+
+
+def tickwire_bin() -> Path:
+    value = os.environ.get("TICKWIRE_BIN")
+    if value:
+        return Path(value).expanduser().resolve()
+    return (CLIENT_DIR / "../../target/debug/tickwire").resolve()
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    addr: str
+    log_path: str
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.addr}/v1/ws"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "".join(Path(self.log_path).read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return ""
+
+
+def start_server(*extra: str, rate: int = 2000) -> Server:
+    binary = tickwire_bin()
+    if not binary.exists():
+        pytest.fail(f"tickwire binary not found at {binary}: build it (cargo build) or set TICKWIRE_BIN")
+    out = tempfile.NamedTemporaryFile(prefix="tickwire-stdout-", suffix=".log", delete=False)
+    err = tempfile.NamedTemporaryFile(prefix="tickwire-stderr-", suffix=".log", delete=False)
+    args = [
+        str(binary), "serve",
+        "--listen", "127.0.0.1:0",
+        "--static-dir", "/nonexistent",
+        "--rate", str(rate),
+        "--symbols", ",".join(SYMBOLS),
+        "--store", "none",  # no history: parallel servers must not share one store and journal
+        *extra,
+    ]
+    process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = Path(out.name).read_text(errors="replace")
+        if "\n" in text:
+            first = text.splitlines()[0]
+            m = LISTENING.match(first)
+            if not m:
+                process.kill()
+                pytest.fail(f"unexpected first stdout line from {binary}: {first!r}")
+            return Server(process, m.group(1), err.name)
+        if process.poll() is not None:
+            pytest.fail(f"{binary} exited with {process.returncode}: {Path(err.name).read_text(errors='replace')}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"{binary} printed no listening line within 30 s")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = start_server()
+    yield srv
+    stop_server(srv)

@@ -1,0 +1,216 @@
+"""Encoding and decoding of protocol v1 frames, against the generated schema."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+
+import pytest
+
+from tickwire_client import (
+    BookInvalidated,
+    BookUpdate,
+    Decoder,
+    Gap,
+    Live,
+    OrderBook,
+    Pong,
+    ProtocolError,
+    Quote,
+    ServerError,
+    Snapshot,
+    Trade,
+    backoff_delay,
+    encode_ping,
+    encode_subscribe,
+    encode_unsubscribe,
+    to_decimal,
+)
+from tickwire_client._proto import pb
+
+BTC = dict(symbol="BTC-USD", instrument_id=0, price_decimals=2, size_decimals=5)
+
+
+def snapshot_frame(channel=pb.CHANNEL_QUOTES, seq=1041, **data) -> bytes:
+    snap = pb.Snapshot(channel=channel, seq=seq, ts_event=1, ts_recv=2, ts_send=3, **BTC, **data)
+    return pb.ServerMessage(snapshot=snap).SerializeToString()
+
+
+def test_to_decimal_is_exact():
+    assert to_decimal(6412350, 2) == Decimal("64123.50")
+    assert str(to_decimal(6412350, 2)) == "64123.50"
+    assert str(to_decimal(-5, 3)) == "-0.005"
+    assert str(to_decimal(558, 0)) == "558"
+    assert str(to_decimal(0, 4)) == "0.0000"
+    big = 2**63 - 1
+    assert to_decimal(big, 9) == Decimal(big) / Decimal(10**9)
+    assert to_decimal(-(2**63), 0) == Decimal(-(2**63))
+
+
+def test_proto_snapshot_then_batch_resolves_symbol_scale_and_clocks():
+    d = Decoder()
+    [snap] = d.decode(snapshot_frame(quote=pb.Quote(bid=6412350, bid_size=42100, ask=6412400, ask_size=120000)))
+    assert snap == Snapshot(
+        "BTC-USD", "quotes", 1041,
+        Quote("BTC-USD", 1041, Decimal("64123.50"), Decimal("0.42100"), Decimal("64124.00"), Decimal("1.20000"), 1, 2, 3),
+        1, 2, 3, 0, 2, 5,
+    )
+    batch = pb.Batch(
+        updates=[
+            pb.Update(instrument_id=0, seq=1042, ts_event=1_000, recv_delta_ns=50, send_delta_ns=7,
+                      quote=pb.Quote(bid=6412300, bid_size=1, ask=6412400, ask_size=2)),
+            pb.Update(instrument_id=0, seq=7, ts_event=2_000, recv_delta_ns=0, send_delta_ns=1,
+                      trade=pb.Trade(price=6412400, size=270, side=pb.SIDE_SELL, trade_id=449)),
+            pb.Update(instrument_id=0, seq=9, ts_event=3_000, recv_delta_ns=1, send_delta_ns=1,
+                      book=pb.Book(bids=[pb.Level(price=6412300, size=0)], asks=[pb.Level(price=6412500, size=10)])),
+        ]
+    )
+    q, t, b = d.decode(pb.ServerMessage(batch=batch).SerializeToString())
+    assert q == Quote("BTC-USD", 1042, Decimal("64123.00"), Decimal("0.00001"), Decimal("64124.00"), Decimal("0.00002"),
+                      1_000, 1_050, 1_057)
+    assert q.channel == "quotes" and q.spread == Decimal("1.00")
+    assert t == Trade("BTC-USD", 7, Decimal("64124.00"), Decimal("0.00270"), "sell", 449, 2_000, 2_000, 2_001)
+    assert t.channel == "trades"
+    assert b == BookUpdate("BTC-USD", 9, ((Decimal("64123.00"), Decimal("0")),), ((Decimal("64125.00"), Decimal("0.00010")),),
+                           3_000, 3_001, 3_002)
+
+
+def test_proto_update_for_unknown_instrument_is_a_client_error_not_a_crash():
+    d = Decoder()
+    frame = pb.ServerMessage(batch=pb.Batch(updates=[pb.Update(instrument_id=5, seq=1, quote=pb.Quote())])).SerializeToString()
+    [err] = d.decode(frame)
+    assert isinstance(err, ServerError) and err.code == "client_unknown_instrument"
+
+
+def test_proto_control_messages():
+    d = Decoder()
+    msg = lambda **kw: pb.ServerMessage(**kw).SerializeToString()  # noqa: E731
+    assert d.decode(msg(gap=pb.Gap(symbol="A", channel=pb.CHANNEL_TRADES, from_seq=3, to_seq=9, reason="history_exhausted"))) == [
+        Gap("A", "trades", 3, 9, "history_exhausted")
+    ]
+    assert d.decode(msg(book_invalidated=pb.BookInvalidated(symbol="A", seq=4))) == [BookInvalidated("A", 4)]
+    assert d.decode(msg(error=pb.Error(code="unknown_symbol", message="no instrument X", op="subscribe"))) == [
+        ServerError("unknown_symbol", "no instrument X", "subscribe")
+    ]
+    assert d.decode(msg(pong=pb.Pong(id=7, ts_send=99))) == [Pong(7, 99)]
+    assert d.decode(msg(live=pb.Live())) == [Live()]
+    assert d.decode(b"") == []  # an empty ServerMessage: nothing to deliver
+    # A snapshot before the channel's first event has no data.
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_TRADES, seq=0))
+    assert snap.data is None and snap.channel == "trades" and snap.seq == 0
+
+
+def test_malformed_frames_raise_protocol_error():
+    d = Decoder()
+    with pytest.raises(ProtocolError):
+        d.decode(b"\xff\xff\xff\xff")
+    with pytest.raises(ProtocolError):
+        d.decode("{not json")
+    with pytest.raises(ProtocolError):
+        d.decode('{"type":"batch","updates":[{"symbol":"A"}]}')
+    with pytest.raises(ProtocolError):
+        d.decode('{"type":"batch","updates":[{"symbol":"A","channel":"trades","seq":1,"price":"x","size":"1",'
+                 '"side":"buy","trade_id":1,"ts_event":1,"ts_recv":1,"ts_send":1}]}')
+
+
+def test_json_messages_from_the_protocol_document():
+    d = Decoder()
+    batch = {
+        "type": "batch",
+        "updates": [
+            {"symbol": "BTC-USD", "channel": "quotes", "seq": 1042, "bid": "64123.50", "bid_size": "0.4210",
+             "ask": "64124.00", "ask_size": "1.2000", "ts_event": 1, "ts_recv": 2, "ts_send": 3},
+            {"symbol": "BTC-USD", "channel": "trades", "seq": 160, "price": "63996.80", "size": "0.00270",
+             "side": "sell", "trade_id": 449, "ts_event": 4, "ts_recv": 5, "ts_send": 6},
+            {"symbol": "AAPL", "channel": "book", "seq": 340, "bids": [], "asks": [["228.47", "232"]],
+             "ts_event": 7, "ts_recv": 8, "ts_send": 9},
+        ],
+    }
+    q, t, b = d.decode(json.dumps(batch))
+    assert q == Quote("BTC-USD", 1042, Decimal("64123.50"), Decimal("0.4210"), Decimal("64124.00"), Decimal("1.2000"), 1, 2, 3)
+    assert str(q.bid_size) == "0.4210"
+    assert t == Trade("BTC-USD", 160, Decimal("63996.80"), Decimal("0.00270"), "sell", 449, 4, 5, 6)
+    assert b == BookUpdate("AAPL", 340, (), ((Decimal("228.47"), Decimal("232")),), 7, 8, 9)
+    [snap] = d.decode('{"type":"snapshot","symbol":"BTC-USD","channel":"trades","seq":0,"data":null,'
+                      '"ts_event":0,"ts_recv":0,"ts_send":0}')
+    assert snap == Snapshot("BTC-USD", "trades", 0, None, 0, 0, 0)
+    assert d.decode('{"type":"gap","symbol":"BTC-USD","channel":"trades","from_seq":1043,"to_seq":1990,'
+                    '"reason":"history_exhausted"}') == [Gap("BTC-USD", "trades", 1043, 1990, "history_exhausted")]
+    assert d.decode('{"type":"error","code":"unknown_symbol","message":"no instrument NO-SUCH","op":"subscribe"}') == [
+        ServerError("unknown_symbol", "no instrument NO-SUCH", "subscribe")
+    ]
+    assert d.decode('{"type":"book_invalidated","symbol":"A","channel":"book","seq":5}') == [BookInvalidated("A", 5)]
+    assert d.decode('{"type":"pong","id":3,"ts_send":10}') == [Pong(3, 10)]
+    assert d.decode('{"type":"something_new"}') == []
+
+
+def test_proto_and_json_give_equal_values():
+    d = Decoder()
+    d.decode(snapshot_frame())
+    frame = pb.ServerMessage(batch=pb.Batch(updates=[
+        pb.Update(instrument_id=0, seq=5, ts_event=10, recv_delta_ns=1, send_delta_ns=2,
+                  trade=pb.Trade(price=6399680, size=270, side=pb.SIDE_BUY, trade_id=1)),
+    ])).SerializeToString()
+    [from_proto] = d.decode(frame)
+    [from_json] = d.decode('{"type":"batch","updates":[{"symbol":"BTC-USD","channel":"trades","seq":5,'
+                           '"price":"63996.80","size":"0.00270","side":"buy","trade_id":1,'
+                           '"ts_event":10,"ts_recv":11,"ts_send":13}]}')
+    assert from_proto == from_json
+    assert (str(from_proto.price), str(from_proto.size)) == (str(from_json.price), str(from_json.size))
+
+
+def test_subscribe_encodings_carry_since_per_channel():
+    since = {("BTC-USD", "quotes"): 12, ("BTC-USD", "trades"): 40, ("AAPL", "trades"): 3}
+    frame = encode_subscribe("json", ["BTC-USD", "AAPL"], ["quotes", "trades"], since, delivery="conflate", conflate_ms=100)
+    assert json.loads(frame) == {
+        "op": "subscribe",
+        "channels": ["quotes", "trades"],
+        "symbols": ["BTC-USD", "AAPL"],
+        "since": {"AAPL": {"trades": 3}, "BTC-USD": {"quotes": 12, "trades": 40}},
+        "delivery": "conflate",
+        "conflate_ms": 100,
+    }
+    assert "since" not in json.loads(encode_subscribe("json", ["A"], ["book"]))
+
+    msg = pb.ClientMessage.FromString(encode_subscribe("proto", ["BTC-USD", "AAPL"], ["quotes", "trades"], since))
+    sub = msg.subscribe
+    assert list(sub.channels) == [pb.CHANNEL_QUOTES, pb.CHANNEL_TRADES]
+    assert list(sub.symbols) == ["BTC-USD", "AAPL"]
+    assert sorted((s.symbol, s.channel, s.seq) for s in sub.since) == [
+        ("AAPL", pb.CHANNEL_TRADES, 3), ("BTC-USD", pb.CHANNEL_QUOTES, 12), ("BTC-USD", pb.CHANNEL_TRADES, 40)
+    ]
+    assert sub.delivery == pb.DELIVERY_UNSPECIFIED
+
+    assert pb.ClientMessage.FromString(encode_ping("proto", 9)).ping.id == 9
+    assert json.loads(encode_ping("json", 9)) == {"op": "ping", "id": 9}
+    assert list(pb.ClientMessage.FromString(encode_unsubscribe("proto", ["A"], ["book"])).unsubscribe.channels) == [pb.CHANNEL_BOOK]
+    assert json.loads(encode_unsubscribe("json", ["A"], ["book"])) == {"op": "unsubscribe", "channels": ["book"], "symbols": ["A"]}
+    with pytest.raises(ValueError):
+        encode_subscribe("proto", ["A"], ["news"])
+    with pytest.raises(ValueError):
+        encode_subscribe("xml", ["A"], ["quotes"])
+
+
+def test_backoff_is_jittered_exponential_and_capped():
+    rng = random.Random(1)
+    for attempt in range(12):
+        ceiling = min(10.0, 0.25 * 2**attempt)
+        delays = [backoff_delay(attempt, 0.25, 10.0, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= x <= ceiling for x in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert backoff_delay(1000, 0.25, 10.0, rng) <= 10.0
+
+
+def test_order_book_applies_snapshot_deltas_and_invalidation():
+    D = Decimal
+    book = OrderBook("A")
+    snap = Snapshot("A", "book", 10, BookUpdate("A", 10, ((D("10.0"), D("1")), (D("9.5"), D("2"))), ((D("10.5"), D("3")),), 0, 0, 0), 0, 0, 0)
+    assert book.apply(snap) and book.valid
+    book.apply(BookUpdate("A", 11, ((D("10.0"), D("0")),), ((D("10.4"), D("1")),), 0, 0, 0))
+    assert book.best_bid() == (D("9.5"), D("2"))
+    assert book.best_ask() == (D("10.4"), D("1"))
+    assert book.top(5) == ([(D("9.5"), D("2"))], [(D("10.4"), D("1")), (D("10.5"), D("3"))])
+    assert not book.apply(BookUpdate("B", 1, (), (), 0, 0, 0))
+    book.apply(BookInvalidated("A", 12))
+    assert not book.valid and book.best_bid() is None

@@ -1,0 +1,65 @@
+"""Python client for the Tickwire market-data gateway (protocol v1).
+
+::
+
+    import asyncio
+    from tickwire_client import TickwireClient, Trade
+
+    async def main():
+        async with TickwireClient("ws://127.0.0.1:8080/v1/ws", symbols=["BTC-USD"],
+                                  channels=["quotes", "trades"], format="proto") as client:
+            async for event in client:
+                if isinstance(event, Trade):
+                    print(event.symbol, event.seq, event.side, event.size, "@", event.price)
+
+    asyncio.run(main())
+"""
+
+from .book import OrderBook
+from .client import ClientStats, TickwireClient, TickwireError, backoff_delay
+from .codec import Decoder, Instrument, ProtocolError, encode_ping, encode_subscribe, encode_unsubscribe, to_decimal
+from .events import (
+    CHANNELS,
+    BookInvalidated,
+    BookUpdate,
+    Event,
+    Gap,
+    Level,
+    Live,
+    Pong,
+    Quote,
+    ServerError,
+    Snapshot,
+    Trade,
+    Update,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TickwireClient",
+    "TickwireError",
+    "ClientStats",
+    "backoff_delay",
+    "OrderBook",
+    "Decoder",
+    "Instrument",
+    "ProtocolError",
+    "encode_subscribe",
+    "encode_unsubscribe",
+    "encode_ping",
+    "to_decimal",
+    "CHANNELS",
+    "Quote",
+    "Trade",
+    "BookUpdate",
+    "Level",
+    "Update",
+    "Snapshot",
+    "Gap",
+    "BookInvalidated",
+    "ServerError",
+    "Pong",
+    "Live",
+    "Event",
+]

@@ -1,0 +1,485 @@
+"""The asyncio client: connect, subscribe, iterate decoded events, reconnect and resume.
+
+::
+
+    async with TickwireClient("ws://127.0.0.1:8080/v1/ws", symbols=["BTC-USD"]) as client:
+        async for event in client:
+            if isinstance(event, Trade):
+                print(event.symbol, event.seq, event.price, event.size)
+
+Reading is pull-based: frames are read from the socket only as the caller
+iterates, so an event always belongs to the connection that was current when
+it was yielded (``client.connection``), and a consumer that stops reading lets
+the server's slow-consumer policy (conflation, gap notices) take over.
+
+When a connection drops, the next iteration reconnects with jittered
+exponential backoff and subscribes again with ``since`` = the last sequence
+seen per (symbol, channel). The server replays what was missed from its
+recent-history ring, or announces a :class:`Gap` and sends a fresh
+:class:`Snapshot`. Updates whose sequence was already delivered are dropped, so
+every sequence reaches the caller at most once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import logging
+import random
+import re
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Union
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from .codec import (
+    FORMATS,
+    SUBPROTOCOLS,
+    Decoder,
+    Instrument,
+    ProtocolError,
+    encode_ping,
+    encode_subscribe,
+    encode_unsubscribe,
+)
+from .events import CHANNELS, BookUpdate, Event, Gap, Quote, ServerError, Snapshot, Trade
+
+__all__ = ["TickwireClient", "TickwireError", "ClientStats", "backoff_delay"]
+
+log = logging.getLogger("tickwire_client")
+
+#: Close codes after which reconnecting cannot help.
+FATAL_CLOSE_CODES = {
+    1002: "protocol error",
+    1003: "unsupported data",
+    1007: "invalid frame payload",
+    1008: "policy violation",
+    1009: "message too big",
+    4001: "unauthorized",
+}
+
+# "since 9 is ahead of BTC-USD trades at 3" (the server's bad_since message).
+_BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book)\b")
+
+SinceArg = Mapping[Union[str, tuple[str, str]], Union[int, Mapping[str, int]]]
+
+
+class TickwireError(Exception):
+    """The client cannot go on: a fatal close, a refused handshake, or the
+    reconnect attempts ran out."""
+
+
+@dataclass
+class ClientStats:
+    """Counters over the client's life (all connections)."""
+
+    #: Connections opened (the first one included).
+    connections: int = 0
+    binary_frames: int = 0
+    text_frames: int = 0
+    #: Market-data updates delivered to the caller.
+    updates: int = 0
+    #: Updates dropped because their sequence had already been delivered.
+    duplicates: int = 0
+    gaps: int = 0
+    snapshots: int = 0
+    errors: int = 0
+
+
+def backoff_delay(attempt: int, initial: float = 0.25, cap: float = 10.0, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based): an
+    exponential ceiling ``min(cap, initial * 2**attempt)`` with "equal jitter",
+    uniformly in ``[ceiling / 2, ceiling]``, so that many clients dropped at
+    once do not come back in step."""
+    ceiling = min(cap, initial * (2 ** min(attempt, 32)))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def _normalise_since(since: Optional[SinceArg], channels: Iterable[str]) -> dict[tuple[str, str], int]:
+    """Accepts ``{(sym, ch): seq}``, ``{sym: {ch: seq}}`` or ``{sym: seq}`` (every channel)."""
+    out: dict[tuple[str, str], int] = {}
+    for key, value in (since or {}).items():
+        if isinstance(key, tuple):
+            out[(key[0], key[1])] = int(value)  # type: ignore[arg-type]
+        elif isinstance(value, Mapping):
+            for ch, seq in value.items():
+                out[(key, ch)] = int(seq)
+        else:
+            for ch in channels:
+                out[(key, ch)] = int(value)
+    return out
+
+
+class TickwireClient:
+    """A Tickwire WebSocket client (protocol v1) for asyncio.
+
+    :param url: the gateway's WebSocket endpoint, e.g. ``ws://127.0.0.1:8080/v1/ws``.
+    :param symbols: symbols to subscribe to at connect.
+    :param channels: channels for those symbols: ``quotes``, ``trades``, ``book``.
+    :param format: ``"proto"`` (binary protobuf frames) or ``"json"``.
+    :param since: resume points to start from, e.g. saved ``client.last_seqs``:
+        ``{(symbol, channel): seq}``, ``{symbol: {channel: seq}}`` or ``{symbol: seq}``.
+    :param delivery: the subscription's slow-consumer policy: ``"full"``,
+        ``"conflate"`` (with ``conflate_ms``) or ``"snapshot_on_lag"``; default:
+        the server's.
+    :param reconnect: reconnect and resume when the connection drops.
+    :param max_attempts: consecutive failed connection attempts before giving up
+        with :class:`TickwireError` (``None``: never give up).
+    :param backoff_initial: first backoff ceiling in seconds; doubles per failed
+        attempt up to ``backoff_max``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        symbols: Iterable[str] = (),
+        channels: Iterable[str] = CHANNELS,
+        format: str = "proto",
+        *,
+        since: Optional[SinceArg] = None,
+        delivery: Optional[str] = None,
+        conflate_ms: Optional[int] = None,
+        reconnect: bool = True,
+        max_attempts: Optional[int] = None,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 10.0,
+        open_timeout: float = 10.0,
+        ping_interval: Optional[float] = 20.0,
+        ping_timeout: Optional[float] = 20.0,
+        max_message_bytes: int = 64 << 20,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
+        channels = list(channels)
+        for ch in channels:
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
+        self.url = url
+        self.format = format
+        self.delivery = delivery
+        self.conflate_ms = conflate_ms
+        self.reconnect = reconnect
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_message_bytes = max_message_bytes
+        self.stats = ClientStats()
+        #: Number of the current connection (1 for the first); events yielded
+        #: between two reconnects all come from the same connection.
+        self.connection = 0
+        self._rng = rng or random.Random()
+        # symbol -> channels, in subscription order.
+        self._subs: dict[str, list[str]] = {}
+        for s in symbols:
+            self._add_sub(s, channels)
+        self._last: dict[tuple[str, str], int] = _normalise_since(since, channels)
+        self._decoder = Decoder()
+        self._ws: Optional[ClientConnection] = None
+        self._pending: collections.deque[Event] = collections.deque()
+        self._closing = False
+        self._ping_ids = itertools.count(1)
+        self._opened_at = 0.0
+        # Consecutive connections that dropped within `backoff_max` of opening.
+        self._unstable = 0
+
+    # ------------------------------------------------------------ public API
+
+    async def __aenter__(self) -> "TickwireClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    def __aiter__(self) -> "TickwireClient":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._closing:
+                raise StopAsyncIteration
+            ws = self._ws
+            if ws is None:
+                await self._connect_with_backoff()
+                continue
+            try:
+                frame = await ws.recv()
+            except ConnectionClosed as exc:
+                self._on_closed(ws, exc)
+                continue
+            self._on_frame(frame)
+
+    async def connect(self) -> None:
+        """Opens the first connection (retrying per the backoff settings) and
+        subscribes. Iterating without calling it connects too."""
+        if self._ws is None:
+            await self._connect_with_backoff()
+
+    async def close(self) -> None:
+        """Closes the connection; iteration ends once queued events are consumed."""
+        self._closing = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def subscribe(self, symbols: Iterable[str], channels: Iterable[str] = CHANNELS) -> None:
+        """Adds symbols (kept across reconnects)."""
+        symbols, channels = list(symbols), list(channels)
+        for s in symbols:
+            self._add_sub(s, channels)
+        if self._ws is not None:
+            await self._send(self._subscribe_frame(symbols, channels))
+
+    async def unsubscribe(self, symbols: Iterable[str], channels: Iterable[str] = CHANNELS) -> None:
+        symbols, channels = list(symbols), list(channels)
+        for s in symbols:
+            kept = [c for c in self._subs.get(s, []) if c not in channels]
+            if kept:
+                self._subs[s] = kept
+            else:
+                self._subs.pop(s, None)
+        if self._ws is not None:
+            await self._send(encode_unsubscribe(self.format, symbols, channels))
+
+    async def ping(self, id: Optional[int] = None) -> int:
+        """Sends a ping; the :class:`Pong` with the same ``id`` arrives in the stream."""
+        ping_id = next(self._ping_ids) if id is None else id
+        if self._ws is not None:
+            await self._send(encode_ping(self.format, ping_id))
+        return ping_id
+
+    @property
+    def last_seqs(self) -> dict[tuple[str, str], int]:
+        """The last sequence delivered per (symbol, channel): the resume points
+        (pass them as ``since=`` to a new client to continue where this one stopped)."""
+        return dict(self._last)
+
+    @property
+    def subscriptions(self) -> dict[str, list[str]]:
+        return {s: list(c) for s, c in self._subs.items()}
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def drop_connection(self) -> None:
+        """Cuts the TCP connection abruptly, without a close handshake (for tests
+        and drills): the next iteration reconnects and resumes."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    # ------------------------------------------------------------ internals
+
+    def _add_sub(self, symbol: str, channels: Iterable[str]) -> None:
+        have = self._subs.setdefault(symbol, [])
+        for ch in channels:
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
+            if ch not in have:
+                have.append(ch)
+
+    def _subscribe_frame(self, symbols: list[str], channels: list[str]):
+        since = {
+            (s, c): seq
+            for (s, c), seq in self._last.items()
+            if s in symbols and c in channels and seq > 0
+        }
+        return encode_subscribe(self.format, symbols, channels, since, self.delivery, self.conflate_ms)
+
+    def _subscribe_frames(self) -> list:
+        # One request per distinct channel set (usually exactly one).
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for s, chans in self._subs.items():
+            if chans:
+                groups.setdefault(tuple(chans), []).append(s)
+        return [self._subscribe_frame(syms, list(chans)) for chans, syms in groups.items()]
+
+    async def _send(self, frame) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            await ws.send(frame)
+        except ConnectionClosed:
+            pass  # the reader sees the close and reconnects; the subscription is kept
+
+    async def _connect_with_backoff(self) -> None:
+        """Connects and subscribes; returns without a connection only when closing."""
+        first = self.stats.connections == 0
+        failures = 0  # failed attempts in this call
+        while not self._closing:
+            if not first or failures:
+                # `_unstable` counts connections that dropped soon after opening,
+                # so a server that accepts and drops at once is not hammered.
+                delay = backoff_delay(self._unstable + failures, self.backoff_initial, self.backoff_max, self._rng)
+                log.info("tickwire: reconnecting to %s in %.2f s", self.url, delay)
+                await asyncio.sleep(delay)
+                if self._closing:
+                    return
+            try:
+                await self._open()
+                return
+            except TickwireError:
+                raise
+            except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                if isinstance(exc, InvalidStatus):
+                    status = exc.response.status_code
+                    if 400 <= status < 500 and status not in (408, 429):
+                        raise TickwireError(f"{self.url} refused the WebSocket upgrade with HTTP {status}") from exc
+                elif isinstance(exc, InvalidURI):
+                    raise TickwireError(f"invalid URL {self.url!r}") from exc
+                elif isinstance(exc, InvalidHandshake):
+                    raise TickwireError(f"WebSocket handshake with {self.url} failed: {exc}") from exc
+                failures += 1
+                if first and not self.reconnect:
+                    raise TickwireError(f"cannot connect to {self.url}: {exc!r}") from exc
+                if self.max_attempts is not None and failures >= self.max_attempts:
+                    raise TickwireError(f"cannot connect to {self.url} after {failures} attempts: {exc!r}") from exc
+                log.warning("tickwire: connecting to %s failed: %r", self.url, exc)
+
+    async def _open(self) -> None:
+        want = SUBPROTOCOLS[self.format]
+        ws = await connect(
+            self.url,
+            subprotocols=[want],
+            open_timeout=self.open_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            max_size=self.max_message_bytes,
+            compression=None,
+        )
+        if ws.subprotocol != want:
+            await ws.close()
+            raise TickwireError(f"{self.url} did not accept the subprotocol {want} (got {ws.subprotocol!r})")
+        if self.format == "proto" and self._needs_instruments():
+            await self._load_instruments()
+        self._ws = ws
+        self._opened_at = time.monotonic()
+        self.stats.connections += 1
+        self.connection = self.stats.connections
+        resumed = {k: v for k, v in self._last.items() if k[0] in self._subs}
+        log.info(
+            "tickwire: connected to %s (%s, connection %d%s)",
+            self.url,
+            self.format,
+            self.connection,
+            f", resuming {len(resumed)} streams" if resumed else "",
+        )
+        for frame in self._subscribe_frames():
+            await ws.send(frame)
+
+    def _needs_instruments(self) -> bool:
+        # Resuming a protobuf stream without ever having seen a snapshot of the
+        # symbol (a `since=` handed to a new client): updates name instruments
+        # by id only, so learn the table from GET /v1/instruments.
+        known = {i.symbol for i in self._decoder.instruments.values()}
+        return any(s not in known for (s, _c) in self._last if s in self._subs)
+
+    async def _load_instruments(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        scheme = "https" if parts.scheme == "wss" else "http"
+        path = parts.path.rsplit("/ws", 1)[0] + "/instruments"
+        url = urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
+
+        def fetch() -> dict:
+            with urllib.request.urlopen(url, timeout=self.open_timeout) as resp:
+                return json.load(resp)
+
+        try:
+            listing = await asyncio.to_thread(fetch)
+            for index, item in enumerate(listing["instruments"]):
+                self._decoder.learn(
+                    Instrument(index, item["symbol"], int(item["price_decimals"]), int(item["size_decimals"]))
+                )
+        except Exception as exc:  # the stream still works for symbols that get snapshots
+            log.warning("tickwire: cannot load instruments from %s: %r", url, exc)
+
+    def _on_closed(self, ws: ClientConnection, exc: ConnectionClosed) -> None:
+        if self._ws is ws:
+            self._ws = None
+        if self._closing:
+            return
+        if time.monotonic() - self._opened_at < self.backoff_max:
+            self._unstable += 1
+        else:
+            self._unstable = 0
+        code = exc.rcvd.code if exc.rcvd is not None else None
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        if code in FATAL_CLOSE_CODES:
+            raise TickwireError(f"server closed the connection: {code} {FATAL_CLOSE_CODES[code]} ({reason})") from exc
+        if not self.reconnect:
+            raise TickwireError(f"connection closed ({code} {reason})") from exc
+        log.warning("tickwire: connection %d lost (%s); resuming", self.connection, code or "no close frame")
+
+    def _on_frame(self, frame) -> None:
+        stats = self.stats
+        if isinstance(frame, str):
+            stats.text_frames += 1
+        else:
+            stats.binary_frames += 1
+        try:
+            events = self._decoder.decode(frame)
+        except ProtocolError as exc:
+            stats.errors += 1
+            self._pending.append(ServerError("client_bad_frame", str(exc)))
+            return
+        last = self._last
+        pending = self._pending
+        for ev in events:
+            if isinstance(ev, (Quote, Trade, BookUpdate)):
+                key = (ev.symbol, ev.channel)
+                seen = last.get(key)
+                if seen is not None and ev.seq <= seen:
+                    stats.duplicates += 1
+                    continue
+                if seen is not None and ev.seq > seen + 1 and key[1] == "trades":
+                    # Trades are never conflated: a skip the server did not
+                    # announce is announced here, so it cannot pass unseen.
+                    gap = Gap(ev.symbol, "trades", seen + 1, ev.seq - 1, "unannounced")
+                    log.warning("tickwire: %s trades jumped from %d to %d with no gap notice", ev.symbol, seen, ev.seq)
+                    stats.gaps += 1
+                    pending.append(gap)
+                last[key] = ev.seq
+                stats.updates += 1
+            elif isinstance(ev, Snapshot):
+                # The stream continues at seq + 1, whatever came before (a fresh
+                # snapshot after a gap, or after a server restart).
+                last[(ev.symbol, ev.channel)] = ev.seq
+                stats.snapshots += 1
+            elif isinstance(ev, Gap):
+                key = (ev.symbol, ev.channel)
+                if ev.to_seq > last.get(key, 0):
+                    last[key] = ev.to_seq
+                stats.gaps += 1
+            elif isinstance(ev, ServerError):
+                stats.errors += 1
+                if ev.code == "bad_since":
+                    self._on_bad_since(ev)
+            pending.append(ev)
+
+    def _on_bad_since(self, error: ServerError) -> None:
+        """The server refused a resume point: it is ahead of the stream, which
+        happens when the server restarted and its sequences began again. The
+        server subscribes that stream afresh and sends its snapshot right after
+        the error, so the client only forgets the stale position (the error is
+        still yielded)."""
+        m = _BAD_SINCE.search(error.message)
+        if m and (m["symbol"], m["channel"]) in self._last:
+            keys = {(m["symbol"], m["channel"])}
+        else:
+            keys = {k for k in self._last if k[0] in self._subs}
+        for key in keys:
+            self._last.pop(key, None)
+        log.warning("tickwire: the server refused to resume %s (%s); the server restarts them from snapshots", sorted(keys), error.message)

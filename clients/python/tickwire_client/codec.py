@@ -1,0 +1,318 @@
+"""Pure encoding and decoding of protocol v1 frames (no I/O).
+
+:class:`Decoder` turns one server frame (protobuf ``bytes`` or JSON ``str``)
+into a list of typed events. It keeps the instrument table that protobuf
+updates need: an ``Update`` names its symbol by ``instrument_id`` and carries
+prices and sizes as int64 mantissas; the id, the symbol and both scales come
+with every ``Snapshot`` of that symbol.
+
+``encode_subscribe`` / ``encode_unsubscribe`` / ``encode_ping`` build client
+frames in either format.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Iterable, Mapping, Optional, Union
+
+from ._proto import pb
+from .events import (
+    CHANNELS,
+    BookInvalidated,
+    BookUpdate,
+    Event,
+    Gap,
+    Live,
+    Pong,
+    Quote,
+    ServerError,
+    Snapshot,
+    Trade,
+    Update,
+)
+
+__all__ = [
+    "Decoder",
+    "Instrument",
+    "ProtocolError",
+    "FORMATS",
+    "SUBPROTOCOLS",
+    "encode_subscribe",
+    "encode_unsubscribe",
+    "encode_ping",
+    "to_decimal",
+]
+
+FORMATS = ("proto", "json")
+#: The WebSocket subprotocol that selects each format.
+SUBPROTOCOLS = {"proto": "tickwire.v1.proto", "json": "tickwire.v1.json"}
+
+_CHANNEL_TO_PB = {
+    "quotes": pb.CHANNEL_QUOTES,
+    "trades": pb.CHANNEL_TRADES,
+    "book": pb.CHANNEL_BOOK,
+}
+_PB_TO_CHANNEL = {v: k for k, v in _CHANNEL_TO_PB.items()}
+_PB_TO_SIDE = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}
+_DELIVERY_TO_PB = {
+    "full": pb.DELIVERY_FULL,
+    "conflate": pb.DELIVERY_CONFLATE,
+    "snapshot_on_lag": pb.DELIVERY_SNAPSHOT_ON_LAG,
+}
+
+Frame = Union[bytes, str]
+#: Resume points: the last sequence seen per (symbol, channel).
+SinceMap = Mapping[tuple[str, str], int]
+
+
+class ProtocolError(ValueError):
+    """A frame the client cannot decode (malformed protobuf or JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """What a protobuf ``Update`` needs to be decoded: learnt from snapshots."""
+
+    instrument_id: int
+    symbol: str
+    price_decimals: int
+    size_decimals: int
+
+
+def to_decimal(mantissa: int, decimals: int) -> Decimal:
+    """``mantissa × 10^-decimals``, exactly (``6412350, 2`` → ``Decimal('64123.50')``)."""
+    # Exact: an int64 has at most 19 digits, under the default context's 28.
+    return Decimal(mantissa).scaleb(-decimals)
+
+
+def _check_channel(channel: str) -> str:
+    if channel not in _CHANNEL_TO_PB:
+        raise ValueError(f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})")
+    return channel
+
+
+# ---------------------------------------------------------------- client frames
+
+
+def encode_subscribe(
+    fmt: str,
+    symbols: Iterable[str],
+    channels: Iterable[str],
+    since: Optional[SinceMap] = None,
+    delivery: Optional[str] = None,
+    conflate_ms: Optional[int] = None,
+) -> Frame:
+    """A ``subscribe`` request. ``since`` maps (symbol, channel) to the last
+    sequence seen; those streams resume instead of starting from a snapshot."""
+    symbols = list(symbols)
+    channels = [_check_channel(c) for c in channels]
+    since = dict(since or {})
+    if delivery is not None and delivery not in _DELIVERY_TO_PB:
+        raise ValueError(f"unknown delivery {delivery!r} (one of {', '.join(_DELIVERY_TO_PB)})")
+    if fmt == "proto":
+        sub = pb.Subscribe(
+            channels=[_CHANNEL_TO_PB[c] for c in channels],
+            symbols=symbols,
+            since=[
+                pb.Since(symbol=s, channel=_CHANNEL_TO_PB[_check_channel(c)], seq=seq)
+                for (s, c), seq in sorted(since.items())
+            ],
+        )
+        if delivery is not None:
+            sub.delivery = _DELIVERY_TO_PB[delivery]
+        if conflate_ms is not None:
+            sub.conflate_ms = conflate_ms
+        return pb.ClientMessage(subscribe=sub).SerializeToString()
+    if fmt == "json":
+        msg: dict = {"op": "subscribe", "channels": channels, "symbols": symbols}
+        if since:
+            per_symbol: dict[str, dict[str, int]] = {}
+            for (s, c), seq in sorted(since.items()):
+                per_symbol.setdefault(s, {})[_check_channel(c)] = seq
+            msg["since"] = per_symbol
+        if delivery is not None:
+            msg["delivery"] = delivery
+        if conflate_ms is not None:
+            msg["conflate_ms"] = conflate_ms
+        return json.dumps(msg, separators=(",", ":"))
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def encode_unsubscribe(fmt: str, symbols: Iterable[str], channels: Iterable[str]) -> Frame:
+    symbols = list(symbols)
+    channels = [_check_channel(c) for c in channels]
+    if fmt == "proto":
+        msg = pb.ClientMessage(
+            unsubscribe=pb.Unsubscribe(channels=[_CHANNEL_TO_PB[c] for c in channels], symbols=symbols)
+        )
+        return msg.SerializeToString()
+    if fmt == "json":
+        return json.dumps({"op": "unsubscribe", "channels": channels, "symbols": symbols}, separators=(",", ":"))
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def encode_ping(fmt: str, id: int) -> Frame:
+    if fmt == "proto":
+        return pb.ClientMessage(ping=pb.Ping(id=id)).SerializeToString()
+    if fmt == "json":
+        return json.dumps({"op": "ping", "id": id}, separators=(",", ":"))
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+# ---------------------------------------------------------------- server frames
+
+
+class Decoder:
+    """Decodes server frames of either format into events.
+
+    Holds the instrument table learnt from protobuf snapshots (it survives
+    reconnects: instrument ids are stable while the server runs).
+    """
+
+    def __init__(self) -> None:
+        self.instruments: dict[int, Instrument] = {}
+
+    def learn(self, instrument: Instrument) -> None:
+        self.instruments[instrument.instrument_id] = instrument
+
+    def decode(self, frame: Frame) -> list[Event]:
+        """Decodes one frame: ``bytes`` as protobuf, ``str`` as JSON."""
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            return self.decode_proto(bytes(frame))
+        return self.decode_json(frame)
+
+    # ------------------------------------------------------------ protobuf
+
+    def _pb_data(self, kind: Optional[str], holder, inst: Instrument, seq: int, clocks: tuple[int, int, int]) -> Optional[Update]:
+        pd, sd = inst.price_decimals, inst.size_decimals
+        dec = to_decimal
+        if kind == "quote":
+            q = holder.quote
+            return Quote(inst.symbol, seq, dec(q.bid, pd), dec(q.bid_size, sd), dec(q.ask, pd), dec(q.ask_size, sd), *clocks)
+        if kind == "trade":
+            t = holder.trade
+            return Trade(inst.symbol, seq, dec(t.price, pd), dec(t.size, sd), _PB_TO_SIDE.get(t.side), t.trade_id, *clocks)
+        if kind == "book":
+            b = holder.book
+            bids = tuple((dec(lv.price, pd), dec(lv.size, sd)) for lv in b.bids)
+            asks = tuple((dec(lv.price, pd), dec(lv.size, sd)) for lv in b.asks)
+            return BookUpdate(inst.symbol, seq, bids, asks, *clocks)
+        return None
+
+    def decode_proto(self, frame: bytes) -> list[Event]:
+        msg = pb.ServerMessage()
+        try:
+            msg.ParseFromString(frame)
+        except Exception as exc:  # google.protobuf.message.DecodeError
+            raise ProtocolError(f"malformed protobuf frame ({len(frame)} bytes): {exc}") from exc
+        kind = msg.WhichOneof("kind")
+        if kind == "batch":
+            out: list[Event] = []
+            instruments = self.instruments
+            for u in msg.batch.updates:
+                inst = instruments.get(u.instrument_id)
+                if inst is None:
+                    out.append(
+                        ServerError(
+                            "client_unknown_instrument",
+                            f"update seq {u.seq} names instrument_id {u.instrument_id}, which no snapshot introduced",
+                        )
+                    )
+                    continue
+                ts_event = u.ts_event
+                ts_recv = ts_event + u.recv_delta_ns
+                clocks = (ts_event, ts_recv, ts_recv + u.send_delta_ns)
+                data = self._pb_data(u.WhichOneof("data"), u, inst, u.seq, clocks)
+                if data is None:
+                    out.append(ServerError("client_empty_update", f"update seq {u.seq} of {inst.symbol} has no data"))
+                else:
+                    out.append(data)
+            return out
+        if kind == "snapshot":
+            s = msg.snapshot
+            inst = Instrument(s.instrument_id, s.symbol, s.price_decimals, s.size_decimals)
+            self.learn(inst)
+            clocks = (s.ts_event, s.ts_recv, s.ts_send)
+            channel = _PB_TO_CHANNEL.get(s.channel, "unspecified")
+            data = self._pb_data(s.WhichOneof("data"), s, inst, s.seq, clocks)
+            return [
+                Snapshot(s.symbol, channel, s.seq, data, *clocks, s.instrument_id, s.price_decimals, s.size_decimals)
+            ]
+        if kind == "gap":
+            g = msg.gap
+            return [Gap(g.symbol, _PB_TO_CHANNEL.get(g.channel, "unspecified"), g.from_seq, g.to_seq, g.reason)]
+        if kind == "book_invalidated":
+            return [BookInvalidated(msg.book_invalidated.symbol, msg.book_invalidated.seq)]
+        if kind == "error":
+            e = msg.error
+            return [ServerError(e.code, e.message, e.op or None)]
+        if kind == "pong":
+            return [Pong(msg.pong.id, msg.pong.ts_send)]
+        if kind == "live":
+            return [Live()]
+        # An empty message, or a kind newer than this schema: nothing to deliver.
+        return []
+
+    # ------------------------------------------------------------ JSON
+
+    def decode_json(self, frame: str) -> list[Event]:
+        try:
+            msg = json.loads(frame)
+        except ValueError as exc:
+            raise ProtocolError(f"malformed JSON frame: {exc}") from exc
+        if not isinstance(msg, dict):
+            raise ProtocolError("a JSON frame must be an object")
+        kind = msg.get("type")
+        try:
+            if kind == "batch":
+                return [self._json_update(u) for u in msg["updates"]]
+            if kind == "snapshot":
+                channel = msg["channel"]
+                clocks = (msg["ts_event"], msg["ts_recv"], msg["ts_send"])
+                data = msg.get("data")
+                value = None if data is None else _json_data(channel, msg["symbol"], msg["seq"], data, clocks)
+                return [
+                    Snapshot(
+                        msg["symbol"],
+                        channel,
+                        msg["seq"],
+                        value,
+                        *clocks,
+                        msg.get("instrument_id"),
+                        msg.get("price_decimals"),
+                        msg.get("size_decimals"),
+                    )
+                ]
+            if kind == "gap":
+                return [Gap(msg["symbol"], msg["channel"], msg["from_seq"], msg["to_seq"], msg.get("reason", ""))]
+            if kind == "book_invalidated":
+                return [BookInvalidated(msg["symbol"], msg["seq"])]
+            if kind == "error":
+                return [ServerError(msg.get("code", ""), msg.get("message", ""), msg.get("op"))]
+            if kind == "pong":
+                return [Pong(msg.get("id"), msg.get("ts_send"))]
+            if kind == "live":
+                return [Live()]
+        except (KeyError, TypeError, ArithmeticError) as exc:
+            raise ProtocolError(f"malformed {kind} message: {exc!r}") from exc
+        return []  # a message type newer than this client
+
+    def _json_update(self, u: dict) -> Update:
+        clocks = (u["ts_event"], u["ts_recv"], u["ts_send"])
+        return _json_data(u["channel"], u["symbol"], u["seq"], u, clocks)
+
+
+def _levels(levels) -> tuple:
+    return tuple((Decimal(p), Decimal(s)) for p, s in levels)
+
+
+def _json_data(channel: str, symbol: str, seq: int, d: dict, clocks: tuple[int, int, int]) -> Update:
+    if channel == "quotes":
+        return Quote(symbol, seq, Decimal(d["bid"]), Decimal(d["bid_size"]), Decimal(d["ask"]), Decimal(d["ask_size"]), *clocks)
+    if channel == "trades":
+        return Trade(symbol, seq, Decimal(d["price"]), Decimal(d["size"]), d.get("side"), d["trade_id"], *clocks)
+    if channel == "book":
+        return BookUpdate(symbol, seq, _levels(d["bids"]), _levels(d["asks"]), *clocks)
+    raise KeyError(f"channel {channel!r}")

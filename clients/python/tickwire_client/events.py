@@ -1,0 +1,180 @@
+"""Typed events a :class:`~tickwire_client.TickwireClient` yields.
+
+Market data (``Quote``, ``Trade``, ``BookUpdate``) carries exact values:
+prices and sizes are :class:`decimal.Decimal`, timestamps are integer
+nanoseconds since the Unix epoch, and ``seq`` is the sequence number of the
+(symbol, channel) stream. The same classes describe a ``Snapshot``'s data.
+
+Everything else the server says is an event too: ``Snapshot``, ``Gap``,
+``BookInvalidated``, ``ServerError``, ``Pong`` and ``Live``. Use ``isinstance``
+or ``match`` to pick what a script needs::
+
+    async for event in client:
+        match event:
+            case Trade(symbol=s, price=p, size=q): ...
+            case Gap(): log.warning("lost %s", event)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import ClassVar, Optional, Union
+
+__all__ = [
+    "Quote",
+    "Trade",
+    "BookUpdate",
+    "Level",
+    "Update",
+    "Snapshot",
+    "Gap",
+    "BookInvalidated",
+    "ServerError",
+    "Pong",
+    "Live",
+    "Event",
+    "CHANNELS",
+]
+
+#: The channels of protocol v1, in the protobuf enum's order.
+CHANNELS = ("quotes", "trades", "book")
+
+#: One book level: (price, size). A size of 0 in an update removes the level.
+Level = tuple[Decimal, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Best bid and offer of ``symbol`` at sequence ``seq`` of its quotes stream."""
+
+    channel: ClassVar[str] = "quotes"
+    symbol: str
+    seq: int
+    bid: Decimal
+    bid_size: Decimal
+    ask: Decimal
+    ask_size: Decimal
+    ts_event: int
+    ts_recv: int
+    ts_send: int
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+    @property
+    def spread(self) -> Decimal:
+        return self.ask - self.bid
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade; ``side`` is the aggressor, ``"buy"`` or ``"sell"``."""
+
+    channel: ClassVar[str] = "trades"
+    symbol: str
+    seq: int
+    price: Decimal
+    size: Decimal
+    side: Optional[str]
+    trade_id: int
+    ts_event: int
+    ts_recv: int
+    ts_send: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookUpdate:
+    """Book levels, best first. In an update: the changed levels only (size 0
+    removes a level). As a ``Snapshot``'s data: the whole top of book."""
+
+    channel: ClassVar[str] = "book"
+    symbol: str
+    seq: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    ts_event: int
+    ts_recv: int
+    ts_send: int
+
+
+#: A market-data update from a batch.
+Update = Union[Quote, Trade, BookUpdate]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of one channel of one symbol at ``seq``; updates continue at
+    ``seq + 1``. ``data`` is ``None`` before the channel's first event.
+
+    ``instrument_id``, ``price_decimals`` and ``size_decimals`` come with every
+    protobuf snapshot; on a JSON connection they are ``None`` unless the server
+    sends them (JSON carries exact decimal strings and needs no scale).
+    """
+
+    symbol: str
+    channel: str
+    seq: int
+    data: Optional[Update]
+    ts_event: int
+    ts_recv: int
+    ts_send: int
+    instrument_id: Optional[int] = None
+    price_decimals: Optional[int] = None
+    size_decimals: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequences ``from_seq..=to_seq`` of (symbol, channel) will never arrive.
+
+    ``reason`` is ``"slow_consumer"`` (the client fell behind) or
+    ``"history_exhausted"`` (a resume reached further back than the server's
+    recent-history ring; a fresh ``Snapshot`` follows). The client itself
+    reports ``"unannounced"`` when trade sequences jump with no notice from
+    the server (trades are never conflated, so that is a server fault).
+    """
+
+    symbol: str
+    channel: str
+    from_seq: int
+    to_seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookInvalidated:
+    """The client's copy of the book is wrong; a fresh book ``Snapshot`` follows."""
+
+    symbol: str
+    seq: int
+    channel: ClassVar[str] = "book"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ``error`` message: a stable ``code`` (e.g. ``"unknown_symbol"``), a
+    human ``message`` and the ``op`` it answers, when known. The connection stays
+    open. Codes the client itself raises start with ``client_``."""
+
+    code: str
+    message: str
+    op: Optional[str] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to :meth:`TickwireClient.ping`."""
+
+    id: object
+    ts_send: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A stored stream has caught up and continues live."""
+
+
+#: Anything the client yields.
+Event = Union[Quote, Trade, BookUpdate, Snapshot, Gap, BookInvalidated, ServerError, Pong, Live]

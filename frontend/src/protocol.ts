@@ -1,0 +1,138 @@
+// Wire protocol v1 (ARCHITECTURE.md section 4). Prices and sizes stay decimal
+// strings end to end; timestamps are integer nanoseconds (parsed as numbers,
+// which is exact enough for millisecond display).
+
+export type Channel = 'quotes' | 'trades' | 'book';
+export const CHANNELS: readonly Channel[] = ['quotes', 'trades', 'book'];
+
+export type Side = 'buy' | 'sell';
+export type Level = [price: string, size: string];
+
+export interface Clocks {
+  ts_event: number;
+  ts_recv?: number;
+  ts_send?: number;
+}
+
+export interface QuoteData {
+  bid: string;
+  bid_size: string;
+  ask: string;
+  ask_size: string;
+}
+
+export interface TradeData {
+  price: string;
+  size: string;
+  side: Side;
+  trade_id: number;
+}
+
+export interface BookData {
+  bids: Level[];
+  asks: Level[];
+}
+
+interface UpdateBase extends Clocks {
+  symbol: string;
+  seq: number;
+}
+export type QuoteUpdate = UpdateBase & QuoteData & { channel: 'quotes' };
+export type TradeUpdate = UpdateBase & TradeData & { channel: 'trades' };
+export type BookUpdate = UpdateBase & BookData & { channel: 'book' };
+export type Update = QuoteUpdate | TradeUpdate | BookUpdate;
+
+export type SnapshotMsg =
+  | (UpdateBase & { type: 'snapshot'; channel: 'quotes'; data: QuoteData | null })
+  | (UpdateBase & { type: 'snapshot'; channel: 'trades'; data: TradeData | null })
+  | (UpdateBase & { type: 'snapshot'; channel: 'book'; data: BookData | null });
+
+export interface BatchMsg {
+  type: 'batch';
+  updates: Update[];
+}
+export interface GapMsg {
+  type: 'gap';
+  symbol: string;
+  channel: Channel;
+  from_seq: number;
+  to_seq: number;
+  reason: string;
+}
+export interface ErrorMsg {
+  type: 'error';
+  code: string;
+  message: string;
+  op?: string;
+}
+export interface PongMsg {
+  type: 'pong';
+  id?: number;
+}
+export interface BookInvalidatedMsg {
+  type: 'book_invalidated';
+  symbol: string;
+}
+export interface LiveMsg {
+  type: 'live';
+}
+
+export type ServerMsg = SnapshotMsg | BatchMsg | GapMsg | ErrorMsg | PongMsg | BookInvalidatedMsg | LiveMsg;
+
+export type ClientOp =
+  | { op: 'subscribe'; channels: Channel[]; symbols: string[]; since?: Record<string, number> }
+  | { op: 'unsubscribe'; channels: Channel[]; symbols: string[] }
+  | { op: 'ping'; id: number };
+
+/** Parses one JSON frame; returns null for anything that is not a known message. */
+export function parseServerMsg(text: string): ServerMsg | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object' || typeof (v as { type?: unknown }).type !== 'string') return null;
+  return v as ServerMsg;
+}
+
+// REST shapes
+export interface Instrument {
+  symbol: string;
+  venue?: string;
+  kind?: string;
+  tick_size?: string;
+  price_decimals?: number;
+  size_decimals?: number;
+}
+
+export interface SymbolSnapshot {
+  symbol: string;
+  quote: (QuoteData & { seq: number; ts_event: number }) | null;
+  last_trade: (TradeData & { seq: number; ts_event: number }) | null;
+  stats: { open: string; high: string; low: string; volume: string; trades: number } | null;
+}
+
+export interface Candle {
+  t: number;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
+  volume: string;
+  trades?: number;
+}
+
+export interface FeedHealth {
+  name: string;
+  state: string;
+  last_message_age_ms?: number | null;
+  messages_per_sec?: number | null;
+  resyncs?: number;
+  parse_errors?: number;
+}
+
+export interface ServerStats {
+  connections: number;
+  store_lag_ms: number | null;
+}

@@ -1,0 +1,64 @@
+/** Median of the last `size` samples; cheap to add, sorted only when read. */
+export class RollingMedian {
+  private readonly buf: Float64Array;
+  private n = 0;
+  private i = 0;
+
+  constructor(size = 512) {
+    this.buf = new Float64Array(size);
+  }
+
+  add(v: number): void {
+    if (!Number.isFinite(v)) return;
+    this.buf[this.i] = v;
+    this.i = (this.i + 1) % this.buf.length;
+    if (this.n < this.buf.length) this.n++;
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  median(): number | null {
+    if (this.n === 0) return null;
+    const s = this.buf.slice(0, this.n).sort();
+    const mid = this.n >> 1;
+    return this.n % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  }
+
+  clear(): void {
+    this.n = this.i = 0;
+  }
+}
+
+/** Events per second over the last second, in four 250 ms buckets. */
+export class RateMeter {
+  private readonly buckets = [0, 0, 0, 0];
+  private current = 0;
+  private bucketStart = 0;
+
+  constructor(private readonly now: () => number = () => performance.now()) {}
+
+  private roll(): void {
+    const t = this.now();
+    if (this.bucketStart === 0) this.bucketStart = t;
+    let steps = Math.floor((t - this.bucketStart) / 250);
+    if (steps <= 0) return;
+    this.bucketStart += steps * 250;
+    steps = Math.min(steps, 4);
+    for (let k = 0; k < steps; k++) {
+      this.current = (this.current + 1) % 4;
+      this.buckets[this.current] = 0;
+    }
+  }
+
+  add(n = 1): void {
+    this.roll();
+    this.buckets[this.current] += n;
+  }
+
+  perSecond(): number {
+    this.roll();
+    return this.buckets.reduce((a, b) => a + b, 0);
+  }
+}

@@ -1,0 +1,296 @@
+// The market state the widgets draw from. Stream events mutate it and mark
+// what changed; views read it once per animation frame (see FrameScheduler),
+// so the cost of an update is O(1) no matter how fast updates arrive.
+
+import type { Instrument, Side, SymbolSnapshot, TradeData, Update } from '../protocol';
+import type { StreamEvent } from '../stream/client';
+import { addDec } from '../util/decimal';
+import { OrderBook } from './book';
+import { type Bar, CandleBuilder, INTERVAL_MS, type Interval } from './candles';
+import { RateMeter, RollingMedian } from './metrics';
+
+export interface SymbolState {
+  symbol: string;
+  bid?: string;
+  bidSize?: string;
+  ask?: string;
+  askSize?: string;
+  last?: string;
+  lastSide?: Side;
+  /** Session open from /v1/snapshot stats; change = last - open. */
+  open?: string;
+  /** Exact decimal; trades with seq <= statsSeq are already inside it. */
+  volume?: string;
+  statsSeq: number;
+  /** The server had no stats yet (no trade this session): the first trade opens it. */
+  openFromFirstTrade?: boolean;
+}
+
+export interface TapeRow {
+  tsMs: number;
+  price: string;
+  size: string;
+  side: Side;
+  tradeId: number;
+}
+
+export type BookStatus = 'waiting' | 'live' | 'resync';
+
+export interface Notice {
+  atMs: number;
+  level: 'info' | 'warn' | 'error';
+  text: string;
+}
+
+const TAPE_MAX = 200;
+const NOTICES_MAX = 50;
+
+export class MarketStore {
+  readonly instruments = new Map<string, Instrument>();
+  readonly symbols = new Map<string, SymbolState>();
+
+  selected: string | null = null;
+  interval: Interval = '1m';
+  readonly book = new OrderBook();
+  bookStatus: BookStatus = 'waiting';
+  tape: TapeRow[] = [];
+  candles = new CandleBuilder(INTERVAL_MS['1m']);
+
+  /** Replay plays historical clocks: latency numbers would be meaningless. */
+  replay = false;
+  readonly latencyEvent = new RollingMedian(512);
+  readonly latencySend = new RollingMedian(512);
+  readonly rate = new RateMeter();
+  gaps = 0;
+  readonly notices: Notice[] = [];
+
+  // What changed since the last frame.
+  readonly dirtySymbols = new Set<string>();
+  readonly dirtyBars = new Map<number, Bar>();
+  dirtyBook = false;
+  dirtyTape = false;
+  dirtyNotices = false;
+  /** The chart must redraw from scratch (new symbol, interval or history). */
+  dirtyChartReset = false;
+
+  constructor(private readonly onDirty: () => void = () => {}) {}
+
+  // ---- configuration ----------------------------------------------------
+
+  setInstruments(list: Instrument[]): void {
+    this.instruments.clear();
+    for (const i of list) this.instruments.set(i.symbol, i);
+  }
+
+  track(symbol: string): SymbolState {
+    let s = this.symbols.get(symbol);
+    if (!s) {
+      s = { symbol, statsSeq: -1 };
+      this.symbols.set(symbol, s);
+      this.dirtySymbols.add(symbol);
+    }
+    return s;
+  }
+
+  untrack(symbol: string): void {
+    this.symbols.delete(symbol);
+    this.dirtySymbols.delete(symbol);
+  }
+
+  select(symbol: string | null, interval: Interval = this.interval): void {
+    this.selected = symbol;
+    this.interval = interval;
+    this.book.clear();
+    this.bookStatus = 'waiting';
+    this.tape = [];
+    this.resetCandles();
+    this.dirtyBook = this.dirtyTape = true;
+    this.onDirty();
+  }
+
+  setInterval(interval: Interval): void {
+    this.interval = interval;
+    this.resetCandles();
+    this.onDirty();
+  }
+
+  private resetCandles(): void {
+    this.candles = new CandleBuilder(INTERVAL_MS[this.interval]);
+    this.dirtyBars.clear();
+    this.dirtyChartReset = true;
+  }
+
+  /** Clears all market data (entering or leaving replay). */
+  clearData(): void {
+    for (const s of this.symbols.values()) {
+      const fresh: SymbolState = { symbol: s.symbol, statsSeq: -1 };
+      this.symbols.set(s.symbol, fresh);
+      this.dirtySymbols.add(s.symbol);
+    }
+    this.select(this.selected);
+    this.latencyEvent.clear();
+    this.latencySend.clear();
+  }
+
+  notice(level: Notice['level'], text: string): void {
+    this.notices.unshift({ atMs: Date.now(), level, text });
+    if (this.notices.length > NOTICES_MAX) this.notices.length = NOTICES_MAX;
+    this.dirtyNotices = true;
+    this.onDirty();
+  }
+
+  // ---- REST snapshot (stats the stream does not carry) ------------------
+
+  applyRestSnapshot(snaps: SymbolSnapshot[]): void {
+    for (const snap of snaps) {
+      const s = this.symbols.get(snap.symbol);
+      if (!s) continue;
+      if (snap.quote && s.bid === undefined) {
+        s.bid = snap.quote.bid;
+        s.bidSize = snap.quote.bid_size;
+        s.ask = snap.quote.ask;
+        s.askSize = snap.quote.ask_size;
+      }
+      if (snap.last_trade && s.last === undefined) {
+        s.last = snap.last_trade.price;
+        s.lastSide = snap.last_trade.side;
+      }
+      if (snap.stats) {
+        s.open = snap.stats.open;
+        s.volume = snap.stats.volume;
+        s.statsSeq = snap.last_trade?.seq ?? -1;
+        s.openFromFirstTrade = false;
+      } else if (s.volume === undefined) {
+        s.volume = '0';
+        s.statsSeq = snap.last_trade?.seq ?? -1;
+        s.openFromFirstTrade = true;
+      }
+      this.dirtySymbols.add(s.symbol);
+    }
+    this.onDirty();
+  }
+
+  // ---- stream events ----------------------------------------------------
+
+  apply(e: StreamEvent): void {
+    switch (e.kind) {
+      case 'snapshot': {
+        const m = e.msg;
+        this.clock(m.ts_event, m.ts_send);
+        if (m.channel === 'quotes') {
+          if (m.data) this.setQuote(m.symbol, m.data);
+        } else if (m.channel === 'trades') {
+          if (m.data) {
+            this.setLast(m.symbol, m.data);
+            // Seed an empty tape and chart with the last trade; a snapshot after a
+            // reconnect must not put an old trade on top of newer ones.
+            if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade(m.data, m.ts_event / 1e6);
+          }
+        } else if (m.symbol === this.selected) {
+          this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
+          this.bookStatus = 'live';
+          this.dirtyBook = true;
+        }
+        break;
+      }
+      case 'update':
+        this.applyUpdate(e.update);
+        break;
+      case 'gap':
+        this.gaps++;
+        this.notice('warn', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})`);
+        break;
+      case 'book_reset':
+        if (e.symbol === this.selected) {
+          this.book.clear();
+          this.bookStatus = 'resync';
+          this.dirtyBook = true;
+        }
+        break;
+      case 'error':
+        this.notice('error', `${e.code}: ${e.message}`);
+        break;
+      case 'live':
+        this.notice('info', 'replay caught up with live data');
+        break;
+      case 'pong':
+        break;
+    }
+    this.onDirty();
+  }
+
+  private applyUpdate(u: Update): void {
+    this.rate.add();
+    this.clock(u.ts_event, u.ts_send);
+    switch (u.channel) {
+      case 'quotes':
+        this.setQuote(u.symbol, u);
+        break;
+      case 'trades': {
+        const s = this.setLast(u.symbol, u);
+        if (s && u.seq > s.statsSeq && s.volume !== undefined) {
+          s.volume = addDec(s.volume, u.size) ?? s.volume;
+          if (s.openFromFirstTrade && s.open === undefined) s.open = u.price;
+        }
+        if (u.symbol === this.selected) this.addSelectedTrade(u, u.ts_event / 1e6);
+        break;
+      }
+      case 'book':
+        if (u.symbol === this.selected && this.bookStatus === 'live') {
+          this.book.apply(u.bids ?? [], u.asks ?? [], u.seq);
+          this.dirtyBook = true;
+        }
+        break;
+    }
+  }
+
+  private clock(tsEvent: number | undefined, tsSend: number | undefined): void {
+    if (this.replay) return;
+    const now = Date.now();
+    if (tsEvent) this.latencyEvent.add(now - tsEvent / 1e6);
+    if (tsSend) this.latencySend.add(now - tsSend / 1e6);
+  }
+
+  private setQuote(symbol: string, q: { bid: string; bid_size: string; ask: string; ask_size: string }): void {
+    const s = this.symbols.get(symbol);
+    if (!s) return;
+    s.bid = q.bid;
+    s.bidSize = q.bid_size;
+    s.ask = q.ask;
+    s.askSize = q.ask_size;
+    this.dirtySymbols.add(symbol);
+  }
+
+  private setLast(symbol: string, t: TradeData): SymbolState | undefined {
+    const s = this.symbols.get(symbol);
+    if (!s) return undefined;
+    s.last = t.price;
+    s.lastSide = t.side;
+    this.dirtySymbols.add(symbol);
+    return s;
+  }
+
+  private addSelectedTrade(t: TradeData, tsMs: number): void {
+    this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id });
+    if (this.tape.length > TAPE_MAX) this.tape.length = TAPE_MAX;
+    this.dirtyTape = true;
+    const bar = this.candles.addTrade(Number(t.price), Number(t.size), tsMs);
+    if (bar) this.dirtyBars.set(bar.time, bar);
+  }
+
+  /** Hands the views what changed and forgets it. */
+  takeDirty(): { symbols: string[]; bars: Bar[]; book: boolean; tape: boolean; notices: boolean; chartReset: boolean } {
+    const out = {
+      symbols: [...this.dirtySymbols],
+      bars: [...this.dirtyBars.values()].sort((a, b) => a.time - b.time),
+      book: this.dirtyBook,
+      tape: this.dirtyTape,
+      notices: this.dirtyNotices,
+      chartReset: this.dirtyChartReset,
+    };
+    this.dirtySymbols.clear();
+    this.dirtyBars.clear();
+    this.dirtyBook = this.dirtyTape = this.dirtyNotices = this.dirtyChartReset = false;
+    return out;
+  }
+}

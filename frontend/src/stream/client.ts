@@ -1,0 +1,650 @@
+// The stream client: one logical market-data stream over WebSocket, falling
+// back to SSE and then long-polling, with sequence checking per
+// (channel, symbol) so the rest of the app only ever sees in-order data.
+// Transports are injected (constructor options) so tests drive fake ones.
+
+import {
+  type BookUpdate,
+  type Channel,
+  type ClientOp,
+  type ServerMsg,
+  type SnapshotMsg,
+  type Update,
+  CHANNELS,
+  parseServerMsg,
+} from '../protocol';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from './backoff';
+
+export type TransportKind = 'ws' | 'sse' | 'poll';
+export type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'closed';
+/** What the status bar shows. */
+export type ConnLabel = 'connecting' | 'live' | 'reconnecting' | 'sse' | 'poll' | 'closed';
+
+export interface ConnState {
+  phase: Phase;
+  transport: TransportKind;
+  /** Consecutive failed attempts on the current transport. */
+  attempt: number;
+  label: ConnLabel;
+}
+
+export type StreamEvent =
+  | { kind: 'snapshot'; msg: SnapshotMsg }
+  | { kind: 'update'; update: Update }
+  | { kind: 'gap'; symbol: string; channel: Channel; from_seq: number; to_seq: number; reason: string; origin: 'server' | 'client' }
+  | { kind: 'book_reset'; symbol: string; reason: string }
+  | { kind: 'error'; code: string; message: string }
+  | { kind: 'live' }
+  | { kind: 'pong'; id: number; rttMs: number | null };
+
+// Minimal structural types, satisfied by the browser classes and by fakes.
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code?: number; reason?: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketCtor = new (url: string) => WebSocketLike;
+
+export interface EventSourceLike {
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  close(): void;
+}
+export type EventSourceCtor = new (url: string) => EventSourceLike;
+
+export interface FetchResponseLike {
+  ok: boolean;
+  status: number;
+  json(): Promise<unknown>;
+}
+export type FetchLike = (url: string, init?: { signal?: AbortSignal }) => Promise<FetchResponseLike>;
+
+export interface StreamClientOptions {
+  /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. */
+  baseUrl: string;
+  wsPath?: string;
+  ssePath?: string;
+  pollPath?: string;
+  /** undefined = use the global; null = not available. */
+  WebSocket?: WebSocketCtor | null;
+  EventSource?: EventSourceCtor | null;
+  fetch?: FetchLike | null;
+  /** Transports to try, in order. */
+  transports?: TransportKind[];
+  /** Failures before a transport that never opened is given up for the next one. */
+  failuresBeforeFallback?: number;
+  backoff?: BackoffOptions;
+  random?: () => number;
+  /** WebSocket ping interval; 0 disables the heartbeat. */
+  heartbeatMs?: number;
+  /** Silence longer than this on an open WebSocket counts as a dead connection. */
+  idleTimeoutMs?: number;
+  /** false for one-shot streams such as replay. */
+  reconnect?: boolean;
+  /** false when the URL itself selects the data (replay): no subscribe ops are sent. */
+  sendSubscribe?: boolean;
+  onEvent: (e: StreamEvent) => void;
+  onState?: (s: ConnState) => void;
+}
+
+type SeqTable = Record<Channel, Map<string, number>>;
+
+function emptySeqTable(): SeqTable {
+  return { quotes: new Map(), trades: new Map(), book: new Map() };
+}
+
+export class StreamClient {
+  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch'>> & {
+    onState?: (s: ConnState) => void;
+  };
+  private readonly WS: WebSocketCtor | null;
+  private readonly ES: EventSourceCtor | null;
+  private readonly fetchFn: FetchLike | null;
+
+  private readonly subs: Record<Channel, Set<string>> = { quotes: new Set(), trades: new Set(), book: new Set() };
+  private readonly lastSeq: SeqTable = emptySeqTable();
+  /** Books dropped after a sequence break, waiting for a fresh snapshot. */
+  private readonly bookResync = new Set<string>();
+  /** Trades resumed with `since` on this connection whose first message is still to come. */
+  private readonly resuming = new Set<string>();
+
+  private transportIdx = 0;
+  private phase: Phase = 'idle';
+  private attempt = 0;
+  private failures = 0;
+  private everOpened: Record<TransportKind, boolean> = { ws: false, sse: false, poll: false };
+  private started = false;
+  /** Bumped on every (re)connect; callbacks from older sessions are ignored. */
+  private gen = 0;
+
+  private ws: WebSocketLike | null = null;
+  private es: EventSourceLike | null = null;
+  private pollAbort: AbortController | null = null;
+  private pollCursor: string | null = null;
+
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private restartTimer: ReturnType<typeof setTimeout> | null = null;
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private lastRx = 0;
+  private pingId = 0;
+  private readonly pingsInFlight = new Map<number, number>();
+
+  constructor(options: StreamClientOptions) {
+    const g = globalThis as unknown as { WebSocket?: WebSocketCtor; EventSource?: EventSourceCtor; fetch?: FetchLike };
+    this.WS = options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket;
+    this.ES = options.EventSource === undefined ? (g.EventSource ?? null) : options.EventSource;
+    this.fetchFn = options.fetch === undefined ? (g.fetch ? g.fetch.bind(globalThis) : null) : options.fetch;
+    this.opts = {
+      wsPath: '/v1/ws',
+      ssePath: '/v1/sse',
+      pollPath: '/v1/poll',
+      transports: ['ws', 'sse', 'poll'],
+      failuresBeforeFallback: 3,
+      backoff: DEFAULT_BACKOFF,
+      random: Math.random,
+      heartbeatMs: 10_000,
+      idleTimeoutMs: 30_000,
+      reconnect: true,
+      sendSubscribe: true,
+      ...options,
+    };
+  }
+
+  // ---- public API -------------------------------------------------------
+
+  get state(): ConnState {
+    return { phase: this.phase, transport: this.transport, attempt: this.attempt, label: this.label() };
+  }
+
+  get transport(): TransportKind {
+    return this.opts.transports[Math.min(this.transportIdx, this.opts.transports.length - 1)];
+  }
+
+  /** Last sequence seen, per channel and symbol (what a resume sends as `since`). */
+  seqOf(channel: Channel, symbol: string): number | undefined {
+    return this.lastSeq[channel].get(symbol);
+  }
+
+  subscribed(channel: Channel): string[] {
+    return [...this.subs[channel]];
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.connect();
+  }
+
+  stop(): void {
+    this.started = false;
+    this.teardown();
+    this.setPhase('closed');
+  }
+
+  /** Drops the current connection as if the network had, then reconnects and resumes as usual. */
+  dropConnection(): void {
+    if (this.started) this.onFailure(this.gen);
+  }
+
+  subscribe(channels: Channel[], symbols: string[]): void {
+    const added: Partial<Record<Channel, string[]>> = {};
+    for (const ch of channels) {
+      for (const s of symbols) {
+        if (this.subs[ch].has(s)) continue;
+        this.subs[ch].add(s);
+        // A new subscription starts from the server's snapshot, never from stale state.
+        this.lastSeq[ch].delete(s);
+        (added[ch] ??= []).push(s);
+      }
+    }
+    if (Object.keys(added).length === 0) return;
+    if (this.transport === 'ws') {
+      for (const ch of CHANNELS) if (added[ch]) this.send({ op: 'subscribe', channels: [ch], symbols: added[ch]! });
+    } else {
+      this.scheduleRestart();
+    }
+  }
+
+  unsubscribe(channels: Channel[], symbols: string[]): void {
+    const removed: Partial<Record<Channel, string[]>> = {};
+    for (const ch of channels) {
+      for (const s of symbols) {
+        if (!this.subs[ch].delete(s)) continue;
+        this.lastSeq[ch].delete(s);
+        if (ch === 'book') this.bookResync.delete(s);
+        (removed[ch] ??= []).push(s);
+      }
+    }
+    if (Object.keys(removed).length === 0) return;
+    if (this.transport === 'ws') {
+      for (const ch of CHANNELS) if (removed[ch]) this.send({ op: 'unsubscribe', channels: [ch], symbols: removed[ch]! });
+    } else {
+      this.scheduleRestart();
+    }
+  }
+
+  /** Sends a ping over WebSocket; the matching pong event carries the round trip. */
+  ping(): number | null {
+    if (this.transport !== 'ws' || !this.ws || this.phase !== 'live') return null;
+    const id = ++this.pingId;
+    this.pingsInFlight.set(id, Date.now());
+    this.send({ op: 'ping', id });
+    return id;
+  }
+
+  // ---- connection management -------------------------------------------
+
+  private label(): ConnLabel {
+    if (this.phase === 'live') return this.transport === 'ws' ? 'live' : this.transport;
+    if (this.phase === 'idle') return 'connecting';
+    return this.phase;
+  }
+
+  private setPhase(phase: Phase): void {
+    this.phase = phase;
+    this.opts.onState?.(this.state);
+  }
+
+  private connect(): void {
+    if (!this.started) return;
+    this.teardown();
+    this.bookResync.clear();
+    this.resuming.clear();
+    const gen = ++this.gen;
+    this.setPhase(this.attempt === 0 && !this.everOpened[this.transport] ? 'connecting' : 'reconnecting');
+    switch (this.transport) {
+      case 'ws':
+        return this.connectWs(gen);
+      case 'sse':
+        return this.connectSse(gen);
+      case 'poll':
+        return void this.pollLoop(gen);
+    }
+  }
+
+  /** Closes whatever transport is open and cancels timers, without changing subscriptions. */
+  private teardown(): void {
+    this.gen++;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.retryTimer = this.restartTimer = this.heartbeat = null;
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, 'client closing');
+      } catch {
+        /* already closed */
+      }
+    }
+    if (this.es) {
+      this.es.onopen = this.es.onmessage = this.es.onerror = null;
+      this.es.close();
+      this.es = null;
+    }
+    this.pollAbort?.abort();
+    this.pollAbort = null;
+    this.pingsInFlight.clear();
+  }
+
+  /** A transport attempt failed: retry it with backoff, or move on to the next transport. */
+  private onFailure(gen: number): void {
+    if (gen !== this.gen || !this.started) return;
+    this.teardown();
+    if (!this.opts.reconnect) {
+      this.started = false;
+      this.setPhase('closed');
+      return;
+    }
+    if (!this.everOpened[this.transport]) {
+      this.failures++;
+      if (this.failures >= this.opts.failuresBeforeFallback && this.fallback()) return;
+    }
+    this.scheduleRetry();
+  }
+
+  /** Moves to the next transport at once. Returns false if there is none. */
+  private fallback(): boolean {
+    if (this.transportIdx >= this.opts.transports.length - 1) return false;
+    this.transportIdx++;
+    this.failures = 0;
+    this.attempt = 0;
+    this.connect();
+    return true;
+  }
+
+  private scheduleRetry(): void {
+    const delay = backoffDelay(this.attempt, this.opts.backoff, this.opts.random);
+    this.attempt++;
+    this.setPhase('reconnecting');
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private opened(): void {
+    this.everOpened[this.transport] = true;
+    this.attempt = 0;
+    this.failures = 0;
+    this.setPhase('live');
+  }
+
+  /** SSE and poll encode the subscription in the URL, so changes reopen the stream (coalesced). */
+  private scheduleRestart(): void {
+    if (!this.started || this.restartTimer) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.pollCursor = null;
+      this.connect();
+    }, 0);
+  }
+
+  private url(path: string, ws = false): string {
+    const base = this.opts.baseUrl.replace(/\/$/, '');
+    return (ws ? base.replace(/^http/, 'ws') : base) + path;
+  }
+
+  // ---- WebSocket --------------------------------------------------------
+
+  private connectWs(gen: number): void {
+    if (!this.WS) {
+      if (!this.fallback()) this.setPhase('closed');
+      return;
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS(this.url(this.opts.wsPath, true));
+    } catch {
+      // A constructor that throws (blocked by policy, bad URL) will not work on retry either.
+      if (!this.fallback()) this.onFailure(gen);
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (gen !== this.gen) return;
+      this.lastRx = Date.now();
+      this.opened();
+      if (this.opts.sendSubscribe) this.resubscribe();
+      this.startHeartbeat(gen);
+    };
+    ws.onmessage = (ev) => {
+      if (gen !== this.gen) return;
+      this.lastRx = Date.now();
+      if (typeof ev.data === 'string') this.receiveText(ev.data);
+    };
+    ws.onclose = (ev) => {
+      // Normal closes and lost connections just reconnect; a server-chosen code
+      // (slow consumer, auth, protocol) is worth telling the operator about.
+      if (gen === this.gen && ev.code && ![1000, 1001, 1005, 1006].includes(ev.code)) {
+        this.opts.onEvent({ kind: 'error', code: `closed_${ev.code}`, message: ev.reason || 'connection closed by server' });
+      }
+      this.onFailure(gen);
+    };
+    ws.onerror = () => {
+      /* onclose always follows; handled there */
+    };
+  }
+
+  /** After (re)connecting: trades resume from the last seq seen; quotes and book start from fresh snapshots. */
+  private resubscribe(): void {
+    for (const ch of CHANNELS) {
+      const symbols = [...this.subs[ch]];
+      if (symbols.length === 0) continue;
+      const op: ClientOp = { op: 'subscribe', channels: [ch], symbols };
+      if (ch === 'trades') {
+        const since: Record<string, number> = {};
+        for (const s of symbols) {
+          const seq = this.lastSeq.trades.get(s);
+          if (seq !== undefined) {
+            since[s] = seq;
+            this.resuming.add(s);
+          }
+        }
+        if (Object.keys(since).length > 0) op.since = since;
+      } else {
+        for (const s of symbols) this.lastSeq[ch].delete(s);
+      }
+      this.send(op);
+    }
+  }
+
+  private send(op: ClientOp): void {
+    if (!this.ws || this.phase !== 'live' || (!this.opts.sendSubscribe && op.op !== 'ping')) return;
+    try {
+      this.ws.send(JSON.stringify(op));
+    } catch {
+      /* the close handler will reconnect */
+    }
+  }
+
+  private startHeartbeat(gen: number): void {
+    const { heartbeatMs, idleTimeoutMs } = this.opts;
+    if (heartbeatMs <= 0) return;
+    this.heartbeat = setInterval(() => {
+      if (gen !== this.gen) return;
+      if (idleTimeoutMs > 0 && Date.now() - this.lastRx > idleTimeoutMs) {
+        // Half-open TCP connections never fire onclose; silence is the only signal.
+        this.onFailure(gen);
+        return;
+      }
+      this.ping();
+    }, heartbeatMs);
+  }
+
+  // ---- SSE --------------------------------------------------------------
+
+  private streamQuery(): string | null {
+    // SSE and poll subscribe the cross product of symbols x channels; extra
+    // messages are filtered out in handle(), so ask for the unions.
+    const symbols = new Set<string>();
+    const channels: Channel[] = [];
+    for (const ch of CHANNELS) {
+      if (this.subs[ch].size === 0) continue;
+      channels.push(ch);
+      for (const s of this.subs[ch]) symbols.add(s);
+    }
+    if (symbols.size === 0) return null;
+    return `symbols=${[...symbols].map(encodeURIComponent).join(',')}&channels=${channels.join(',')}`;
+  }
+
+  private connectSse(gen: number): void {
+    if (!this.ES) {
+      if (!this.fallback()) this.setPhase('closed');
+      return;
+    }
+    const query = this.streamQuery();
+    if (query === null) {
+      // Nothing to stream yet; subscribe() will restart us.
+      this.opened();
+      return;
+    }
+    // A reopened stream starts with snapshots, so no book delta may be applied before one.
+    this.lastSeq.book.clear();
+    let es: EventSourceLike;
+    try {
+      es = new this.ES(this.url(`${this.opts.ssePath}?${query}`));
+    } catch {
+      if (!this.fallback()) this.onFailure(gen);
+      return;
+    }
+    this.es = es;
+    es.onopen = () => {
+      if (gen === this.gen) this.opened();
+    };
+    es.onmessage = (ev) => {
+      if (gen !== this.gen) return;
+      // Some servers send the first event before the open event is dispatched.
+      if (this.phase !== 'live') this.opened();
+      this.receiveText(ev.data);
+    };
+    // EventSource would retry by itself with its own fixed delay; we close it and
+    // use our backoff so the fallback decision stays in one place.
+    es.onerror = () => this.onFailure(gen);
+  }
+
+  // ---- long-poll --------------------------------------------------------
+
+  private async pollLoop(gen: number): Promise<void> {
+    if (!this.fetchFn) {
+      this.setPhase('closed');
+      return;
+    }
+    this.lastSeq.book.clear();
+    while (gen === this.gen && this.started) {
+      const query = this.streamQuery();
+      if (query === null) {
+        this.opened();
+        return;
+      }
+      const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+      this.pollAbort = abort;
+      const cursor = this.pollCursor ? `&cursor=${encodeURIComponent(this.pollCursor)}` : '';
+      let body: { cursor?: string; messages?: unknown[] };
+      try {
+        const res = await this.fetchFn(this.url(`${this.opts.pollPath}?${query}${cursor}`), abort ? { signal: abort.signal } : undefined);
+        if (!res.ok) throw new Error(`poll HTTP ${res.status}`);
+        body = (await res.json()) as typeof body;
+      } catch {
+        if (gen !== this.gen) return;
+        this.pollCursor = null;
+        this.onFailure(gen);
+        return;
+      }
+      if (gen !== this.gen) return;
+      if (this.phase !== 'live') this.opened();
+      if (typeof body.cursor === 'string') this.pollCursor = body.cursor;
+      for (const m of body.messages ?? []) {
+        if (m && typeof m === 'object') this.handle(m as ServerMsg);
+      }
+    }
+  }
+
+  // ---- message handling (shared by all transports) ----------------------
+
+  private receiveText(text: string): void {
+    const msg = parseServerMsg(text);
+    if (msg) this.handle(msg);
+  }
+
+  /** Exposed for transports; applies sequence rules and emits in-order events. */
+  handle(msg: ServerMsg): void {
+    const emit = this.opts.onEvent;
+    switch (msg.type) {
+      case 'snapshot': {
+        if (!this.subs[msg.channel]?.has(msg.symbol)) return;
+        if (msg.channel === 'trades') this.resuming.delete(msg.symbol);
+        this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
+        if (msg.channel === 'book') this.bookResync.delete(msg.symbol);
+        emit({ kind: 'snapshot', msg });
+        return;
+      }
+      case 'batch':
+        for (const u of msg.updates ?? []) this.handleUpdate(u);
+        return;
+      case 'gap': {
+        if (!this.subs[msg.channel]?.has(msg.symbol)) return;
+        const last = this.lastSeq[msg.channel].get(msg.symbol);
+        if (msg.channel === 'book') {
+          this.dropBook(msg.symbol, `gap ${msg.from_seq}-${msg.to_seq}`);
+        } else if (last === undefined || msg.to_seq > last) {
+          // The server has told us about the hole; do not report it twice.
+          this.lastSeq[msg.channel].set(msg.symbol, msg.to_seq);
+        }
+        emit({ kind: 'gap', symbol: msg.symbol, channel: msg.channel, from_seq: msg.from_seq, to_seq: msg.to_seq, reason: msg.reason, origin: 'server' });
+        return;
+      }
+      case 'book_invalidated':
+        if (!this.subs.book.has(msg.symbol)) return;
+        // The server resynchronises its book and sends a fresh snapshot.
+        this.lastSeq.book.delete(msg.symbol);
+        emit({ kind: 'book_reset', symbol: msg.symbol, reason: 'invalidated by server' });
+        return;
+      case 'error':
+        emit({ kind: 'error', code: msg.code, message: msg.message });
+        if (msg.code === 'bad_since') this.restartResumes();
+        return;
+      case 'pong': {
+        const id = msg.id ?? 0;
+        const sent = this.pingsInFlight.get(id);
+        this.pingsInFlight.delete(id);
+        emit({ kind: 'pong', id, rttMs: sent === undefined ? null : Date.now() - sent });
+        return;
+      }
+      case 'live':
+        emit({ kind: 'live' });
+        return;
+    }
+  }
+
+  /**
+   * The server refused a `since` (e.g. it restarted and its sequences are
+   * behind ours) and did not subscribe. Trades still waiting for their first
+   * message after the resume are subscribed afresh, from a snapshot.
+   */
+  private restartResumes(): void {
+    const symbols = [...this.resuming].filter((s) => this.subs.trades.has(s));
+    this.resuming.clear();
+    if (symbols.length === 0) return;
+    for (const s of symbols) this.lastSeq.trades.delete(s);
+    this.send({ op: 'subscribe', channels: ['trades'], symbols });
+  }
+
+  private handleUpdate(u: Update): void {
+    if (!u || !this.subs[u.channel]?.has(u.symbol)) return;
+    const seqs = this.lastSeq[u.channel];
+    const last = seqs.get(u.symbol);
+    if (u.channel === 'book') return this.handleBookUpdate(u, last);
+    if (u.channel === 'trades' && this.resuming.delete(u.symbol) && last !== undefined && u.seq < last) {
+      // A resume answered from below what we already had means the
+      // sequence restarted (a restarted server): start over rather than drop
+      // every trade as a duplicate.
+      this.opts.onEvent({ kind: 'gap', symbol: u.symbol, channel: 'trades', from_seq: u.seq, to_seq: u.seq, reason: 'sequence_reset', origin: 'client' });
+      seqs.set(u.symbol, u.seq);
+      this.opts.onEvent({ kind: 'update', update: u });
+      return;
+    }
+    if (last !== undefined) {
+      if (u.seq <= last) return; // duplicate, e.g. overlap after a resume
+      if (u.seq > last + 1 && u.channel === 'trades') {
+        // Trades are never conflated, so a skip is data we did not get.
+        this.opts.onEvent({ kind: 'gap', symbol: u.symbol, channel: 'trades', from_seq: last + 1, to_seq: u.seq - 1, reason: 'sequence_skip', origin: 'client' });
+      }
+      // Quotes skip sequences by design when conflated: just take the newest.
+    }
+    seqs.set(u.symbol, u.seq);
+    this.opts.onEvent({ kind: 'update', update: u });
+  }
+
+  private handleBookUpdate(u: BookUpdate, last: number | undefined): void {
+    if (last === undefined) return; // no snapshot yet (or dropped): deltas are meaningless
+    if (u.seq <= last) return;
+    if (u.seq !== last + 1) {
+      this.dropBook(u.symbol, `sequence break: expected ${last + 1}, got ${u.seq}`);
+      return;
+    }
+    this.lastSeq.book.set(u.symbol, u.seq);
+    this.opts.onEvent({ kind: 'update', update: u });
+  }
+
+  /** Forgets a book and asks for a fresh snapshot. */
+  private dropBook(symbol: string, reason: string): void {
+    this.lastSeq.book.delete(symbol);
+    this.opts.onEvent({ kind: 'book_reset', symbol, reason });
+    if (this.bookResync.has(symbol)) return;
+    this.bookResync.add(symbol);
+    if (this.transport === 'ws') {
+      this.send({ op: 'unsubscribe', channels: ['book'], symbols: [symbol] });
+      this.send({ op: 'subscribe', channels: ['book'], symbols: [symbol] });
+    } else {
+      this.scheduleRestart();
+    }
+  }
+}

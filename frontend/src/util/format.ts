@@ -1,0 +1,27 @@
+export function fmtMs(ms: number | null): string {
+  if (ms === null || !Number.isFinite(ms)) return '—';
+  if (Math.abs(ms) >= 1000) return `${(ms / 1000).toFixed(1)}s`;
+  if (Math.abs(ms) >= 10) return `${ms.toFixed(0)}ms`;
+  return `${ms.toFixed(1)}ms`;
+}
+
+export function fmtTime(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
+/** Compact volume; volume is a magnitude, so a float is fine here. */
+export function fmtVolume(v: string | undefined): string {
+  if (v === undefined) return '—';
+  const n = Number(v);
+  if (!Number.isFinite(n)) return v;
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}K`;
+  return v;
+}
+
+export function fmtRate(n: number): string {
+  return n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : String(Math.round(n));
+}

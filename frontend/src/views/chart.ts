@@ -1,0 +1,135 @@
+import {
+  CandlestickSeries,
+  ColorType,
+  CrosshairMode,
+  HistogramSeries,
+  type IChartApi,
+  type ISeriesApi,
+  type UTCTimestamp,
+  createChart,
+} from 'lightweight-charts';
+import { api, msToNs } from '../api';
+import { type Bar, INTERVALS, INTERVAL_MS, type Interval } from '../state/candles';
+import type { MarketStore } from '../state/store';
+import { h } from '../util/dom';
+
+const UP = '#26a69a';
+const DOWN = '#ef5350';
+const HISTORY_BARS = 300;
+
+/** Candles for the selected symbol: history from /v1/candles, live from trades. */
+export class ChartView {
+  private readonly chart: IChartApi;
+  private readonly candles: ISeriesApi<'Candlestick'>;
+  private readonly volume: ISeriesApi<'Histogram'>;
+  private readonly title = h('span', { class: 'chart-title' });
+  private readonly note = h('span', { class: 'note', 'data-testid': 'chart-note' });
+  private readonly buttons = new Map<Interval, HTMLButtonElement>();
+  readonly host: HTMLElement;
+  private load: AbortController | null = null;
+  /** Bars currently drawn; the e2e suite reads it through data-bars. */
+  private drawn = 0;
+
+  constructor(
+    root: HTMLElement,
+    private readonly store: MarketStore,
+    onInterval: (i: Interval) => void,
+  ) {
+    const switcher = h('div', { class: 'seg', 'data-testid': 'interval-switch' });
+    for (const i of INTERVALS) {
+      const b = h('button', { type: 'button', 'data-interval': i }, i);
+      b.addEventListener('click', () => onInterval(i));
+      this.buttons.set(i, b);
+      switcher.append(b);
+    }
+    this.host = h('div', { class: 'chart-host', 'data-testid': 'chart', 'data-bars': '0' });
+    root.append(h('div', { class: 'panel-head' }, this.title, switcher, this.note), this.host);
+
+    this.chart = createChart(this.host, {
+      autoSize: true,
+      layout: {
+        background: { type: ColorType.Solid, color: '#0b0e11' },
+        textColor: '#8a939f',
+        fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace',
+        fontSize: 11,
+        attributionLogo: false,
+      },
+      grid: { vertLines: { color: '#161b22' }, horzLines: { color: '#161b22' } },
+      crosshair: { mode: CrosshairMode.Normal },
+      rightPriceScale: { borderColor: '#222831' },
+      timeScale: { borderColor: '#222831', timeVisible: true, secondsVisible: true, rightOffset: 4, barSpacing: 9 },
+    });
+    this.candles = this.chart.addSeries(CandlestickSeries, {
+      upColor: UP,
+      downColor: DOWN,
+      borderVisible: false,
+      wickUpColor: UP,
+      wickDownColor: DOWN,
+    });
+    this.volume = this.chart.addSeries(HistogramSeries, { priceScaleId: 'vol', priceFormat: { type: 'volume' }, lastValueVisible: false, priceLineVisible: false });
+    this.chart.priceScale('vol').applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
+  }
+
+  get barCount(): number {
+    return this.drawn;
+  }
+
+  /** Starts a new chart for the store's selected symbol and interval and loads its history. */
+  async loadHistory(): Promise<void> {
+    const { selected: symbol, interval } = this.store;
+    for (const [i, b] of this.buttons) b.classList.toggle('active', i === interval);
+    this.title.textContent = symbol ? `${symbol} · ${interval}` : '—';
+    this.setNote('');
+    this.load?.abort();
+    if (!symbol) return;
+    const inst = this.store.instruments.get(symbol);
+    if (inst?.price_decimals !== undefined) {
+      const minMove = Number(inst.tick_size) || Math.pow(10, -inst.price_decimals);
+      this.candles.applyOptions({ priceFormat: { type: 'price', precision: inst.price_decimals, minMove } });
+    }
+    const ctl = new AbortController();
+    this.load = ctl;
+    const now = Date.now();
+    const from = now - INTERVAL_MS[interval] * HISTORY_BARS;
+    const res = await api.candles(symbol, interval, msToNs(from), msToNs(now), ctl.signal);
+    if (ctl.signal.aborted || symbol !== this.store.selected || interval !== this.store.interval) return;
+    if (res.ok && Array.isArray(res.data.candles)) {
+      this.store.candles.setHistory(res.data.candles, now);
+      this.store.dirtyChartReset = true;
+      if (res.data.candles.length === 0) this.setNote('no history yet · live');
+    } else {
+      // History is a nicety; live candles from trades keep the chart useful.
+      const why = res.ok || res.missing ? 'history not available' : `history failed: ${res.message}`;
+      this.setNote(`${why} · live trades only`);
+    }
+  }
+
+  setNote(text: string): void {
+    this.note.textContent = text;
+  }
+
+  /** Called once per frame with the bars that changed. */
+  render(reset: boolean, changed: Bar[]): void {
+    if (reset) {
+      const bars = this.store.candles.bars;
+      this.candles.setData(bars.map(toCandle));
+      this.volume.setData(bars.map(toVolume));
+      this.drawn = bars.length;
+    } else {
+      for (const b of changed) {
+        this.candles.update(toCandle(b));
+        this.volume.update(toVolume(b));
+      }
+      this.drawn = this.store.candles.bars.length;
+    }
+    this.host.dataset.bars = String(this.drawn);
+  }
+}
+
+function toCandle(b: Bar) {
+  return { time: b.time as UTCTimestamp, open: b.open, high: b.high, low: b.low, close: b.close };
+}
+
+function toVolume(b: Bar) {
+  return { time: b.time as UTCTimestamp, value: b.volume, color: b.close >= b.open ? 'rgba(38,166,154,0.35)' : 'rgba(239,83,80,0.35)' };
+}

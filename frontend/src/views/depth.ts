@@ -1,0 +1,79 @@
+import type { Level } from '../protocol';
+import type { MarketStore } from '../state/store';
+import { subDec } from '../util/decimal';
+import { h, setText } from '../util/dom';
+
+const LEVELS = 14;
+
+interface LevelRow {
+  tr: HTMLElement;
+  price: HTMLElement;
+  size: HTMLElement;
+  total: HTMLElement;
+}
+
+/** L2 ladder: asks above (best at the bottom), spread, bids below (best on top). */
+export class DepthView {
+  private readonly asks: LevelRow[] = [];
+  private readonly bids: LevelRow[] = [];
+  private readonly spread = h('td', { colspan: 3, class: 'spread' });
+  private readonly status = h('span', { class: 'note', 'data-testid': 'depth-status' });
+
+  constructor(
+    root: HTMLElement,
+    private readonly store: MarketStore,
+  ) {
+    const body = h('tbody');
+    const make = (side: 'bid' | 'ask'): LevelRow => {
+      const r = { tr: h('tr', { class: side }), price: h('td', { class: 'num price' }), size: h('td', { class: 'num' }), total: h('td', { class: 'num dim' }) };
+      r.tr.append(r.price, r.size, r.total);
+      return r;
+    };
+    for (let i = 0; i < LEVELS; i++) this.asks.push(make('ask'));
+    for (let i = 0; i < LEVELS; i++) this.bids.push(make('bid'));
+    for (let i = LEVELS - 1; i >= 0; i--) body.append(this.asks[i].tr);
+    body.append(h('tr', { class: 'spread-row' }, this.spread));
+    for (const r of this.bids) body.append(r.tr);
+    root.append(
+      h('div', { class: 'panel-head' }, h('span', { class: 'panel-title' }, 'Depth'), this.status),
+      h(
+        'div',
+        { class: 'scroll' },
+        h('table', { class: 'grid depth', 'data-testid': 'depth' }, h('thead', {}, h('tr', {}, h('th', {}, 'Price'), h('th', {}, 'Size'), h('th', {}, 'Total'))), body),
+      ),
+    );
+  }
+
+  render(): void {
+    const { book, bookStatus } = this.store;
+    const { bids, asks } = book.top(LEVELS);
+    const cumB = cumulative(bids);
+    const cumA = cumulative(asks);
+    const max = Math.max(cumB[cumB.length - 1] ?? 0, cumA[cumA.length - 1] ?? 0) || 1;
+    fill(this.bids, bids, cumB, max);
+    fill(this.asks, asks, cumA, max);
+    const spread = bids[0] && asks[0] ? subDec(asks[0][0], bids[0][0]) : null;
+    setText(this.spread, spread === null ? '' : `spread ${spread}`);
+    setText(this.status, bookStatus === 'live' ? `seq ${book.seq}` : bookStatus === 'resync' ? 'resyncing…' : 'waiting for book…');
+  }
+}
+
+function cumulative(levels: Level[]): number[] {
+  let acc = 0;
+  return levels.map(([, s]) => (acc += Number(s)));
+}
+
+function fill(rows: LevelRow[], levels: Level[], cum: number[], max: number): void {
+  rows.forEach((r, i) => {
+    const l = levels[i];
+    setText(r.price, l ? l[0] : '');
+    setText(r.size, l ? l[1] : '');
+    setText(r.total, l ? trim(cum[i]) : '');
+    // The row background draws cumulative depth (CSS gradient on --depth).
+    r.tr.style.setProperty('--depth', l ? `${((cum[i] / max) * 100).toFixed(1)}%` : '0%');
+  });
+}
+
+function trim(n: number): string {
+  return n >= 1000 ? n.toFixed(0) : n >= 1 ? n.toFixed(2) : n.toPrecision(3);
+}

@@ -1,0 +1,473 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { DEFAULT_BACKOFF, backoffDelay } from '../src/stream/backoff';
+import { type ConnState, StreamClient, type StreamClientOptions, type StreamEvent } from '../src/stream/client';
+import { FakeEventSource, FakePoll, FakeWebSocket, clocks } from './fakes';
+
+const flush = () => vi.advanceTimersByTimeAsync(0);
+
+function setup(over: Partial<StreamClientOptions> = {}) {
+  const events: StreamEvent[] = [];
+  const states: ConnState[] = [];
+  const poll = new FakePoll();
+  const client = new StreamClient({
+    baseUrl: 'http://gw.test:8080',
+    WebSocket: FakeWebSocket,
+    EventSource: FakeEventSource,
+    fetch: poll.fetch,
+    random: () => 0.5,
+    heartbeatMs: 0,
+    onEvent: (e) => events.push(e),
+    onState: (s) => states.push(s),
+    ...over,
+  });
+  const kinds = () => events.map((e) => e.kind);
+  const updates = () => events.flatMap((e) => (e.kind === 'update' ? [e.update] : []));
+  return { client, events, states, poll, kinds, updates };
+}
+
+const quote = (symbol: string, seq: number) => ({ symbol, channel: 'quotes', seq, bid: '1.00', bid_size: '1', ask: '1.01', ask_size: '2', ...clocks() });
+const trade = (symbol: string, seq: number) => ({ symbol, channel: 'trades', seq, price: '100.5', size: '0.1', side: 'buy', trade_id: seq, ...clocks() });
+const bookDelta = (symbol: string, seq: number, bids: [string, string][] = [['100', '1']]) => ({ symbol, channel: 'book', seq, bids, asks: [], ...clocks() });
+const snapshot = (symbol: string, channel: string, seq: number, data: unknown = null) => ({ type: 'snapshot', symbol, channel, seq, data, ...clocks() });
+const batch = (...updates: unknown[]) => ({ type: 'batch', updates });
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  FakeWebSocket.reset();
+  FakeEventSource.reset();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('backoffDelay', () => {
+  it('grows exponentially with equal jitter and is capped at ~10 s', () => {
+    expect(backoffDelay(0, DEFAULT_BACKOFF, () => 0)).toBe(125);
+    expect(backoffDelay(0, DEFAULT_BACKOFF, () => 1)).toBe(250);
+    expect(backoffDelay(3, DEFAULT_BACKOFF, () => 1)).toBe(2000);
+    for (let a = 0; a < 40; a++) {
+      const d = backoffDelay(a, DEFAULT_BACKOFF, Math.random);
+      expect(d).toBeLessThanOrEqual(10_000);
+      expect(d).toBeGreaterThanOrEqual(Math.min(10_000, 250 * 2 ** a) / 2);
+    }
+    expect(backoffDelay(30, DEFAULT_BACKOFF, () => 0)).toBe(5_000);
+  });
+});
+
+describe('StreamClient over WebSocket', () => {
+  it('connects to /v1/ws on the same origin and subscribes per channel on open', () => {
+    const { client, states } = setup();
+    client.subscribe(['quotes', 'trades'], ['BTC-USD', 'ETH-USD']);
+    client.subscribe(['book'], ['BTC-USD']);
+    client.start();
+    const ws = FakeWebSocket.last;
+    expect(ws.url).toBe('ws://gw.test:8080/v1/ws');
+    expect(states.at(-1)?.label).toBe('connecting');
+    ws.open();
+    expect(states.at(-1)?.label).toBe('live');
+    expect(ws.ops).toEqual([
+      { op: 'subscribe', channels: ['quotes'], symbols: ['BTC-USD', 'ETH-USD'] },
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD', 'ETH-USD'] },
+      { op: 'subscribe', channels: ['book'], symbols: ['BTC-USD'] },
+    ]);
+  });
+
+  it('sends subscribe/unsubscribe for changes while connected', () => {
+    const { client } = setup();
+    client.start();
+    FakeWebSocket.last.open();
+    client.subscribe(['quotes'], ['SOL-USD']);
+    client.subscribe(['quotes'], ['SOL-USD']); // no-op
+    client.unsubscribe(['quotes', 'book'], ['SOL-USD']);
+    expect(FakeWebSocket.last.ops).toEqual([
+      { op: 'subscribe', channels: ['quotes'], symbols: ['SOL-USD'] },
+      { op: 'unsubscribe', channels: ['quotes'], symbols: ['SOL-USD'] },
+    ]);
+  });
+
+  it('reconnects with exponential backoff and jitter, capped, and resets after a successful open', async () => {
+    const { client, states } = setup();
+    client.start();
+    FakeWebSocket.last.open(); // opened once: never falls back to SSE after this
+    const expected = [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000].map((d) => Math.round(d * 0.75)); // random = 0.5
+    for (const delay of expected) {
+      const before = FakeWebSocket.instances.length;
+      FakeWebSocket.last.drop();
+      expect(states.at(-1)?.label).toBe('reconnecting');
+      await vi.advanceTimersByTimeAsync(delay - 1);
+      expect(FakeWebSocket.instances.length).toBe(before);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(FakeWebSocket.instances.length).toBe(before + 1);
+    }
+    expect(FakeEventSource.instances).toHaveLength(0);
+    FakeWebSocket.last.open();
+    expect(states.at(-1)).toMatchObject({ label: 'live', attempt: 0 });
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(188);
+    expect(FakeWebSocket.last.readyState).toBe(0); // new attempt after the base delay again
+  });
+
+  it('resumes trades with since = last seq per symbol; quotes and book restart from snapshots', async () => {
+    const { client } = setup();
+    client.subscribe(['quotes', 'trades'], ['BTC-USD', 'ETH-USD']);
+    client.subscribe(['book'], ['BTC-USD']);
+    client.start();
+    const ws = FakeWebSocket.last;
+    ws.open();
+    ws.push(snapshot('BTC-USD', 'trades', 10, { price: '1', size: '1', side: 'buy', trade_id: 1 }));
+    ws.push(batch(trade('BTC-USD', 11), trade('BTC-USD', 12), quote('ETH-USD', 4)));
+    ws.push(snapshot('BTC-USD', 'book', 40, { bids: [], asks: [] }));
+    ws.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    const ws2 = FakeWebSocket.last;
+    expect(ws2).not.toBe(ws);
+    ws2.open();
+    expect(ws2.ops).toEqual([
+      { op: 'subscribe', channels: ['quotes'], symbols: ['BTC-USD', 'ETH-USD'] },
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD', 'ETH-USD'], since: { 'BTC-USD': 12 } },
+      { op: 'subscribe', channels: ['book'], symbols: ['BTC-USD'] },
+    ]);
+    expect(client.seqOf('book', 'BTC-USD')).toBeUndefined();
+  });
+
+  it('after a resume, drops the overlap and passes on the missed updates in order', async () => {
+    const { client, updates } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 1), trade('BTC-USD', 2)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 2), trade('BTC-USD', 3), trade('BTC-USD', 4)));
+    expect(updates().map((u) => u.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('starts over when a resumed stream restarts its sequence (server restarted)', async () => {
+    const { client, updates, events } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 500)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 3), trade('BTC-USD', 4), trade('BTC-USD', 4)));
+    expect(updates().map((u) => u.seq)).toEqual([500, 3, 4]);
+    expect(events.find((e) => e.kind === 'gap')).toMatchObject({ reason: 'sequence_reset' });
+  });
+
+  it('subscribes afresh when the server rejects a since that is ahead of it (bad_since)', async () => {
+    const { client, updates } = setup();
+    client.subscribe(['trades'], ['BTC-USD', 'ETH-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 900), trade('ETH-USD', 40)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    const ws = FakeWebSocket.last;
+    ws.open();
+    expect(ws.ops[0]).toMatchObject({ since: { 'BTC-USD': 900, 'ETH-USD': 40 } });
+    ws.push(batch(trade('ETH-USD', 41))); // ETH resumed fine
+    ws.push({ type: 'error', code: 'bad_since', message: 'since 900 is ahead of BTC-USD trades at 12', op: 'subscribe' });
+    expect(ws.ops.at(-1)).toEqual({ op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'] });
+    ws.push(snapshot('BTC-USD', 'trades', 12, { price: '1', size: '1', side: 'buy', trade_id: 1 }));
+    ws.push(batch(trade('BTC-USD', 13)));
+    expect(updates().map((u) => `${u.symbol}:${u.seq}`)).toEqual(['BTC-USD:900', 'ETH-USD:40', 'ETH-USD:41', 'BTC-USD:13']);
+  });
+
+  it('ignores stale callbacks from a socket it has replaced', async () => {
+    const { client, updates } = setup();
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    const old = FakeWebSocket.last;
+    old.open();
+    old.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    old.push(batch(quote('BTC-USD', 1)));
+    expect(updates()).toHaveLength(0);
+  });
+
+  it('treats a silent connection as dead (heartbeat) and pings meanwhile', async () => {
+    const { client } = setup({ heartbeatMs: 1_000, idleTimeoutMs: 3_000 });
+    client.start();
+    const ws = FakeWebSocket.last;
+    ws.open();
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(ws.ops).toContainEqual({ op: 'ping', id: 1 });
+    ws.push({ type: 'pong', id: 1 });
+    await vi.advanceTimersByTimeAsync(4_000);
+    expect(ws.closedByClient).toBe(true);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeWebSocket.instances.length).toBe(2);
+  });
+
+  it('reports a server-chosen close code and still reconnects', async () => {
+    const { client, events } = setup();
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.onclose?.({ code: 4008, reason: 'slow consumer' });
+    expect(events).toEqual([{ kind: 'error', code: 'closed_4008', message: 'slow consumer' }]);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
+  it('stop() closes the socket and never reconnects', async () => {
+    const { client, states } = setup();
+    client.start();
+    FakeWebSocket.last.open();
+    client.stop();
+    expect(FakeWebSocket.last.closedByClient).toBe(true);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(states.at(-1)?.label).toBe('closed');
+  });
+});
+
+describe('sequence handling', () => {
+  function live() {
+    const t = setup();
+    t.client.subscribe(['quotes', 'trades', 'book'], ['BTC-USD']);
+    t.client.start();
+    FakeWebSocket.last.open();
+    return { ...t, ws: FakeWebSocket.last };
+  }
+
+  it('applies a batch in order and drops duplicates per symbol and channel', () => {
+    const { ws, updates } = live();
+    ws.push(snapshot('BTC-USD', 'quotes', 5, { bid: '1', bid_size: '1', ask: '2', ask_size: '1' }));
+    ws.push(batch(quote('BTC-USD', 5), quote('BTC-USD', 6), trade('BTC-USD', 1), quote('BTC-USD', 6), trade('BTC-USD', 2), trade('BTC-USD', 1)));
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['quotes:6', 'trades:1', 'trades:2']);
+  });
+
+  it('accepts a quote sequence skip silently (conflation) but reports a trade skip as a gap', () => {
+    const { ws, events, updates } = live();
+    ws.push(batch(quote('BTC-USD', 1), quote('BTC-USD', 9), trade('BTC-USD', 1), trade('BTC-USD', 5)));
+    expect(updates().map((u) => u.seq)).toEqual([1, 9, 1, 5]);
+    const gaps = events.filter((e) => e.kind === 'gap');
+    expect(gaps).toEqual([{ kind: 'gap', symbol: 'BTC-USD', channel: 'trades', from_seq: 2, to_seq: 4, reason: 'sequence_skip', origin: 'client' }]);
+  });
+
+  it('ignores book deltas before a snapshot, applies seq+1, and on a break drops the book and asks for a snapshot', () => {
+    const { ws, events, updates } = live();
+    ws.push(batch(bookDelta('BTC-USD', 3)));
+    expect(updates()).toHaveLength(0);
+    ws.push(snapshot('BTC-USD', 'book', 10, { bids: [['100', '1']], asks: [['101', '1']] }));
+    ws.push(batch(bookDelta('BTC-USD', 10), bookDelta('BTC-USD', 11), bookDelta('BTC-USD', 13), bookDelta('BTC-USD', 14)));
+    expect(updates().map((u) => u.seq)).toEqual([11]);
+    expect(events.filter((e) => e.kind === 'book_reset')).toHaveLength(1);
+    expect(ws.ops.slice(-2)).toEqual([
+      { op: 'unsubscribe', channels: ['book'], symbols: ['BTC-USD'] },
+      { op: 'subscribe', channels: ['book'], symbols: ['BTC-USD'] },
+    ]);
+    ws.push(snapshot('BTC-USD', 'book', 20, { bids: [], asks: [] }));
+    ws.push(batch(bookDelta('BTC-USD', 21)));
+    expect(updates().map((u) => u.seq)).toEqual([11, 21]);
+  });
+
+  it('passes on server gaps and does not report the same hole again', () => {
+    const { ws, events } = live();
+    ws.push(batch(trade('BTC-USD', 1)));
+    ws.push({ type: 'gap', symbol: 'BTC-USD', channel: 'trades', from_seq: 2, to_seq: 40, reason: 'history_exhausted' });
+    ws.push(batch(trade('BTC-USD', 41)));
+    const gaps = events.filter((e) => e.kind === 'gap');
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({ origin: 'server', from_seq: 2, to_seq: 40 });
+  });
+
+  it('book_invalidated drops the book until the next snapshot', () => {
+    const { ws, kinds, updates } = live();
+    ws.push(snapshot('BTC-USD', 'book', 1, { bids: [], asks: [] }));
+    ws.push({ type: 'book_invalidated', symbol: 'BTC-USD' });
+    ws.push(batch(bookDelta('BTC-USD', 2)));
+    expect(kinds()).toContain('book_reset');
+    expect(updates()).toHaveLength(0);
+  });
+
+  it('filters symbols and channels it is not subscribed to, and ignores garbage frames', () => {
+    const { ws, events } = live();
+    ws.push(batch(quote('ETH-USD', 1)));
+    ws.push(snapshot('ETH-USD', 'quotes', 1));
+    ws.push('not json');
+    ws.push({ no: 'type' });
+    expect(events).toHaveLength(0);
+  });
+
+  it('reports errors and pongs with round-trip time', () => {
+    const { client, ws, events } = live();
+    const id = client.ping()!;
+    vi.advanceTimersByTime(7);
+    ws.push({ type: 'pong', id });
+    ws.push({ type: 'error', code: 'unknown_symbol', message: 'no instrument NOPE', op: 'subscribe' });
+    expect(events).toEqual([
+      { kind: 'pong', id, rttMs: 7 },
+      { kind: 'error', code: 'unknown_symbol', message: 'no instrument NOPE' },
+    ]);
+  });
+});
+
+describe('fallback to SSE', () => {
+  it('uses SSE at once when window.WebSocket is missing', () => {
+    const { client, states } = setup({ WebSocket: null });
+    client.subscribe(['quotes', 'trades'], ['BTC-USD', 'ETH-USD']);
+    client.subscribe(['book'], ['BTC-USD']);
+    client.start();
+    expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD,ETH-USD&channels=quotes,trades,book');
+    FakeEventSource.last.open();
+    expect(states.at(-1)?.label).toBe('sse');
+  });
+
+  it('uses SSE at once when the WebSocket constructor throws', () => {
+    FakeWebSocket.throwOnConstruct = true;
+    const { client } = setup();
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    expect(FakeEventSource.instances).toHaveLength(1);
+    expect(client.transport).toBe('sse');
+  });
+
+  it('falls back after N WebSocket failures that never opened', async () => {
+    const { client } = setup({ failuresBeforeFallback: 3 });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      expect(FakeEventSource.instances).toHaveLength(0);
+      FakeWebSocket.last.drop();
+      await vi.advanceTimersByTimeAsync(10_000);
+    }
+    expect(FakeWebSocket.instances).toHaveLength(3);
+    expect(FakeEventSource.instances).toHaveLength(1);
+    expect(client.transport).toBe('sse');
+  });
+
+  it('streams messages over SSE with the same sequence rules', () => {
+    const { client, updates } = setup({ WebSocket: null });
+    client.subscribe(['quotes', 'trades'], ['BTC-USD']);
+    client.start();
+    const es = FakeEventSource.last;
+    es.push(batch(trade('BTC-USD', 1), trade('BTC-USD', 1), quote('BTC-USD', 3)));
+    expect(client.state.label).toBe('sse'); // first message counts as open
+    expect(updates().map((u) => u.seq)).toEqual([1, 3]);
+  });
+
+  it('reopens the SSE stream (coalesced) when the subscription changes', async () => {
+    const { client } = setup({ WebSocket: null });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeEventSource.last.open();
+    client.subscribe(['quotes'], ['ETH-USD']);
+    client.subscribe(['trades'], ['ETH-USD']);
+    await flush();
+    expect(FakeEventSource.instances).toHaveLength(2);
+    expect(FakeEventSource.instances[0].closed).toBe(true);
+    expect(FakeEventSource.last.url).toContain('symbols=BTC-USD,ETH-USD&channels=quotes,trades');
+  });
+
+  it('reconnects SSE with backoff once it has worked, and never falls to polling', async () => {
+    const { client, states } = setup({ WebSocket: null });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeEventSource.last.open();
+    for (let i = 0; i < 5; i++) {
+      FakeEventSource.last.fail();
+      expect(states.at(-1)?.label).toBe('reconnecting');
+      await vi.advanceTimersByTimeAsync(10_000);
+    }
+    expect(FakeEventSource.instances).toHaveLength(6);
+    expect(client.transport).toBe('sse');
+  });
+});
+
+describe('fallback to long-polling', () => {
+  it('polls when EventSource is missing too, carrying the cursor', async () => {
+    const { client, poll, updates, states } = setup({ WebSocket: null, EventSource: null });
+    client.subscribe(['quotes', 'trades'], ['BTC-USD']);
+    client.start();
+    await flush();
+    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes,trades');
+    poll.respond({ cursor: 'c1', messages: [snapshot('BTC-USD', 'quotes', 4, { bid: '1', bid_size: '1', ask: '2', ask_size: '1' })] });
+    await flush();
+    expect(states.at(-1)?.label).toBe('poll');
+    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes,trades&cursor=c1');
+    poll.respond({ cursor: 'c2', messages: [] }); // a held poll that timed out empty
+    await flush();
+    poll.respond({ cursor: 'c3', messages: [batch(quote('BTC-USD', 5), trade('BTC-USD', 1))] });
+    await flush();
+    expect(poll.last.url).toContain('cursor=c3');
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['quotes:5', 'trades:1']);
+  });
+
+  it('falls back to polling after N SSE failures that never opened', async () => {
+    const { client, poll } = setup({ WebSocket: null, failuresBeforeFallback: 2 });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeEventSource.last.fail();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeEventSource.instances).toHaveLength(2);
+    FakeEventSource.last.fail();
+    await flush();
+    expect(client.transport).toBe('poll');
+    expect(poll.calls).toHaveLength(1);
+  });
+
+  it('goes WebSocket -> SSE -> poll when the first two never work', async () => {
+    const { client, poll } = setup({ failuresBeforeFallback: 1 });
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.drop();
+    FakeEventSource.last.fail();
+    await flush();
+    expect(client.transport).toBe('poll');
+    expect(poll.calls).toHaveLength(1);
+  });
+
+  it('retries a failed poll with backoff and drops the cursor', async () => {
+    const { client, poll, states } = setup({ WebSocket: null, EventSource: null });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    await flush();
+    poll.respond({ cursor: 'c1', messages: [] });
+    await flush();
+    poll.fail();
+    await flush();
+    expect(states.at(-1)?.label).toBe('reconnecting');
+    expect(poll.calls).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(250);
+    expect(poll.calls).toHaveLength(3);
+    expect(poll.last.url).not.toContain('cursor');
+    poll.respond({ error: 'x' }, 500);
+    await flush();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(poll.calls).toHaveLength(4);
+  });
+
+  it('restarts the poll without a cursor when the subscription changes', async () => {
+    const { client, poll } = setup({ WebSocket: null, EventSource: null });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    await flush();
+    poll.respond({ cursor: 'c1', messages: [] });
+    await flush();
+    client.subscribe(['quotes'], ['ETH-USD']);
+    await flush();
+    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD,ETH-USD&channels=quotes');
+  });
+});
+
+describe('one-shot streams (replay)', () => {
+  it('sends no subscribe ops, filters by its subscriptions and closes for good when the server ends', async () => {
+    const { client, states, updates } = setup({ wsPath: '/v1/replay?symbols=BTC-USD&speed=10', transports: ['ws'], reconnect: false, sendSubscribe: false });
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    const ws = FakeWebSocket.last;
+    expect(ws.url).toBe('ws://gw.test:8080/v1/replay?symbols=BTC-USD&speed=10');
+    ws.open();
+    expect(ws.sent).toHaveLength(0);
+    ws.push(batch(trade('BTC-USD', 1), trade('ETH-USD', 1)));
+    ws.drop(1000);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(updates()).toHaveLength(1);
+    expect(states.at(-1)?.label).toBe('closed');
+  });
+});

@@ -1,0 +1,183 @@
+import { describe, expect, it, vi } from 'vitest';
+import { OrderBook } from '../src/state/book';
+import { CandleBuilder } from '../src/state/candles';
+import { RateMeter, RollingMedian } from '../src/state/metrics';
+import { loadPrefs, savePrefs } from '../src/state/prefs';
+import { MarketStore } from '../src/state/store';
+import { addDec, subDec } from '../src/util/decimal';
+import { FrameScheduler } from '../src/util/frame';
+
+describe('decimal strings', () => {
+  it('adds and subtracts exactly at the larger scale', () => {
+    expect(addDec('0.1', '0.2')).toBe('0.3');
+    expect(addDec('1.2000', '0.00001')).toBe('1.20001');
+    expect(subDec('64123.50', '64200.00')).toBe('-76.50');
+    expect(subDec('0.0003', '0.0010')).toBe('-0.0007');
+    expect(addDec('99999999999999999.99', '0.01')).toBe('100000000000000000.00');
+    expect(addDec('x', '1')).toBeNull();
+  });
+});
+
+describe('OrderBook', () => {
+  it('applies deltas, removes zero-size levels and sorts best first', () => {
+    const b = new OrderBook();
+    b.reset([['100.00', '1'], ['99.50', '2']], [['100.50', '3'], ['101.00', '1']], 10);
+    b.apply([['99.50', '0'], ['100.25', '4']], [['100.5', '0.0000'], ['100.75', '1']], 11);
+    expect(b.top(5)).toEqual({
+      bids: [['100.25', '4'], ['100.00', '1']],
+      asks: [['100.75', '1'], ['101.00', '1']],
+    });
+    expect(b.seq).toBe(11);
+  });
+});
+
+describe('CandleBuilder', () => {
+  it('buckets trades by interval and tracks OHLCV', () => {
+    const c = new CandleBuilder(60_000);
+    const t0 = 1_700_000_080_000; // 40 s into the minute starting at 1_700_000_040 s
+    c.addTrade(10, 1, t0);
+    c.addTrade(12, 1, t0 + 5_000);
+    c.addTrade(9, 2, t0 + 10_000);
+    c.addTrade(11, 1, t0 + 25_000); // next minute
+    expect(c.bars).toEqual([
+      { time: 1_700_000_040, open: 10, high: 12, low: 9, close: 9, volume: 4 },
+      { time: 1_700_000_100, open: 11, high: 11, low: 11, close: 11, volume: 1 },
+    ]);
+    expect(c.addTrade(5, 1, t0)).toBeNull(); // older than the last bar
+  });
+
+  it('merges history with bars built while it loaded and skips trades already in history', () => {
+    const c = new CandleBuilder(1_000);
+    c.addTrade(5, 1, 10_500);
+    c.setHistory(
+      [
+        { t: 8_000_000_000, open: '1', high: '2', low: '1', close: '2', volume: '3' },
+        { t: 9_000_000_000, open: '2', high: '3', low: '2', close: '3', volume: '1' },
+      ],
+      9_900,
+    );
+    expect(c.bars.map((b) => b.time)).toEqual([8, 9, 10]);
+    expect(c.addTrade(7, 1, 9_800)).toBeNull();
+  });
+});
+
+describe('metrics', () => {
+  it('rolling median over the window', () => {
+    const m = new RollingMedian(3);
+    expect(m.median()).toBeNull();
+    [5, 1, 3].forEach((v) => m.add(v));
+    expect(m.median()).toBe(3);
+    m.add(100);
+    m.add(100); // window now 3,100,100
+    expect(m.median()).toBe(100);
+  });
+
+  it('rate over the last second', () => {
+    let now = 1_000;
+    const r = new RateMeter(() => now);
+    for (let i = 0; i < 10; i++) {
+      r.add();
+      now += 100;
+    }
+    expect(r.perSecond()).toBeGreaterThanOrEqual(7);
+    now += 2_000;
+    expect(r.perSecond()).toBe(0);
+  });
+});
+
+describe('prefs', () => {
+  it('round-trips and survives garbage', () => {
+    const mem = new Map<string, string>();
+    const storage = { getItem: (k: string) => mem.get(k) ?? null, setItem: (k: string, v: string) => void mem.set(k, v) };
+    expect(loadPrefs(storage)).toEqual({ watchlist: null, selected: null, interval: '1m' });
+    savePrefs({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m' }, storage);
+    expect(loadPrefs(storage)).toEqual({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m' });
+    mem.set('tickwire.prefs.v1', '{not json');
+    expect(loadPrefs(storage).watchlist).toBeNull();
+  });
+});
+
+describe('FrameScheduler', () => {
+  it('coalesces many requests into one render per frame', () => {
+    const frames: (() => void)[] = [];
+    const render = vi.fn();
+    const s = new FrameScheduler(render, (cb) => frames.push(cb));
+    for (let i = 0; i < 1000; i++) s.request();
+    expect(frames).toHaveLength(1);
+    frames.shift()!();
+    expect(render).toHaveBeenCalledTimes(1);
+    s.request();
+    expect(frames).toHaveLength(1);
+  });
+});
+
+describe('MarketStore', () => {
+  const clocks = { ts_event: Date.now() * 1e6, ts_recv: Date.now() * 1e6, ts_send: Date.now() * 1e6 };
+
+  it('adds trade sizes to REST volume exactly, skipping trades the stats already counted', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    st.applyRestSnapshot([
+      { symbol: 'BTC-USD', quote: null, last_trade: { seq: 5, price: '100.00', size: '1', side: 'buy', trade_id: 5, ts_event: 0 }, stats: { open: '90.00', high: '1', low: '1', volume: '10.1', trades: 5 } },
+    ]);
+    for (const seq of [5, 6, 7]) {
+      st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'trades', seq, price: '101.00', size: '0.2', side: 'sell', trade_id: seq, ...clocks } });
+    }
+    const s = st.symbols.get('BTC-USD')!;
+    expect(s.volume).toBe('10.5');
+    expect(s.last).toBe('101.00');
+    expect(s.open).toBe('90.00');
+  });
+
+  it('starts volume and open from the first trade when the server has no stats yet', () => {
+    const st = new MarketStore();
+    st.track('SOL-USD');
+    st.applyRestSnapshot([{ symbol: 'SOL-USD', quote: null, last_trade: null, stats: null }]);
+    st.apply({ kind: 'update', update: { symbol: 'SOL-USD', channel: 'trades', seq: 1, price: '150.01', size: '2.5', side: 'buy', trade_id: 1, ...clocks } });
+    st.apply({ kind: 'update', update: { symbol: 'SOL-USD', channel: 'trades', seq: 2, price: '150.05', size: '0.5', side: 'buy', trade_id: 2, ...clocks } });
+    expect(st.symbols.get('SOL-USD')).toMatchObject({ open: '150.01', volume: '3.0', last: '150.05' });
+  });
+
+  it('marks changes dirty once and hands them over per frame', () => {
+    const onDirty = vi.fn();
+    const st = new MarketStore(onDirty);
+    st.track('ETH-USD');
+    st.select('ETH-USD');
+    st.takeDirty();
+    for (let i = 1; i <= 100; i++) {
+      st.apply({ kind: 'update', update: { symbol: 'ETH-USD', channel: 'quotes', seq: i, bid: `${i}.00`, bid_size: '1', ask: `${i}.01`, ask_size: '1', ...clocks } });
+      st.apply({ kind: 'update', update: { symbol: 'ETH-USD', channel: 'trades', seq: i, price: `${i}.00`, size: '1', side: 'buy', trade_id: i, ...clocks } });
+    }
+    const d = st.takeDirty();
+    expect(d.symbols).toEqual(['ETH-USD']);
+    expect(d.tape).toBe(true);
+    expect(d.bars.length).toBeGreaterThanOrEqual(1);
+    expect(st.symbols.get('ETH-USD')!.bid).toBe('100.00');
+    expect(st.tape[0].price).toBe('100.00');
+    expect(st.latencyEvent.median()).not.toBeNull();
+    expect(st.takeDirty().symbols).toEqual([]);
+  });
+
+  it('seeds an empty tape and chart from the trades snapshot, but only once', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    st.select('BTC-USD');
+    const snap = { type: 'snapshot' as const, symbol: 'BTC-USD', channel: 'trades' as const, seq: 3, data: { price: '64000.00', size: '0.1', side: 'buy' as const, trade_id: 7 }, ...clocks };
+    st.apply({ kind: 'snapshot', msg: snap });
+    st.apply({ kind: 'snapshot', msg: snap });
+    expect(st.tape.map((t) => t.tradeId)).toEqual([7]);
+    expect(st.candles.bars).toHaveLength(1);
+  });
+
+  it('keeps the book only for the selected symbol and clears it on reset', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    st.select('BTC-USD');
+    st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'BTC-USD', channel: 'book', seq: 1, data: { bids: [['1', '1']], asks: [['2', '1']] }, ...clocks } });
+    st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'book', seq: 2, bids: [['1.5', '2']], asks: [], ...clocks } });
+    expect(st.book.top(5).bids[0]).toEqual(['1.5', '2']);
+    st.apply({ kind: 'book_reset', symbol: 'BTC-USD', reason: 'x' });
+    expect(st.book.empty).toBe(true);
+    expect(st.bookStatus).toBe('resync');
+  });
+});

@@ -1,0 +1,96 @@
+// @vitest-environment happy-dom
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { MarketStore } from '../src/state/store';
+import { Flasher } from '../src/util/dom';
+import { WatchlistView } from '../src/views/watchlist';
+
+const clocks = { ts_event: 1, ts_send: 1 };
+
+describe('WatchlistView', () => {
+  beforeEach(() => {
+    // happy-dom's IntersectionObserver never reports; without one every row counts as visible.
+    vi.stubGlobal('IntersectionObserver', undefined);
+    document.body.innerHTML = '';
+  });
+
+  function mount() {
+    const root = document.createElement('div');
+    document.body.append(root);
+    const store = new MarketStore();
+    const handlers = { onSelect: vi.fn(), onAdd: vi.fn(), onRemove: vi.fn() };
+    const view = new WatchlistView(root, store, handlers);
+    for (const s of ['BTC-USD', 'ETH-USD']) store.track(s);
+    view.setSymbols(['BTC-USD', 'ETH-USD']);
+    return { root, store, view, handlers };
+  }
+
+  const cell = (root: HTMLElement, sym: string, cls: string) => root.querySelector(`tr[data-symbol="${sym}"] td.${cls}`)!;
+
+  it('shows the server strings and flashes by direction', () => {
+    const { root, store, view } = mount();
+    const quote = (seq: number, bid: string) =>
+      store.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'quotes', seq, bid, bid_size: '1', ask: '64124.00', ask_size: '1', ...clocks } });
+    quote(1, '64123.50');
+    view.render(store.takeDirty().symbols);
+    expect(cell(root, 'BTC-USD', 'bid').textContent).toBe('64123.50');
+    quote(2, '64123.60');
+    view.render(store.takeDirty().symbols);
+    expect(cell(root, 'BTC-USD', 'bid').classList.contains('flash-up')).toBe(true);
+    quote(3, '64000.00');
+    view.render(store.takeDirty().symbols);
+    expect(cell(root, 'BTC-USD', 'bid').classList.contains('flash-down')).toBe(true);
+    expect(cell(root, 'BTC-USD', 'bid').classList.contains('flash-up')).toBe(false);
+    expect(cell(root, 'BTC-USD', 'ask').className).not.toMatch(/flash/); // unchanged value
+  });
+
+  it('computes change from the session open exactly', () => {
+    const { root, store, view } = mount();
+    store.applyRestSnapshot([{ symbol: 'ETH-USD', quote: null, last_trade: null, stats: { open: '3400.10', high: '1', low: '1', volume: '12.5', trades: 1 } }]);
+    store.apply({ kind: 'update', update: { symbol: 'ETH-USD', channel: 'trades', seq: 1, price: '3399.90', size: '0.5', side: 'sell', trade_id: 1, ...clocks } });
+    view.render(store.takeDirty().symbols);
+    expect(cell(root, 'ETH-USD', 'chg').textContent).toBe('-0.20');
+    expect(cell(root, 'ETH-USD', 'pct').textContent).toBe('-0.01%');
+    expect(cell(root, 'ETH-USD', 'vol').textContent).toBe('13.0');
+  });
+
+  it('adds from the search, selects and removes by click', () => {
+    const { root, view, handlers } = mount();
+    view.setInstruments([{ symbol: 'BTC-USD' }, { symbol: 'AAPL', kind: 'equity' }, { symbol: 'MSFT', kind: 'equity' }]);
+    const input = root.querySelector<HTMLInputElement>('[data-testid=symbol-search]')!;
+    input.focus();
+    input.value = 'aap';
+    input.dispatchEvent(new Event('input'));
+    const items = [...root.querySelectorAll<HTMLElement>('[data-testid=search-results] li')].map((li) => li.dataset.symbol);
+    expect(items).toEqual(['AAPL']);
+    input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter' }));
+    expect(handlers.onAdd).toHaveBeenCalledWith('AAPL');
+    (root.querySelector('tr[data-symbol="ETH-USD"] td.sym') as HTMLElement).click();
+    expect(handlers.onSelect).toHaveBeenCalledWith('ETH-USD');
+    (root.querySelector('tr[data-symbol="ETH-USD"] td.remove') as HTMLElement).click();
+    expect(handlers.onRemove).toHaveBeenCalledWith('ETH-USD');
+  });
+});
+
+describe('Flasher', () => {
+  it('lights a cell on/off without animation and asks for a frame when one expires', () => {
+    vi.useFakeTimers();
+    let now = 0;
+    const request = vi.fn();
+    const f = new Flasher(request, 400, () => now);
+    const a = document.createElement('td');
+    const b = document.createElement('td');
+    f.flash(a, 'up');
+    now = 200;
+    f.flash(b, 'down');
+    f.flash(a, 'down'); // re-flash extends and flips direction
+    expect(a.className).toBe('flash-down');
+    now = 600;
+    vi.advanceTimersByTime(600);
+    expect(request).toHaveBeenCalled();
+    f.sweep();
+    expect(b.className).toBe('');
+    expect(a.className).toBe('');
+    expect(f.active).toBe(0);
+    vi.useRealTimers();
+  });
+});

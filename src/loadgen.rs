@@ -1,0 +1,592 @@
+//! The end-to-end load generator behind `tickwire bench`.
+//!
+//! Opens N WebSocket clients against a gateway (ours, or a peer speaking the same
+//! JSON batch format), subscribes each to S symbols, and measures every update's
+//! latency from its three clocks: exchange → receive (`ts_recv - ts_event`),
+//! receive → send (`ts_send - ts_recv`), send → client (arrival - `ts_send`) and the
+//! total (arrival - `ts_event`), in HDR histograms. It also counts delivered
+//! updates and gaps, and samples the server's CPU and RSS from `/proc` when it
+//! knows the server's pid. Clients read with a light scanner (JSON) or prost
+//! (protobuf) so that the generator, which shares the machine with the server,
+//! spends as little CPU per update as it can.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use prost::Message as _;
+use serde::Serialize;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::codec::Format;
+use crate::codec::proto::pb;
+use crate::model::now_nanos;
+
+/// Why a load run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bad gateway URL {0:?}")]
+    BadUrl(String),
+    #[error("client {index} could not connect: {message}")]
+    Connect { index: usize, message: String },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub url: String,
+    pub clients: usize,
+    pub symbols: Vec<String>,
+    pub symbols_per_client: usize,
+    pub channels: Vec<String>,
+    pub format: Format,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Spread client source addresses over 127.0.0.1..=127.0.0.N (past ~30,000
+    /// connections one address runs out of ports).
+    pub source_ips: u8,
+    /// Clients only connect and hold (memory per idle connection).
+    pub idle: bool,
+    /// The server's pid, for CPU and RSS.
+    pub server_pid: Option<u32>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let us = |ns: u64| (ns as f64 / 1_000.0 * 10.0).round() / 10.0;
+        Self {
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            samples: h.len(),
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub symbols_per_client: usize,
+    pub format: String,
+    pub seconds: f64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    pub frames_per_s: f64,
+    pub gaps: u64,
+    pub total_us: Percentiles,
+    pub exchange_to_receive_us: Percentiles,
+    pub receive_to_send_us: Percentiles,
+    pub send_to_client_us: Percentiles,
+    /// Server CPU over the measured window, in percent of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// The load generator's own CPU over the window (it shares the machine).
+    pub client_cpu_pct: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    /// Server RSS growth per connection since before the clients connected, KiB.
+    pub server_kib_per_connection: Option<f64>,
+}
+
+/// One client's histograms (nanoseconds).
+struct Recorder {
+    total: Histogram<u64>,
+    exch_recv: Histogram<u64>,
+    recv_send: Histogram<u64>,
+    send_client: Histogram<u64>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
+        Self { total: h(), exch_recv: h(), recv_send: h(), send_client: h() }
+    }
+    fn record(&mut self, now: u64, ts_event: u64, ts_recv: u64, ts_send: u64) {
+        let clamp = |v: u64| v.clamp(1, 60_000_000_000);
+        self.total.saturating_record(clamp(now.saturating_sub(ts_event)));
+        self.exch_recv.saturating_record(clamp(ts_recv.saturating_sub(ts_event)));
+        self.recv_send.saturating_record(clamp(ts_send.saturating_sub(ts_recv)));
+        self.send_client.saturating_record(clamp(now.saturating_sub(ts_send)));
+    }
+    fn merge(&mut self, other: &Recorder) {
+        let _ = self.total.add(&other.total);
+        let _ = self.exch_recv.add(&other.exch_recv);
+        let _ = self.recv_send.add(&other.recv_send);
+        let _ = self.send_client.add(&other.send_client);
+    }
+}
+
+fn number_after(frame: &[u8], at: usize) -> (u64, usize) {
+    let mut value = 0u64;
+    let mut i = at;
+    while let Some(d) = frame.get(i).filter(|b| b.is_ascii_digit()) {
+        value = value * 10 + u64::from(d - b'0');
+        i += 1;
+    }
+    (value, i)
+}
+
+/// Calls `each(ts_event, ts_recv, ts_send)` for every update of a JSON batch frame,
+/// without a full parse. Returns whether the frame was a gap notice.
+fn scan_json(frame: &[u8], mut each: impl FnMut(u64, u64, u64)) -> bool {
+    if frame.starts_with(br#"{"type":"gap""#) {
+        return true;
+    }
+    if !frame.starts_with(br#"{"type":"batch""#) {
+        return false;
+    }
+    let finder = memchr::memmem::Finder::new(br#""ts_event":"#);
+    let mut at = 0;
+    while let Some(found) = finder.find(&frame[at..]) {
+        let (ts_event, end) = number_after(frame, at + found + 11);
+        // ts_recv and ts_send follow ts_event in every update.
+        let (ts_recv, end) = number_after(frame, end + br#","ts_recv":"#.len());
+        let (ts_send, end) = number_after(frame, end + br#","ts_send":"#.len());
+        each(ts_event, ts_recv, ts_send);
+        at = end;
+    }
+    false
+}
+
+/// Counters shared by all clients.
+#[derive(Default)]
+struct Shared {
+    delivered: AtomicU64,
+    frames: AtomicU64,
+    gaps: AtomicU64,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Resident set size of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn connect_one(
+    config: &LoadConfig,
+    index: usize,
+    addr: SocketAddr,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, LoadError> {
+    let fail = |message: String| LoadError::Connect { index, message };
+    let socket = TcpSocket::new_v4().map_err(|e| fail(e.to_string()))?;
+    if config.source_ips > 1 {
+        let host = 1 + (index % usize::from(config.source_ips)) as u8;
+        socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)).map_err(|e| fail(e.to_string()))?;
+    }
+    let stream = socket.connect(addr).await.map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    let mut request = config.url.as_str().into_client_request().map_err(|e| fail(e.to_string()))?;
+    if config.format == Format::Proto {
+        request.headers_mut().insert("Sec-WebSocket-Protocol", Format::Proto.subprotocol().parse().expect("header"));
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| fail(e.to_string()))?;
+    Ok(ws)
+}
+
+/// Runs the load and reports.
+pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
+    let authority = config
+        .url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| LoadError::BadUrl(config.url.clone()))?;
+    let addr: SocketAddr = authority.parse().map_err(|_| LoadError::BadUrl(config.url.clone()))?;
+    let rss_before = config.server_pid.and_then(rss_kib);
+    let shared = Arc::new(Shared::default());
+
+    // Connect in waves so the listener's backlog is not overrun.
+    let mut sockets = Vec::with_capacity(config.clients);
+    for wave in (0..config.clients).collect::<Vec<_>>().chunks(256) {
+        let opened = futures_util::future::join_all(wave.iter().map(|&i| connect_one(&config, i, addr))).await;
+        for socket in opened {
+            sockets.push(socket?);
+        }
+    }
+
+    let mut tasks = Vec::with_capacity(config.clients);
+    for (index, mut ws) in sockets.into_iter().enumerate() {
+        let shared = shared.clone();
+        let symbols: Vec<String> = (0..config.symbols_per_client.min(config.symbols.len()))
+            .map(|k| config.symbols[(index + k) % config.symbols.len()].clone())
+            .collect();
+        let (channels, format, idle) = (config.channels.clone(), config.format, config.idle);
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new();
+            if idle {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                drop(ws);
+                return recorder;
+            }
+            let subscribe = match format {
+                Format::Json => Message::text(
+                    serde_json::json!({"op":"subscribe","channels":channels,"symbols":symbols}).to_string(),
+                ),
+                Format::Proto => {
+                    let channels = channels
+                        .iter()
+                        .filter_map(|c| crate::model::Channel::parse(c))
+                        .map(|c| crate::codec::proto::channel(c) as i32)
+                        .collect();
+                    let sub = pb::Subscribe { channels, symbols, ..Default::default() };
+                    Message::binary(
+                        pb::ClientMessage { op: Some(pb::client_message::Op::Subscribe(sub)) }.encode_to_vec(),
+                    )
+                }
+            };
+            if ws.send(subscribe).await.is_err() {
+                return recorder;
+            }
+            while !shared.stop.load(Ordering::Relaxed) {
+                let message = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(message))) => message,
+                    Ok(_) => break,
+                    Err(_) => continue,
+                };
+                let now = now_nanos();
+                let measuring = shared.measuring.load(Ordering::Relaxed);
+                let mut count = 0u64;
+                let mut record = |e: u64, r: u64, s: u64| {
+                    count += 1;
+                    if measuring {
+                        recorder.record(now, e, r, s);
+                    }
+                };
+                let gap = match &message {
+                    Message::Text(text) => scan_json(text.as_bytes(), &mut record),
+                    Message::Binary(bytes) => match pb::ServerMessage::decode(bytes.as_ref()).ok().and_then(|m| m.kind)
+                    {
+                        Some(pb::server_message::Kind::Batch(batch)) => {
+                            for u in &batch.updates {
+                                let recv = u.ts_event + u.recv_delta_ns;
+                                record(u.ts_event, recv, recv + u.send_delta_ns);
+                            }
+                            false
+                        }
+                        Some(pb::server_message::Kind::Gap(_)) => true,
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if measuring {
+                    shared.delivered.fetch_add(count, Ordering::Relaxed);
+                    shared.frames.fetch_add(1, Ordering::Relaxed);
+                    if gap {
+                        shared.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            recorder
+        }));
+    }
+
+    tokio::time::sleep(config.warmup).await;
+    let cpu_start = config.server_pid.and_then(cpu_ticks);
+    let own_start = cpu_ticks(std::process::id());
+    let started = Instant::now();
+    shared.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(config.duration).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_end = config.server_pid.and_then(cpu_ticks);
+    let own_end = cpu_ticks(std::process::id());
+    let rss_now = config.server_pid.and_then(rss_kib);
+    shared.stop.store(true, Ordering::Relaxed);
+
+    let mut all = Recorder::new();
+    for task in tasks {
+        if let Ok(recorder) = task.await {
+            all.merge(&recorder);
+        }
+    }
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    Ok(LoadReport {
+        clients: config.clients,
+        symbols_per_client: if config.idle { 0 } else { config.symbols_per_client },
+        format: format!("{:?}", config.format).to_lowercase(),
+        seconds,
+        delivered,
+        delivered_per_s: delivered as f64 / seconds,
+        frames_per_s: shared.frames.load(Ordering::Relaxed) as f64 / seconds,
+        gaps: shared.gaps.load(Ordering::Relaxed),
+        total_us: Percentiles::of(&all.total),
+        exchange_to_receive_us: Percentiles::of(&all.exch_recv),
+        receive_to_send_us: Percentiles::of(&all.recv_send),
+        send_to_client_us: Percentiles::of(&all.send_client),
+        server_cpu_pct: cpu_start.zip(cpu_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
+        client_cpu_pct: own_start.zip(own_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
+        server_rss_mib: rss_now.map(|kib| kib as f64 / 1024.0),
+        server_kib_per_connection: rss_before
+            .zip(rss_now)
+            .map(|(before, now)| now.saturating_sub(before) as f64 / config.clients.max(1) as f64),
+    })
+}
+
+/// A terminal table of reports.
+pub fn table(rows: &[(String, LoadReport)]) -> String {
+    let mut out = format!(
+        "{:<34} {:>7} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8} {:>9}\n",
+        "scenario",
+        "clients",
+        "updates/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "srv cpu",
+        "gen cpu",
+        "rss MiB",
+        "KiB/conn"
+    );
+    for (name, r) in rows {
+        let t = &r.total_us;
+        out.push_str(&format!(
+            "{:<34} {:>7} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7} {:>8} {:>9}\n",
+            name,
+            r.clients,
+            r.delivered_per_s,
+            t.p50,
+            t.p90,
+            t.p99,
+            t.p999,
+            t.max,
+            r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
+            r.client_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
+            r.server_rss_mib.map_or("-".into(), |v| format!("{v:.0}")),
+            r.server_kib_per_connection.map_or("-".into(), |v| format!("{v:.1}")),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_reads_every_update_clock() {
+        let frame = br#"{"type":"batch","updates":[{"symbol":"A","channel":"quotes","seq":1,"bid":"1.00","ts_event":10,"ts_recv":20,"ts_send":30},{"symbol":"B","channel":"book","seq":2,"bids":[["1","2"]],"asks":[],"ts_event":11,"ts_recv":21,"ts_send":31}]}"#;
+        let mut seen = Vec::new();
+        assert!(!scan_json(frame, |e, r, s| seen.push((e, r, s))));
+        assert_eq!(seen, vec![(10, 20, 30), (11, 21, 31)]);
+        assert!(scan_json(br#"{"type":"gap","symbol":"A"}"#, |_, _, _| {}));
+        let mut none = 0;
+        scan_json(br#"{"type":"snapshot","ts_event":1,"ts_recv":2,"ts_send":3}"#, |_, _, _| none += 1);
+        assert_eq!(none, 0, "snapshots are not updates");
+    }
+}
+
+/// `tickwire bench`: start (or target) a gateway, run the load, print the table,
+/// write JSON, and compare with a baseline.
+pub mod command {
+    use std::io::BufRead;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use super::{LoadConfig, LoadError, LoadReport, run, table};
+    use crate::codec::Format;
+    use crate::feed::simulator::DEFAULT_UNIVERSE;
+
+    /// `tickwire bench` flags.
+    #[derive(Debug, Clone, clap::Args)]
+    pub struct BenchArgs {
+        /// Gateway to load; when absent, a `tickwire serve` is started for the run.
+        #[arg(long)]
+        pub url: Option<String>,
+        /// Pid of the gateway at --url, for its CPU and RSS.
+        #[arg(long)]
+        pub server_pid: Option<u32>,
+        #[arg(long, default_value_t = 100)]
+        pub clients: usize,
+        #[arg(long, default_value_t = 5)]
+        pub symbols_per_client: usize,
+        /// Symbols to spread over the clients (default: the simulator's universe).
+        #[arg(long, value_delimiter = ',')]
+        pub symbols: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "quotes,trades")]
+        pub channels: Vec<String>,
+        /// Simulator events per second offered by the started gateway.
+        #[arg(long, default_value_t = 1_000)]
+        pub rate: u64,
+        #[arg(long, default_value_t = 5.0)]
+        pub duration_s: f64,
+        #[arg(long, default_value_t = 1.0)]
+        pub warmup_s: f64,
+        #[arg(long, default_value = "json", value_parser = |s: &str| Format::from_param(s).ok_or("json or proto"))]
+        pub format: Format,
+        /// Connect and hold only (memory per idle connection).
+        #[arg(long)]
+        pub idle: bool,
+        /// Spread client source addresses over this many loopback addresses.
+        #[arg(long, default_value_t = 1)]
+        pub source_ips: u8,
+        /// Name of the scenario in the table and the JSON.
+        #[arg(long, default_value = "tickwire")]
+        pub name: String,
+        /// Append the report as one JSON line to this file.
+        #[arg(long)]
+        pub json_out: Option<PathBuf>,
+        /// A previous report (JSON) to compare with.
+        #[arg(long)]
+        pub baseline: Option<PathBuf>,
+        /// Fail when p99 exceeds the baseline's by more than this factor.
+        #[arg(long, default_value_t = 3.0)]
+        pub max_p99_ratio: f64,
+        /// Baselines below this p99 (µs) are raised to it before comparing, so
+        /// scheduler noise on a shared machine does not fail the check.
+        #[arg(long, default_value_t = 2_000.0)]
+        pub p99_floor_us: f64,
+        /// Repeat the run (each with a fresh gateway) and compare the median p99.
+        #[arg(long, default_value_t = 1)]
+        pub runs: usize,
+    }
+
+    /// Why `tickwire bench` failed.
+    #[derive(Debug, thiserror::Error)]
+    pub enum BenchError {
+        #[error(transparent)]
+        Load(#[from] LoadError),
+        #[error("cannot start the gateway: {0}")]
+        Spawn(std::io::Error),
+        #[error("cannot read or write {path}: {source}")]
+        File { path: PathBuf, source: std::io::Error },
+        #[error("baseline {path} is not a bench report: {message}")]
+        Baseline { path: PathBuf, message: String },
+        #[error("regression: p99 {now:.0} µs is more than {ratio}× the baseline's {baseline:.0} µs")]
+        Regression { now: f64, baseline: f64, ratio: f64 },
+    }
+
+    struct Started(Child);
+
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start_gateway(args: &BenchArgs) -> Result<(Started, String), BenchError> {
+        let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
+            .args(["--rate", &args.rate.to_string(), "--max-connections", "1000000"])
+            // The load bench measures streaming; history would share its CPU.
+            .args(["--store", "none"])
+            .env("TICKWIRE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(BenchError::Spawn)?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or_else(|| BenchError::Spawn(std::io::Error::other("no stdout")))?;
+        std::io::BufReader::new(stdout).read_line(&mut line).map_err(BenchError::Spawn)?;
+        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_owned();
+        Ok((Started(child), format!("ws://{addr}/v1/ws")))
+    }
+
+    /// Runs `args.runs` times and checks the median p99 against the baseline.
+    pub async fn bench(args: BenchArgs) -> Result<LoadReport, BenchError> {
+        let mut reports = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            reports.push(bench_once(&args).await?);
+        }
+        reports.sort_by(|a, b| a.total_us.p99.total_cmp(&b.total_us.p99));
+        let median = reports.swap_remove(reports.len() / 2);
+        if let Some(path) = &args.baseline {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| BenchError::File { path: path.clone(), source })?;
+            let baseline: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| BenchError::Baseline { path: path.clone(), message: e.to_string() })?;
+            let base_p99 = baseline["total_us"]["p99"]
+                .as_f64()
+                .ok_or_else(|| BenchError::Baseline { path: path.clone(), message: "no total_us.p99".into() })?;
+            let now = median.total_us.p99;
+            let allowed = base_p99.max(args.p99_floor_us) * args.max_p99_ratio;
+            println!("  median p99 {now:.0} µs; baseline {base_p99:.0} µs; fails above {allowed:.0} µs");
+            if now > allowed {
+                return Err(BenchError::Regression { now, baseline: base_p99, ratio: args.max_p99_ratio });
+            }
+        }
+        Ok(median)
+    }
+
+    async fn bench_once(args: &BenchArgs) -> Result<LoadReport, BenchError> {
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        let (started, url, pid) = match &args.url {
+            Some(url) => (None, url.clone(), args.server_pid),
+            None => {
+                let (child, url) = start_gateway(args)?;
+                let pid = child.0.id();
+                (Some(child), url, Some(pid))
+            }
+        };
+        let symbols = if args.symbols.is_empty() {
+            DEFAULT_UNIVERSE.iter().map(|s| s.symbol.to_owned()).collect()
+        } else {
+            args.symbols.clone()
+        };
+        let config = LoadConfig {
+            url,
+            clients: args.clients,
+            symbols,
+            symbols_per_client: args.symbols_per_client,
+            channels: args.channels.clone(),
+            format: args.format,
+            warmup: Duration::from_secs_f64(args.warmup_s),
+            duration: Duration::from_secs_f64(args.duration_s),
+            source_ips: args.source_ips.max(1),
+            idle: args.idle,
+            server_pid: pid,
+        };
+        let report = run(config).await?;
+        drop(started);
+        print!("{}", table(&[(args.name.clone(), report.clone())]));
+        let t = &report.exchange_to_receive_us;
+        let (rs, sc) = (&report.receive_to_send_us, &report.send_to_client_us);
+        println!(
+            "  legs p50/p99 µs: exchange→receive {}/{}  receive→send {}/{}  send→client {}/{}  gaps {}",
+            t.p50, t.p99, rs.p50, rs.p99, sc.p50, sc.p99, report.gaps
+        );
+        if let Some(path) = &args.json_out {
+            use std::io::Write;
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            value["name"] = args.name.clone().into();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| BenchError::File { path: path.clone(), source })?;
+            writeln!(file, "{value}").map_err(|source| BenchError::File { path: path.clone(), source })?;
+        }
+        Ok(report)
+    }
+}
