@@ -123,6 +123,10 @@ pub struct Server {
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = metrics_handle();
     let run_started = now_nanos();
+    if args.feeds().contains(&FeedSpec::Simulator) {
+        // Refuse bad symbols before touching the store (which may create files).
+        simulator::select_universe(&args.symbols)?;
+    }
     let store_url = args.history.store.url();
     let store = match &store_url {
         Some(url) => Some(Store::open(url).await?),
