@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-smoke bench-load peers
-.PHONY: fuzz run build test lint fmt rust-test frontend frontend-deps frontend-test e2e bench clean python-deps python-test
+.PHONY: fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -27,8 +27,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-rust-test:
+rust-test: pg
 	$(CARGO) test --locked --all-targets
+
+## PostgreSQL on 127.0.0.1:5432 for the store tests (started when down).
+pg:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -1) main start
+	@for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && exit 0; sleep 1; done; echo "PostgreSQL is not up"; exit 1
 
 frontend-deps:
 ifneq ($(HAVE_FRONTEND),)

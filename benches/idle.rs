@@ -22,7 +22,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn serve(read_buffer: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate", "100", "--static-dir", "/nonexistent"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate", "100", "--static-dir", "/nonexistent", "--store", "none"])
         .args(["--ws-read-buffer-bytes", read_buffer])
         .env("TICKWIRE_LOG", "warn")
         .stdout(Stdio::piped())

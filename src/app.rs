@@ -14,6 +14,11 @@
 //! state. Shutdown: stop accepting and stop the feeds, let the engine drain what
 //! they sent, then close every session with 1001 after flushing what it had queued.
 //!
+//! History: the engine also hands every processed batch to the store's
+//! [`HistoryTap`] (a `try_send`, never a wait); the writer task drains after the
+//! engine on shutdown. A replay feed (`--feed replay:…`) reads the store and
+//! writes no history of its own.
+//!
 //! [`feed::supervisor`]: crate::feed::supervisor
 
 use std::net::SocketAddr;
@@ -33,8 +38,10 @@ use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
-use crate::model::{InstrumentError, InstrumentId, Instruments};
-use crate::transport::{AppState, router};
+use crate::model::{InstrumentError, InstrumentId, Instruments, now_nanos};
+use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
+use crate::store::{DAY_NS, Store, StoreError, StoreIds};
+use crate::transport::{AppState, HistoryAccess, router};
 
 /// Capacity, in batches, of the channel from feeds to the engine.
 pub const FEED_CHANNEL_BATCHES: usize = 1024;
@@ -50,6 +57,12 @@ pub enum StartError {
     Instrument(#[from] InstrumentError),
     #[error("venue feeds: {0}")]
     Feed(#[from] supervisor::ConnectError),
+    #[error("history store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a replay feed needs a history store (--store)")]
+    ReplayWithoutStore,
+    #[error("a replay feed plays the stored instruments and cannot be combined with other feeds")]
+    ReplayNotAlone,
 }
 
 /// A venue feed ready to spawn.
@@ -99,18 +112,42 @@ pub struct Server {
     stop_feeds: CancellationToken,
     feeds: Vec<JoinHandle<()>>,
     engine: JoinHandle<()>,
+    writer: Option<JoinHandle<WriterReport>>,
+    background: Vec<JoinHandle<()>>,
     http: JoinHandle<std::io::Result<()>>,
     grace: Duration,
+    stop_background: CancellationToken,
 }
 
 /// Builds and starts everything `serve` runs.
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = metrics_handle();
+    let run_started = now_nanos();
+    if args.feeds().contains(&FeedSpec::Simulator) {
+        // Refuse bad symbols before touching the store (which may create files).
+        simulator::select_universe(&args.symbols)?;
+    }
+    let store_url = args.history.store.url();
+    let store = match &store_url {
+        Some(url) => Some(Store::open(url).await?),
+        None => None,
+    };
     let mut instruments = Instruments::new();
     let mut sim = None;
     let mut venues = Vec::new();
-    for spec in args.feeds() {
+    let mut replay = None;
+    let specs = args.feeds();
+    for spec in specs.iter().cloned() {
         match spec {
+            FeedSpec::Replay(range) => {
+                if specs.len() > 1 {
+                    return Err(StartError::ReplayNotAlone);
+                }
+                let store = store.as_ref().ok_or(StartError::ReplayWithoutStore)?;
+                let (stored, ids) = store.load_instruments().await?;
+                instruments = stored;
+                replay = Some((range, Arc::new(ids)));
+            }
             FeedSpec::Simulator if sim.is_none() => {
                 let universe = simulator::select_universe(&args.symbols)?;
                 sim = Some(Simulator::new(&universe, &mut instruments, args.seed)?);
@@ -134,6 +171,36 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         }
     }
     let instruments = Arc::new(instruments);
+    let ids = match (&store, &replay) {
+        (_, Some((_, ids))) => Some(ids.clone()),
+        (Some(store), None) => Some(Arc::new(store.register_instruments(&instruments).await?)),
+        (None, None) => None,
+    };
+
+    let mut writer = None;
+    let mut tap = None;
+    let mut writer_stats = None;
+    let mut background = Vec::new();
+    let stop_background = CancellationToken::new();
+    // Replayed events are history already: recording them again would store each
+    // tick twice under new sequences.
+    if let (Some(store), Some(ids), Some(url), None) = (&store, &ids, &store_url, &replay) {
+        let history = HistoryWriter::new(store.clone(), StoreIds::clone(ids), args.history.writer(url))?;
+        let (history_tap, stats, task) = history.into_parts();
+        tap = Some(history_tap);
+        writer_stats = Some(stats);
+        writer = Some(tokio::spawn(task.run()));
+        if args.history.retention_days > 0 {
+            let horizon = u64::from(args.history.retention_days) * DAY_NS;
+            background.push(tokio::spawn(run_retention(store.clone(), horizon, stop_background.clone())));
+        }
+    }
+    let history = match (&store, &ids) {
+        (Some(store), Some(ids)) => {
+            Some(HistoryAccess { store: store.clone(), ids: ids.clone(), writer: writer_stats, run_started })
+        }
+        _ => None,
+    };
 
     let engine = Engine::new(&instruments, args.book_depth as usize);
     let fanout = Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()));
@@ -145,6 +212,21 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     if let Some(sim) = sim {
         let health = Arc::new(FeedHealth::new("simulator"));
         feeds.push(tokio::spawn(simulator::run(sim, args.rate, tx.clone(), health.clone(), stop_feeds.clone())));
+        healths.push(health);
+    }
+    if let (Some((range, ids)), Some(store)) = (replay, &store) {
+        let health = Arc::new(FeedHealth::new("replay"));
+        let store_ids: Vec<i64> = instruments.iter().map(|i| ids.store_id(i.id)).collect();
+        let feed = crate::feed::replay::run(
+            store.clone(),
+            ids,
+            store_ids,
+            range,
+            tx.clone(),
+            health.clone(),
+            stop_feeds.clone(),
+        );
+        feeds.push(tokio::spawn(feed));
         healths.push(health);
     }
     let http = if venues.is_empty() { None } else { Some(supervisor::http_client()?) };
@@ -183,19 +265,14 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         healths.push(health);
     }
     drop(tx);
-    let engine = tokio::spawn(run_engine(engine, fanout.clone(), rx));
+    let engine = tokio::spawn(run_engine(engine, fanout.clone(), rx, tap));
 
     let shutdown = CancellationToken::new();
     let static_dir = Some(args.static_dir.clone());
-    let state = Arc::new(AppState::new(
-        fanout,
-        healths,
-        args.limits(),
-        args.max_connections,
-        shutdown.clone(),
-        metrics,
-        static_dir,
-    ));
+    let state = Arc::new(
+        AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
+            .with_history(history),
+    );
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: args.listen, source })?;
@@ -211,17 +288,34 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
         );
     tracing::info!(%addr, instruments = instruments.len(), rate = args.rate, "tickwire serving");
-    Ok(Server { addr, state, stop_feeds, feeds, engine, http, grace: Duration::from_millis(args.shutdown_grace_ms) })
+    Ok(Server {
+        addr,
+        state,
+        stop_feeds,
+        feeds,
+        engine,
+        writer,
+        background,
+        http,
+        grace: Duration::from_millis(args.shutdown_grace_ms),
+        stop_background,
+    })
 }
 
 /// Most events the engine publishes before it wakes the writers concerned.
 const WAKE_EVERY_EVENTS: usize = 64;
 
 /// Applies every event to the book and publishes it. Ends when every feed is gone.
-async fn run_engine(mut engine: Engine, fanout: Arc<Fanout>, mut rx: mpsc::Receiver<EventBatch>) {
+async fn run_engine(
+    mut engine: Engine,
+    fanout: Arc<Fanout>,
+    mut rx: mpsc::Receiver<EventBatch>,
+    history: Option<HistoryTap>,
+) {
     let mut refused: u64 = 0;
     let mut wake = Vec::new();
     while let Some(batch) = rx.recv().await {
+        let mut sequenced = Vec::with_capacity(if history.is_some() { batch.len() } else { 0 });
         for (index, mut event) in batch.into_iter().enumerate() {
             // Wake-ups wait for the end of the batch, but never more than this many
             // events, so a huge batch does not hold the first updates back.
@@ -231,6 +325,9 @@ async fn run_engine(mut engine: Engine, fanout: Arc<Fanout>, mut rx: mpsc::Recei
             match engine.apply(&mut event) {
                 Ok(()) => {
                     fanout.publish_deferred(&event, &mut wake);
+                    if history.is_some() {
+                        sequenced.push(event);
+                    }
                 }
                 Err(error) => {
                     refused += 1;
@@ -242,11 +339,31 @@ async fn run_engine(mut engine: Engine, fanout: Arc<Fanout>, mut rx: mpsc::Recei
             }
         }
         wake_all(&mut wake);
+        if let Some(tap) = &history {
+            tap.offer(sequenced);
+        }
+    }
+}
+
+/// Drops history older than `horizon` now and then every hour, until `stop`.
+async fn run_retention(store: Store, horizon: u64, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store.drop_before(now_nanos().saturating_sub(horizon)).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "retention dropped old history partitions"),
+            Err(error) => tracing::warn!(%error, "retention failed; will try again"),
+        }
     }
 }
 
 impl Server {
-    /// Stops in order: feeds, engine, then sessions (1001) and the listener.
+    /// Stops in order: feeds, engine, the history writer (drains, or journals
+    /// what the store cannot take), then sessions (1001) and the listener.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.stop_feeds.cancel();
@@ -254,6 +371,13 @@ impl Server {
             let _ = feed.await;
         }
         let _ = self.engine.await;
+        if let Some(writer) = self.writer {
+            let _ = writer.await;
+        }
+        self.stop_background.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
         self.state.shutdown.cancel();
         self.state.sessions.close();
         if tokio::time::timeout(self.grace, self.state.sessions.wait()).await.is_err() {

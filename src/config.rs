@@ -27,6 +27,10 @@ pub enum Command {
     Tail(TailArgs),
     /// End-to-end load bench: N clients, latency per leg, throughput, server CPU and RSS.
     Bench(Box<crate::loadgen::command::BenchArgs>),
+    /// Create or update the history store's schema, then exit.
+    Migrate(StoreArgs),
+    /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
+    Replay(ReplayArgs),
 }
 
 /// A market-data source given with `--feed`: `simulator`, or a venue and its
@@ -39,17 +43,24 @@ pub enum FeedSpec {
     Binance(Vec<String>),
     Coinbase(Vec<String>),
     Kraken(Vec<String>),
+    /// Stored history played back through the whole pipeline:
+    /// `replay:FROM..TO[@SPEED]` (times in ns or RFC 3339, speed a factor or `max`).
+    Replay(crate::replay::ReplayRange),
 }
 
 /// Why a `--feed` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedSpecError {
-    #[error("unknown feed {0:?} (available: simulator, binance:SYMBOLS, coinbase:PRODUCTS, kraken:PAIRS)")]
+    #[error(
+        "unknown feed {0:?} (available: simulator, binance:SYMBOLS, coinbase:PRODUCTS, kraken:PAIRS, replay:FROM..TO@SPEED)"
+    )]
     Unknown(String),
     #[error("feed {0:?} names no symbols (e.g. binance:BTCUSDT,ETHUSDT)")]
     NoSymbols(String),
     #[error("bad symbol {1:?} in feed {0:?}")]
     BadSymbol(String, String),
+    #[error("bad replay feed: {0}")]
+    Replay(String),
 }
 
 fn parse_kraken_depth(text: &str) -> Result<u32, String> {
@@ -65,6 +76,9 @@ impl FromStr for FeedSpec {
         let text = text.trim();
         if matches!(text, "simulator" | "sim") {
             return Ok(FeedSpec::Simulator);
+        }
+        if let Some(range) = text.strip_prefix("replay:") {
+            return range.parse().map(FeedSpec::Replay).map_err(FeedSpecError::Replay);
         }
         let Some((venue, list)) = text.split_once(':') else {
             return Err(FeedSpecError::Unknown(text.to_owned()));
@@ -210,7 +224,86 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
     #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
     pub venues: VenueArgs,
+}
+
+/// Where tick history lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// History store: `postgres://…`, `sqlite://path`, or `none` to keep no history.
+    /// Default: `DATABASE_URL`, else `sqlite://data/tickwire.db`.
+    #[arg(long, env = "TICKWIRE_STORE")]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store URL, or `None` when history is off.
+    pub fn url(&self) -> Option<String> {
+        let url = crate::store::resolve_url(self.store.as_deref());
+        (url != "none").then_some(url)
+    }
+}
+
+/// The history writer's settings (`serve`).
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Spill directory for history the store cannot take yet (default: `journal/`
+    /// beside a SQLite file, else `data/journal`).
+    #[arg(long, env = "TICKWIRE_JOURNAL_DIR")]
+    pub journal_dir: Option<PathBuf>,
+    /// Largest journal, in bytes; past it, history is lost (counted, and recorded as gaps).
+    #[arg(long, env = "TICKWIRE_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
+    /// Events the writer buffers in memory before spilling to the journal.
+    #[arg(long, env = "TICKWIRE_STORE_MEMORY_EVENTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_memory_events: u64,
+    /// Most events per store transaction.
+    #[arg(long, env = "TICKWIRE_STORE_BATCH_EVENTS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_batch_events: u64,
+    /// Keep this many days of history; older days (partitions) are dropped. 0 keeps everything.
+    #[arg(long, env = "TICKWIRE_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+}
+
+impl HistoryArgs {
+    pub fn writer(&self, url: &str) -> crate::store::writer::WriterConfig {
+        crate::store::writer::WriterConfig {
+            batch_events: self.store_batch_events as usize,
+            memory_events: self.store_memory_events as usize,
+            journal_dir: self.journal_dir.clone().unwrap_or_else(|| crate::store::default_journal_dir(url)),
+            journal_cap_bytes: self.journal_max_bytes,
+            ..crate::store::writer::WriterConfig::default()
+        }
+    }
+}
+
+/// `tickwire replay` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Symbols to replay, comma-separated (default: every stored instrument).
+    #[arg(long, value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Channels to replay, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_channel)]
+    pub channels: Vec<crate::model::Channel>,
+    /// Start (inclusive): nanoseconds since the epoch or RFC 3339.
+    #[arg(long, value_parser = crate::store::parse_time)]
+    pub from: u64,
+    /// End (exclusive): nanoseconds since the epoch or RFC 3339.
+    #[arg(long, value_parser = crate::store::parse_time)]
+    pub to: u64,
+    /// A factor of real time (1, 0.5, 10…) or `max`.
+    #[arg(long, default_value = "max")]
+    pub speed: crate::replay::Speed,
+    /// Output: one JSON update per line, or CSV.
+    #[arg(long, value_enum, default_value_t = crate::replay::LineFormat::Jsonl)]
+    pub format: crate::replay::LineFormat,
 }
 
 impl ServeArgs {
@@ -347,5 +440,18 @@ mod tests {
         assert!(err.contains("unknown feed \"nasdaq\""), "{err}");
         let err = ServeArgs::parse_from_args(["--listen", "not-an-address"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn replay_feed_and_store_flags() {
+        let args = ServeArgs::parse_from_args(["--feed", "replay:1000..2000@max", "--store", "none"]).unwrap();
+        let expected = crate::replay::ReplayRange { from: 1000, to: 2000, speed: crate::replay::Speed::Max };
+        assert_eq!(args.feeds(), vec![FeedSpec::Replay(expected)]);
+        let err = ServeArgs::parse_from_args(["--feed", "replay:5..1"]).unwrap_err().to_string();
+        assert!(err.contains("FROM must be before TO"), "{err}");
+        assert_eq!(args.history.store.url(), None);
+        let args = ServeArgs::parse_from_args(["--store", "sqlite:///tmp/x/h.db"]).unwrap();
+        assert_eq!(args.history.store.url().as_deref(), Some("sqlite:///tmp/x/h.db"));
+        assert_eq!(args.history.writer("sqlite:///tmp/x/h.db").journal_dir, PathBuf::from("/tmp/x/journal"));
     }
 }

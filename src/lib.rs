@@ -18,4 +18,6 @@ pub mod fanout;
 pub mod feed;
 pub mod loadgen;
 pub mod model;
+pub mod replay;
+pub mod store;
 pub mod transport;

@@ -500,6 +500,8 @@ pub mod command {
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
             .args(["--rate", &args.rate.to_string(), "--max-connections", "1000000"])
+            // The load bench measures streaming; history would share its CPU.
+            .args(["--store", "none"])
             .env("TICKWIRE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

@@ -66,5 +66,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
+        Command::Migrate(args) => {
+            let url = args.url().ok_or_else(|| anyhow::anyhow!("--store none: no store to migrate"))?;
+            let store = tickwire::store::Store::open(&url).await?;
+            store.close().await;
+            eprintln!("{url}: schema up to date");
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let url = args.store.url().ok_or_else(|| anyhow::anyhow!("--store none: no history to replay"))?;
+            anyhow::ensure!(args.from < args.to, "--from must be before --to");
+            let store = tickwire::store::Store::connect(&url).await?;
+            let range = tickwire::replay::ReplayRange { from: args.from, to: args.to, speed: args.speed };
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+            let events = tokio::select! {
+                result = tickwire::replay::print(store, &args.symbols, &args.channels, range, args.format, &mut stdout) => result?,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            tracing::info!(events, "replay complete");
+            Ok(())
+        }
     }
 }

@@ -59,7 +59,7 @@ async function freePort() {
 
 function startServer() {
   const out = openSync(join(RESULTS, 'server.log'), 'a');
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--static-dir', DIST, '--rate', '1000'];
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--static-dir', DIST, '--rate', '1000', '--store', 'none'];
   server = spawn(BIN, args, { stdio: ['ignore', out, out] });
   server.on('exit', (code, sig) => {
     if (server && server.exitCode !== null) log(`  (server exited: code=${code} signal=${sig})`);

@@ -15,6 +15,7 @@ pub mod binance;
 pub mod coinbase;
 pub mod kraken;
 pub mod l2;
+pub mod replay;
 pub mod simulator;
 pub mod supervisor;
 pub mod wire;

@@ -4,7 +4,9 @@
 //! serve it on port 0 exactly as `tickwire serve` does.
 
 mod fallback;
+pub mod history;
 mod page;
+mod replay;
 mod rest;
 pub mod ws;
 
@@ -24,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::Format;
 use crate::fanout::Fanout;
 use crate::feed::FeedHealth;
+pub use history::HistoryAccess;
 pub use ws::SessionLimits;
 
 /// Everything request handlers share.
@@ -41,6 +44,8 @@ pub struct AppState {
     /// Built dashboard to serve at `/`; the built-in page when absent.
     pub static_dir: Option<PathBuf>,
     pub started: Instant,
+    /// The history store, when this server keeps one.
+    pub history: Option<HistoryAccess>,
     connections: AtomicUsize,
 }
 
@@ -65,8 +70,15 @@ impl AppState {
             metrics,
             static_dir,
             started: Instant::now(),
+            history: None,
             connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Adds the history store (REST history, candles, replay).
+    pub fn with_history(mut self, history: Option<HistoryAccess>) -> Self {
+        self.history = history;
+        self
     }
 
     pub fn connections(&self) -> usize {
@@ -116,6 +128,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/snapshot", get(rest::snapshot))
         .route("/v1/feeds", get(rest::feeds))
         .route("/v1/stats", get(rest::stats))
+        .route("/v1/history/trades", get(history::trades))
+        .route("/v1/history/quotes", get(history::quotes))
+        .route("/v1/candles", get(history::candles))
+        .route("/v1/replay", get(replay::upgrade))
         .route("/healthz", get(rest::health))
         .route("/metrics", get(rest::metrics));
     let site = match &state.static_dir {

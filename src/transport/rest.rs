@@ -120,6 +120,7 @@ pub async fn feeds(State(app): State<Arc<AppState>>) -> Json<Value> {
 pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &app.fanout.stats;
+    let writer = app.history.as_ref().and_then(|h| h.writer.as_deref());
     Json(json!({
         "connections": app.connections(),
         "uptime_s": app.started.elapsed().as_secs(),
@@ -129,7 +130,13 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
         "dropped_trades": s.dropped_trades.load(Relaxed),
         "book_resnapshots": s.resnapshots.load(Relaxed),
         "slow_consumer_closes": s.slow_consumer_closes.load(Relaxed),
-        "store_lag_ms": Value::Null,
+        "store_lag_ms": writer.map(|w| w.lag_ms()),
+        "store_written": writer.map(|w| w.written.load(Relaxed)),
+        "store_queued": writer.map(|w| w.queued.load(Relaxed)),
+        "store_spilled_bytes": writer.map(|w| w.spilled_bytes.load(Relaxed)),
+        "store_journaled": writer.map(|w| w.journaled.load(Relaxed)),
+        "store_written_from_journal": writer.map(|w| w.written_from_journal.load(Relaxed)),
+        "store_lost": writer.map(|w| w.lost.load(Relaxed)),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers: start the real server on port 0, and a WebSocket client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod store;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,6 +18,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub async fn start(extra: &[&str]) -> Server {
     let mut args = vec!["--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--store") {
+        // No history unless a test asks for it: parallel servers must not share
+        // the default SQLite file and journal.
+        args.extend_from_slice(&["--store", "none"]);
+    }
     let args = ServeArgs::parse_from_args(args).expect("valid test flags");
     app::start(&args).await.expect("server starts")
 }
@@ -276,6 +283,7 @@ impl Process {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
             .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
             .args(extra)
+            .args(if extra.contains(&"--store") { &[][..] } else { &["--store", "none"][..] })
             .env("TICKWIRE_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -62,6 +62,7 @@ def start_server(*extra: str, rate: int = 2000) -> Server:
         "--static-dir", "/nonexistent",
         "--rate", str(rate),
         "--symbols", ",".join(SYMBOLS),
+        "--store", "none",  # no history: parallel servers must not share one store and journal
         *extra,
     ]
     process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)

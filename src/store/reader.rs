@@ -1,0 +1,380 @@
+//! Reading history back: pages for the REST API, candles, the merged stream
+//! replay needs, and `read_since` for resume. Events read here carry the store's
+//! instrument id (see the module doc of [`super`]).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use futures_util::TryStreamExt;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::rows::{COLUMNS, book_payload, side_from_code};
+use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool};
+use crate::model::{Channel, Event, InstrumentId, Nanos, Payload, Price, Quote, Size, Trade};
+
+/// Where a page of history ends: the last row's (ts_event, seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    pub ts_event: Nanos,
+    pub seq: u64,
+}
+
+impl PageCursor {
+    /// The opaque text clients send back: `<ts_event>_<seq>`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.ts_event, self.seq)
+    }
+
+    pub fn decode(text: &str) -> Option<PageCursor> {
+        let (ts, seq) = text.split_once('_')?;
+        Some(PageCursor { ts_event: ts.parse().ok()?, seq: seq.parse().ok()? })
+    }
+}
+
+fn decode_event<R: Row>(channel: Channel, row: &R) -> Result<Event, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let table = EVENT_TABLES[channel.index()];
+    let instrument: i32 = row.try_get(0)?;
+    let int = |i: usize| row.try_get::<i64, _>(i);
+    let payload = match channel {
+        Channel::Quotes => Payload::Quote(Quote {
+            bid: Price(int(5)?),
+            bid_size: Size(int(6)?),
+            ask: Price(int(7)?),
+            ask_size: Size(int(8)?),
+        }),
+        Channel::Trades => Payload::Trade(Trade {
+            price: Price(int(5)?),
+            size: Size(int(6)?),
+            side: side_from_code(i64::from(row.try_get::<i16, _>(7)?)),
+            trade_id: int(8)? as u64,
+        }),
+        Channel::Book => {
+            let reset: bool = row.try_get(5)?;
+            let bids: &[u8] = row.try_get(6)?;
+            let asks: &[u8] = row.try_get(7)?;
+            book_payload(reset, bids, asks).ok_or_else(|| StoreError::Corrupt {
+                table,
+                detail: "book levels are not whole (price, size) pairs".into(),
+            })?
+        }
+    };
+    Ok(Event {
+        instrument: InstrumentId(instrument as u32),
+        seq: int(1)? as u64,
+        ts_event: int(2)? as u64,
+        ts_recv: int(3)? as u64,
+        ts_send: int(4)? as u64,
+        payload,
+    })
+}
+
+/// One candle: OHLCV of the trades whose `ts_event` falls in `[t, t + interval)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candle {
+    pub t: Nanos,
+    pub open: Price,
+    pub high: Price,
+    pub low: Price,
+    pub close: Price,
+    /// Sum of sizes in nano-units (wide: a busy day overflows i64).
+    pub volume: i128,
+    pub trades: u64,
+}
+
+/// Folds trades, in time order, into candles of `interval` nanoseconds aligned
+/// to the epoch. Buckets without trades are left out.
+#[derive(Debug)]
+pub struct CandleBuilder {
+    interval: Nanos,
+    candles: Vec<Candle>,
+}
+
+impl CandleBuilder {
+    pub fn new(interval: Nanos) -> Self {
+        Self { interval: interval.max(1), candles: Vec::new() }
+    }
+
+    pub fn push(&mut self, ts_event: Nanos, price: Price, size: Size) {
+        let t = ts_event - ts_event % self.interval;
+        match self.candles.last_mut() {
+            Some(c) if c.t == t => {
+                c.high = c.high.max(price);
+                c.low = c.low.min(price);
+                c.close = price;
+                c.volume += i128::from(size.0);
+                c.trades += 1;
+            }
+            _ => self.candles.push(Candle {
+                t,
+                open: price,
+                high: price,
+                low: price,
+                close: price,
+                volume: i128::from(size.0),
+                trades: 1,
+            }),
+        }
+    }
+
+    pub fn finish(self) -> Vec<Candle> {
+        self.candles
+    }
+}
+
+impl Store {
+    /// Up to `limit` events of one channel and instrument with `from <= ts_event < to`,
+    /// after `after` (exclusive), in (ts_event, seq) order.
+    pub async fn history(
+        &self,
+        channel: Channel,
+        store_id: i64,
+        from: Nanos,
+        to: Nanos,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (after_ts, after_seq) = match after {
+            Some(c) => (c.ts_event as i64, c.seq as i64),
+            None => (from as i64, -1),
+        };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE instrument_id = $1 AND (ts_event, seq) > ($2, $3) AND ts_event >= $4 AND ts_event < $5 \
+             ORDER BY ts_event, seq LIMIT $6",
+            COLUMNS[channel.index()],
+            EVENT_TABLES[channel.index()]
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(store_id)
+                .bind(after_ts)
+                .bind(after_seq)
+                .bind(from as i64)
+                .bind(to as i64)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| decode_event(channel, r)).collect()
+        })
+    }
+
+    /// Events of one instrument and channel with a sequence after `after_seq`, in
+    /// sequence order, at most `limit`: what a resuming subscriber missed when the
+    /// recent-history ring no longer holds it. Sequences restart with each server
+    /// run, so only events with `ts_event >= run_started` (this run's) count.
+    pub async fn read_since(
+        &self,
+        store_id: i64,
+        channel: Channel,
+        after_seq: u64,
+        run_started: Nanos,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_event >= $2 AND seq > $3 ORDER BY ts_event, seq LIMIT $4",
+            COLUMNS[channel.index()],
+            EVENT_TABLES[channel.index()]
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(store_id)
+                .bind(run_started as i64)
+                .bind(after_seq as i64)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| decode_event(channel, r)).collect()
+        })
+    }
+
+    /// OHLCV candles of `interval` ns from the trades of one instrument in `[from, to)`.
+    pub async fn candles(
+        &self,
+        store_id: i64,
+        from: Nanos,
+        to: Nanos,
+        interval: Nanos,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let sql = "SELECT ts_event, price, size FROM trades WHERE instrument_id = $1 AND ts_event >= $2 AND ts_event < $3 \
+                   ORDER BY ts_event, seq";
+        let mut builder = CandleBuilder::new(interval);
+        on_pool!(self, pool => {
+            let mut rows = sqlx::query(sql).bind(store_id).bind(from as i64).bind(to as i64).fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let ts: i64 = row.try_get(0)?;
+                builder.push(ts as u64, Price(row.try_get(1)?), Size(row.try_get(2)?));
+            }
+        });
+        Ok(builder.finish())
+    }
+
+    /// Gap records of the given instruments overlapping `[from, to)`, by `ts_from`.
+    pub async fn gaps(&self, store_ids: &[i64], from: Nanos, to: Nanos) -> Result<Vec<GapRecord>, StoreError> {
+        let sql = "SELECT instrument_id, channel, from_seq, to_seq, ts_from, ts_to, reason FROM gaps \
+                   WHERE ts_to >= $1 AND ts_from < $2 ORDER BY ts_from";
+        let rows: Vec<(i64, i16, i64, i64, i64, i64, String)> = on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(from as i64).bind(to as i64).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((i64::from(r.try_get::<i32, _>(0)?), r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?)))
+                .collect::<Result<_, sqlx::Error>>()?
+        });
+        Ok(rows
+            .into_iter()
+            .filter(|r| store_ids.contains(&r.0))
+            .filter_map(|(instrument, channel, from_seq, to_seq, ts_from, ts_to, reason)| {
+                let channel = *Channel::ALL.get(channel as usize)?;
+                let reason = match reason.as_str() {
+                    "journal_full" => "journal_full",
+                    "journal_error" => "journal_error",
+                    "writer_queue_full" => "writer_queue_full",
+                    _ => "store_gap",
+                };
+                Some(GapRecord {
+                    instrument,
+                    channel,
+                    from_seq: from_seq as u64,
+                    to_seq: to_seq as u64,
+                    ts_from: ts_from as u64,
+                    ts_to: ts_to as u64,
+                    reason,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Order of events across symbols and channels: exchange time, then gateway time,
+/// then a fixed tie-break. Within one (instrument, channel) it is sequence order.
+type MergeKey = (Nanos, Nanos, u32, usize, u64);
+
+fn merge_key(event: &Event) -> MergeKey {
+    (event.ts_event, event.ts_send, event.instrument.0, event.channel().index(), event.seq)
+}
+
+struct Stream {
+    channel: Channel,
+    store_id: i64,
+    /// Last (ts_event, seq) fetched.
+    after: PageCursor,
+    started: bool,
+    buf: VecDeque<Event>,
+    done: bool,
+}
+
+/// Stored events of several instruments and channels in `[from, to)`, merged into
+/// one stream in exchange-time order: each (instrument, channel) is read in pages
+/// along its primary key, and the pages merged with a heap.
+pub struct MergedHistory {
+    store: Store,
+    streams: Vec<Stream>,
+    heap: BinaryHeap<Reverse<(MergeKey, usize)>>,
+    from: Nanos,
+    to: Nanos,
+    page: usize,
+}
+
+impl MergedHistory {
+    /// `streams`: (store instrument id, channel) pairs.
+    pub async fn open(
+        store: Store,
+        streams: &[(i64, Channel)],
+        from: Nanos,
+        to: Nanos,
+        page: usize,
+    ) -> Result<MergedHistory, StoreError> {
+        let mut merged = MergedHistory {
+            store,
+            streams: streams
+                .iter()
+                .map(|&(store_id, channel)| Stream {
+                    channel,
+                    store_id,
+                    after: PageCursor { ts_event: from, seq: 0 },
+                    started: false,
+                    buf: VecDeque::new(),
+                    done: false,
+                })
+                .collect(),
+            heap: BinaryHeap::new(),
+            from,
+            to,
+            page: page.max(1),
+        };
+        for i in 0..merged.streams.len() {
+            merged.refill(i).await?;
+        }
+        Ok(merged)
+    }
+
+    async fn refill(&mut self, i: usize) -> Result<(), StoreError> {
+        let s = &mut self.streams[i];
+        if s.done || !s.buf.is_empty() {
+            return Ok(());
+        }
+        let after = if s.started { Some(s.after) } else { None };
+        let events = self.store.history(s.channel, s.store_id, self.from, self.to, after, self.page).await?;
+        s.started = true;
+        s.done = events.len() < self.page;
+        if let Some(last) = events.last() {
+            s.after = PageCursor { ts_event: last.ts_event, seq: last.seq };
+        }
+        s.buf.extend(events);
+        if let Some(front) = s.buf.front() {
+            self.heap.push(Reverse((merge_key(front), i)));
+        }
+        Ok(())
+    }
+
+    /// Appends up to `max` next events to `out`; appends nothing at the end.
+    pub async fn next_chunk(&mut self, max: usize, out: &mut Vec<Event>) -> Result<(), StoreError> {
+        let target = out.len() + max;
+        while out.len() < target {
+            let Some(Reverse((_, i))) = self.heap.pop() else { break };
+            let stream = &mut self.streams[i];
+            let Some(event) = stream.buf.pop_front() else { continue };
+            out.push(event);
+            if let Some(front) = stream.buf.front() {
+                self.heap.push(Reverse((merge_key(front), i)));
+            } else {
+                self.refill(i).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candles_bucket_trades_by_interval() {
+        let mut b = CandleBuilder::new(60);
+        for (ts, px, sz) in [(0, 10, 1), (30, 12, 2), (59, 9, 3), (120, 11, 4), (125, 13, 5)] {
+            b.push(ts, Price(px), Size(sz));
+        }
+        let c = b.finish();
+        assert_eq!(c.len(), 2, "the empty minute is left out");
+        assert_eq!(
+            c[0],
+            Candle { t: 0, open: Price(10), high: Price(12), low: Price(9), close: Price(9), volume: 6, trades: 3 }
+        );
+        assert_eq!((c[1].t, c[1].open, c[1].close, c[1].trades), (120, Price(11), Price(13), 2));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        let c = PageCursor { ts_event: 1_700_000_000_000_000_000, seq: 42 };
+        assert_eq!(PageCursor::decode(&c.encode()), Some(c));
+        for junk in ["", "abc", "1_", "_1", "1-2", "1_2_3", "-1_2"] {
+            assert_eq!(PageCursor::decode(junk), None, "{junk}");
+        }
+    }
+}
