@@ -83,6 +83,12 @@ pub enum StreamEvent {
     Reconnected {
         attempt: u32,
     },
+    /// A resume served from stored history caught up; live updates follow `seq`.
+    Live {
+        symbol: String,
+        channel: Channel,
+        seq: u64,
+    },
 }
 
 /// Connection settings.
@@ -292,6 +298,11 @@ impl StreamClient {
                 to_seq: value["to_seq"].as_u64().unwrap_or(0),
                 reason: value["reason"].as_str().unwrap_or_default().to_owned(),
             }),
+            Some("live") => self.pending.push_back(StreamEvent::Live {
+                symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
+                channel: Channel::parse(value["channel"].as_str().unwrap_or_default()).unwrap_or(Channel::Trades),
+                seq: value["seq"].as_u64().unwrap_or(0),
+            }),
             Some("book_invalidated") => self.pending.push_back(StreamEvent::BookInvalidated {
                 symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
                 seq: value["seq"].as_u64().unwrap_or(0),
@@ -366,7 +377,12 @@ impl StreamClient {
                 self.pending.push_back(StreamEvent::BookInvalidated { symbol: b.symbol, seq: b.seq });
             }
             Some(Kind::Error(e)) => self.pending.push_back(StreamEvent::Error { code: e.code, message: e.message }),
-            Some(Kind::Pong(_) | Kind::Live(_)) | None => {}
+            Some(Kind::Live(live)) => self.pending.push_back(StreamEvent::Live {
+                symbol: live.symbol,
+                channel: proto_channel(live.channel)?,
+                seq: live.seq,
+            }),
+            Some(Kind::Pong(_)) | None => {}
         }
         Ok(())
     }
@@ -483,6 +499,9 @@ pub fn describe(event: &StreamEvent) -> String {
         StreamEvent::BookInvalidated { symbol, seq } => format!("{symbol:<14} book invalidated at #{seq}"),
         StreamEvent::Error { code, message } => format!("error {code}: {message}"),
         StreamEvent::Reconnected { attempt } => format!("-- reconnected after {attempt} attempt(s), resumed"),
+        StreamEvent::Live { symbol, channel, seq } => {
+            format!("{symbol:<14} {} caught up from history at #{seq}; live", channel.as_str())
+        }
     }
 }
 

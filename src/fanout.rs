@@ -535,6 +535,21 @@ impl Fanout {
         since: Option<u64>,
         delivery: Delivery,
     ) -> Resume {
+        self.subscribe_after_history(outbox, id, channel, since, delivery, false)
+    }
+
+    /// [`Self::subscribe`] for a resume whose first part was served from stored
+    /// history up to `since` ([`Self::push_stored`]): when the ring continues it, a
+    /// `live` message marks the seam, ahead of the ring's updates.
+    pub fn subscribe_after_history(
+        &self,
+        outbox: &Arc<Outbox>,
+        id: InstrumentId,
+        channel: Channel,
+        since: Option<u64>,
+        delivery: Delivery,
+        after_history: bool,
+    ) -> Resume {
         // The outbox lock is held across registration and snapshot (or replay), so
         // an event published meanwhile waits and then lands behind it, and one
         // already covered is filtered by its sequence.
@@ -561,6 +576,10 @@ impl Fanout {
         let outcome = match (since, replay) {
             (Some(since), Some((last_seq, updates))) => {
                 let count = updates.len();
+                if after_history {
+                    let symbol = &self.instruments.get(id).symbol;
+                    inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(symbol, channel, since))));
+                }
                 inner.queue.extend(updates);
                 inner.subs.insert((id, channel), SubState::new(delivery, last_seq.max(since)));
                 self.stats.resumed.fetch_add(1, Ordering::Relaxed);
@@ -611,6 +630,30 @@ impl Fanout {
             outbox.wake.notify_one();
         }
         outcome
+    }
+
+    /// Whether the ring still holds every update of one channel after `since`.
+    pub fn ring_covers(&self, id: InstrumentId, channel: Channel, since: u64) -> bool {
+        let ring = self.rings[id.index()].lock();
+        match ring.events.iter().find(|e| e.channel() == channel && e.seq > since) {
+            Some(first) => first.seq == since + 1,
+            None => ring.last[channel.index()] <= since,
+        }
+    }
+
+    /// Queues updates read from stored history (a resume older than the ring),
+    /// encoded for the outbox's format, ahead of the subscription that follows them.
+    pub fn push_stored(&self, outbox: &Outbox, id: InstrumentId, events: &[Event]) {
+        let mut formats = [false; Format::COUNT];
+        formats[outbox.format.index()] = true;
+        let mut inner = outbox.inner.lock();
+        for event in events {
+            debug_assert_eq!(event.instrument, id, "stored events carry the live instrument id");
+            inner.queue.push(match &event.payload {
+                Payload::BookReset(_) => Item::Resnapshot(id),
+                _ => Item::Update(Arc::new(Encoded::new(&self.instruments, event, formats))),
+            });
+        }
     }
 
     /// The ring's updates after `since` for one channel, encoded for `format`, when

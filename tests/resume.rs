@@ -63,6 +63,7 @@ struct Ledger {
     gaps: Vec<(String, u64, u64)>,
     snapshots: HashMap<String, Vec<u64>>,
     reconnects: u32,
+    live: Vec<(String, u64)>,
 }
 
 impl Ledger {
@@ -76,6 +77,7 @@ impl Ledger {
             }
             StreamEvent::Gap { symbol, from_seq, to_seq, .. } => self.gaps.push((symbol, from_seq, to_seq)),
             StreamEvent::Reconnected { .. } => self.reconnects += 1,
+            StreamEvent::Live { symbol, seq, .. } => self.live.push((symbol, seq)),
             _ => {}
         }
     }
@@ -182,6 +184,39 @@ async fn resume_older_than_the_ring_gets_gap_then_snapshot() {
     assert_eq!(*to, ledger.snapshots["BTC-USD"][1], "the gap ends at the fresh snapshot");
     assert!(from <= to);
     ledger.assert_exactly_once();
+    server.shutdown().await;
+}
+
+/// With a store, a resume older than the ring is served from stored history and
+/// stitched to the ring: no gap, no duplicate, and a `live` marker at the seam.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_older_than_the_ring_is_served_from_the_store() {
+    let dir = common::store::TempDir::new("resume-history");
+    let store = dir.sqlite_url();
+    let server =
+        start(&["--rate", "5000", "--symbols", "BTC-USD,ETH-USD", "--ring-depth", "50", "--store", &store]).await;
+    for format in [Format::Json, Format::Proto] {
+        let mut client =
+            StreamClient::connect(config(server.addr, format, &["BTC-USD"], &[Channel::Trades])).await.unwrap();
+        let mut ledger = Ledger::default();
+        run_for(&mut client, &mut ledger, 50).await;
+        client.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await; // far past the ring; the writer has stored it
+        while ledger.live.is_empty() {
+            run_for(&mut client, &mut ledger, 1).await;
+        }
+        run_for(&mut client, &mut ledger, 100).await;
+        assert!(ledger.gaps.is_empty(), "{format:?}: history filled the hole: {:?}", ledger.gaps);
+        assert_eq!(ledger.snapshots["BTC-USD"].len(), 1, "{format:?}: no fresh snapshot");
+        assert_eq!(ledger.live.len(), 1, "{format:?}: one live marker at the seam");
+        assert_eq!(
+            ledger.trades.keys().collect::<Vec<_>>(),
+            ["BTC-USD"],
+            "{format:?}: stored updates keep their symbol"
+        );
+        ledger.assert_exactly_once();
+        assert_eq!(client.duplicates, 0);
+    }
     server.shutdown().await;
 }
 

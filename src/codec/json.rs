@@ -208,6 +208,19 @@ pub fn encode_book_invalidated(out: &mut Vec<u8>, symbol: &str, seq: u64) {
     out.push(b'}');
 }
 
+/// A `live` message: a resume served from stored history has caught up.
+pub fn encode_live(symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(br#"{"type":"live","symbol":""#);
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(br#"","channel":""#);
+    out.extend_from_slice(channel.as_str().as_bytes());
+    out.extend_from_slice(br#"","seq":"#);
+    push_u64(&mut out, seq);
+    out.push(b'}');
+    out
+}
+
 /// An `error` message.
 pub fn encode_error(err: &RequestError) -> Vec<u8> {
     let value = serde_json::json!({

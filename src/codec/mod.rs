@@ -172,6 +172,13 @@ impl Format {
         }
     }
 
+    pub fn encode_live(self, symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
+        match self {
+            Format::Json => json::encode_live(symbol, channel, seq),
+            Format::Proto => proto::encode_live(symbol, channel, seq),
+        }
+    }
+
     pub fn encode_error(self, err: &RequestError) -> Vec<u8> {
         match self {
             Format::Json => json::encode_error(err),

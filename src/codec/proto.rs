@@ -270,8 +270,8 @@ pub fn encode_pong(id: u64, ts_send: Nanos) -> Vec<u8> {
     server(pb::server_message::Kind::Pong(pb::Pong { id, ts_send }))
 }
 
-pub fn encode_live() -> Vec<u8> {
-    server(pb::server_message::Kind::Live(pb::Live {}))
+pub fn encode_live(symbol: &str, ch: Channel, seq: u64) -> Vec<u8> {
+    server(pb::server_message::Kind::Live(pb::Live { symbol: symbol.to_owned(), channel: channel(ch) as i32, seq }))
 }
 
 fn channel_from(value: i32, op: &str) -> Result<Channel, RequestError> {

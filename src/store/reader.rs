@@ -178,7 +178,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_event >= $2 AND seq > $3 ORDER BY ts_event, seq LIMIT $4",
+            "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_event >= $2 AND seq > $3 ORDER BY seq LIMIT $4",
             COLUMNS[channel.index()],
             EVENT_TABLES[channel.index()]
         );

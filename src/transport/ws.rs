@@ -23,7 +23,7 @@ use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
 use crate::fanout::{Item, Outbox, Resume, build_frames};
-use crate::model::now_nanos;
+use crate::model::{Channel, InstrumentId, now_nanos};
 
 /// Per-connection limits and timers.
 #[derive(Debug, Clone, Copy)]
@@ -125,8 +125,8 @@ where
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
         match (message, outbox.format()) {
-            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, parse_request(&text)),
-            (Ok(Message::Binary(bytes)), Format::Proto) => handle(app, outbox, proto::decode_request(&bytes)),
+            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, parse_request(&text)).await,
+            (Ok(Message::Binary(bytes)), Format::Proto) => handle(app, outbox, proto::decode_request(&bytes)).await,
             (Ok(Message::Binary(_)), Format::Json) => reject(
                 outbox,
                 &RequestError::new(
@@ -171,13 +171,13 @@ fn reject(outbox: &Outbox, error: &RequestError) {
     outbox.push_message(Bytes::from(outbox.format().encode_error(error)));
 }
 
-fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequest, RequestError>) {
+async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequest, RequestError>) {
     match request {
         Err(error) => reject(outbox, &error),
         Ok(ClientRequest::Ping { id }) => {
             outbox.push_message(Bytes::from(outbox.format().encode_pong(id.as_ref(), now_nanos())));
         }
-        Ok(ClientRequest::Subscribe(sub)) => subscribe(app, outbox, &sub),
+        Ok(ClientRequest::Subscribe(sub)) => subscribe(app, outbox, &sub).await,
         Ok(ClientRequest::Unsubscribe(sub)) => unsubscribe(app, outbox, &sub),
     }
 }
@@ -192,7 +192,7 @@ fn unknown_symbols_error(unknown: &[&str], op: &str) -> RequestError {
     RequestError::new(ErrorCode::UnknownSymbol, format!("no instrument {}{more}", listed.join(", ")), Some(op))
 }
 
-fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
+async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     let limit = app.limits.max_subscriptions;
     let wanted = sub.symbols.len().saturating_mul(sub.channels.len());
     if wanted > limit || outbox.subscription_count() + wanted > limit {
@@ -238,8 +238,17 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         };
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
-            let resume_from = since.and_then(|s| s.for_channel(channel));
-            if let Resume::Ahead { .. } = app.fanout.subscribe(outbox, id, channel, resume_from, delivery) {
+            let mut resume_from = since.and_then(|s| s.for_channel(channel));
+            let mut from_store = None;
+            if let Some(after) = resume_from
+                && let Some(last) = resume_from_store(app, outbox, id, channel, after).await
+            {
+                resume_from = Some(last);
+                from_store = Some(last);
+            }
+            let outcome =
+                app.fanout.subscribe_after_history(outbox, id, channel, resume_from, delivery, from_store.is_some());
+            if let Resume::Ahead { .. } = outcome {
                 metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
             }
         }
@@ -247,6 +256,46 @@ fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if !unknown.is_empty() {
         reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
     }
+}
+
+/// Most stored events one resume may replay; beyond it, a gap and a snapshot.
+const HISTORY_RESUME_LIMIT: usize = 100_000;
+
+/// Serves a resume older than the ring from stored history: queues the stored
+/// updates after `after` when they continue it without a hole, and returns the last
+/// sequence queued (the ring takes over from there). `None` when the ring covers the
+/// resume, there is no store, or the store cannot continue it either.
+async fn resume_from_store(
+    app: &AppState,
+    outbox: &Outbox,
+    id: InstrumentId,
+    channel: Channel,
+    after: u64,
+) -> Option<u64> {
+    let history = app.history.as_ref()?;
+    if app.fanout.ring_covers(id, channel, after) {
+        return None;
+    }
+    let store_id = history.ids.store_id(id);
+    let mut events =
+        match history.store.read_since(store_id, channel, after, history.run_started, HISTORY_RESUME_LIMIT).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "resume from history failed; the client gets a gap");
+                return None;
+            }
+        };
+    let contiguous =
+        events.first().is_some_and(|e| e.seq == after + 1) && events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+    if !contiguous {
+        return None;
+    }
+    for event in &mut events {
+        event.instrument = id; // rows name the store's instrument id
+    }
+    app.fanout.push_stored(outbox, id, &events);
+    metrics::counter!("tickwire_resumes_from_history_total").increment(1);
+    events.last().map(|e| e.seq)
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
