@@ -41,8 +41,11 @@ scenario() { # scenario CLIENTS RATE LABEL [extra bench flags]
 scenario 1000 1000 "1k-clients-1k-eps"
 scenario 10000 100 "10k-clients-100-eps" --source-ips 4
 
-echo "== idle: 50,000 connections (memory per connection)"
-bench --name "tickwire-idle/50k" --clients 50000 --idle --source-ips 8 --rate 100 --duration-s 2
+# The issue asks for 50,000; a process here cannot raise its hard open-file limit
+# (20,000, no CAP_SYS_RESOURCE), so the default stays below it. IDLE=50000 where allowed.
+IDLE=${IDLE:-19000}
+echo "== idle: $IDLE connections (memory per connection)"
+bench --name "tickwire-idle/$IDLE" --clients "$IDLE" --idle --source-ips 8 --rate 100 --duration-s 2
 
 echo "== highest delivered rate with p99 under 10 ms (1,000 clients)"
 for rate in 2000 5000 10000 20000 50000; do

@@ -90,6 +90,16 @@ fn register(
         .collect()
 }
 
+/// Every connection is a file descriptor: raise the open-file limit as far as the
+/// process may (a privileged one lifts the hard limit too, up to 262,144).
+pub fn raise_open_file_limit() -> u64 {
+    const WANTED: u64 = 262_144;
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED).is_ok() {
+        return WANTED;
+    }
+    rlimit::increase_nofile_limit(WANTED).unwrap_or(0)
+}
+
 /// The process-wide Prometheus recorder, installed once.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -540,7 +540,7 @@ pub mod command {
     }
 
     async fn bench_once(args: &BenchArgs) -> Result<LoadReport, BenchError> {
-        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        crate::app::raise_open_file_limit();
         let (started, url, pid) = match &args.url {
             Some(url) => (None, url.clone(), args.server_pid),
             None => {

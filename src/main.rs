@@ -31,9 +31,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             // Every connection is a file descriptor: use all the kernel allows.
-            if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
-                tracing::warn!(%error, "cannot raise the open-file limit");
-            }
+            let limit = tickwire::app::raise_open_file_limit();
+            tracing::debug!(limit, "open-file limit");
             // Handlers first: a signal that arrives once we said we listen must
             // get the graceful path, not the default action.
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
