@@ -90,112 +90,11 @@ pub fn update(inst: &Instrument, event: &Event) -> pb::Update {
 }
 
 /// Appends one entry of `Batch.updates`: key, length, and the `Update`.
-///
-/// Hand-written for the hot path (prost computes nested lengths twice); the bytes
-/// are exactly prost's encoding of [`update`], which the tests check.
 pub fn encode_update(out: &mut Vec<u8>, inst: &Instrument, event: &Event) {
-    let (pd, sd) = (inst.price_decimals, inst.size_decimals);
-    let mut data = Scratch::default();
-    let data_field = match &event.payload {
-        Payload::Quote(q) => {
-            data.int64(1, mantissa(q.bid.0, pd));
-            data.int64(2, mantissa(q.bid_size.0, sd));
-            data.int64(3, mantissa(q.ask.0, pd));
-            data.int64(4, mantissa(q.ask_size.0, sd));
-            10
-        }
-        Payload::Trade(t) => {
-            data.int64(1, mantissa(t.price.0, pd));
-            data.int64(2, mantissa(t.size.0, sd));
-            data.uint64(3, if t.side == Side::Buy { pb::Side::Buy as u64 } else { pb::Side::Sell as u64 });
-            data.uint64(4, t.trade_id);
-            11
-        }
-        Payload::Book(d) | Payload::BookReset(d) => {
-            for (field, side) in [(1, &d.bids), (2, &d.asks)] {
-                for &(price, size) in side.iter() {
-                    let mut level = Scratch::default();
-                    level.int64(1, mantissa(price.0, pd));
-                    level.int64(2, mantissa(size.0, sd));
-                    data.message(field, level.bytes());
-                }
-            }
-            12
-        }
-    };
-    let mut update = Scratch::default();
-    update.uint64(1, u64::from(inst.id.0));
-    update.uint64(2, event.seq);
-    if event.ts_event != 0 {
-        update.key(3, WireType::SixtyFourBit);
-        update.extend(&event.ts_event.to_le_bytes());
-    }
-    update.uint64(4, event.ts_recv.saturating_sub(event.ts_event));
-    update.uint64(5, event.ts_send.saturating_sub(event.ts_recv));
-    update.message(data_field, data.bytes());
+    let update = update(inst, event);
     encode_key(BATCH_UPDATES_FIELD, WireType::LengthDelimited, out);
-    encode_varint(update.bytes().len() as u64, out);
-    out.extend_from_slice(update.bytes());
-}
-
-/// A small encode buffer that lives on the stack for quotes and trades and spills
-/// to the heap only for large book deltas.
-struct Scratch {
-    inline: [u8; 96],
-    len: usize,
-    spill: Vec<u8>,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Self { inline: [0; 96], len: 0, spill: Vec::new() }
-    }
-}
-
-impl Scratch {
-    fn extend(&mut self, bytes: &[u8]) {
-        if self.spill.is_empty() && self.len + bytes.len() <= self.inline.len() {
-            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.spill.extend_from_slice(bytes);
-        }
-    }
-    fn bytes(&self) -> &[u8] {
-        if self.spill.is_empty() { &self.inline[..self.len] } else { &self.spill }
-    }
-    fn varint(&mut self, mut value: u64) {
-        let mut buf = [0u8; 10];
-        let mut i = 0;
-        while value >= 0x80 {
-            buf[i] = (value as u8) | 0x80;
-            value >>= 7;
-            i += 1;
-        }
-        buf[i] = value as u8;
-        self.extend(&buf[..=i]);
-    }
-    fn key(&mut self, field: u32, wire_type: WireType) {
-        self.varint(u64::from(field << 3 | wire_type as u32));
-    }
-    /// A proto3 scalar: omitted when zero, as prost does.
-    fn uint64(&mut self, field: u32, value: u64) {
-        if value != 0 {
-            self.key(field, WireType::Varint);
-            self.varint(value);
-        }
-    }
-    fn int64(&mut self, field: u32, value: i64) {
-        self.uint64(field, value as u64);
-    }
-    fn message(&mut self, field: u32, body: &[u8]) {
-        self.key(field, WireType::LengthDelimited);
-        self.varint(body.len() as u64);
-        self.extend(body);
-    }
+    encode_varint(update.encoded_len() as u64, out);
+    update.encode_raw(out);
 }
 
 /// The header that makes `body_len` bytes of concatenated fragments a complete
@@ -323,51 +222,6 @@ pub fn decode_request(bytes: &[u8]) -> Result<ClientRequest, RequestError> {
                 }
             };
             Subscription::new("subscribe", channels, s.symbols, since, delivery).map(ClientRequest::Subscribe)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{AssetKind, BookDelta, InstrumentId, InstrumentSpec, Instruments, Quote, Trade};
-    use proptest::prelude::*;
-
-    fn prost_entry(inst: &Instrument, event: &Event) -> Vec<u8> {
-        let update = update(inst, event);
-        let mut out = Vec::new();
-        encode_key(BATCH_UPDATES_FIELD, WireType::LengthDelimited, &mut out);
-        encode_varint(update.encoded_len() as u64, &mut out);
-        update.encode_raw(&mut out);
-        out
-    }
-
-    proptest! {
-        /// The hand-written encoder produces exactly prost's bytes, zeros and
-        /// negative values included.
-        #[test]
-        fn hand_written_update_equals_prost(
-            seq in 0u64..u64::MAX / 2, ts in 0u64..u64::MAX / 4, recv in 0u64..1_000_000_000, send in 0u64..1_000_000,
-            a in -1_000_000_000_000i64..1_000_000_000_000, b in 0i64..1_000_000_000_000, kind in 0u8..3, levels in 0usize..30,
-        ) {
-            let mut table = Instruments::new();
-            table.add(InstrumentSpec {
-                symbol: "X".into(), venue: "sim".into(), kind: AssetKind::Crypto,
-                tick_size: Price(10_000_000), lot_size: Size(1_000),
-            }).unwrap();
-            let inst = table.get(InstrumentId(0));
-            let payload = match kind {
-                0 => Payload::Quote(Quote { bid: Price(a), bid_size: Size(b), ask: Price(b), ask_size: Size(a) }),
-                1 => Payload::Trade(Trade { price: Price(a), size: Size(b), side: if a > 0 { Side::Buy } else { Side::Sell }, trade_id: b as u64 }),
-                _ => Payload::Book(BookDelta {
-                    bids: (0..levels).map(|i| (Price(a + i as i64), Size(b))).collect(),
-                    asks: (0..levels / 2).map(|i| (Price(b + i as i64), Size::ZERO)).collect(),
-                }),
-            };
-            let event = Event { instrument: InstrumentId(0), seq, ts_event: ts, ts_recv: ts + recv, ts_send: ts + recv + send, payload };
-            let mut ours = Vec::new();
-            encode_update(&mut ours, inst, &event);
-            prop_assert_eq!(ours, prost_entry(inst, &event));
         }
     }
 }
