@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
-use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Payload};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -774,11 +774,6 @@ impl Fanout {
         }
         inner.close
     }
-
-    /// Nanosecond timestamp of the oldest event the ring of `id` still holds.
-    pub fn ring_oldest(&self, id: InstrumentId) -> Option<Nanos> {
-        self.rings[id.index()].lock().events.front().map(|e| e.ts_send)
-    }
 }
 
 /// Wakes the writers of `outboxes` (see [`Fanout::publish_deferred`]) and empties the list.
@@ -830,11 +825,11 @@ pub fn build_frames(items: &[Item], format: Format, max_frame_bytes: usize, fram
                         Bytes::from(frame)
                     }
                     Format::Proto => {
-                        let fragments: Vec<&Bytes> = run.collect();
-                        let body_len = fragments.iter().map(|f| f.len()).sum();
+                        // `body` counted a separator per update, which protobuf has not.
+                        let body_len = body - (end - start);
                         let mut frame = Vec::with_capacity(body_len + proto::batch_header_len(body_len));
                         proto::batch_header(&mut frame, body_len);
-                        for fragment in fragments {
+                        for fragment in run {
                             frame.extend_from_slice(fragment);
                         }
                         Bytes::from(frame)

@@ -215,9 +215,7 @@ impl DepthSync {
         self.book.clear();
         self.buffer.clear();
         self.state = SyncState::Buffering { requested: false };
-        if std::mem::take(&mut self.published) {
-            out.push(Event::new(id, ts_recv, ts_recv, Payload::BookReset(BookDelta::default())));
-        }
+        super::withdraw_book(&mut self.published, id, ts_recv, out);
     }
 }
 

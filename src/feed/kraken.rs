@@ -214,9 +214,7 @@ impl Pair {
     fn withdraw(&mut self, ts_recv: Nanos, out: &mut Vec<Event>) {
         self.book.clear();
         self.live = false;
-        if std::mem::take(&mut self.published) {
-            out.push(Event::new(self.instrument, ts_recv, ts_recv, Payload::BookReset(BookDelta::default())));
-        }
+        super::withdraw_book(&mut self.published, self.instrument, ts_recv, out);
     }
 }
 

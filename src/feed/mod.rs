@@ -22,8 +22,17 @@ pub mod wire;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use crate::model::{AssetKind, Event, InstrumentSpec, Nanos, Price, Size, now_nanos};
+use crate::model::{AssetKind, BookDelta, Event, InstrumentId, InstrumentSpec, Nanos, Payload, Price, Size, now_nanos};
 pub use wire::ParseError;
+
+/// Emits the empty `BookReset` that withdraws a published venue book (clients get
+/// `book_invalidated` and an empty book until the venue is synchronised again),
+/// once: `published` is cleared.
+pub fn withdraw_book(published: &mut bool, id: InstrumentId, ts_recv: Nanos, out: &mut Vec<Event>) {
+    if std::mem::take(published) {
+        out.push(Event::new(id, ts_recv, ts_recv, Payload::BookReset(BookDelta::default())));
+    }
+}
 
 /// What a venue's pure protocol state machine asks its connection shell
 /// ([`supervisor`]) to do.
