@@ -84,7 +84,7 @@ async fn run(n: usize) {
     let start = 1_750_000_000_000_000_000; // 2025-06-15, inside one day for N ≤ 20 M
     let (instruments, mut events) = events(n, start);
     let per_channel: Vec<usize> =
-        Channel::ALL.iter().map(|c| events.iter().filter(|e| e.channel() == *c).count()).collect();
+        Channel::STORED.iter().map(|c| events.iter().filter(|e| e.channel() == *c).count()).collect();
     println!(
         "store bench: {n} simulator events (quotes {}, trades {}, book {})",
         per_channel[0], per_channel[1], per_channel[2]
@@ -138,7 +138,7 @@ async fn run(n: usize) {
     // 2a. The merged reader alone.
     let store_ids: Vec<i64> = instruments.iter().map(|i| ids.store_id(i.id)).collect();
     let streams: Vec<(i64, Channel)> =
-        store_ids.iter().flat_map(|&id| Channel::ALL.into_iter().map(move |c| (id, c))).collect();
+        store_ids.iter().flat_map(|&id| Channel::STORED.into_iter().map(move |c| (id, c))).collect();
     let to = start + n as u64 * 1_000 + 1;
     let begin = Instant::now();
     let mut history = MergedHistory::open(store.clone(), &streams, start, to, 8192).await.unwrap();

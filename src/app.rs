@@ -28,6 +28,8 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+
+use crate::transport::tls::TlsListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,12 @@ pub enum StartError {
     ReplayWithoutStore,
     #[error("a replay feed plays the stored instruments and cannot be combined with other feeds")]
     ReplayNotAlone,
+    #[error("access control: {0}")]
+    Access(#[from] crate::transport::access::AccessError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error("TLS needs both --tls-cert and --tls-key")]
+    TlsHalf,
 }
 
 /// A venue feed ready to spawn.
@@ -133,6 +141,19 @@ pub struct Server {
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = metrics_handle();
     let run_started = now_nanos();
+    let access = crate::transport::access::AccessPolicy::new(
+        &args.auth_tokens,
+        args.auth_tokens_file.as_deref(),
+        &args.allowed_origins,
+    )?;
+    if access.requires_token() {
+        tracing::info!("the API requires a bearer token");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(StartError::TlsHalf),
+    };
     if args.feeds().contains(&FeedSpec::Simulator) {
         // Refuse bad symbols before touching the store (which may create files).
         simulator::select_universe(&args.symbols)?;
@@ -263,6 +284,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             max_connection_age: age.map(Duration::from_millis),
             rotation_overlap: Duration::from_millis(v.feed_rotation_overlap_ms),
             request_timeout: Duration::from_millis(v.feed_timeout_ms),
+            book_sync_timeout: Duration::from_millis(v.feed_book_sync_ms),
         };
         let health = Arc::new(FeedHealth::new(name));
         let ctx =
@@ -281,23 +303,35 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let static_dir = Some(args.static_dir.clone());
     let state = Arc::new(
         AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
-            .with_history(history),
+            .with_history(history)
+            .with_access(access),
     );
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: args.listen, source })?;
     // Batching is ours; Nagle's algorithm would only add latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set");
-        }
-    });
     let app = router(state.clone());
-    let http =
-        tokio::spawn(
-            async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
-        );
-    tracing::info!(%addr, instruments = instruments.len(), rate = args.rate, "tickwire serving");
+    let http = match tls {
+        Some(config) => {
+            let listener = TlsListener::new(listener, config).map_err(|source| StartError::Bind { addr, source })?;
+            tokio::spawn(
+                async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
+            )
+        }
+        None => {
+            // Batching is ours; Nagle's algorithm would only add latency.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY not set");
+                }
+            });
+            tokio::spawn(
+                async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
+            )
+        }
+    };
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, instruments = instruments.len(), rate = args.rate, "tickwire serving");
     Ok(Server {
         addr,
         state,
@@ -324,6 +358,7 @@ async fn run_engine(
 ) {
     let mut refused: u64 = 0;
     let mut wake = Vec::new();
+    let mut candles = Vec::new();
     while let Some(batch) = rx.recv().await {
         let mut sequenced = Vec::with_capacity(if history.is_some() { batch.len() } else { 0 });
         for (index, mut event) in batch.into_iter().enumerate() {
@@ -347,6 +382,10 @@ async fn run_engine(
                     }
                 }
             }
+        }
+        engine.drain_candles(&mut candles);
+        for event in candles.drain(..) {
+            fanout.publish_deferred(&event, &mut wake);
         }
         wake_all(&mut wake);
         if let Some(tap) = &history {

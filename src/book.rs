@@ -14,7 +14,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::model::{
-    BookDelta, Channel, Event, InstrumentId, Instruments, Nanos, Payload, Price, Quote, Size, Trade, now_nanos,
+    BookDelta, Candle, CandleInterval, Channel, Event, InstrumentId, Instruments, Nanos, Payload, Price, Quote, Size,
+    Trade, now_nanos,
 };
 
 /// A value with the sequence and clocks of the event that produced it.
@@ -58,6 +59,9 @@ pub struct InstrumentState {
     pub stats: Option<SessionStats>,
     /// Shared so that quote and trade updates do not copy the book.
     pub book: Arc<BookLevels>,
+    /// The latest candle per interval (index = `CandleInterval::index`), as last
+    /// published; shared for the same reason as `book`.
+    pub candles: Arc<[Option<Stamped<Candle>>; CandleInterval::COUNT]>,
 }
 
 /// Why an event was refused by the book.
@@ -69,6 +73,8 @@ pub enum BookError {
     NegativeSize,
     #[error("book delta would cross the book (best bid {bid:?} >= best ask {ask:?})")]
     Crossed { bid: Price, ask: Price },
+    #[error("candles are made by the engine, not accepted from a feed")]
+    DerivedChannel,
 }
 
 /// Price levels of one side, best first.
@@ -171,12 +177,36 @@ impl StateReader {
     }
 }
 
+/// How long after a bucket's end a quote or book event (rather than a trade of a
+/// later bucket) closes the candle: venues stamp trades and quotes with clocks
+/// that may differ a little, and a trade of the old bucket may still be on its way.
+pub const CANDLE_CLOSE_GRACE_NS: Nanos = 1_000_000_000;
+
+/// Live candles of one instrument, as the engine builds them from trades.
+#[derive(Debug, Clone, Default)]
+struct CandleWork {
+    /// The open (or just closed) candle per interval.
+    current: [Option<Candle>; CandleInterval::COUNT],
+    /// Intervals whose candle changed since the last [`Engine::drain_candles`].
+    dirty: [bool; CandleInterval::COUNT],
+    /// Candles that closed since the last drain (their final value), oldest first.
+    closed: Vec<Candle>,
+    /// Clocks of the last event that touched the candles.
+    ts_event: Nanos,
+    ts_recv: Nanos,
+}
+
 /// The single writer of instrument state. Pure code: no tasks, no I/O.
 pub struct Engine {
     states: Arc<[ArcSwap<InstrumentState>]>,
     books: Vec<L2Book>,
     /// How many levels a side the published book state keeps.
     depth: usize,
+    candles: Vec<CandleWork>,
+    /// Instruments with candle work for the next drain.
+    candles_pending: Vec<InstrumentId>,
+    /// Trades older than the open candle's bucket, left out of live candles.
+    pub late_trades: u64,
 }
 
 impl Engine {
@@ -184,7 +214,14 @@ impl Engine {
     pub fn new(instruments: &Instruments, depth: usize) -> Self {
         let states: Arc<[ArcSwap<InstrumentState>]> =
             (0..instruments.len()).map(|_| ArcSwap::from_pointee(InstrumentState::default())).collect();
-        Self { states, books: vec![L2Book::default(); instruments.len()], depth }
+        Self {
+            states,
+            books: vec![L2Book::default(); instruments.len()],
+            depth,
+            candles: vec![CandleWork::default(); instruments.len()],
+            candles_pending: Vec::new(),
+            late_trades: 0,
+        }
     }
 
     pub fn reader(&self) -> StateReader {
@@ -195,9 +232,9 @@ impl Engine {
     /// error (and changes nothing) for an event the book cannot accept.
     pub fn apply(&mut self, event: &mut Event) -> Result<(), BookError> {
         let index = event.instrument.index();
-        let Some(slot) = self.states.get(index) else {
+        if index >= self.states.len() {
             return Err(BookError::UnknownInstrument(event.instrument.0));
-        };
+        }
         match &event.payload {
             Payload::Book(delta) => self.books[index].apply(delta)?,
             Payload::BookReset(levels) => {
@@ -206,7 +243,11 @@ impl Engine {
                 self.books[index] = fresh;
             }
             Payload::Quote(_) | Payload::Trade(_) => {}
+            // Candles are the engine's own output (see `drain_candles`).
+            Payload::Candle(_) => return Err(BookError::DerivedChannel),
         }
+        self.track_candles(event);
+        let slot = &self.states[index];
         let current = slot.load();
         let mut next = InstrumentState::clone(&current);
         let channel = event.channel().index();
@@ -237,6 +278,7 @@ impl Engine {
                     },
                 });
             }
+            Payload::Candle(_) => {}
             Payload::Book(_) | Payload::BookReset(_) => {
                 let (bids, asks) = self.books[index].top(self.depth);
                 next.book = Arc::new(BookLevels {
@@ -251,6 +293,97 @@ impl Engine {
         }
         slot.store(Arc::new(next));
         Ok(())
+    }
+
+    /// Folds a trade into the instrument's candles, and closes candles whose bucket
+    /// the instrument's time has left (a trade of a later bucket at once, any other
+    /// event [`CANDLE_CLOSE_GRACE_NS`] after the bucket's end).
+    fn track_candles(&mut self, event: &Event) {
+        let work = &mut self.candles[event.instrument.index()];
+        let trade = match &event.payload {
+            Payload::Trade(t) => Some(t),
+            _ => None,
+        };
+        let mut touched = false;
+        for interval in CandleInterval::ALL {
+            let k = interval.index();
+            if let Some(open) = &mut work.current[k]
+                && !open.closed
+            {
+                let over = match trade {
+                    Some(_) => event.ts_event >= open.end(),
+                    None => event.ts_event >= open.end() + CANDLE_CLOSE_GRACE_NS,
+                };
+                if over {
+                    open.closed = true;
+                    work.closed.push(*open);
+                    work.dirty[k] = false;
+                    touched = true;
+                }
+            }
+            let Some(t) = trade else { continue };
+            let bucket = interval.bucket(event.ts_event);
+            match &mut work.current[k] {
+                Some(open) if open.start == bucket && !open.closed => open.add(t.price, t.size),
+                Some(open) if open.start >= bucket => {
+                    // Older than the open candle, or in a bucket already closed.
+                    if k == 0 {
+                        self.late_trades += 1;
+                    }
+                    continue;
+                }
+                current => *current = Some(Candle::open(interval, event.ts_event, t.price, t.size)),
+            }
+            work.dirty[k] = true;
+            touched = true;
+        }
+        if touched {
+            work.ts_event = work.ts_event.max(event.ts_event);
+            work.ts_recv = event.ts_recv;
+            if !self.candles_pending.contains(&event.instrument) {
+                self.candles_pending.push(event.instrument);
+            }
+        }
+    }
+
+    /// Sequences and publishes the candles that changed since the last call, as
+    /// events for the fan-out: closed candles first (their final value), then the
+    /// open ones. The engine's task calls it once per feed batch, so a burst of
+    /// trades costs one candle update per interval, not one per trade.
+    pub fn drain_candles(&mut self, out: &mut Vec<Event>) {
+        for id in self.candles_pending.drain(..) {
+            let work = &mut self.candles[id.index()];
+            let slot = &self.states[id.index()];
+            let mut next = InstrumentState::clone(&slot.load());
+            let mut candles = *next.candles;
+            let ts_send = now_nanos().max(work.ts_recv);
+            let dirty = work.dirty;
+            work.dirty = [false; CandleInterval::COUNT];
+            let open =
+                CandleInterval::ALL.into_iter().filter(|i| dirty[i.index()]).filter_map(|i| work.current[i.index()]);
+            for candle in work.closed.drain(..).chain(open) {
+                let channel = Channel::candles(candle.interval);
+                next.seqs[channel.index()] += 1;
+                let event = Event {
+                    instrument: id,
+                    seq: next.seqs[channel.index()],
+                    ts_event: work.ts_event,
+                    ts_recv: work.ts_recv,
+                    ts_send,
+                    payload: Payload::Candle(Box::new(candle)),
+                };
+                candles[candle.interval.index()] = Some(Stamped {
+                    value: candle,
+                    seq: event.seq,
+                    ts_event: event.ts_event,
+                    ts_recv: event.ts_recv,
+                    ts_send,
+                });
+                out.push(event);
+            }
+            next.candles = Arc::new(candles);
+            slot.store(Arc::new(next));
+        }
     }
 
     /// The full L2 book the engine keeps for `id` (for tests and diagnostics).
@@ -301,7 +434,7 @@ mod tests {
         engine.apply(&mut e3).unwrap();
         assert_eq!((e1.seq, e2.seq, e3.seq), (1, 2, 1));
         let state = reader.load(id);
-        assert_eq!(state.seqs, [2, 1, 0]);
+        assert_eq!(state.seqs[..3], [2, 1, 0]);
         assert_eq!(state.quote.unwrap().seq, 2);
         assert_eq!(state.last_trade.unwrap().value.trade_id, 7);
         assert_eq!(state.stats.unwrap().trades, 1);
@@ -366,6 +499,129 @@ mod tests {
                 }
                 let (bids, asks) = book.top(usize::MAX);
                 prop_assert!(bids.iter().chain(&asks).all(|(_, s)| s.0 > 0));
+            }
+        }
+    }
+
+    /// (open, high, low, close, volume, trades) in nano-units.
+    type Ohlcv = (i64, i64, i64, i64, i128, u64);
+
+    /// Applies trades `(ts_ms, price, size)` and quotes between them, draining
+    /// candles after every `batch` events; returns every candle event.
+    fn run_candles(events: &[(u64, i64, i64, bool)], batch: usize) -> (Engine, Vec<Event>) {
+        let instruments = table();
+        let mut engine = Engine::new(&instruments, 10);
+        let mut out = Vec::new();
+        for (i, &(ts_ms, px, sz, is_trade)) in events.iter().enumerate() {
+            let ts = ts_ms * 1_000_000;
+            let payload = if is_trade {
+                Payload::Trade(Trade { price: p(px), size: s(sz), side: Side::Buy, trade_id: i as u64 })
+            } else {
+                Payload::Quote(Quote { bid: p(px), bid_size: s(1), ask: p(px + 1), ask_size: s(1) })
+            };
+            engine.apply(&mut Event::new(InstrumentId(0), ts, ts, payload)).unwrap();
+            if i % batch == batch - 1 {
+                engine.drain_candles(&mut out);
+            }
+        }
+        engine.drain_candles(&mut out);
+        (engine, out)
+    }
+
+    fn candles_of(events: &[Event], interval: CandleInterval) -> Vec<Candle> {
+        events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Candle(c) if c.interval == interval => Some(**c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn candles_close_on_a_later_trade_or_after_the_grace() {
+        // Two trades in second 0, one in second 2; a quote at 3.5 s closes nothing
+        // (grace), one at 4.0 s closes second 2.
+        let (engine, out) = run_candles(
+            &[(100, 10, 1, true), (900, 12, 2, true), (2_100, 9, 1, true), (3_500, 9, 0, false), (4_000, 9, 0, false)],
+            1,
+        );
+        let second = candles_of(&out, CandleInterval::S1);
+        let summary: Vec<(u64, Ohlcv, bool)> = second
+            .iter()
+            .map(|c| (c.start / 1_000_000_000, (c.open.0, c.high.0, c.low.0, c.close.0, c.volume, c.trades), c.closed))
+            .collect();
+        let (u, v) = (p(1).0, s(1).0 as i128);
+        assert_eq!(
+            summary,
+            vec![
+                (0, (10 * u, 10 * u, 10 * u, 10 * u, v, 1), false),
+                (0, (10 * u, 12 * u, 10 * u, 12 * u, 3 * v, 2), false),
+                (0, (10 * u, 12 * u, 10 * u, 12 * u, 3 * v, 2), true),
+                (2, (9 * u, 9 * u, 9 * u, 9 * u, v, 1), false),
+                (2, (9 * u, 9 * u, 9 * u, 9 * u, v, 1), true),
+            ]
+        );
+        // Sequences are per channel and the state holds the last candle.
+        let seqs: Vec<u64> = out.iter().filter(|e| e.channel() == Channel::Candles1s).map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        let state = engine.reader().load(InstrumentId(0));
+        assert_eq!(state.seqs[Channel::Candles1s.index()], 5);
+        assert_eq!(state.candles[CandleInterval::S1.index()].map(|c| c.value), second.last().copied());
+        // The minute candle is still open and holds all three trades.
+        let minute = candles_of(&out, CandleInterval::M1);
+        assert_eq!(minute.last().map(|c| (c.trades, c.closed)), Some((3, false)));
+    }
+
+    #[test]
+    fn candles_refuse_late_trades_and_feed_candles() {
+        let (mut engine, out) = run_candles(&[(5_000, 10, 1, true), (3_000, 11, 1, true)], 1);
+        assert_eq!(engine.late_trades, 1);
+        assert!(candles_of(&out, CandleInterval::S1).iter().all(|c| c.trades == 1));
+        let candle = candles_of(&out, CandleInterval::S1)[0];
+        let mut forged = Event::new(InstrumentId(0), 1, 1, Payload::Candle(Box::new(candle)));
+        assert_eq!(engine.apply(&mut forged), Err(BookError::DerivedChannel));
+    }
+
+    proptest! {
+        /// Whatever the batching, the final value of every live candle equals the
+        /// candle the history API computes from the same trades.
+        #[test]
+        fn live_candles_equal_candles_built_from_history(
+            steps in proptest::collection::vec((0u64..1_500, 1i64..100, 1i64..5, proptest::bool::weighted(0.7)), 1..200),
+            batch in 1usize..40,
+        ) {
+            let mut ts = 0;
+            let events: Vec<(u64, i64, i64, bool)> = steps
+                .into_iter()
+                .map(|(dt, px, sz, trade)| {
+                    ts += dt;
+                    (ts, px, sz, trade)
+                })
+                .collect();
+            let (_, out) = run_candles(&events, batch);
+            for interval in [CandleInterval::S1, CandleInterval::M1] {
+                let mut builder = crate::store::reader::CandleBuilder::new(interval.nanos());
+                for &(ts, px, sz, trade) in &events {
+                    if trade {
+                        builder.push(ts * 1_000_000, p(px), s(sz));
+                    }
+                }
+                let expected: Vec<(u64, Ohlcv)> = builder
+                    .finish()
+                    .iter()
+                    .map(|c| (c.t, (c.open.0, c.high.0, c.low.0, c.close.0, c.volume, c.trades)))
+                    .collect();
+                // The last value per bucket, as a client that keeps the latest sees it.
+                let mut live: Vec<(u64, Ohlcv)> = Vec::new();
+                for c in candles_of(&out, interval) {
+                    let row = (c.start, (c.open.0, c.high.0, c.low.0, c.close.0, c.volume, c.trades));
+                    match live.last_mut() {
+                        Some(last) if last.0 == c.start => *last = row,
+                        _ => live.push(row),
+                    }
+                }
+                prop_assert_eq!(live, expected);
             }
         }
     }

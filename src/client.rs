@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::codec::Format;
 use crate::codec::proto::pb;
-use crate::model::{Channel, MAX_DECIMALS, Nanos, Price, Side, Size, now_nanos, parse_decimal};
+use crate::model::{Candle, CandleInterval, Channel, MAX_DECIMALS, Nanos, Price, Side, Size, now_nanos, parse_decimal};
 
 /// Why the client stopped.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,7 @@ pub enum Data {
     Quote { bid: Price, bid_size: Size, ask: Price, ask_size: Size },
     Trade { price: Price, size: Size, side: Side, trade_id: u64 },
     Book { bids: Vec<(Price, Size)>, asks: Vec<(Price, Size)> },
+    Candle(Candle),
 }
 
 /// One sequenced update or snapshot.
@@ -328,6 +329,7 @@ impl StreamClient {
                     pb::snapshot::Data::Quote(q) => proto_quote(&q, pd, sd),
                     pb::snapshot::Data::Trade(t) => proto_trade(&t, pd, sd),
                     pb::snapshot::Data::Book(b) => proto_book(&b, pd, sd),
+                    pb::snapshot::Data::Candle(c) => proto_candle(&c, pd, sd),
                 });
                 let channel = proto_channel(s.channel)?;
                 let update = Update {
@@ -351,6 +353,10 @@ impl StreamClient {
                         Some(pb::update::Data::Quote(q)) => (Channel::Quotes, proto_quote(&q, pd, sd)),
                         Some(pb::update::Data::Trade(t)) => (Channel::Trades, proto_trade(&t, pd, sd)),
                         Some(pb::update::Data::Book(b)) => (Channel::Book, proto_book(&b, pd, sd)),
+                        Some(pb::update::Data::Candle(c)) => match proto_candle(&c, pd, sd) {
+                            Data::Candle(candle) => (Channel::candles(candle.interval), Data::Candle(candle)),
+                            _ => unreachable!("proto_candle makes candles"),
+                        },
                         None => return Err(ClientError::Decode("update without data".into())),
                     };
                     let ts_recv = u.ts_event + u.recv_delta_ns;
@@ -382,19 +388,39 @@ impl StreamClient {
                 channel: proto_channel(live.channel)?,
                 seq: live.seq,
             }),
-            Some(Kind::Pong(_)) | None => {}
+            // Replay messages belong to /v1/replay, not to this stream.
+            Some(Kind::Pong(_) | Kind::Replay(_) | Kind::End(_)) | None => {}
         }
         Ok(())
     }
 }
 
 fn proto_channel(value: i32) -> Result<Channel, ClientError> {
-    match pb::Channel::try_from(value) {
-        Ok(pb::Channel::Quotes) => Ok(Channel::Quotes),
-        Ok(pb::Channel::Trades) => Ok(Channel::Trades),
-        Ok(pb::Channel::Book) => Ok(Channel::Book),
-        _ => Err(ClientError::Decode(format!("channel {value}"))),
-    }
+    pb::Channel::try_from(value)
+        .ok()
+        .and_then(crate::codec::proto::channel_of)
+        .ok_or_else(|| ClientError::Decode(format!("channel {value}")))
+}
+
+fn proto_candle(c: &pb::Candle, pd: u32, sd: u32) -> Data {
+    let interval = match pb::CandleInterval::try_from(c.interval) {
+        Ok(pb::CandleInterval::CandleInterval1m) => CandleInterval::M1,
+        Ok(pb::CandleInterval::CandleInterval5m) => CandleInterval::M5,
+        Ok(pb::CandleInterval::CandleInterval1h) => CandleInterval::H1,
+        Ok(pb::CandleInterval::CandleInterval1d) => CandleInterval::D1,
+        _ => CandleInterval::S1,
+    };
+    Data::Candle(Candle {
+        interval,
+        start: c.start,
+        open: Price(scale(c.open, pd)),
+        high: Price(scale(c.high, pd)),
+        low: Price(scale(c.low, pd)),
+        close: Price(scale(c.close, pd)),
+        volume: i128::from(scale(c.volume, sd)),
+        trades: c.trades,
+        closed: c.closed,
+    })
 }
 
 fn proto_quote(q: &pb::Quote, pd: u32, sd: u32) -> Data {
@@ -457,6 +483,17 @@ fn json_update(head: &Value, data: Option<&Value>) -> Result<Update, String> {
                 };
                 Data::Book { bids: levels("bids")?, asks: levels("asks")? }
             }
+            other => Data::Candle(Candle {
+                interval: other.candle_interval().ok_or("unknown channel")?,
+                start: d["start"].as_u64().ok_or("missing start")?,
+                open: Price(decimal(d, "open")?),
+                high: Price(decimal(d, "high")?),
+                low: Price(decimal(d, "low")?),
+                close: Price(decimal(d, "close")?),
+                volume: i128::from(decimal(d, "volume")?),
+                trades: d["trades"].as_u64().ok_or("missing trades")?,
+                closed: d["closed"].as_bool().ok_or("missing closed")?,
+            }),
         }),
         _ => None,
     };
@@ -488,6 +525,23 @@ pub fn describe(event: &StreamEvent) -> String {
         ),
         Some(Data::Book { bids, asks }) => {
             format!("{:<14} book   #{:<8} {} bid / {} ask level(s)", u.symbol, u.seq, bids.len(), asks.len())
+        }
+        Some(Data::Candle(c)) => {
+            let mut volume = Vec::new();
+            crate::model::write_decimal_wide(&mut volume, c.volume, MAX_DECIMALS);
+            format!(
+                "{:<14} {:<10} #{:<8} O {} H {} L {} C {} V {} ({} trades){}",
+                u.symbol,
+                u.channel.as_str(),
+                u.seq,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                String::from_utf8_lossy(&volume).trim_end_matches('0').trim_end_matches('.'),
+                c.trades,
+                if c.closed { " closed" } else { "" }
+            )
         }
     };
     match event {

@@ -121,6 +121,10 @@ pub struct VenueArgs {
     /// A venue connection silent (not even a ping) for this long is replaced, in milliseconds.
     #[arg(long, env = "TICKWIRE_FEED_STALE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub feed_stale_ms: u64,
+    /// A withdrawn book not synchronised again within this long (the venue never
+    /// answered the resubscribe or snapshot request) replaces the connection, in ms.
+    #[arg(long, env = "TICKWIRE_FEED_BOOK_SYNC_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub feed_book_sync_ms: u64,
     /// First reconnect delay, in milliseconds (doubles per failed attempt, with jitter).
     #[arg(long, env = "TICKWIRE_FEED_BACKOFF_INITIAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub feed_backoff_initial_ms: u64,
@@ -223,6 +227,24 @@ pub struct ServeArgs {
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
+    /// Bearer tokens the API accepts, comma-separated (none: the API is open).
+    /// Prefer --auth-tokens-file: command lines are visible to other users.
+    #[arg(long = "auth-token", env = "TICKWIRE_AUTH_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub auth_tokens: Vec<String>,
+    /// File of accepted bearer tokens, one per line (`#` starts a comment).
+    #[arg(long, env = "TICKWIRE_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Browser origins allowed to use the API (scheme://host[:port]), comma-separated;
+    /// none: any. Requests without an Origin header (non-browser clients) are not affected.
+    #[arg(long = "allowed-origin", env = "TICKWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS instead of plain
+    /// HTTP. Needs --tls-key.
+    #[arg(long, env = "TICKWIRE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TICKWIRE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -290,7 +312,7 @@ pub struct ReplayArgs {
     #[arg(long, value_delimiter = ',')]
     pub symbols: Vec<String>,
     /// Channels to replay, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_channel)]
+    #[arg(long, value_delimiter = ',', default_value = "quotes,trades", value_parser = parse_stored_channel)]
     pub channels: Vec<crate::model::Channel>,
     /// Start (inclusive): nanoseconds since the epoch or RFC 3339.
     #[arg(long, value_parser = crate::store::parse_time)]
@@ -382,7 +404,15 @@ pub struct TailArgs {
 }
 
 fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {
-    crate::model::Channel::parse(name).ok_or_else(|| format!("no channel {name:?} (quotes, trades, book)"))
+    crate::model::Channel::parse(name).ok_or_else(|| format!("no channel {name:?} ({})", crate::model::Channel::NAMES))
+}
+
+/// A channel the store keeps (replay reads only those).
+fn parse_stored_channel(name: &str) -> Result<crate::model::Channel, String> {
+    match parse_channel(name)? {
+        channel if channel.is_stored() => Ok(channel),
+        _ => Err(format!("{name} is derived from trades and not stored: replay reads quotes, trades and book")),
+    }
 }
 
 fn parse_format(name: &str) -> Result<crate::codec::Format, String> {

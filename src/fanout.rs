@@ -86,6 +86,9 @@ pub struct Encoded {
     pub instrument: InstrumentId,
     pub channel: Channel,
     pub seq: u64,
+    /// A value no later update may replace in a queue (a closed candle's final
+    /// value), even where the channel is otherwise conflated.
+    pub final_value: bool,
     /// The batch fragment per [`Format`] (empty where no subscriber needed it).
     pub fragments: [Bytes; Format::COUNT],
 }
@@ -102,7 +105,8 @@ impl Encoded {
                 fragments[format.index()] = Bytes::from(buf);
             }
         }
-        Self { instrument: event.instrument, channel: event.channel(), seq: event.seq, fragments }
+        let final_value = matches!(&event.payload, Payload::Candle(c) if c.closed);
+        Self { instrument: event.instrument, channel: event.channel(), seq: event.seq, final_value, fragments }
     }
 }
 
@@ -132,6 +136,21 @@ struct SubState {
     held_quote: Option<Arc<Encoded>>,
     /// `conflate`: the book changed since the last snapshot sent.
     book_dirty: bool,
+    /// A resume from stored history is under way: live updates wait here until
+    /// the history before them is queued ([`Fanout::hold`]).
+    held: Option<Held>,
+}
+
+/// Live updates held back while a resume reads stored history.
+#[derive(Debug)]
+struct Held {
+    /// Sequence of the subscription's channel when the hold began: history must
+    /// reach it, the held updates follow it.
+    from: u64,
+    /// Held updates with their sequences, in order.
+    items: Vec<(u64, Item)>,
+    /// More arrived than an outbox may queue: the hold ends in a gap.
+    overflowed: bool,
 }
 
 impl SubState {
@@ -144,6 +163,7 @@ impl SubState {
             gap: None,
             held_quote: None,
             book_dirty: false,
+            held: None,
         }
     }
 }
@@ -274,6 +294,23 @@ pub struct Fanout {
     pub stats: FanoutStats,
 }
 
+impl Ring {
+    /// Whether the ring holds every update of `channel` after `since`: they start
+    /// at `since + 1`, follow one another without a hole, and reach the channel's
+    /// last recorded sequence. (Events not recorded yet are still to be published,
+    /// and reach a new subscription live.)
+    fn continues(&self, channel: Channel, since: u64) -> bool {
+        let mut expected = since + 1;
+        for event in self.events.iter().filter(|e| e.channel() == channel && e.seq > since) {
+            if event.seq != expected {
+                return false; // evicted, or (derived channels) not kept while unwatched
+            }
+            expected += 1;
+        }
+        expected > self.last[channel.index()]
+    }
+}
+
 impl Fanout {
     pub fn new(instruments: Arc<Instruments>, state: StateReader, config: OutboxConfig) -> Self {
         Self::with_ring(instruments, state, config, RingConfig::default())
@@ -335,10 +372,19 @@ impl Fanout {
     /// instead of being woken at once: the engine wakes them after its whole batch,
     /// so a connection gets one frame (and one write) for everything the batch held
     /// for it. Returns the number of outboxes offered to.
+    ///
+    /// Derived channels (candles) are made for every instrument but watched by few:
+    /// while nobody subscribes to one, its events are neither encoded nor kept in
+    /// the ring; only their sequence is recorded, so a resume across that stretch
+    /// gets a gap and a fresh snapshot (the latest candle) instead of a silent skip.
     pub fn publish_deferred(&self, event: &Event, wake: &mut Vec<Arc<Outbox>>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        self.remember(event);
         let subscribers = self.slot(event.instrument, event.channel()).load();
+        if subscribers.list.is_empty() && !event.channel().is_stored() {
+            self.rings[event.instrument.index()].lock().last[event.channel().index()] = event.seq;
+            return 0;
+        }
+        self.remember(event);
         if subscribers.list.is_empty() {
             return 0;
         }
@@ -394,8 +440,16 @@ impl Fanout {
         }
         let previous = sub.last_seq;
         sub.last_seq = encoded.seq;
-        let len = queue.len();
         let config = &outbox.config;
+        if let Some(held) = &mut sub.held {
+            if held.items.len() < config.max_queued {
+                held.items.push((encoded.seq, Item::Update(encoded.clone())));
+            } else {
+                held.overflowed = true;
+            }
+            return;
+        }
+        let len = queue.len();
         let mut close_for_lag = false;
         match (sub.delivery, encoded.channel) {
             (Delivery::Full, _) => {
@@ -405,11 +459,16 @@ impl Fanout {
                     queue.push(Item::Update(encoded.clone()));
                 }
             }
-            (Delivery::Conflate { .. }, Channel::Quotes) => {
-                if sub.held_quote.replace(encoded.clone()).is_some() {
-                    self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+            (Delivery::Conflate { .. }, channel) if channel.is_latest_value() => {
+                match sub.held_quote.replace(encoded.clone()) {
+                    // A closed candle is never dropped: it goes out now.
+                    Some(held) if held.final_value => queue.push(Item::Update(held)),
+                    Some(_) => {
+                        self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    None => return,
                 }
-                return;
             }
             (Delivery::Conflate { .. }, Channel::Book) => {
                 if sub.book_dirty {
@@ -418,16 +477,20 @@ impl Fanout {
                 sub.book_dirty = true;
                 return;
             }
-            (_, Channel::Quotes) => {
+            (_, channel) if channel.is_latest_value() => {
                 if len >= config.conflate_after
                     && let Some((at_epoch, index)) = sub.queued_quote
                     && at_epoch == *epoch
                 {
                     queue[index] = Item::Update(encoded.clone());
                     self.stats.conflated.fetch_add(1, Ordering::Relaxed);
+                    if encoded.final_value {
+                        sub.queued_quote = None;
+                    }
                     return;
                 }
-                sub.queued_quote = Some((*epoch, len));
+                // A final value stays where it is; the next update queues behind it.
+                sub.queued_quote = if encoded.final_value { None } else { Some((*epoch, len)) };
                 queue.push(Item::Update(encoded.clone()));
             }
             (_, Channel::Book) => {
@@ -443,7 +506,8 @@ impl Fanout {
                     queue.push(Item::Update(encoded.clone()));
                 }
             }
-            (_, Channel::Trades) => {
+            (_, _) => {
+                // Trades (and nothing else reaches here): never conflated.
                 if len >= config.max_queued {
                     match config.slow_consumer {
                         SlowConsumerPolicy::Gap => {
@@ -496,6 +560,10 @@ impl Fanout {
         sub.last_seq = event.seq;
         sub.resnapshot_pending = false;
         sub.book_dirty = false;
+        if let Some(held) = &mut sub.held {
+            held.items.extend(messages.iter().cloned().map(|m| (event.seq, Item::Message(m))));
+            return;
+        }
         let first = inner.queue.is_empty();
         inner.queue.retain(|item| !matches!(item, Item::Resnapshot(id) if *id == event.instrument));
         inner.queue.extend(messages.iter().cloned().map(Item::Message));
@@ -535,44 +603,39 @@ impl Fanout {
         since: Option<u64>,
         delivery: Delivery,
     ) -> Resume {
-        self.subscribe_after_history(outbox, id, channel, since, delivery, false)
+        let mut inner = outbox.inner.lock();
+        let outcome = self.subscribe_locked(outbox, &mut inner, id, channel, since, delivery, false);
+        let wake = !inner.queue.is_empty();
+        drop(inner);
+        if wake {
+            outbox.wake.notify_one();
+        }
+        outcome
     }
 
-    /// [`Self::subscribe`] for a resume whose first part was served from stored
-    /// history up to `since` ([`Self::push_stored`]): when the ring continues it, a
-    /// `live` message marks the seam, ahead of the ring's updates.
-    pub fn subscribe_after_history(
+    /// [`Self::subscribe`] with the outbox already locked: registration and
+    /// snapshot (or replay) happen under that lock, so an event published
+    /// meanwhile waits and then lands behind them, and one already covered is
+    /// filtered by its sequence. `after_history`: stored history up to `since` is
+    /// queued already, and a `live` message marks the seam.
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe_locked(
         &self,
         outbox: &Arc<Outbox>,
+        inner: &mut OutboxInner,
         id: InstrumentId,
         channel: Channel,
         since: Option<u64>,
         delivery: Delivery,
         after_history: bool,
     ) -> Resume {
-        // The outbox lock is held across registration and snapshot (or replay), so
-        // an event published meanwhile waits and then lands behind it, and one
-        // already covered is filtered by its sequence.
-        let mut inner = outbox.inner.lock();
-        let current = self.state.load(id);
-        let current_seq = match channel {
-            Channel::Book => current.book.seq,
-            other => current.seqs[other.index()],
-        };
+        let current_seq = self.current_seq(id, channel);
         let ahead = since.filter(|&since| since > current_seq);
         let since = if ahead.is_some() { None } else { since };
         if !inner.subs.contains_key(&(id, channel)) {
-            let format = outbox.format.index();
-            self.slot(id, channel).rcu(|current| {
-                let mut list = Vec::with_capacity(current.list.len() + 1);
-                list.extend(current.list.iter().cloned());
-                list.push(outbox.clone());
-                let mut formats = current.formats;
-                formats[format] += 1;
-                Subscribers { list, formats }
-            });
+            self.add_to_slot(outbox, id, channel);
         }
-        let replay = since.and_then(|since| self.replay_since(outbox.format, id, channel, since));
+        let replay = since.and_then(|since| self.ring_between(outbox.format, id, channel, since, u64::MAX));
         let outcome = match (since, replay) {
             (Some(since), Some((last_seq, updates))) => {
                 let count = updates.len();
@@ -609,7 +672,8 @@ impl Fanout {
                                     channel.as_str()
                                 ),
                                 Some("subscribe"),
-                            );
+                            )
+                            .about(symbol, channel);
                             inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_error(&error))));
                             Resume::Ahead { since, current: current_seq }
                         }
@@ -624,51 +688,128 @@ impl Fanout {
         if let Delivery::Conflate { interval_ms } = delivery {
             inner.conflate_ms = Some(inner.conflate_ms.map_or(interval_ms, |ms| ms.min(interval_ms)));
         }
-        let wake = !inner.queue.is_empty();
-        drop(inner);
-        if wake {
-            outbox.wake.notify_one();
-        }
         outcome
     }
 
     /// Whether the ring still holds every update of one channel after `since`.
     pub fn ring_covers(&self, id: InstrumentId, channel: Channel, since: u64) -> bool {
         let ring = self.rings[id.index()].lock();
-        match ring.events.iter().find(|e| e.channel() == channel && e.seq > since) {
-            Some(first) => first.seq == since + 1,
-            None => ring.last[channel.index()] <= since,
-        }
+        ring.continues(channel, since)
     }
 
-    /// Queues updates read from stored history (a resume older than the ring),
-    /// encoded for the outbox's format, ahead of the subscription that follows them.
-    pub fn push_stored(&self, outbox: &Outbox, id: InstrumentId, events: &[Event]) {
+    /// Starts a resume from stored history: subscribes `outbox` with its live
+    /// updates held back, and returns the channel's sequence at this moment. The
+    /// caller reads the store up to it (or up to where the ring continues) and
+    /// ends the hold with [`Self::release_hold`]; held updates follow the history.
+    pub fn hold(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel, delivery: Delivery) -> u64 {
+        let mut inner = outbox.inner.lock();
+        let from = self.current_seq(id, channel);
+        if !inner.subs.contains_key(&(id, channel)) {
+            self.add_to_slot(outbox, id, channel);
+        }
+        let mut sub = SubState::new(delivery, from);
+        sub.held = Some(Held { from, items: Vec::new(), overflowed: false });
+        inner.subs.insert((id, channel), sub);
+        from
+    }
+
+    /// Ends a hold: queues the stored updates after `since` (contiguous), the
+    /// ring's updates between them and the hold point, a `live` marker, then the
+    /// held live updates, each sequence once. When history cannot reach the hold
+    /// point (the store lags too far, or too much was held), what did continue
+    /// `since` is queued and the subscription restarts from there with a gap and
+    /// a fresh snapshot, as [`Self::subscribe`] does.
+    pub fn release_hold(
+        &self,
+        outbox: &Arc<Outbox>,
+        id: InstrumentId,
+        channel: Channel,
+        since: u64,
+        stored: &[Event],
+    ) -> Resume {
         let mut formats = [false; Format::COUNT];
         formats[outbox.format.index()] = true;
-        let mut inner = outbox.inner.lock();
-        for event in events {
+        let mut guard = outbox.inner.lock();
+        let inner = &mut *guard;
+        let Some(held) = inner.subs.get_mut(&(id, channel)).and_then(|sub| sub.held.take()) else {
+            return Resume::Snapshot; // unsubscribed meanwhile
+        };
+        let delivery = inner.subs[&(id, channel)].delivery;
+        let mut last = since;
+        let mut count = 0;
+        for event in stored.iter().take_while(|e| e.seq <= held.from) {
+            if event.seq != last + 1 {
+                break;
+            }
             debug_assert_eq!(event.instrument, id, "stored events carry the live instrument id");
             inner.queue.push(match &event.payload {
                 Payload::BookReset(_) => Item::Resnapshot(id),
                 _ => Item::Update(Arc::new(Encoded::new(&self.instruments, event, formats))),
             });
+            last = event.seq;
+            count += 1;
+        }
+        let ring_part = if last < held.from {
+            self.ring_between(outbox.format, id, channel, last, held.from)
+        } else {
+            Some((last, Vec::new()))
+        };
+        let outcome = match ring_part {
+            Some((_, ring_items)) if !held.overflowed => {
+                let symbol = &self.instruments.get(id).symbol;
+                inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(symbol, channel, last))));
+                count += ring_items.len() + held.items.len();
+                inner.queue.extend(ring_items);
+                inner.queue.extend(held.items.into_iter().filter(|(seq, _)| *seq > held.from).map(|(_, item)| item));
+                self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                Resume::Replayed(count)
+            }
+            _ => self.subscribe_locked(outbox, inner, id, channel, Some(last), delivery, last > since),
+        };
+        let wake = !inner.queue.is_empty();
+        drop(guard);
+        if wake {
+            outbox.wake.notify_one();
+        }
+        outcome
+    }
+
+    fn current_seq(&self, id: InstrumentId, channel: Channel) -> u64 {
+        let current = self.state.load(id);
+        match channel {
+            Channel::Book => current.book.seq,
+            other => current.seqs[other.index()],
         }
     }
 
-    /// The ring's updates after `since` for one channel, encoded for `format`, when
-    /// the ring still holds every one of them; `None` when it does not.
-    fn replay_since(&self, format: Format, id: InstrumentId, channel: Channel, since: u64) -> Option<(u64, Vec<Item>)> {
+    fn add_to_slot(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel) {
+        let format = outbox.format.index();
+        self.slot(id, channel).rcu(|current| {
+            let mut list = Vec::with_capacity(current.list.len() + 1);
+            list.extend(current.list.iter().cloned());
+            list.push(outbox.clone());
+            let mut formats = current.formats;
+            formats[format] += 1;
+            Subscribers { list, formats }
+        });
+    }
+
+    /// The ring's updates of one channel after `since` and up to `upto`, encoded
+    /// for `format`, when the ring still holds every one of them; `None` when it
+    /// does not. Also returns the last sequence included (`since` when none is).
+    fn ring_between(
+        &self,
+        format: Format,
+        id: InstrumentId,
+        channel: Channel,
+        since: u64,
+        upto: u64,
+    ) -> Option<(u64, Vec<Item>)> {
         let ring = self.rings[id.index()].lock();
-        let mut missed = ring.events.iter().filter(|e| e.channel() == channel && e.seq > since).peekable();
-        match missed.peek() {
-            Some(first) if first.seq != since + 1 => return None, // the oldest missed update has left the ring
-            // Nothing after `since` in the ring although the channel went past it:
-            // every missed update was evicted. (Events not recorded yet are still
-            // to be published, and will reach this subscription live.)
-            None if ring.last[channel.index()] > since => return None,
-            _ => {}
+        if !ring.continues(channel, since) {
+            return None;
         }
+        let missed = ring.events.iter().filter(|e| e.channel() == channel && e.seq > since && e.seq <= upto);
         let mut formats = [false; Format::COUNT];
         formats[format.index()] = true;
         let mut last = since;
@@ -848,6 +989,10 @@ mod tests {
     use crate::model::{AssetKind, BookDelta, InstrumentSpec, Price, Quote, Side, Size, Trade};
 
     fn setup(config: OutboxConfig) -> (Engine, Fanout) {
+        setup_with_ring(config, RingConfig::default())
+    }
+
+    fn setup_with_ring(config: OutboxConfig, ring: RingConfig) -> (Engine, Fanout) {
         let mut t = Instruments::new();
         for symbol in ["AAA", "BBB"] {
             t.add(InstrumentSpec {
@@ -860,7 +1005,7 @@ mod tests {
             .unwrap();
         }
         let engine = Engine::new(&t, 10);
-        let fanout = Fanout::new(Arc::new(t), engine.reader(), config);
+        let fanout = Fanout::with_ring(Arc::new(t), engine.reader(), config, ring);
         (engine, fanout)
     }
 
@@ -883,12 +1028,107 @@ mod tests {
         fanout.publish(&event);
     }
 
+    /// Publishes a trade of instrument 0 at `ts`, then the candles it changed, as
+    /// the engine task does after each feed batch.
+    fn trade_with_candles(engine: &mut Engine, fanout: &Fanout, ts: u64, id: u64) {
+        let mut event = Event::new(InstrumentId(0), ts, ts, trade(id));
+        engine.apply(&mut event).unwrap();
+        fanout.publish(&event);
+        let mut candles = Vec::new();
+        engine.drain_candles(&mut candles);
+        for candle in &candles {
+            fanout.publish(candle);
+        }
+    }
+
     fn drain_json(fanout: &Fanout, outbox: &Outbox) -> Vec<serde_json::Value> {
         let mut items = Vec::new();
         fanout.drain(outbox, &mut items);
         let mut frames = Vec::new();
         build_frames(&items, Format::Json, 1 << 20, &mut frames);
         frames.iter().map(|f| serde_json::from_slice(f).unwrap()).collect()
+    }
+
+    /// Publishes trades `range` of instrument 0 and returns them, as the store
+    /// would hold them.
+    fn trades(engine: &mut Engine, fanout: &Fanout, range: std::ops::RangeInclusive<u64>) -> Vec<Event> {
+        range
+            .map(|i| {
+                let mut event = Event::new(InstrumentId(0), i, i, trade(i));
+                engine.apply(&mut event).unwrap();
+                fanout.publish(&event);
+                event
+            })
+            .collect()
+    }
+
+    /// Trade sequences and message types a client got, in order.
+    fn received(frames: &[serde_json::Value]) -> (Vec<u64>, Vec<String>) {
+        let mut seqs = Vec::new();
+        let mut kinds = Vec::new();
+        for frame in frames {
+            kinds.push(frame["type"].as_str().unwrap().to_owned());
+            if frame["type"] == "batch" {
+                seqs.extend(frame["updates"].as_array().unwrap().iter().map(|u| u["seq"].as_u64().unwrap()));
+            }
+        }
+        (seqs, kinds)
+    }
+
+    const SMALL_RING: RingConfig = RingConfig { depth: 4, max_age_ns: u64::MAX };
+
+    /// A resume from history holds live updates while the store is read: the
+    /// stored part, the ring's bridge over what the writer has not stored yet, and
+    /// the held updates arrive in order, each once, with a `live` marker at the seam.
+    #[test]
+    fn held_resume_stitches_store_ring_and_live() {
+        let ring = RingConfig { depth: 8, max_age_ns: u64::MAX };
+        let (mut engine, fanout) = setup_with_ring(OutboxConfig::default(), ring);
+        let history = trades(&mut engine, &fanout, 1..=20);
+        let outbox = fanout.outbox(Format::Json);
+        let id = InstrumentId(0);
+        assert!(!fanout.ring_covers(id, Channel::Trades, 5));
+        let from = fanout.hold(&outbox, id, Channel::Trades, Delivery::SnapshotOnLag);
+        assert_eq!(from, 20);
+        trades(&mut engine, &fanout, 21..=25); // held
+        assert_eq!(outbox.queued(), 0, "nothing goes out while held");
+        // The writer trails: the store holds up to 18, the ring 18..=25.
+        let outcome = fanout.release_hold(&outbox, id, Channel::Trades, 5, &history[5..18]);
+        assert_eq!(outcome, Resume::Replayed(20));
+        trades(&mut engine, &fanout, 26..=27);
+        let (seqs, kinds) = received(&drain_json(&fanout, &outbox));
+        assert_eq!(seqs, (6..=27).collect::<Vec<_>>());
+        assert_eq!(kinds.iter().filter(|k| *k == "live").count(), 1);
+        assert!(!kinds.iter().any(|k| k == "gap" || k == "snapshot"), "{kinds:?}");
+    }
+
+    /// When neither store nor ring reaches the hold point, what history continued
+    /// is delivered, then a gap for the rest and a fresh snapshot; no duplicate.
+    #[test]
+    fn held_resume_ends_in_a_gap_when_history_falls_short() {
+        let (mut engine, fanout) = setup_with_ring(OutboxConfig::default(), SMALL_RING);
+        let history = trades(&mut engine, &fanout, 1..=20);
+        let outbox = fanout.outbox(Format::Json);
+        let id = InstrumentId(0);
+        fanout.hold(&outbox, id, Channel::Trades, Delivery::SnapshotOnLag);
+        trades(&mut engine, &fanout, 21..=25); // the ring now holds 22..=25
+        let outcome = fanout.release_hold(&outbox, id, Channel::Trades, 5, &history[5..10]);
+        assert_eq!(outcome, Resume::Gap { from: 11, to: 25 });
+        trades(&mut engine, &fanout, 26..=26);
+        let frames = drain_json(&fanout, &outbox);
+        let (seqs, kinds) = received(&frames);
+        assert_eq!(seqs, vec![6, 7, 8, 9, 10, 26]);
+        assert_eq!(kinds, ["batch", "gap", "snapshot", "batch"]);
+
+        // Too much held (a queue's worth) also ends in a gap, though history is whole.
+        let config = OutboxConfig { max_queued: 3, ..OutboxConfig::default() };
+        let (mut engine, fanout) = setup_with_ring(config, SMALL_RING);
+        let history = trades(&mut engine, &fanout, 1..=20);
+        let outbox = fanout.outbox(Format::Json);
+        fanout.hold(&outbox, id, Channel::Trades, Delivery::SnapshotOnLag);
+        trades(&mut engine, &fanout, 21..=25);
+        let outcome = fanout.release_hold(&outbox, id, Channel::Trades, 5, &history[5..]);
+        assert_eq!(outcome, Resume::Gap { from: 21, to: 25 });
     }
 
     #[test]
@@ -946,6 +1186,61 @@ mod tests {
         assert_eq!(covered, (1..=100).collect::<Vec<_>>(), "every trade is delivered or announced missing");
         assert!(fanout.stats.dropped_trades.load(Ordering::Relaxed) > 0);
         assert!(fanout.stats.conflated.load(Ordering::Relaxed) > 0);
+    }
+
+    /// Candle updates conflate like quotes for a lagging subscriber, but a closed
+    /// candle's final value is never replaced, under either conflating policy.
+    #[test]
+    fn lagging_candle_subscribers_keep_every_closed_candle() {
+        for delivery in [Delivery::SnapshotOnLag, Delivery::Conflate { interval_ms: 100 }] {
+            let config = OutboxConfig { max_queued: 64, conflate_after: 2, slow_consumer: SlowConsumerPolicy::Gap };
+            let (mut engine, fanout) = setup(config);
+            let outbox = fanout.outbox(Format::Json);
+            fanout.subscribe(&outbox, InstrumentId(0), Channel::Candles1s, None, delivery);
+            fanout.subscribe(&outbox, InstrumentId(0), Channel::Trades, None, delivery);
+            // Ten trades per second for five seconds.
+            for i in 0..50u64 {
+                trade_with_candles(&mut engine, &fanout, i * 100_000_000 + 1, i);
+            }
+            fanout.release_conflated(&outbox);
+            let frames = drain_json(&fanout, &outbox);
+            let closed: Vec<(u64, u64)> = frames
+                .iter()
+                .filter(|f| f["type"] == "batch")
+                .flat_map(|f| f["updates"].as_array().unwrap().clone())
+                .filter(|u| u["channel"] == "candles.1s" && u["closed"] == true)
+                .map(|u| (u["start"].as_u64().unwrap() / 1_000_000_000, u["trades"].as_u64().unwrap()))
+                .collect();
+            assert_eq!(closed, vec![(0, 10), (1, 10), (2, 10), (3, 10)], "{delivery:?}");
+            assert!(fanout.stats.conflated.load(Ordering::Relaxed) > 0, "{delivery:?}: open candles conflate");
+        }
+    }
+
+    /// Candles made while nobody watched are not kept; a resume across them gets a
+    /// gap and the latest candle, never the kept ones with a silent hole after them.
+    #[test]
+    fn resume_across_an_unwatched_candle_stretch_is_a_gap() {
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        let second = |engine: &mut Engine, i: u64| trade_with_candles(engine, &fanout, i * 1_000_000_000 + 1, i);
+        let watcher = fanout.outbox(Format::Json);
+        fanout.subscribe(&watcher, InstrumentId(0), Channel::Candles1s, None, Delivery::Full);
+        for i in 0..3 {
+            second(&mut engine, i); // candles 1..=5 kept (open, closed+open, closed+open)
+        }
+        assert!(fanout.ring_covers(InstrumentId(0), Channel::Candles1s, 1));
+        fanout.unsubscribe(&watcher, InstrumentId(0), Channel::Candles1s);
+        for i in 3..5 {
+            second(&mut engine, i); // 6..=9 not kept
+        }
+        assert!(!fanout.ring_covers(InstrumentId(0), Channel::Candles1s, 1));
+        let resumed = fanout.outbox(Format::Json);
+        let outcome = fanout.subscribe(&resumed, InstrumentId(0), Channel::Candles1s, Some(1), Delivery::Full);
+        assert_eq!(outcome, Resume::Gap { from: 2, to: 9 });
+        let frames = drain_json(&fanout, &resumed);
+        assert_eq!(frames[1]["type"], "snapshot");
+        assert_eq!(frames[1]["data"]["start"], 4_000_000_000u64);
+        // Candles of an unwatched instrument cost no ring space.
+        assert_eq!(fanout.rings[0].lock().events.iter().filter(|e| !e.channel().is_stored()).count(), 5);
     }
 
     #[test]
@@ -1158,6 +1453,7 @@ mod tests {
                     instrument: InstrumentId(0),
                     channel: Channel::Quotes,
                     seq,
+                    final_value: false,
                     fragments: [Bytes::from(format!("{{\"seq\":{seq}}}")), Bytes::new()],
                 }))
             })

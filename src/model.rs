@@ -131,6 +131,25 @@ pub fn write_decimal(out: &mut Vec<u8>, nanos: i64, decimals: u8) {
     }
 }
 
+/// [`write_decimal`] for a wide amount (a sum of sizes, say).
+pub fn write_decimal_wide(out: &mut Vec<u8>, nanos: i128, decimals: u8) {
+    if let Ok(narrow) = i64::try_from(nanos) {
+        return write_decimal(out, narrow, decimals);
+    }
+    let decimals = decimals.min(MAX_DECIMALS);
+    if nanos < 0 {
+        out.push(b'-');
+    }
+    let abs = nanos.unsigned_abs();
+    let (whole, frac) = (abs / SCALE as u128, (abs % SCALE as u128) as u64);
+    out.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
+    if decimals > 0 {
+        out.push(b'.');
+        let digits = format!("{frac:09}");
+        out.extend_from_slice(&digits.as_bytes()[..usize::from(decimals)]);
+    }
+}
+
 /// Formats `nanos` as a decimal string with `decimals` digits after the point.
 pub fn format_decimal(nanos: i64, decimals: u8) -> String {
     let mut out = Vec::with_capacity(24);
@@ -361,38 +380,180 @@ pub struct BookDelta {
     pub asks: Vec<(Price, Size)>,
 }
 
-/// The streams a client can subscribe to for an instrument.
+/// The width of a candle: the `candles.<interval>` channels and `GET /v1/candles`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    Quotes = 0,
-    Trades = 1,
-    Book = 2,
+pub enum CandleInterval {
+    S1 = 0,
+    M1 = 1,
+    M5 = 2,
+    H1 = 3,
+    D1 = 4,
 }
 
-impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Quotes, Channel::Trades, Channel::Book];
-    pub const COUNT: usize = 3;
+impl CandleInterval {
+    pub const ALL: [CandleInterval; 5] =
+        [CandleInterval::S1, CandleInterval::M1, CandleInterval::M5, CandleInterval::H1, CandleInterval::D1];
+    pub const COUNT: usize = 5;
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Channel::Quotes => "quotes",
-            Channel::Trades => "trades",
-            Channel::Book => "book",
+            CandleInterval::S1 => "1s",
+            CandleInterval::M1 => "1m",
+            CandleInterval::M5 => "5m",
+            CandleInterval::H1 => "1h",
+            CandleInterval::D1 => "1d",
         }
     }
 
-    pub fn parse(name: &str) -> Option<Channel> {
-        match name {
-            "quotes" => Some(Channel::Quotes),
-            "trades" => Some(Channel::Trades),
-            "book" => Some(Channel::Book),
-            _ => None,
+    pub fn parse(name: &str) -> Option<CandleInterval> {
+        CandleInterval::ALL.into_iter().find(|i| i.as_str() == name)
+    }
+
+    /// Width in nanoseconds; buckets are aligned to the Unix epoch.
+    pub fn nanos(self) -> Nanos {
+        const S: Nanos = 1_000_000_000;
+        match self {
+            CandleInterval::S1 => S,
+            CandleInterval::M1 => 60 * S,
+            CandleInterval::M5 => 300 * S,
+            CandleInterval::H1 => 3_600 * S,
+            CandleInterval::D1 => 86_400 * S,
         }
     }
 
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Start of the bucket holding `ts`.
+    pub fn bucket(self, ts: Nanos) -> Nanos {
+        ts - ts % self.nanos()
+    }
+}
+
+/// OHLCV of the trades of one instrument whose `ts_event` falls in
+/// `[start, start + interval)`, as the live `candles.<interval>` channels carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candle {
+    pub interval: CandleInterval,
+    pub start: Nanos,
+    pub open: Price,
+    pub high: Price,
+    pub low: Price,
+    pub close: Price,
+    /// Sum of sizes in nano-units; wide, because a busy day overflows i64.
+    pub volume: i128,
+    pub trades: u64,
+    /// The bucket is over: this is the candle's final value.
+    pub closed: bool,
+}
+
+impl Candle {
+    /// A candle opened by one trade.
+    pub fn open(interval: CandleInterval, ts_event: Nanos, price: Price, size: Size) -> Self {
+        Candle {
+            interval,
+            start: interval.bucket(ts_event),
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: i128::from(size.0),
+            trades: 1,
+            closed: false,
+        }
+    }
+
+    /// Folds in one more trade of the same bucket.
+    pub fn add(&mut self, price: Price, size: Size) {
+        self.high = self.high.max(price);
+        self.low = self.low.min(price);
+        self.close = price;
+        self.volume += i128::from(size.0);
+        self.trades += 1;
+    }
+
+    /// End of the bucket (exclusive).
+    pub fn end(&self) -> Nanos {
+        self.start + self.interval.nanos()
+    }
+}
+
+/// The streams a client can subscribe to for an instrument. Quotes, trades and
+/// book come from the feeds and are stored; candles are derived from trades by
+/// the engine and live only in the stream (and the recent-history ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Quotes = 0,
+    Trades = 1,
+    Book = 2,
+    Candles1s = 3,
+    Candles1m = 4,
+    Candles5m = 5,
+    Candles1h = 6,
+    Candles1d = 7,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 8] = [
+        Channel::Quotes,
+        Channel::Trades,
+        Channel::Book,
+        Channel::Candles1s,
+        Channel::Candles1m,
+        Channel::Candles5m,
+        Channel::Candles1h,
+        Channel::Candles1d,
+    ];
+    pub const COUNT: usize = 8;
+    /// The channels feeds produce and the store keeps (a table each).
+    pub const STORED: [Channel; 3] = [Channel::Quotes, Channel::Trades, Channel::Book];
+    pub const STORED_COUNT: usize = 3;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Quotes => "quotes",
+            Channel::Trades => "trades",
+            Channel::Book => "book",
+            Channel::Candles1s => "candles.1s",
+            Channel::Candles1m => "candles.1m",
+            Channel::Candles5m => "candles.5m",
+            Channel::Candles1h => "candles.1h",
+            Channel::Candles1d => "candles.1d",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The candle channel of `interval`.
+    pub fn candles(interval: CandleInterval) -> Channel {
+        Channel::ALL[Channel::Candles1s.index() + interval.index()]
+    }
+
+    /// The interval of a candle channel.
+    pub fn candle_interval(self) -> Option<CandleInterval> {
+        self.index().checked_sub(Channel::Candles1s.index()).and_then(|i| CandleInterval::ALL.get(i).copied())
+    }
+
+    /// Whether the store keeps this channel (see [`Channel::STORED`]).
+    pub fn is_stored(self) -> bool {
+        self.index() < Channel::STORED_COUNT
+    }
+
+    /// Whether an update replaces the previous one entirely (quotes, candles), so
+    /// that a lagging subscriber may skip to the latest.
+    pub fn is_latest_value(self) -> bool {
+        self == Channel::Quotes || self.candle_interval().is_some()
+    }
+
+    /// The channel names a client may use, for error messages.
+    pub const NAMES: &'static str = "quotes, trades, book, candles.1s, candles.1m, candles.5m, candles.1h, candles.1d";
 }
 
 /// What happened.
@@ -406,6 +567,10 @@ pub enum Payload {
     /// or a resynchronisation after a gap or checksum failure. Subscribers get a
     /// `book_invalidated` message and a fresh snapshot.
     BookReset(BookDelta),
+    /// The current (or, once `closed`, final) candle of one interval; made by the
+    /// engine from trades, never by a feed. Boxed: it is rare and wide, and would
+    /// otherwise grow every event (96 to 128 bytes).
+    Candle(Box<Candle>),
 }
 
 impl Payload {
@@ -414,6 +579,7 @@ impl Payload {
             Payload::Quote(_) => Channel::Quotes,
             Payload::Trade(_) => Channel::Trades,
             Payload::Book(_) | Payload::BookReset(_) => Channel::Book,
+            Payload::Candle(c) => Channel::candles(c.interval),
         }
     }
 }

@@ -237,6 +237,8 @@ pub fn write_csv(out: &mut Vec<u8>, instruments: &Instruments, event: &Event) {
                 }
             }
         }
+        // Candles are derived, never stored: no columns of their own.
+        Payload::Candle(_) => out.extend_from_slice(b",,,,,,,,,,"),
     }
     out.push(b'\n');
 }

@@ -146,6 +146,44 @@ async fn refusal_checksum_garbage_disconnect_and_stall() {
     feed.stop().await;
 }
 
+/// A venue that never answers a resubscribe: trades keep the connection alive
+/// (no stale timeout), but the book would stay withdrawn for good; past the
+/// book-sync timeout the connection is replaced and the book comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscribe_never_answered_replaces_the_connection() {
+    let ws = MockWs::start(0, |n| match n {
+        0 => {
+            let mut steps = vec![
+                expect(BOOK_SUBSCRIBE),
+                send(VECTOR),
+                send(BAD_CHECKSUM),
+                expect(r#""method":"unsubscribe""#),
+                expect(BOOK_SUBSCRIBE),
+            ];
+            for id in 1..=60 {
+                steps.push(send(trade(id)));
+                steps.push(Step::Sleep(50));
+            }
+            steps
+        }
+        _ => vec![expect(BOOK_SUBSCRIBE), send(VECTOR), send(trade(1000))],
+    })
+    .await;
+    let (instruments, id) = table();
+    let mut config = test_config(ws.url(), None);
+    config.book_sync_timeout = Duration::from_millis(600);
+    let mut feed = Harness::start(Kraken::new(vec![("BTC/USD".into(), id)], 10), &instruments, config);
+    feed.until("trade 1000", |h| h.trade_ids().last() == Some(&1000)).await;
+
+    let shape: Vec<bool> = feed.resets().iter().map(|r| r.1 > 0).collect();
+    assert_eq!(shape, [true, false, true], "full, withdrawn (checksum), full again on the new connection");
+    let live_trades = feed.trade_ids().iter().filter(|&&t| t < 1000).count();
+    assert!((5..60).contains(&live_trades), "trades flowed while the book waited: {live_trades}");
+    assert_eq!(ws.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(feed.view().reconnects, 1);
+    feed.stop().await;
+}
+
 /// End to end: a client of the gateway holding the Kraken book gets
 /// `book_invalidated` and a fresh snapshot when the checksum fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,10 @@ async fn resume_older_than_the_ring_is_served_from_the_store() {
         run_for(&mut client, &mut ledger, 50).await;
         client.cut();
         tokio::time::sleep(Duration::from_millis(1500)).await; // far past the ring; the writer has stored it
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while ledger.live.is_empty() {
+            assert!(ledger.gaps.is_empty(), "{format:?}: a gap instead of history: {:?}", ledger.gaps);
+            assert!(std::time::Instant::now() < deadline, "{format:?}: no live marker within 15 s");
             run_for(&mut client, &mut ledger, 1).await;
         }
         run_for(&mut client, &mut ledger, 100).await;
@@ -280,7 +283,10 @@ async fn bad_protobuf_input_gets_defined_errors() {
     };
     let future = pb::Since { symbol: "AAPL".into(), channel: pb::Channel::Trades as i32, seq: u64::MAX / 2 };
     socket.send(Message::binary(subscribe(vec![future], vec!["AAPL"]).encode_to_vec())).await.unwrap();
-    assert_eq!(proto_error(&mut socket).await.code, "bad_since");
+    let error = proto_error(&mut socket).await;
+    assert_eq!(error.code, "bad_since");
+    // Which stream the refused since named is in fields, not only in the text.
+    assert_eq!((error.symbol.as_str(), error.channel), ("AAPL", pb::Channel::Trades as i32));
     let stray = pb::Since { symbol: "NO-SUCH".into(), channel: 0, seq: 1 };
     socket.send(Message::binary(subscribe(vec![stray], vec!["AAPL"]).encode_to_vec())).await.unwrap();
     assert_eq!(proto_error(&mut socket).await.code, "bad_since");
@@ -294,7 +300,11 @@ async fn bad_protobuf_input_gets_defined_errors() {
         serde_json::json!({"op":"subscribe","channels":["trades"],"symbols":["AAPL"],"since":{"AAPL":999999999}}),
     )
     .await;
-    assert_eq!(json.until_type("error").await["code"], "bad_since");
+    let error = json.until_type("error").await;
+    assert_eq!(
+        (&error["code"], &error["symbol"], &error["channel"]),
+        (&"bad_since".into(), &"AAPL".into(), &"trades".into())
+    );
     json.send(serde_json::json!({"op":"subscribe","channels":["trades"],"symbols":["NOPE"],"since":{"NOPE":1}})).await;
     assert_eq!(json.until_type("error").await["code"], "unknown_symbol");
     json.round_trip(4).await;

@@ -7,7 +7,9 @@
 //! Rarer messages (errors, pongs) go through `serde_json`.
 
 use crate::book::InstrumentState;
-use crate::model::{Channel, Event, Instrument, Nanos, Payload, Price, Quote, Size, Trade, write_decimal};
+use crate::model::{
+    Candle, Channel, Event, Instrument, Nanos, Payload, Price, Quote, Size, Trade, write_decimal, write_decimal_wide,
+};
 
 use super::RequestError;
 
@@ -85,6 +87,22 @@ fn push_book_fields(out: &mut Vec<u8>, inst: &Instrument, bids: &[(Price, Size)]
     push_levels(out, inst, asks);
 }
 
+fn push_candle_fields(out: &mut Vec<u8>, inst: &Instrument, c: &Candle) {
+    out.extend_from_slice(br#""start":"#);
+    push_u64(out, c.start);
+    for (name, price) in
+        [(&br#","open":"#[..], c.open), (br#","high":"#, c.high), (br#","low":"#, c.low), (br#","close":"#, c.close)]
+    {
+        out.extend_from_slice(name);
+        push_price(out, inst, price);
+    }
+    out.extend_from_slice(br#","volume":""#);
+    write_decimal_wide(out, c.volume, inst.size_decimals);
+    out.extend_from_slice(br#"","trades":"#);
+    push_u64(out, c.trades);
+    out.extend_from_slice(if c.closed { br#","closed":true"# } else { br#","closed":false"# });
+}
+
 fn push_head(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, seq: u64) {
     out.extend_from_slice(br#""symbol":""#);
     out.extend_from_slice(inst.symbol.as_bytes());
@@ -103,6 +121,7 @@ pub fn encode_update(out: &mut Vec<u8>, inst: &Instrument, event: &Event) {
         Payload::Quote(q) => push_quote_fields(out, inst, q),
         Payload::Trade(t) => push_trade_fields(out, inst, t),
         Payload::Book(d) | Payload::BookReset(d) => push_book_fields(out, inst, &d.bids, &d.asks),
+        Payload::Candle(c) => push_candle_fields(out, inst, c),
     }
     push_clocks(out, event.ts_event, event.ts_recv, event.ts_send);
     out.push(b'}');
@@ -159,6 +178,22 @@ pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, s
             push_book_fields(out, inst, &book.bids, &book.asks);
             out.push(b'}');
             (book.ts_event, book.ts_recv, book.ts_send)
+        }
+        Channel::Candles1s | Channel::Candles1m | Channel::Candles5m | Channel::Candles1h | Channel::Candles1d => {
+            push_head(out, inst, channel, state.seqs[channel.index()]);
+            out.extend_from_slice(br#","data":"#);
+            match channel.candle_interval().and_then(|i| state.candles[i.index()]) {
+                Some(c) => {
+                    out.push(b'{');
+                    push_candle_fields(out, inst, &c.value);
+                    out.push(b'}');
+                    (c.ts_event, c.ts_recv, c.ts_send)
+                }
+                None => {
+                    out.extend_from_slice(b"null");
+                    (0, 0, 0)
+                }
+            }
         }
     };
     push_clocks(out, clocks.0, clocks.1, clocks.2);
@@ -223,12 +258,16 @@ pub fn encode_live(symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
 
 /// An `error` message.
 pub fn encode_error(err: &RequestError) -> Vec<u8> {
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "type": "error",
         "code": err.code.as_str(),
         "message": err.message,
         "op": err.op,
     });
+    if let Some((symbol, channel)) = &err.about {
+        value["symbol"] = symbol.as_str().into();
+        value["channel"] = channel.as_str().into();
+    }
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
@@ -311,12 +350,25 @@ mod tests {
             }
             encode_update(&mut frame, inst, e);
         }
+        let mut candles = Vec::new();
+        engine.drain_candles(&mut candles);
+        for e in &candles {
+            frame.push(b',');
+            encode_update(&mut frame, inst, e);
+        }
         frame.extend_from_slice(BATCH_CLOSE);
         let v = json(&frame);
         assert_eq!(v["type"], "batch");
         assert_eq!(v["updates"][0]["side"], "sell");
         assert_eq!(v["updates"][0]["trade_id"], 9);
         assert_eq!(v["updates"][1]["bids"][0][1], "3.0000");
+        let candle = &v["updates"][3];
+        assert_eq!(candle["channel"], "candles.1m");
+        assert_eq!(
+            (&candle["open"], &candle["volume"], &candle["trades"]),
+            (&v["updates"][0]["price"], &v["updates"][0]["size"], &serde_json::json!(1))
+        );
+        assert_eq!(candle["closed"], false);
 
         let state = engine.reader().load(InstrumentId(0));
         for channel in Channel::ALL {

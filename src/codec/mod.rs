@@ -76,11 +76,20 @@ pub struct RequestError {
     pub message: String,
     /// The `op` the error answers, when known.
     pub op: Option<String>,
+    /// The symbol and channel the error is about, when it is about one (so that a
+    /// client can act on it without reading the message, e.g. on `bad_since`).
+    pub about: Option<(String, Channel)>,
 }
 
 impl RequestError {
     pub fn new(code: ErrorCode, message: impl Into<String>, op: Option<&str>) -> Self {
-        Self { code, message: message.into(), op: op.map(str::to_owned) }
+        Self { code, message: message.into(), op: op.map(str::to_owned), about: None }
+    }
+
+    /// The same error, naming the symbol and channel it is about.
+    pub fn about(mut self, symbol: &str, channel: Channel) -> Self {
+        self.about = Some((symbol.to_owned(), channel));
+        self
     }
 }
 
@@ -333,7 +342,7 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
                     Channel::parse(name).ok_or_else(|| {
                         RequestError::new(
                             ErrorCode::UnknownChannel,
-                            format!("no channel {name:?} (channels: quotes, trades, book)"),
+                            format!("no channel {name:?} (channels: {})", Channel::NAMES),
                             Some(&op),
                         )
                     })

@@ -12,7 +12,9 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use super::{ClientRequest, Delivery, ErrorCode, RequestError, SinceSpec, Subscription};
 use crate::book::InstrumentState;
-use crate::model::{Channel, Event, Instrument, MAX_DECIMALS, Nanos, Payload, Price, Side, Size};
+use crate::model::{
+    Candle, CandleInterval, Channel, Event, Instrument, MAX_DECIMALS, Nanos, Payload, Price, Side, Size,
+};
 
 /// Types generated from the schema.
 #[allow(clippy::all, missing_docs)] // generated code
@@ -36,6 +38,37 @@ pub fn channel(channel: Channel) -> pb::Channel {
         Channel::Quotes => pb::Channel::Quotes,
         Channel::Trades => pb::Channel::Trades,
         Channel::Book => pb::Channel::Book,
+        Channel::Candles1s => pb::Channel::Candles1s,
+        Channel::Candles1m => pb::Channel::Candles1m,
+        Channel::Candles5m => pb::Channel::Candles5m,
+        Channel::Candles1h => pb::Channel::Candles1h,
+        Channel::Candles1d => pb::Channel::Candles1d,
+    }
+}
+
+fn candle_interval(interval: CandleInterval) -> pb::CandleInterval {
+    match interval {
+        CandleInterval::S1 => pb::CandleInterval::CandleInterval1s,
+        CandleInterval::M1 => pb::CandleInterval::CandleInterval1m,
+        CandleInterval::M5 => pb::CandleInterval::CandleInterval5m,
+        CandleInterval::H1 => pb::CandleInterval::CandleInterval1h,
+        CandleInterval::D1 => pb::CandleInterval::CandleInterval1d,
+    }
+}
+
+fn candle(inst: &Instrument, c: &Candle) -> pb::Candle {
+    let price = |p: Price| mantissa(p.0, inst.price_decimals);
+    let scale = POW10[usize::from(MAX_DECIMALS - inst.size_decimals.min(MAX_DECIMALS))];
+    pb::Candle {
+        interval: candle_interval(c.interval) as i32,
+        start: c.start,
+        open: price(c.open),
+        high: price(c.high),
+        low: price(c.low),
+        close: price(c.close),
+        volume: i64::try_from(c.volume / i128::from(scale)).unwrap_or(if c.volume < 0 { i64::MIN } else { i64::MAX }),
+        trades: c.trades,
+        closed: c.closed,
     }
 }
 
@@ -85,6 +118,7 @@ pub fn update(inst: &Instrument, event: &Event) -> pb::Update {
             Payload::Quote(q) => Data::Quote(quote(inst, q)),
             Payload::Trade(t) => Data::Trade(trade(inst, t)),
             Payload::Book(d) | Payload::BookReset(d) => Data::Book(book(inst, &d.bids, &d.asks)),
+            Payload::Candle(c) => Data::Candle(candle(inst, c)),
         }),
     }
 }
@@ -137,6 +171,12 @@ pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, ch: Channel, state:
             snapshot.data = Some(Data::Book(book(inst, &state.book.bids, &state.book.asks)));
             Some((state.book.ts_event, state.book.ts_recv, state.book.ts_send))
         }
+        Channel::Candles1s | Channel::Candles1m | Channel::Candles5m | Channel::Candles1h | Channel::Candles1d => {
+            ch.candle_interval().and_then(|i| state.candles[i.index()]).map(|c| {
+                snapshot.data = Some(Data::Candle(candle(inst, &c.value)));
+                (c.ts_event, c.ts_recv, c.ts_send)
+            })
+        }
     };
     snapshot.seq = match ch {
         Channel::Book => state.book.seq,
@@ -162,6 +202,8 @@ pub fn encode_error(err: &RequestError) -> Vec<u8> {
         code: err.code.as_str().to_owned(),
         message: err.message.clone(),
         op: err.op.clone().unwrap_or_default(),
+        symbol: err.about.as_ref().map(|(symbol, _)| symbol.clone()).unwrap_or_default(),
+        channel: err.about.as_ref().map_or(pb::Channel::Unspecified, |&(_, c)| channel(c)) as i32,
     }))
 }
 
@@ -173,12 +215,25 @@ pub fn encode_live(symbol: &str, ch: Channel, seq: u64) -> Vec<u8> {
     server(pb::server_message::Kind::Live(pb::Live { symbol: symbol.to_owned(), channel: channel(ch) as i32, seq }))
 }
 
+/// The channel a protobuf enum value names.
+pub fn channel_of(value: pb::Channel) -> Option<Channel> {
+    Some(match value {
+        pb::Channel::Unspecified => return None,
+        pb::Channel::Quotes => Channel::Quotes,
+        pb::Channel::Trades => Channel::Trades,
+        pb::Channel::Book => Channel::Book,
+        pb::Channel::Candles1s => Channel::Candles1s,
+        pb::Channel::Candles1m => Channel::Candles1m,
+        pb::Channel::Candles5m => Channel::Candles5m,
+        pb::Channel::Candles1h => Channel::Candles1h,
+        pb::Channel::Candles1d => Channel::Candles1d,
+    })
+}
+
 fn channel_from(value: i32, op: &str) -> Result<Channel, RequestError> {
-    match pb::Channel::try_from(value) {
-        Ok(pb::Channel::Quotes) => Ok(Channel::Quotes),
-        Ok(pb::Channel::Trades) => Ok(Channel::Trades),
-        Ok(pb::Channel::Book) => Ok(Channel::Book),
-        _ => Err(RequestError::new(ErrorCode::UnknownChannel, format!("no channel number {value}"), Some(op))),
+    match pb::Channel::try_from(value).ok().and_then(channel_of) {
+        Some(channel) => Ok(channel),
+        None => Err(RequestError::new(ErrorCode::UnknownChannel, format!("no channel number {value}"), Some(op))),
     }
 }
 
@@ -190,6 +245,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<ClientRequest, RequestError> {
     match message.op {
         None => Err(RequestError::new(ErrorCode::UnknownOp, "ClientMessage without an op", None)),
         Some(Op::Ping(ping)) => Ok(ClientRequest::Ping { id: Some(ping.id.into()) }),
+        Some(Op::Replay(_)) => Err(RequestError::new(
+            ErrorCode::UnknownOp,
+            "replay controls are only accepted on /v1/replay",
+            Some("replay"),
+        )),
         Some(Op::Unsubscribe(u)) => {
             let channels = u.channels.iter().map(|&c| channel_from(c, "unsubscribe")).collect::<Result<_, _>>()?;
             Subscription::new("unsubscribe", channels, u.symbols, HashMap::new(), None).map(ClientRequest::Unsubscribe)

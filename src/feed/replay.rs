@@ -27,7 +27,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let streams: Vec<(i64, Channel)> =
-        store_ids.iter().flat_map(|&id| Channel::ALL.into_iter().map(move |c| (id, c))).collect();
+        store_ids.iter().flat_map(|&id| Channel::STORED.into_iter().map(move |c| (id, c))).collect();
     let (mut rx, reader) = spawn_reader(store, ids, streams, range.from, range.to);
     health.set_state(FeedState::Live);
     let mut pacer: Option<Pacer> = None;

@@ -472,6 +472,7 @@ mod tests {
                     let (bids, asks) = engine.l2(event.instrument).depth();
                     assert!(bids >= DEPTH - 1 && asks >= DEPTH - 1, "book depth {bids}/{asks}");
                 }
+                Payload::Candle(_) => unreachable!("feeds make no candles"),
             }
         }
         assert!(trades > 10_000);

@@ -7,8 +7,9 @@
 //!
 //! What it waits on (one `select!`): the next WebSocket frame, a REST result, the
 //! pacing slot of the next client message, the stale deadline (no frame at all for
-//! `stale_after`: the connection is presumed dead and replaced), the scheduled
-//! rotation deadline, and cancellation.
+//! `stale_after`: the connection is presumed dead and replaced), the book-sync
+//! deadline (a book withdrawn for `book_sync_timeout` without a fresh snapshot:
+//! the connection is replaced), the scheduled rotation deadline, and cancellation.
 //!
 //! When it falls behind: events go to the engine over the bounded feed channel and
 //! the task awaits `send`; while it waits it reads nothing, so TCP backpressure
@@ -57,7 +58,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, EventBatch, FeedHealth, FeedState, Venue};
-use crate::model::{Event, now_nanos};
+use crate::model::{Event, InstrumentId, Payload, now_nanos};
 
 /// Largest REST body accepted (a 1000-level Binance snapshot is about 60 KB).
 const MAX_REST_BODY: usize = 8 << 20;
@@ -83,6 +84,10 @@ pub struct SupervisorConfig {
     pub rotation_overlap: Duration,
     /// Limit on connecting (TCP, TLS and WebSocket handshake) and on each REST request.
     pub request_timeout: Duration,
+    /// A book withdrawn (after a gap, a checksum failure or a reconnect) must be
+    /// synchronised again within this long, or the connection is replaced: a venue
+    /// that never answers a resubscribe must not leave a book empty for good.
+    pub book_sync_timeout: Duration,
 }
 
 /// Why a connection or a REST request failed.
@@ -104,6 +109,37 @@ pub enum ConnectError {
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Books the venue withdrew (a `BookReset` without levels) and has not
+/// synchronised again (a `BookReset` with levels), with when each was withdrawn.
+#[derive(Debug, Default)]
+struct BookWatch {
+    withdrawn: rustc_hash::FxHashMap<InstrumentId, Instant>,
+}
+
+impl BookWatch {
+    fn observe(&mut self, events: &[Event], now: Instant) {
+        for event in events {
+            if let Payload::BookReset(levels) = &event.payload {
+                if levels.bids.is_empty() && levels.asks.is_empty() {
+                    self.withdrawn.entry(event.instrument).or_insert(now);
+                } else {
+                    self.withdrawn.remove(&event.instrument);
+                }
+            }
+        }
+    }
+
+    /// A new connection gets the whole timeout for every book still withdrawn.
+    fn restart(&mut self, now: Instant) {
+        self.withdrawn.values_mut().for_each(|at| *at = now);
+    }
+
+    /// When the oldest withdrawn book runs out of time.
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.withdrawn.values().min().map(|&at| at + timeout)
+    }
+}
 
 /// The HTTP client REST snapshots use.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -222,11 +258,12 @@ struct Shell<V: Venue> {
     ctx: FeedContext,
     out: Vec<Event>,
     actions: Vec<Action>,
+    books: BookWatch,
 }
 
 /// Runs one venue feed until cancelled: connect, subscribe, process, reconnect.
 pub async fn run<V: Venue>(venue: V, config: SupervisorConfig, ctx: FeedContext) {
-    let mut shell = Shell { venue, config, ctx, out: Vec::new(), actions: Vec::new() };
+    let mut shell = Shell { venue, config, ctx, out: Vec::new(), actions: Vec::new(), books: BookWatch::default() };
     let mut attempt: u32 = 0;
     let mut first = true;
     loop {
@@ -248,6 +285,7 @@ pub async fn run<V: Venue>(venue: V, config: SupervisorConfig, ctx: FeedContext)
                 tracing::info!(venue = shell.venue.venue(), url = %shell.config.ws_url, "connected");
                 let end = Box::pin(shell.connection(ws, &mut attempt)).await;
                 shell.venue.on_disconnect(now_nanos(), &mut shell.out);
+                shell.books.observe(&shell.out, Instant::now());
                 if !shell.flush().await {
                     break;
                 }
@@ -362,6 +400,7 @@ impl<V: Venue> Shell<V> {
     /// Runs one connection until it is lost or the feed is cancelled.
     async fn connection(&mut self, mut ws: Ws, attempt: &mut u32) -> End {
         self.venue.on_connection_start();
+        self.books.restart(Instant::now());
         let mut pacer = Pacer::new(self.config.message_interval);
         pacer.queue.extend(self.venue.subscriptions());
         let mut rest: JoinSet<(usize, Bytes, u64)> = JoinSet::new();
@@ -432,6 +471,15 @@ impl<V: Venue> Shell<V> {
                 _ = tokio::time::sleep_until(last_frame + self.config.stale_after) => {
                     return End::Lost(format!("stale: no frame for {:?}", self.config.stale_after));
                 }
+                _ = sleep_until_opt(self.books.deadline(self.config.book_sync_timeout)) => {
+                    metrics::counter!("tickwire_feed_book_sync_timeouts_total", "feed" => self.ctx.health.name.clone())
+                        .increment(1);
+                    return End::Lost(format!(
+                        "{} book(s) not synchronised within {:?} of their withdrawal",
+                        self.books.withdrawn.len(),
+                        self.config.book_sync_timeout
+                    ));
+                }
                 _ = sleep_until_opt(rotate_at), if replacement.is_none() => {
                     rotate = true;
                     rotate_at = None;
@@ -498,6 +546,7 @@ impl<V: Venue> Shell<V> {
             if let Some(reason) = self.take_actions(&mut pacer, &mut rest, &mut rotate) {
                 return End::Lost(reason);
             }
+            self.books.observe(&self.out, Instant::now());
             if !self.flush().await {
                 return End::Cancelled;
             }

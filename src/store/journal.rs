@@ -36,8 +36,10 @@ pub fn encode_record(out: &mut Vec<u8>, events: &[Event]) {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; 8]);
     let payload_start = out.len();
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-    for event in events {
+    // Candles are derived, never stored (the writer's tap drops them already).
+    let stored = || events.iter().filter(|e| e.channel().is_stored());
+    out.extend_from_slice(&(stored().count() as u32).to_le_bytes());
+    for event in stored() {
         out.extend_from_slice(&event.instrument.0.to_le_bytes());
         for v in [event.seq, event.ts_event, event.ts_recv, event.ts_send] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -67,6 +69,7 @@ pub fn encode_record(out: &mut Vec<u8>, events: &[Event]) {
                     }
                 }
             }
+            Payload::Candle(_) => unreachable!("filtered above"),
         }
     }
     let payload_len = (out.len() - payload_start) as u32;

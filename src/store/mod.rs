@@ -48,7 +48,7 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://data/tickwire.db";
 /// Nanoseconds in a day: the width of a partition.
 pub const DAY_NS: u64 = 86_400 * 1_000_000_000;
 /// The event tables, in the order of [`Channel`].
-pub const EVENT_TABLES: [&str; Channel::COUNT] = ["quotes", "trades", "book_events"];
+pub const EVENT_TABLES: [&str; Channel::STORED_COUNT] = ["quotes", "trades", "book_events"];
 
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,13 @@ pub enum StoreError {
     UnknownInstrument(i64),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    #[error("channel {0} is derived from trades and not stored")]
+    NotStored(&'static str),
+}
+
+/// The table index of a stored channel, or [`StoreError::NotStored`].
+pub fn stored_index(channel: Channel) -> Result<usize, StoreError> {
+    if channel.is_stored() { Ok(channel.index()) } else { Err(StoreError::NotStored(channel.as_str())) }
 }
 
 impl StoreError {
@@ -457,7 +464,7 @@ impl Store {
 
     /// Number of stored events of one channel (all instruments), for tests and tools.
     pub async fn count(&self, channel: Channel) -> Result<u64, StoreError> {
-        let sql = format!("SELECT COUNT(*) FROM {}", EVENT_TABLES[channel.index()]);
+        let sql = format!("SELECT COUNT(*) FROM {}", EVENT_TABLES[stored_index(channel)?]);
         let n: i64 = on_pool!(self, pool => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await?);
         Ok(n as u64)
     }

@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::rows::{COLUMNS, book_payload, side_from_code};
-use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool};
+use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool, stored_index};
 use crate::model::{Channel, Event, InstrumentId, Nanos, Payload, Price, Quote, Size, Trade};
 
 /// Where a page of history ends: the last row's (ts_event, seq).
@@ -40,7 +40,7 @@ where
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let table = EVENT_TABLES[channel.index()];
+    let table = EVENT_TABLES[stored_index(channel)?];
     let instrument: i32 = row.try_get(0)?;
     let int = |i: usize| row.try_get::<i64, _>(i);
     let payload = match channel {
@@ -65,6 +65,7 @@ where
                 detail: "book levels are not whole (price, size) pairs".into(),
             })?
         }
+        other => return Err(StoreError::NotStored(other.as_str())),
     };
     Ok(Event {
         instrument: InstrumentId(instrument as u32),
@@ -145,11 +146,11 @@ impl Store {
             Some(c) => (c.ts_event as i64, c.seq as i64),
             None => (from as i64, -1),
         };
+        let table = stored_index(channel)?;
         let sql = format!(
             "SELECT {} FROM {} WHERE instrument_id = $1 AND (ts_event, seq) > ($2, $3) AND ts_event >= $4 AND ts_event < $5 \
              ORDER BY ts_event, seq LIMIT $6",
-            COLUMNS[channel.index()],
-            EVENT_TABLES[channel.index()]
+            COLUMNS[table], EVENT_TABLES[table]
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(AssertSqlSafe(sql))
@@ -177,10 +178,10 @@ impl Store {
         run_started: Nanos,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        let table = stored_index(channel)?;
         let sql = format!(
             "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_event >= $2 AND seq > $3 ORDER BY seq LIMIT $4",
-            COLUMNS[channel.index()],
-            EVENT_TABLES[channel.index()]
+            COLUMNS[table], EVENT_TABLES[table]
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(AssertSqlSafe(sql))
@@ -229,7 +230,7 @@ impl Store {
             .into_iter()
             .filter(|r| store_ids.contains(&r.0))
             .filter_map(|(instrument, channel, from_seq, to_seq, ts_from, ts_to, reason)| {
-                let channel = *Channel::ALL.get(channel as usize)?;
+                let channel = *Channel::STORED.get(channel as usize)?;
                 let reason = match reason.as_str() {
                     "journal_full" => "journal_full",
                     "journal_error" => "journal_error",

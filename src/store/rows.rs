@@ -5,7 +5,7 @@
 use crate::model::{BookDelta, Channel, Event, Payload, Price, Side, Size};
 
 /// Column lists of the event tables, in the order of [`Channel`].
-pub const COLUMNS: [&str; Channel::COUNT] = [
+pub const COLUMNS: [&str; Channel::STORED_COUNT] = [
     "instrument_id, seq, ts_event, ts_recv, ts_send, bid, bid_size, ask, ask_size",
     "instrument_id, seq, ts_event, ts_recv, ts_send, price, size, side, trade_id",
     "instrument_id, seq, ts_event, ts_recv, ts_send, reset, bids, asks",
@@ -18,7 +18,7 @@ const SQLITE_ROWS_PER_STATEMENT: usize = 3_000;
 /// `COPY … FROM STDIN` text for each event table.
 #[derive(Debug, Default)]
 pub struct CopyTables {
-    pub data: [Vec<u8>; Channel::COUNT],
+    pub data: [Vec<u8>; Channel::STORED_COUNT],
 }
 
 fn push_int(out: &mut Vec<u8>, value: i64) {
@@ -110,13 +110,15 @@ fn push_values(out: &mut Vec<u8>, event: &Event, sep: u8, blob: fn(&mut Vec<u8>,
             out.push(sep);
             blob(out, &d.asks);
         }
+        // Derived; callers keep stored channels only.
+        Payload::Candle(_) => {}
     }
 }
 
 /// COPY text rows of every event, split by table.
 pub fn copy_text(events: &[Event]) -> CopyTables {
     let mut tables = CopyTables::default();
-    for event in events {
+    for event in events.iter().filter(|e| e.channel().is_stored()) {
         let out = &mut tables.data[event.channel().index()];
         push_values(out, event, b'\t', |out, levels| push_levels_hex(out, levels, b"\\\\x"));
         // PostgreSQL's text format reads booleans as 0/1 too.
@@ -128,7 +130,7 @@ pub fn copy_text(events: &[Event]) -> CopyTables {
 /// `INSERT OR IGNORE` statements holding every event.
 pub fn sqlite_inserts(events: &[Event]) -> Vec<String> {
     let mut statements = Vec::new();
-    for channel in Channel::ALL {
+    for channel in Channel::STORED {
         let table = super::EVENT_TABLES[channel.index()];
         let mut rows = events.iter().filter(|e| e.channel() == channel).peekable();
         while rows.peek().is_some() {

@@ -153,7 +153,9 @@ pub struct HistoryTap {
 impl HistoryTap {
     /// Hands sequenced events to the writer. If its channel is full (the writer
     /// task is starved), the events are counted lost and recorded as a gap.
-    pub fn offer(&self, events: Vec<Event>) {
+    pub fn offer(&self, mut events: Vec<Event>) {
+        // Candles are derived from the stored trades, so they are not stored.
+        events.retain(|e| e.channel().is_stored());
         if events.is_empty() {
             return;
         }

@@ -216,30 +216,14 @@ pub struct CandleQuery {
 
 /// Width of a candle interval name, in nanoseconds.
 pub fn interval_ns(name: &str) -> Option<Nanos> {
-    let seconds = match name {
-        "1s" => 1,
-        "1m" => 60,
-        "5m" => 300,
-        "1h" => 3_600,
-        "1d" => 86_400,
-        _ => return None,
-    };
-    Some(seconds * 1_000_000_000)
+    crate::model::CandleInterval::parse(name).map(crate::model::CandleInterval::nanos)
 }
 
 /// Formats a wide nano-unit amount with `decimals` digits after the point.
 fn format_wide(nanos: i128, decimals: u8) -> String {
-    if let Ok(narrow) = i64::try_from(nanos) {
-        return format_decimal(narrow, decimals);
-    }
-    let sign = if nanos < 0 { "-" } else { "" };
-    let abs = nanos.unsigned_abs();
-    let (whole, frac) = (abs / 1_000_000_000, abs % 1_000_000_000);
-    let frac = format!("{frac:09}");
-    match decimals.min(9) {
-        0 => format!("{sign}{whole}"),
-        d => format!("{sign}{whole}.{}", &frac[..usize::from(d)]),
-    }
+    let mut out = Vec::with_capacity(40);
+    crate::model::write_decimal_wide(&mut out, nanos, decimals);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub async fn candles(State(app): State<Arc<AppState>>, Query(query): Query<CandleQuery>) -> Result<Response, ApiError> {

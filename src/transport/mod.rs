@@ -3,11 +3,13 @@
 //! [`router`] builds the whole axum application from an [`AppState`], so tests can
 //! serve it on port 0 exactly as `tickwire serve` does.
 
+pub mod access;
 mod fallback;
 pub mod history;
 mod page;
 mod replay;
 mod rest;
+pub mod tls;
 pub mod ws;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub started: Instant,
     /// The history store, when this server keeps one.
     pub history: Option<HistoryAccess>,
+    /// Tokens and origins the API accepts.
+    pub access: access::AccessPolicy,
     connections: AtomicUsize,
 }
 
@@ -71,8 +75,15 @@ impl AppState {
             static_dir,
             started: Instant::now(),
             history: None,
+            access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Sets who may use the API.
+    pub fn with_access(mut self, access: access::AccessPolicy) -> Self {
+        self.access = access;
+        self
     }
 
     /// Adds the history store (REST history, candles, replay).
@@ -132,8 +143,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history/quotes", get(history::quotes))
         .route("/v1/candles", get(history::candles))
         .route("/v1/replay", get(replay::upgrade))
-        .route("/healthz", get(rest::health))
-        .route("/metrics", get(rest::metrics));
+        .route("/metrics", get(rest::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
+        // Probes need no token.
+        .route("/healthz", get(rest::health));
     let site = match &state.static_dir {
         Some(dir) if dir.join("index.html").is_file() => Router::new()
             .fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)),
@@ -151,7 +164,7 @@ struct WsQuery {
 /// client offers) or `?format=`; JSON when neither is given. A client that offers
 /// only subprotocols we do not speak, or names an unknown format, is refused with
 /// 400 before the upgrade.
-fn negotiate(upgrade: &WebSocketUpgrade, query: &WsQuery) -> Result<(Format, bool), ApiError> {
+pub(crate) fn negotiate(upgrade: &WebSocketUpgrade, format: Option<&str>) -> Result<(Format, bool), ApiError> {
     let offered: Vec<&str> = upgrade
         .requested_protocols()
         .filter_map(|value| value.to_str().ok())
@@ -159,7 +172,7 @@ fn negotiate(upgrade: &WebSocketUpgrade, query: &WsQuery) -> Result<(Format, boo
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .collect();
-    let from_query = match query.format.as_deref() {
+    let from_query = match format {
         None => None,
         Some(name) => Some(Format::from_param(name).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_format", format!("no format {name:?} (json, proto)"))
@@ -199,7 +212,7 @@ async fn ws_upgrade(
         )
         .into_response();
     }
-    let (format, echo_protocol) = match negotiate(&upgrade, &query) {
+    let (format, echo_protocol) = match negotiate(&upgrade, query.format.as_deref()) {
         Ok(negotiated) => negotiated,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => error.code).increment(1);

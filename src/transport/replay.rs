@@ -1,17 +1,20 @@
 //! `GET /v1/replay?symbols=&channels=&from=&to=&speed=`: stored events streamed
 //! to one WebSocket client in exchange-time order across symbols, in the live
-//! stream's JSON shapes (`batch` frames of the same update objects), at a speed
-//! (a factor of real time, or `max`).
+//! stream's shapes (`batch` frames of the same updates), at a speed (a factor of
+//! real time, or `max`), in JSON or protobuf: negotiated like `/v1/ws`, by the
+//! `tickwire.v1.proto` subprotocol or `?format=proto`.
 //!
 //! The request is validated before the upgrade, so bad input is a 4xx JSON error.
 //! The session owns a store reader task ([`spawn_reader`]) a few chunks ahead of
 //! it; the session paces, encodes and writes, and between frames reads client
-//! controls (JSON text frames):
-//! `{"op":"pause"}`, `{"op":"resume"}`, `{"op":"speed","speed":"max"|2.5}`,
-//! `{"op":"seek","to":<ns or RFC 3339>}`, `{"op":"ping"}`. Each control is
-//! answered with `{"type":"replay","state":"playing"|"paused","speed":…,"at":…}`.
+//! controls: JSON text frames `{"op":"pause"}`, `{"op":"resume"}`,
+//! `{"op":"speed","speed":"max"|2.5}`, `{"op":"seek","to":<ns or RFC 3339>}`,
+//! `{"op":"ping"}`, or on a protobuf connection binary `ClientMessage`s holding a
+//! `ReplayControl` or a `Ping`. The session opens with a status message naming the
+//! instruments it covers, and answers each control with one:
+//! `{"type":"replay","state":"playing"|"paused","speed":…,"at":…}` (`ReplayStatus`).
 //! Gap records in the range come as `gap` messages at their place in time. At the
-//! end: `{"type":"end","events":N,…}` and a close frame 1000.
+//! end: `{"type":"end","events":N,…}` (`ReplayEnd`) and a close frame 1000.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,11 +27,14 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use prost::Message as _;
+
 use super::history::{HistoryAccess, bad};
 use super::{ApiError, AppState};
-use crate::codec::close;
-use crate::codec::json::{BATCH_CLOSE, BATCH_OPEN, encode_pong, encode_update};
-use crate::model::{Channel, Event, Instruments, Nanos, now_nanos};
+use crate::codec::json::{BATCH_CLOSE, BATCH_OPEN};
+use crate::codec::proto::{self, pb};
+use crate::codec::{Format, close};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, now_nanos};
 use crate::replay::{Chunk, Pacer, Speed, spawn_reader};
 use crate::store::GapRecord;
 
@@ -42,6 +48,7 @@ pub struct ReplayQuery {
     from: Option<String>,
     to: Option<String>,
     speed: Option<String>,
+    format: Option<String>,
 }
 
 /// A validated replay request.
@@ -66,8 +73,13 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<P
         .split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .map(|c| {
-            Channel::parse(c).ok_or_else(|| bad("unknown_channel", format!("no channel {c:?} (quotes, trades, book)")))
+        .map(|c| match Channel::parse(c) {
+            Some(channel) if channel.is_stored() => Ok(channel),
+            Some(_) => Err(bad(
+                "unknown_channel",
+                format!("{c} is derived from trades and not stored: replay reads quotes, trades and book"),
+            )),
+            None => Err(bad("unknown_channel", format!("no channel {c:?} (quotes, trades, book)"))),
         })
         .collect::<Result<_, _>>()?;
     if channels.is_empty() {
@@ -114,15 +126,20 @@ pub async fn upgrade(
     let Ok(upgrade) = upgrade else {
         return bad("bad_request", "replay is a WebSocket endpoint: connect with an upgrade request").into_response();
     };
+    let (format, echo_protocol) = match super::negotiate(&upgrade, query.format.as_deref()) {
+        Ok(negotiated) => negotiated,
+        Err(error) => return error.into_response(),
+    };
+    let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
-        sessions.track_future(session(socket, app, plan))
+        sessions.track_future(session(socket, app, plan, format))
     })
 }
 
-/// A client's replay control.
+/// A replay control as a JSON text frame carries it.
 #[derive(Debug, Deserialize)]
-struct Control {
+struct JsonControl {
     op: String,
     #[serde(default)]
     speed: Option<serde_json::Value>,
@@ -132,7 +149,80 @@ struct Control {
     id: Option<serde_json::Value>,
 }
 
+/// What a client asked of its replay, in either format.
+#[derive(Debug, Clone, PartialEq)]
+enum Control {
+    Pause,
+    Resume,
+    /// `max` or a factor, as text (parsed by [`Speed`]).
+    Speed(String),
+    /// A time in ns or RFC 3339, as text.
+    Seek(String),
+    Ping(Option<serde_json::Value>),
+}
+
+/// A control the session refuses: (stable code, message).
+type ControlError = (&'static str, String);
+
+/// Number or string JSON value as text; anything else as "".
+fn scalar_text(value: Option<&serde_json::Value>) -> String {
+    match value {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn parse_json_control(text: &str) -> Result<Control, ControlError> {
+    let control: JsonControl =
+        serde_json::from_str(text).map_err(|e| ("bad_request", format!("not a replay control: {e}")))?;
+    Ok(match control.op.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "speed" => Control::Speed(scalar_text(control.speed.as_ref())),
+        "seek" => Control::Seek(scalar_text(control.to.as_ref())),
+        "ping" => Control::Ping(control.id),
+        other => return Err(("unknown_op", format!("unknown op {other:?} (pause, resume, speed, seek, ping)"))),
+    })
+}
+
+fn parse_proto_control(bytes: &[u8]) -> Result<Control, ControlError> {
+    use pb::client_message::Op;
+    use pb::replay_control::Action;
+    let message =
+        pb::ClientMessage::decode(bytes).map_err(|e| ("invalid_message", format!("not a ClientMessage: {e}")))?;
+    match message.op {
+        Some(Op::Ping(ping)) => Ok(Control::Ping(Some(ping.id.into()))),
+        Some(Op::Replay(control)) => match control.action {
+            Some(Action::Pause(_)) => Ok(Control::Pause),
+            Some(Action::Resume(_)) => Ok(Control::Resume),
+            Some(Action::Speed(speed)) => Ok(Control::Speed(speed)),
+            Some(Action::SeekTo(to)) => Ok(Control::Seek(to.to_string())),
+            None => Err(("bad_request", "ReplayControl without an action".into())),
+        },
+        Some(Op::Subscribe(_) | Op::Unsubscribe(_)) => {
+            Err(("unknown_op", "a replay takes no subscriptions: its range is in the URL".into()))
+        }
+        None => Err(("unknown_op", "ClientMessage without an op".into())),
+    }
+}
+
+/// One message of this session's format: a text frame of JSON bytes or a binary
+/// frame of protobuf bytes.
+fn frame(format: Format, bytes: Vec<u8>) -> Message {
+    match format {
+        // Our JSON encoders write UTF-8 only.
+        Format::Json => Message::Text(Utf8Bytes::from(String::from_utf8(bytes).unwrap_or_default())),
+        Format::Proto => Message::Binary(bytes.into()),
+    }
+}
+
+fn server_message(kind: pb::server_message::Kind) -> Vec<u8> {
+    pb::ServerMessage { kind: Some(kind) }.encode_to_vec()
+}
+
 struct Session {
+    format: Format,
     app: Arc<AppState>,
     access: HistoryAccess,
     plan: Plan,
@@ -172,94 +262,160 @@ impl Session {
         self.at = from;
     }
 
-    fn status(&self) -> Message {
-        let value = serde_json::json!({
-            "type": "replay",
-            "state": if self.paused { "paused" } else { "playing" },
-            "speed": self.speed.to_string(),
-            "at": self.at,
-            "from": self.plan.from,
-            "to": self.plan.to,
-        });
-        Message::Text(Utf8Bytes::from(value.to_string()))
+    /// The session's state; the first one also lists the instruments it covers.
+    fn status(&self, first: bool) -> Message {
+        let instruments = self.app.fanout.instruments();
+        let mut ids: Vec<InstrumentId> =
+            self.plan.streams.iter().filter_map(|&(store_id, _)| self.access.ids.instrument(store_id)).collect();
+        ids.dedup();
+        if !first {
+            ids.clear();
+        }
+        let speed = self.speed.to_string();
+        match self.format {
+            Format::Json => {
+                let mut value = serde_json::json!({
+                    "type": "replay",
+                    "state": if self.paused { "paused" } else { "playing" },
+                    "speed": speed,
+                    "at": self.at,
+                    "from": self.plan.from,
+                    "to": self.plan.to,
+                });
+                if first {
+                    value["instruments"] = ids
+                        .iter()
+                        .map(|&id| {
+                            let inst = instruments.get(id);
+                            serde_json::json!({
+                                "instrument_id": id.0,
+                                "symbol": &*inst.symbol,
+                                "price_decimals": inst.price_decimals,
+                                "size_decimals": inst.size_decimals,
+                            })
+                        })
+                        .collect();
+                }
+                frame(Format::Json, value.to_string().into_bytes())
+            }
+            Format::Proto => {
+                use pb::replay_status::State;
+                let status = pb::ReplayStatus {
+                    state: if self.paused { State::Paused } else { State::Playing } as i32,
+                    speed,
+                    at: self.at,
+                    from: self.plan.from,
+                    to: self.plan.to,
+                    instruments: ids
+                        .iter()
+                        .map(|&id| {
+                            let inst = instruments.get(id);
+                            pb::InstrumentInfo {
+                                instrument_id: id.0,
+                                symbol: inst.symbol.to_string(),
+                                price_decimals: u32::from(inst.price_decimals),
+                                size_decimals: u32::from(inst.size_decimals),
+                            }
+                        })
+                        .collect(),
+                };
+                frame(Format::Proto, server_message(pb::server_message::Kind::Replay(status)))
+            }
+        }
     }
 
-    fn error(code: &str, message: &str) -> Message {
-        let value = serde_json::json!({ "type": "error", "code": code, "message": message });
-        Message::Text(Utf8Bytes::from(value.to_string()))
+    fn error(&self, code: &str, message: &str) -> Message {
+        match self.format {
+            Format::Json => {
+                let value = serde_json::json!({ "type": "error", "code": code, "message": message });
+                frame(Format::Json, value.to_string().into_bytes())
+            }
+            Format::Proto => {
+                let error = pb::Error {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                    op: String::new(),
+                    ..Default::default()
+                };
+                frame(Format::Proto, server_message(pb::server_message::Kind::Error(error)))
+            }
+        }
+    }
+
+    fn end(&self) -> Message {
+        match self.format {
+            Format::Json => {
+                let value = serde_json::json!({
+                    "type": "end",
+                    "events": self.sent,
+                    "from": self.plan.from,
+                    "to": self.plan.to,
+                });
+                frame(Format::Json, value.to_string().into_bytes())
+            }
+            Format::Proto => {
+                let end = pb::ReplayEnd { events: self.sent, from: self.plan.from, to: self.plan.to };
+                frame(Format::Proto, server_message(pb::server_message::Kind::End(end)))
+            }
+        }
     }
 
     /// Applies one client frame; returns what to send back.
     fn control(&mut self, message: Message) -> Result<Option<Message>, Next> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Close(_) => return Err(Next::Close(close::NORMAL, "bye")),
-            Message::Binary(_) => {
-                return Ok(Some(Self::error("unsupported_frame", "replay controls are JSON text frames")));
+        let parsed = match (message, self.format) {
+            (Message::Close(_), _) => return Err(Next::Close(close::NORMAL, "bye")),
+            (Message::Ping(_) | Message::Pong(_), _) => return Ok(None),
+            (Message::Text(text), Format::Json) => parse_json_control(&text),
+            (Message::Binary(bytes), Format::Proto) => parse_proto_control(&bytes),
+            (Message::Binary(_), Format::Json) => {
+                Err(("unsupported_frame", "replay controls on a JSON connection are text frames".into()))
             }
-            Message::Ping(_) | Message::Pong(_) => return Ok(None),
+            (Message::Text(_), Format::Proto) => {
+                Err(("unsupported_frame", "replay controls on a protobuf connection are binary frames".into()))
+            }
         };
-        let control: Control = match serde_json::from_str(&text) {
+        let control = match parsed {
             Ok(control) => control,
-            Err(e) => return Ok(Some(Self::error("bad_request", &format!("not a replay control: {e}")))),
+            Err((code, message)) => {
+                metrics::counter!("tickwire_client_errors_total", "code" => code).increment(1);
+                return Ok(Some(self.error(code, &message)));
+            }
         };
-        match control.op.as_str() {
-            "pause" => self.paused = true,
-            "resume" => {
+        match control {
+            Control::Pause => self.paused = true,
+            Control::Resume => {
                 self.paused = false;
                 self.pacer = None;
             }
-            "speed" => {
-                let text = match &control.speed {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(serde_json::Value::Number(n)) => n.to_string(),
-                    _ => String::new(),
-                };
-                match text.parse::<Speed>() {
-                    Ok(speed) => {
-                        self.speed = speed;
-                        self.pacer = None;
-                    }
-                    Err(e) => return Ok(Some(Self::error("bad_speed", &e.to_string()))),
+            Control::Speed(text) => match text.parse::<Speed>() {
+                Ok(speed) => {
+                    self.speed = speed;
+                    self.pacer = None;
                 }
-            }
-            "seek" => {
-                let text = match &control.to {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(serde_json::Value::Number(n)) => n.to_string(),
-                    _ => String::new(),
-                };
-                match crate::store::parse_time(&text) {
-                    Ok(to) if (self.plan.from..self.plan.to).contains(&to) => {
-                        self.start_reader(to);
-                        let gaps = std::mem::take(&mut self.gaps);
-                        self.gaps = gaps.into_iter().filter(|g| g.ts_to >= to).collect();
-                    }
-                    Ok(to) => {
-                        return Ok(Some(Self::error(
-                            "bad_seek",
-                            &format!("seek to {to} is outside the replay range [{}, {})", self.plan.from, self.plan.to),
-                        )));
-                    }
-                    Err(e) => return Ok(Some(Self::error("bad_seek", &e))),
+                Err(e) => return Ok(Some(self.error("bad_speed", &e.to_string()))),
+            },
+            Control::Seek(text) => match crate::store::parse_time(&text) {
+                Ok(to) if (self.plan.from..self.plan.to).contains(&to) => {
+                    self.start_reader(to);
+                    let gaps = std::mem::take(&mut self.gaps);
+                    self.gaps = gaps.into_iter().filter(|g| g.ts_to >= to).collect();
                 }
-            }
-            "ping" => {
-                return Ok(Some(Message::Text(Utf8Bytes::from(
-                    String::from_utf8(encode_pong(control.id.as_ref(), now_nanos())).unwrap_or_default(),
-                ))));
-            }
-            other => {
-                return Ok(Some(Self::error(
-                    "unknown_op",
-                    &format!("unknown op {other:?} (pause, resume, speed, seek, ping)"),
-                )));
+                Ok(to) => {
+                    return Ok(Some(self.error(
+                        "bad_seek",
+                        &format!("seek to {to} is outside the replay range [{}, {})", self.plan.from, self.plan.to),
+                    )));
+                }
+                Err(e) => return Ok(Some(self.error("bad_seek", &e))),
+            },
+            Control::Ping(id) => {
+                return Ok(Some(frame(self.format, self.format.encode_pong(id.as_ref(), now_nanos()))));
             }
         }
-        Ok(Some(self.status()))
+        Ok(Some(self.status(false)))
     }
 
-    /// Events due now, as frames (a gap record due first goes alone).
+    /// Events due now, as batch frames (a gap record due first goes alone).
     fn due_frames(
         &mut self,
         instruments: &Instruments,
@@ -267,14 +423,28 @@ impl Session {
         max_frame_bytes: usize,
         frames: &mut Vec<Message>,
     ) {
-        let mut frame: Vec<u8> = Vec::new();
+        let format = self.format;
+        // The frame's updates: JSON objects joined by commas, or protobuf
+        // `Batch.updates` entries back to back.
+        let mut body: Vec<u8> = Vec::new();
         let mut count = 0;
-        let flush = |frame: &mut Vec<u8>, frames: &mut Vec<Message>| {
-            if !frame.is_empty() {
-                frame.extend_from_slice(BATCH_CLOSE);
-                let text = String::from_utf8(std::mem::take(frame)).unwrap_or_default();
-                frames.push(Message::Text(Utf8Bytes::from(text)));
+        let flush = |body: &mut Vec<u8>, frames: &mut Vec<Message>| {
+            if body.is_empty() {
+                return;
             }
+            let mut out = Vec::with_capacity(body.len() + 32);
+            match format {
+                Format::Json => {
+                    out.extend_from_slice(BATCH_OPEN);
+                    out.append(body);
+                    out.extend_from_slice(BATCH_CLOSE);
+                }
+                Format::Proto => {
+                    proto::batch_header(&mut out, body.len());
+                    out.append(body);
+                }
+            }
+            frames.push(frame(format, out));
         };
         while let Some(front) = self.pending.front() {
             let pacer = *self.pacer.get_or_insert_with(|| Pacer::new(self.speed, front.ts_event, now));
@@ -284,44 +454,53 @@ impl Session {
             if let Some(gap) = self.gaps.front()
                 && gap.ts_from <= front.ts_event
             {
-                flush(&mut frame, frames);
+                flush(&mut body, frames);
                 frames.push(self.gap_message(instruments, gap));
                 self.gaps.pop_front();
                 continue;
             }
             let Some(event) = self.pending.pop_front() else { break };
-            if frame.len() + 256 > max_frame_bytes {
-                flush(&mut frame, frames);
+            if body.len() + 256 > max_frame_bytes {
+                flush(&mut body, frames);
             }
-            if frame.is_empty() {
-                frame.reserve(64 << 10);
-                frame.extend_from_slice(BATCH_OPEN);
-            } else {
-                frame.push(b',');
+            if body.is_empty() {
+                body.reserve(64 << 10);
+            } else if format == Format::Json {
+                body.push(b',');
             }
-            encode_update(&mut frame, instruments.get(event.instrument), &event);
+            format.encode_update(&mut body, instruments.get(event.instrument), &event);
             self.at = event.ts_event;
             self.sent += 1;
             count += 1;
         }
-        flush(&mut frame, frames);
+        flush(&mut body, frames);
     }
 
     fn gap_message(&self, instruments: &Instruments, gap: &GapRecord) -> Message {
         let symbol = self.access.ids.instrument(gap.instrument).map(|id| instruments.get(id).symbol.to_string());
-        let value = serde_json::json!({
-            "type": "gap",
-            "symbol": symbol,
-            "channel": gap.channel.as_str(),
-            "from_seq": gap.from_seq,
-            "to_seq": gap.to_seq,
-            "reason": gap.reason,
-        });
-        Message::Text(Utf8Bytes::from(value.to_string()))
+        match self.format {
+            Format::Json => {
+                let value = serde_json::json!({
+                    "type": "gap",
+                    "symbol": symbol,
+                    "channel": gap.channel.as_str(),
+                    "from_seq": gap.from_seq,
+                    "to_seq": gap.to_seq,
+                    "reason": gap.reason,
+                });
+                frame(Format::Json, value.to_string().into_bytes())
+            }
+            Format::Proto => {
+                let mut out = Vec::new();
+                let symbol = symbol.unwrap_or_default();
+                proto::encode_gap(&mut out, &symbol, gap.channel, gap.from_seq, gap.to_seq, gap.reason);
+                frame(Format::Proto, out)
+            }
+        }
     }
 }
 
-async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan) {
+async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Format) {
     let Some(access) = app.history.clone() else { return };
     metrics::counter!("tickwire_replay_sessions_total").increment(1);
     let (mut sink, mut stream) = socket.split();
@@ -330,6 +509,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan) {
     let channels: Vec<Channel> = plan.streams.iter().map(|s| s.1).collect();
     let (rx, reader) = spawn_reader(access.store.clone(), access.ids.clone(), plan.streams.clone(), plan.from, plan.to);
     let mut s = Session {
+        format,
         app: app.clone(),
         access,
         speed: plan.speed,
@@ -346,6 +526,10 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan) {
     };
     let instruments = s.app.fanout.instruments().clone();
     let max_frame_bytes = s.app.limits.max_frame_bytes;
+    if sink.send(s.status(true)).await.is_err() {
+        s.reader.abort();
+        return;
+    }
     let mut frames = Vec::new();
     let end = 'session: loop {
         let mut replies = Vec::new();
@@ -368,7 +552,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan) {
                     Some(Ok(events)) => s.pending.extend(events),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "replay read failed");
-                        let _ = sink.send(Session::error("store_unavailable", "the history store failed")).await;
+                        let _ = sink.send(s.error("store_unavailable", "the history store failed")).await;
                         break 'session (close::GOING_AWAY, "store unavailable");
                     }
                     None => s.ended = true,
@@ -387,13 +571,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan) {
             continue;
         }
         if s.pending.is_empty() && s.ended {
-            let end = serde_json::json!({
-                "type": "end",
-                "events": s.sent,
-                "from": s.plan.from,
-                "to": s.plan.to,
-            });
-            let _ = sink.send(Message::Text(Utf8Bytes::from(end.to_string()))).await;
+            let _ = sink.send(s.end()).await;
             break (close::NORMAL, "replay complete");
         }
         let wait_for = if s.paused {

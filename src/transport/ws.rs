@@ -238,16 +238,15 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         };
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
-            let mut resume_from = since.and_then(|s| s.for_channel(channel));
-            let mut from_store = None;
-            if let Some(after) = resume_from
-                && let Some(last) = resume_from_store(app, outbox, id, channel, after).await
-            {
-                resume_from = Some(last);
-                from_store = Some(last);
-            }
-            let outcome =
-                app.fanout.subscribe_after_history(outbox, id, channel, resume_from, delivery, from_store.is_some());
+            let resume_from = since.and_then(|s| s.for_channel(channel));
+            let outcome = match resume_from {
+                Some(after) if needs_history(app, id, channel, after) => {
+                    let hold_from = app.fanout.hold(outbox, id, channel, delivery);
+                    let stored = read_history(app, id, channel, after, hold_from).await;
+                    app.fanout.release_hold(outbox, id, channel, after, &stored)
+                }
+                _ => app.fanout.subscribe(outbox, id, channel, resume_from, delivery),
+            };
             if let Resume::Ahead { .. } = outcome {
                 metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
             }
@@ -260,42 +259,69 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
 
 /// Most stored events one resume may replay; beyond it, a gap and a snapshot.
 const HISTORY_RESUME_LIMIT: usize = 100_000;
+/// How long a resume from history waits for the writer to store what the ring
+/// no longer holds before it settles for a gap and a snapshot. Live updates are
+/// held meanwhile, so waiting loses nothing; under load (CI, a busy machine) the
+/// writer can trail by a second or more.
+const STORE_CATCH_UP: Duration = Duration::from_secs(5);
 
-/// Serves a resume older than the ring from stored history: queues the stored
-/// updates after `after` when they continue it without a hole, and returns the last
-/// sequence queued (the ring takes over from there). `None` when the ring covers the
-/// resume, there is no store, or the store cannot continue it either.
-async fn resume_from_store(
+/// Whether a resume after `after` must be served from stored history: there is
+/// a store, it keeps this channel, and the ring no longer continues `after`.
+fn needs_history(app: &AppState, id: InstrumentId, channel: Channel, after: u64) -> bool {
+    // Candles are not stored: past the ring they resume with a gap and a snapshot.
+    app.history.is_some() && channel.is_stored() && !app.fanout.ring_covers(id, channel, after)
+}
+
+/// Reads stored updates after `after` until they reach `upto` (where the held
+/// live updates begin), waiting for the writer, which trails the live stream a
+/// little. Returns what continues `after` without a hole;
+/// [`crate::fanout::Fanout::release_hold`] bridges what is missing from the ring
+/// when it can (the writer is down or slow), else ends in a gap.
+async fn read_history(
     app: &AppState,
-    outbox: &Outbox,
     id: InstrumentId,
     channel: Channel,
     after: u64,
-) -> Option<u64> {
-    let history = app.history.as_ref()?;
-    if app.fanout.ring_covers(id, channel, after) {
-        return None;
-    }
+    upto: u64,
+) -> Vec<crate::model::Event> {
+    let Some(history) = app.history.as_ref() else {
+        return Vec::new();
+    };
     let store_id = history.ids.store_id(id);
-    let mut events =
-        match history.store.read_since(store_id, channel, after, history.run_started, HISTORY_RESUME_LIMIT).await {
-            Ok(events) => events,
+    let mut events: Vec<crate::model::Event> = Vec::new();
+    let mut last = after;
+    let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
+    while last < upto {
+        let limit = HISTORY_RESUME_LIMIT.saturating_sub(events.len());
+        if limit == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let read = match history.store.read_since(store_id, channel, last, history.run_started, limit).await {
+            Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, "resume from history failed; the client gets a gap");
-                return None;
+                break;
             }
         };
-    let contiguous =
-        events.first().is_some_and(|e| e.seq == after + 1) && events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    if !contiguous {
-        return None;
+        let contiguous = read.iter().zip(last + 1..).take_while(|(e, seq)| e.seq == *seq).count();
+        if contiguous < read.len() {
+            // A hole in the store (a recorded gap): history cannot continue past it.
+            events.extend(read.into_iter().take(contiguous));
+            break;
+        }
+        match read.last() {
+            Some(tail) => last = tail.seq,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        events.extend(read);
     }
     for event in &mut events {
         event.instrument = id; // rows name the store's instrument id
     }
-    app.fanout.push_stored(outbox, id, &events);
-    metrics::counter!("tickwire_resumes_from_history_total").increment(1);
-    events.last().map(|e| e.seq)
+    if !events.is_empty() {
+        metrics::counter!("tickwire_resumes_from_history_total").increment(1);
+    }
+    events
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {

@@ -185,6 +185,7 @@ pub fn test_config(ws_url: String, rest_url: Option<String>) -> SupervisorConfig
         max_connection_age: None,
         rotation_overlap: Duration::from_millis(150),
         request_timeout: Duration::from_secs(5),
+        book_sync_timeout: Duration::from_secs(5),
     }
 }
 

@@ -1,0 +1,186 @@
+//! Who may use the API: bearer tokens and allowed browser origins.
+//!
+//! Both are off by default (a first run needs no set-up). With tokens configured,
+//! every `/v1/*` endpoint and `/metrics` require one, sent as
+//! `Authorization: Bearer <token>` or, for browsers, which cannot set headers on a
+//! WebSocket, as `?token=<token>`; `/healthz` and the dashboard's static files stay
+//! open, so probes and the login-less page load work. With origins configured, a
+//! request carrying an `Origin` header (a browser) from any other origin is refused,
+//! which stops other sites' pages from opening streams with a user's credentials.
+//! Refusals are decided before any upgrade: `401` / `403` with a JSON reason, a log
+//! line and a metric.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+
+/// The configured access rules.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    /// SHA-256 of each accepted token: lookups compare digests, so how long a
+    /// comparison takes says nothing about a token's prefix.
+    tokens: HashSet<[u8; 32]>,
+    /// Exact `Origin` values (scheme://host[:port]) browsers may connect from.
+    origins: Vec<String>,
+}
+
+/// Why a token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile { path: String, source: std::io::Error },
+    #[error("token file {0} holds no token")]
+    NoTokens(String),
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl AccessPolicy {
+    /// Tokens from `tokens` and from `file` (one per line; blank lines and `#`
+    /// comments ignored), and the allowed origins.
+    pub fn new(
+        tokens: &[String],
+        file: Option<&std::path::Path>,
+        origins: &[String],
+    ) -> Result<AccessPolicy, AccessError> {
+        let mut all: Vec<String> = tokens.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| AccessError::TokenFile { path: path.display().to_string(), source })?;
+            let before = all.len();
+            all.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+            if all.len() == before {
+                return Err(AccessError::NoTokens(path.display().to_string()));
+            }
+        }
+        Ok(AccessPolicy {
+            tokens: all.iter().map(|t| digest(t)).collect(),
+            origins: origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
+        })
+    }
+
+    pub fn requires_token(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    fn token_ok(&self, token: &str) -> bool {
+        self.tokens.contains(&digest(token))
+    }
+
+    fn origin_ok(&self, origin: &str) -> bool {
+        self.origins.is_empty() || self.origins.iter().any(|o| o == origin.trim_end_matches('/'))
+    }
+}
+
+/// The token a request presents, if any.
+fn presented_token(request: &Request) -> Option<String> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    let query = request.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| percent_decode(value))
+    })
+}
+
+/// Minimal `%XX` / `+` decoding for a token in a query string.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Middleware guarding the API routes.
+pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let policy = &app.access;
+    if let Some(origin) = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !policy.origin_ok(origin)
+    {
+        metrics::counter!("tickwire_access_refused_total", "reason" => "origin").increment(1);
+        tracing::info!(origin, path = request.uri().path(), "request from a disallowed origin refused");
+        return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", format!("origin {origin} is not allowed"))
+            .into_response();
+    }
+    if policy.requires_token() {
+        let refusal = match presented_token(&request) {
+            None => Some(("missing", "a token is required: Authorization: Bearer <token>, or ?token=")),
+            Some(token) if !policy.token_ok(&token) => Some(("invalid", "the token is not valid")),
+            Some(_) => None,
+        };
+        if let Some((reason, message)) = refusal {
+            metrics::counter!("tickwire_access_refused_total", "reason" => reason).increment(1);
+            tracing::info!(reason, path = request.uri().path(), "unauthenticated request refused");
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_origins() {
+        let policy =
+            AccessPolicy::new(&["s3cret".into(), " ".into()], None, &["https://desk.example/".into()]).unwrap();
+        assert!(policy.requires_token());
+        assert!(policy.token_ok("s3cret"));
+        assert!(!policy.token_ok("s3cre"));
+        assert!(!policy.token_ok(""));
+        assert!(policy.origin_ok("https://desk.example"));
+        assert!(!policy.origin_ok("https://evil.example"));
+        let open = AccessPolicy::default();
+        assert!(!open.requires_token());
+        assert!(open.origin_ok("https://anything.example"));
+    }
+
+    #[test]
+    fn token_file_lines() {
+        let path = std::env::temp_dir().join(format!("tickwire-tokens-{}", std::process::id()));
+        std::fs::write(&path, "# operators\nalpha\n\n  beta  \n").unwrap();
+        let policy = AccessPolicy::new(&[], Some(&path), &[]).unwrap();
+        assert!(policy.token_ok("alpha") && policy.token_ok("beta") && !policy.token_ok("# operators"));
+        std::fs::write(&path, "# nothing\n").unwrap();
+        assert!(matches!(AccessPolicy::new(&[], Some(&path), &[]), Err(AccessError::NoTokens(_))));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn query_tokens_decode() {
+        assert_eq!(percent_decode("a%2Bb+c%3d"), "a+b c=");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+    }
+}
