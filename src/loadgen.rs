@@ -6,9 +6,9 @@
 //! receive → send (`ts_send - ts_recv`), send → client (arrival - `ts_send`) and the
 //! total (arrival - `ts_event`), in HDR histograms. It also counts delivered
 //! updates and gaps, and samples the server's CPU and RSS from `/proc` when it
-//! knows the server's pid. Clients read with a light scanner (JSON) or prost
-//! (protobuf) so that the generator, which shares the machine with the server,
-//! spends as little CPU per update as it can.
+//! knows the server's pid. Clients read only the clocks, with a light scanner
+//! over the JSON text or the protobuf wire format, so that the generator, which
+//! shares the machine with the server, spends as little CPU per update as it can.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use prost::Message as _;
 use serde::Serialize;
 use tokio::net::TcpSocket;
@@ -165,6 +166,95 @@ fn scan_json(frame: &[u8], mut each: impl FnMut(u64, u64, u64)) -> bool {
     false
 }
 
+/// Reads protobuf wire format field by field, without allocating.
+struct WireReader<'a>(&'a [u8]);
+
+impl<'a> WireReader<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for (i, &byte) in self.0.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                self.0 = &self.0[i + 1..];
+                return Some(value);
+            }
+        }
+        None
+    }
+    /// The next field's number and wire type; `None` at the end (or on garbage).
+    fn key(&mut self) -> Option<(u64, u8)> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let key = self.varint()?;
+        Some((key >> 3, (key & 7) as u8))
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, &self.0[n..]);
+        self.0 = rest;
+        Some(head)
+    }
+    fn fixed64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        self.take(len)
+    }
+    fn skip(&mut self, wire_type: u8) -> Option<()> {
+        match wire_type {
+            0 => self.varint().map(drop),
+            1 => self.take(8).map(drop),
+            2 => self.bytes().map(drop),
+            5 => self.take(4).map(drop),
+            _ => None,
+        }
+    }
+}
+
+/// The protobuf twin of [`scan_json`]: calls `each(ts_event, ts_recv, ts_send)`
+/// for every update of a `ServerMessage` batch, reading only the clocks
+/// (`Update` fields 3, 4, 5) instead of decoding the whole message.
+fn scan_proto(frame: &[u8], mut each: impl FnMut(u64, u64, u64)) -> bool {
+    const BATCH: u64 = 2;
+    const GAP: u64 = 3;
+    let mut message = WireReader(frame);
+    while let Some((field, wire_type)) = message.key() {
+        match (field, wire_type) {
+            (BATCH, 2) => {
+                let Some(body) = message.bytes() else { return false };
+                let mut batch = WireReader(body);
+                while let Some((_, wire_type)) = batch.key() {
+                    // Batch has one field: repeated Update updates = 1.
+                    let Some(update) = (if wire_type == 2 { batch.bytes() } else { None }) else { return false };
+                    let (mut ts_event, mut recv_delta, mut send_delta) = (0, 0, 0);
+                    let mut fields = WireReader(update);
+                    while let Some((field, wire_type)) = fields.key() {
+                        let read = match (field, wire_type) {
+                            (3, 1) => fields.fixed64().map(|v| ts_event = v),
+                            (4, 0) => fields.varint().map(|v| recv_delta = v),
+                            (5, 0) => fields.varint().map(|v| send_delta = v),
+                            _ => fields.skip(wire_type),
+                        };
+                        if read.is_none() {
+                            return false;
+                        }
+                    }
+                    let recv = ts_event.saturating_add(recv_delta);
+                    each(ts_event, recv, recv.saturating_add(send_delta));
+                }
+            }
+            (GAP, _) => return true,
+            _ => {
+                if message.skip(wire_type).is_none() {
+                    return false;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Counters shared by all clients.
 #[derive(Default)]
 struct Shared {
@@ -172,7 +262,6 @@ struct Shared {
     frames: AtomicU64,
     gaps: AtomicU64,
     measuring: AtomicBool,
-    stop: AtomicBool,
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -205,9 +294,22 @@ async fn connect_one(
     if config.format == Format::Proto {
         request.headers_mut().insert("Sec-WebSocket-Protocol", Format::Proto.subprotocol().parse().expect("header"));
     }
-    let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| fail(e.to_string()))?;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_CHUNK);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     Ok(ws)
 }
+
+/// Bytes a client reads per call. tungstenite zeroes this much before every read:
+/// at its default (128 KiB) that memset was over a quarter of the generator's CPU.
+/// Larger frames are still read whole, in chunks of this size.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Clients record into a few shared recorders, not one each: a recorder holds
+/// four histograms of ~200 KiB, so one per client would be ~1 GiB at 1,000
+/// clients, and cold in cache. Locked once per frame; rarely contended.
+const RECORDER_SHARDS: usize = 16;
 
 /// Runs the load and reports.
 pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
@@ -229,21 +331,20 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         }
     }
 
+    let recorders: Arc<Vec<Mutex<Recorder>>> =
+        Arc::new((0..RECORDER_SHARDS.min(config.clients.max(1))).map(|_| Mutex::new(Recorder::new())).collect());
     let mut tasks = Vec::with_capacity(config.clients);
     for (index, mut ws) in sockets.into_iter().enumerate() {
         let shared = shared.clone();
+        let recorders = recorders.clone();
         let symbols: Vec<String> = (0..config.symbols_per_client.min(config.symbols.len()))
             .map(|k| config.symbols[(index + k) % config.symbols.len()].clone())
             .collect();
         let (channels, format, idle) = (config.channels.clone(), config.format, config.idle);
+        // Runs until aborted at the end of the window (no timer per read).
         tasks.push(tokio::spawn(async move {
-            let mut recorder = Recorder::new();
             if idle {
-                while !shared.stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                drop(ws);
-                return recorder;
+                std::future::pending::<()>().await;
             }
             let subscribe = match format {
                 Format::Json => Message::text(
@@ -262,48 +363,32 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
                 }
             };
             if ws.send(subscribe).await.is_err() {
-                return recorder;
+                return;
             }
-            while !shared.stop.load(Ordering::Relaxed) {
-                let message = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                    Ok(Some(Ok(message))) => message,
-                    Ok(_) => break,
-                    Err(_) => continue,
-                };
+            let recorder = &recorders[index % recorders.len()];
+            while let Some(Ok(message)) = ws.next().await {
                 let now = now_nanos();
-                let measuring = shared.measuring.load(Ordering::Relaxed);
+                if !shared.measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let mut count = 0u64;
+                let mut recorder = recorder.lock();
                 let mut record = |e: u64, r: u64, s: u64| {
                     count += 1;
-                    if measuring {
-                        recorder.record(now, e, r, s);
-                    }
+                    recorder.record(now, e, r, s);
                 };
                 let gap = match &message {
                     Message::Text(text) => scan_json(text.as_bytes(), &mut record),
-                    Message::Binary(bytes) => match pb::ServerMessage::decode(bytes.as_ref()).ok().and_then(|m| m.kind)
-                    {
-                        Some(pb::server_message::Kind::Batch(batch)) => {
-                            for u in &batch.updates {
-                                let recv = u.ts_event + u.recv_delta_ns;
-                                record(u.ts_event, recv, recv + u.send_delta_ns);
-                            }
-                            false
-                        }
-                        Some(pb::server_message::Kind::Gap(_)) => true,
-                        _ => false,
-                    },
+                    Message::Binary(bytes) => scan_proto(bytes, &mut record),
                     _ => false,
                 };
-                if measuring {
-                    shared.delivered.fetch_add(count, Ordering::Relaxed);
-                    shared.frames.fetch_add(1, Ordering::Relaxed);
-                    if gap {
-                        shared.gaps.fetch_add(1, Ordering::Relaxed);
-                    }
+                drop(recorder);
+                shared.delivered.fetch_add(count, Ordering::Relaxed);
+                shared.frames.fetch_add(1, Ordering::Relaxed);
+                if gap {
+                    shared.gaps.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            recorder
         }));
     }
 
@@ -318,13 +403,15 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let cpu_end = config.server_pid.and_then(cpu_ticks);
     let own_end = cpu_ticks(std::process::id());
     let rss_now = config.server_pid.and_then(rss_kib);
-    shared.stop.store(true, Ordering::Relaxed);
-
-    let mut all = Recorder::new();
+    for task in &tasks {
+        task.abort();
+    }
     for task in tasks {
-        if let Ok(recorder) = task.await {
-            all.merge(&recorder);
-        }
+        let _ = task.await; // cancelled; closing the sockets
+    }
+    let mut all = Recorder::new();
+    for recorder in recorders.iter() {
+        all.merge(&recorder.lock());
     }
     let delivered = shared.delivered.load(Ordering::Relaxed);
     let ticks_per_s = 100.0; // USER_HZ on Linux
@@ -402,6 +489,33 @@ mod tests {
         let mut none = 0;
         scan_json(br#"{"type":"snapshot","ts_event":1,"ts_recv":2,"ts_send":3}"#, |_, _, _| none += 1);
         assert_eq!(none, 0, "snapshots are not updates");
+    }
+
+    #[test]
+    fn proto_scanner_reads_every_update_clock() {
+        use pb::server_message::Kind;
+        let update = |ts_event, recv, send, data| pb::Update {
+            instrument_id: 3,
+            seq: 9,
+            ts_event,
+            recv_delta_ns: recv,
+            send_delta_ns: send,
+            data: Some(data),
+        };
+        let quote = pb::update::Data::Quote(pb::Quote { bid: 1, bid_size: 2, ask: 3, ask_size: 4 });
+        let trade = pb::update::Data::Trade(pb::Trade { price: 5, size: 6, ..Default::default() });
+        let batch = pb::Batch { updates: vec![update(1_000, 150, 20, quote), update(u64::MAX - 10, 0, 0, trade)] };
+        let frame = pb::ServerMessage { kind: Some(Kind::Batch(batch)) }.encode_to_vec();
+        let mut seen = Vec::new();
+        assert!(!scan_proto(&frame, |e, r, s| seen.push((e, r, s))));
+        assert_eq!(seen, vec![(1_000, 1_150, 1_170), (u64::MAX - 10, u64::MAX - 10, u64::MAX - 10)]);
+        let gap = pb::ServerMessage { kind: Some(Kind::Gap(pb::Gap { symbol: "A".into(), ..Default::default() })) };
+        assert!(scan_proto(&gap.encode_to_vec(), |_, _, _| {}));
+        // Truncated or garbled frames end the scan; they never panic.
+        for cut in 0..frame.len() {
+            scan_proto(&frame[..cut], |_, _, _| {});
+        }
+        scan_proto(&[0xff; 16], |_, _, _| {});
     }
 }
 

@@ -187,6 +187,8 @@ pub struct Journal {
     /// The file may not grow past this many bytes.
     cap: u64,
     buf: Vec<u8>,
+    /// Appended since the last [`Journal::take_unsynced`]: not yet forced to disk.
+    unsynced: bool,
 }
 
 /// What [`Journal::read`] returned.
@@ -213,7 +215,7 @@ impl Journal {
             std::io::Error::new(std::io::ErrorKind::WouldBlock, "the journal is in use by another tickwire process")
         })?;
         let len = file.metadata()?.len();
-        Ok(Journal { path, file, len, read_at: 0, cap, buf: Vec::new() })
+        Ok(Journal { path, file, len, read_at: 0, cap, buf: Vec::new(), unsynced: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -240,6 +242,7 @@ impl Journal {
         }
         self.file.write_all(&self.buf)?;
         self.len += size;
+        self.unsynced = true;
         Ok(Some(size))
     }
 
@@ -288,8 +291,16 @@ impl Journal {
     }
 
     /// Forces what was appended to disk.
-    pub fn sync(&self) -> std::io::Result<()> {
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.unsynced = false;
         self.file.sync_data()
+    }
+
+    /// A handle to force what was appended since the last call to disk, or `None`
+    /// when nothing was. The writer syncs through it off its own task (group
+    /// commit: one `fdatasync` per housekeeping tick, however many appends).
+    pub fn take_unsynced(&mut self) -> Option<std::io::Result<File>> {
+        std::mem::take(&mut self.unsynced).then(|| self.file.try_clone())
     }
 }
 
@@ -345,8 +356,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tickwire-journal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut journal = Journal::open(&dir, 1 << 20).unwrap();
+        assert!(journal.take_unsynced().is_none(), "nothing appended, nothing to sync");
         assert!(journal.append(&sample(5)).unwrap().is_some());
         assert!(journal.append(&sample(3)).unwrap().is_some());
+        journal.take_unsynced().expect("two appends, one sync").unwrap().sync_data().unwrap();
+        assert!(journal.take_unsynced().is_none());
         let batch = journal.read(4).unwrap();
         assert_eq!(batch.events.len(), 5, "whole records only");
         journal.consumed(batch.next).unwrap();
