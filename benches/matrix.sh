@@ -52,9 +52,17 @@ IDLE=${IDLE:-19000}
 echo "== idle: $IDLE connections (memory per connection)"
 bench --name "tickwire-idle/$IDLE" --clients "$IDLE" --idle --source-ips 8 --rate 100
 
+# The rate search, every server at the same offered rates: the highest delivered
+# rate whose p99 stays under 10 ms, and the ratios of those rates (report.py).
 echo "== highest delivered rate with p99 under 10 ms (1,000 clients)"
-for rate in 2000 5000 10000 20000 50000; do
+for rate in ${SEARCH_RATES:-1000 2000 5000 10000 20000}; do
   bench --name "tickwire-json/search-$rate-eps" --clients 1000 --rate "$rate"
+  bench --name "tickwire-proto/search-$rate-eps" --clients 1000 --rate "$rate" --format proto
+  for p in ws uws; do
+    peer "$p" "$(python3 -c "print(max(1, round($rate * $PEER_SHARE)))")"
+    bench --name "peer-$p/search-$rate-eps" --clients 1000 --url "$PEER_URL" --server-pid "$PEER_PID"
+    kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
+  done
 done
 
 python3 benches/report.py "$RESULTS" "$OUT"
