@@ -601,16 +601,16 @@ mod tests {
                 .collect();
             let (_, out) = run_candles(&events, batch);
             for interval in [CandleInterval::S1, CandleInterval::M1] {
-                let mut builder = crate::store::reader::CandleBuilder::new(interval.nanos());
+                let mut builder = crate::store::reader::CandleBuilder::new(interval);
                 for &(ts, px, sz, trade) in &events {
                     if trade {
                         builder.push(ts * 1_000_000, p(px), s(sz));
                     }
                 }
                 let expected: Vec<(u64, Ohlcv)> = builder
-                    .finish()
+                    .finish(0)
                     .iter()
-                    .map(|c| (c.t, (c.open.0, c.high.0, c.low.0, c.close.0, c.volume, c.trades)))
+                    .map(|c| (c.start, (c.open.0, c.high.0, c.low.0, c.close.0, c.volume, c.trades)))
                     .collect();
                 // The last value per bucket, as a client that keeps the latest sees it.
                 let mut live: Vec<(u64, Ohlcv)> = Vec::new();

@@ -135,6 +135,7 @@ async fn live_candles_close_to_what_history_computes_in_json_and_protobuf() {
     let stored: BTreeMap<u64, Ohlcv> =
         body["candles"].as_array().unwrap().iter().map(|c| (c["t"].as_u64().unwrap(), ohlcv(c))).collect();
     assert_eq!(stored, closed, "live closed candles == candles from stored trades");
+    assert!(body["candles"].as_array().unwrap().iter().all(|c| c["closed"] == true), "those seconds are over");
     server.shutdown().await;
 }
 

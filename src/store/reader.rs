@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::rows::{COLUMNS, book_payload, side_from_code};
 use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool, stored_index};
-use crate::model::{Channel, Event, InstrumentId, Nanos, Payload, Price, Quote, Size, Trade};
+use crate::model::{Candle, CandleInterval, Channel, Event, InstrumentId, Nanos, Payload, Price, Quote, Size, Trade};
 
 /// Where a page of history ends: the last row's (ts_event, seq).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,55 +77,32 @@ where
     })
 }
 
-/// One candle: OHLCV of the trades whose `ts_event` falls in `[t, t + interval)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candle {
-    pub t: Nanos,
-    pub open: Price,
-    pub high: Price,
-    pub low: Price,
-    pub close: Price,
-    /// Sum of sizes in nano-units (wide: a busy day overflows i64).
-    pub volume: i128,
-    pub trades: u64,
-}
-
-/// Folds trades, in time order, into candles of `interval` nanoseconds aligned
-/// to the epoch. Buckets without trades are left out.
+/// Folds trades, in time order, into the candles of one interval (aligned to
+/// the epoch), the same [`Candle`]s the engine streams live. Buckets without
+/// trades are left out.
 #[derive(Debug)]
 pub struct CandleBuilder {
-    interval: Nanos,
+    interval: CandleInterval,
     candles: Vec<Candle>,
 }
 
 impl CandleBuilder {
-    pub fn new(interval: Nanos) -> Self {
-        Self { interval: interval.max(1), candles: Vec::new() }
+    pub fn new(interval: CandleInterval) -> Self {
+        Self { interval, candles: Vec::new() }
     }
 
     pub fn push(&mut self, ts_event: Nanos, price: Price, size: Size) {
-        let t = ts_event - ts_event % self.interval;
         match self.candles.last_mut() {
-            Some(c) if c.t == t => {
-                c.high = c.high.max(price);
-                c.low = c.low.min(price);
-                c.close = price;
-                c.volume += i128::from(size.0);
-                c.trades += 1;
-            }
-            _ => self.candles.push(Candle {
-                t,
-                open: price,
-                high: price,
-                low: price,
-                close: price,
-                volume: i128::from(size.0),
-                trades: 1,
-            }),
+            Some(c) if c.start == self.interval.bucket(ts_event) => c.add(price, size),
+            _ => self.candles.push(Candle::open(self.interval, ts_event, price, size)),
         }
     }
 
-    pub fn finish(self) -> Vec<Candle> {
+    /// The candles, each marked closed when its bucket ended by `now`.
+    pub fn finish(mut self, now: Nanos) -> Vec<Candle> {
+        for candle in &mut self.candles {
+            candle.closed = candle.end() <= now;
+        }
         self.candles
     }
 }
@@ -195,13 +172,13 @@ impl Store {
         })
     }
 
-    /// OHLCV candles of `interval` ns from the trades of one instrument in `[from, to)`.
+    /// OHLCV candles of `interval` from the trades of one instrument in `[from, to)`.
     pub async fn candles(
         &self,
         store_id: i64,
         from: Nanos,
         to: Nanos,
-        interval: Nanos,
+        interval: CandleInterval,
     ) -> Result<Vec<Candle>, StoreError> {
         let sql = "SELECT ts_event, price, size FROM trades WHERE instrument_id = $1 AND ts_event >= $2 AND ts_event < $3 \
                    ORDER BY ts_event, seq";
@@ -213,7 +190,7 @@ impl Store {
                 builder.push(ts as u64, Price(row.try_get(1)?), Size(row.try_get(2)?));
             }
         });
-        Ok(builder.finish())
+        Ok(builder.finish(crate::model::now_nanos()))
     }
 
     /// Gap records of the given instruments overlapping `[from, to)`, by `ts_from`.
@@ -357,17 +334,27 @@ mod tests {
 
     #[test]
     fn candles_bucket_trades_by_interval() {
-        let mut b = CandleBuilder::new(60);
+        const S: u64 = 1_000_000_000;
+        let mut b = CandleBuilder::new(CandleInterval::M1);
         for (ts, px, sz) in [(0, 10, 1), (30, 12, 2), (59, 9, 3), (120, 11, 4), (125, 13, 5)] {
-            b.push(ts, Price(px), Size(sz));
+            b.push(ts * S, Price(px), Size(sz));
         }
-        let c = b.finish();
+        let c = b.finish(130 * S);
         assert_eq!(c.len(), 2, "the empty minute is left out");
-        assert_eq!(
-            c[0],
-            Candle { t: 0, open: Price(10), high: Price(12), low: Price(9), close: Price(9), volume: 6, trades: 3 }
-        );
-        assert_eq!((c[1].t, c[1].open, c[1].close, c[1].trades), (120, Price(11), Price(13), 2));
+        let first = Candle {
+            interval: CandleInterval::M1,
+            start: 0,
+            open: Price(10),
+            high: Price(12),
+            low: Price(9),
+            close: Price(9),
+            volume: 6,
+            trades: 3,
+            closed: true,
+        };
+        assert_eq!(c[0], first);
+        assert_eq!((c[1].start, c[1].open, c[1].close, c[1].trades), (120 * S, Price(11), Price(13), 2));
+        assert!(!c[1].closed, "its minute is not over at 130 s");
     }
 
     #[test]

@@ -214,11 +214,6 @@ pub struct CandleQuery {
     to: Option<String>,
 }
 
-/// Width of a candle interval name, in nanoseconds.
-pub fn interval_ns(name: &str) -> Option<Nanos> {
-    crate::model::CandleInterval::parse(name).map(crate::model::CandleInterval::nanos)
-}
-
 /// Formats a wide nano-unit amount with `decimals` digits after the point.
 fn format_wide(nanos: i128, decimals: u8) -> String {
     let mut out = Vec::with_capacity(40);
@@ -230,10 +225,10 @@ pub async fn candles(State(app): State<Arc<AppState>>, Query(query): Query<Candl
     let access = access(&app)?;
     let inst = instrument(&app, query.symbol.as_deref())?;
     let name = query.interval.as_deref().unwrap_or("");
-    let interval = interval_ns(name)
+    let interval = crate::model::CandleInterval::parse(name)
         .ok_or_else(|| bad("bad_interval", format!("interval must be 1s, 1m, 5m, 1h or 1d, not {name:?}")))?;
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
-    if (to - from).div_ceil(interval) > MAX_CANDLES {
+    if (to - from).div_ceil(interval.nanos()) > MAX_CANDLES {
         return Err(bad(
             "range_too_large",
             format!(
@@ -248,13 +243,14 @@ pub async fn candles(State(app): State<Arc<AppState>>, Query(query): Query<Candl
         .iter()
         .map(|c| {
             serde_json::json!({
-                "t": c.t,
+                "t": c.start,
                 "open": price(c.open),
                 "high": price(c.high),
                 "low": price(c.low),
                 "close": price(c.close),
                 "volume": format_wide(c.volume, inst.size_decimals),
                 "trades": c.trades,
+                "closed": c.closed,
             })
         })
         .collect();
@@ -275,8 +271,8 @@ mod tests {
 
     #[test]
     fn ranges_and_intervals() {
-        assert_eq!(interval_ns("5m"), Some(300_000_000_000));
-        assert_eq!(interval_ns("2m"), None);
+        assert_eq!(crate::model::CandleInterval::parse("5m").map(|i| i.nanos()), Some(300_000_000_000));
+        assert_eq!(crate::model::CandleInterval::parse("2m"), None);
         assert!(time_range(Some("10"), Some("5")).is_err());
         assert_eq!(time_range(Some("5"), Some("10")).unwrap(), (5, 10));
         assert!(time_range(Some("yesterday"), None).is_err());
