@@ -139,38 +139,6 @@ pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, s
     push_u64(out, u64::from(inst.size_decimals));
     out.push(b',');
     let clocks = match channel {
-        Channel::Quotes => {
-            push_head(out, inst, channel, state.seqs[channel.index()]);
-            out.extend_from_slice(br#","data":"#);
-            match &state.quote {
-                Some(q) => {
-                    out.push(b'{');
-                    push_quote_fields(out, inst, &q.value);
-                    out.push(b'}');
-                    (q.ts_event, q.ts_recv, q.ts_send)
-                }
-                None => {
-                    out.extend_from_slice(b"null");
-                    (0, 0, 0)
-                }
-            }
-        }
-        Channel::Trades => {
-            push_head(out, inst, channel, state.seqs[channel.index()]);
-            out.extend_from_slice(br#","data":"#);
-            match &state.last_trade {
-                Some(t) => {
-                    out.push(b'{');
-                    push_trade_fields(out, inst, &t.value);
-                    out.push(b'}');
-                    (t.ts_event, t.ts_recv, t.ts_send)
-                }
-                None => {
-                    out.extend_from_slice(b"null");
-                    (0, 0, 0)
-                }
-            }
-        }
         Channel::Book => {
             let book = &state.book;
             push_head(out, inst, channel, book.seq);
@@ -179,25 +147,44 @@ pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, s
             out.push(b'}');
             (book.ts_event, book.ts_recv, book.ts_send)
         }
-        Channel::Candles1s | Channel::Candles1m | Channel::Candles5m | Channel::Candles1h | Channel::Candles1d => {
+        _ => {
             push_head(out, inst, channel, state.seqs[channel.index()]);
             out.extend_from_slice(br#","data":"#);
-            match channel.candle_interval().and_then(|i| state.candles[i.index()]) {
-                Some(c) => {
-                    out.push(b'{');
-                    push_candle_fields(out, inst, &c.value);
-                    out.push(b'}');
-                    (c.ts_event, c.ts_recv, c.ts_send)
+            match channel {
+                Channel::Quotes => push_latest(out, state.quote.as_ref(), |out, q| push_quote_fields(out, inst, q)),
+                Channel::Trades => {
+                    push_latest(out, state.last_trade.as_ref(), |out, t| push_trade_fields(out, inst, t))
                 }
-                None => {
-                    out.extend_from_slice(b"null");
-                    (0, 0, 0)
+                _ => {
+                    let candle = channel.candle_interval().and_then(|i| state.candles[i.index()].as_ref());
+                    push_latest(out, candle, |out, c| push_candle_fields(out, inst, c))
                 }
             }
         }
     };
     push_clocks(out, clocks.0, clocks.1, clocks.2);
     out.push(b'}');
+}
+
+/// `{…}` of a channel's latest value, or `null` before its first event; returns
+/// the value's clocks (zero without one).
+fn push_latest<T>(
+    out: &mut Vec<u8>,
+    latest: Option<&crate::book::Stamped<T>>,
+    push_fields: impl FnOnce(&mut Vec<u8>, &T),
+) -> (u64, u64, u64) {
+    match latest {
+        Some(v) => {
+            out.push(b'{');
+            push_fields(out, &v.value);
+            out.push(b'}');
+            (v.ts_event, v.ts_recv, v.ts_send)
+        }
+        None => {
+            out.extend_from_slice(b"null");
+            (0, 0, 0)
+        }
+    }
 }
 
 /// Why a range of sequences will never reach the client.
