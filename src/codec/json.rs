@@ -288,6 +288,41 @@ mod tests {
         serde_json::from_slice(bytes).unwrap()
     }
 
+    /// Every channel's snapshot is valid JSON: `data` is null before the channel's
+    /// first event, then holds the latest value with its clocks.
+    #[test]
+    fn snapshots_before_and_after_the_first_event() {
+        let (t, mut engine) = setup();
+        let reader = engine.reader();
+        let inst = t.get(InstrumentId(0));
+        let snapshot = |channel| {
+            let mut out = Vec::new();
+            encode_snapshot(&mut out, inst, channel, &reader.load(InstrumentId(0)));
+            json(&out)
+        };
+        for channel in [Channel::Quotes, Channel::Trades, Channel::Candles1m] {
+            let v = snapshot(channel);
+            assert!(v["data"].is_null(), "{channel:?}: {v}");
+            assert_eq!((v["seq"].as_u64(), v["ts_event"].as_u64()), (Some(0), Some(0)));
+        }
+        let trade = Trade {
+            price: Price::parse("100").unwrap(),
+            size: Size::parse("2").unwrap(),
+            side: Side::Buy,
+            trade_id: 7,
+        };
+        let mut event = Event::new(InstrumentId(0), 5_000_000_000, 5_000_000_100, Payload::Trade(trade));
+        engine.apply(&mut event).unwrap();
+        let mut candles = Vec::new();
+        engine.drain_candles(&mut candles);
+        let v = snapshot(Channel::Trades);
+        assert_eq!((v["seq"].as_u64(), v["ts_event"].as_u64()), (Some(1), Some(5_000_000_000)));
+        assert_eq!((v["data"]["price"].as_str(), v["data"]["trade_id"].as_u64()), (Some("100.00"), Some(7)));
+        let v = snapshot(Channel::Candles1m);
+        assert_eq!((v["data"]["open"].as_str(), v["data"]["trades"].as_u64()), (Some("100.00"), Some(1)), "{v}");
+        assert!(snapshot(Channel::Quotes)["data"].is_null(), "no quote yet");
+    }
+
     #[test]
     fn quote_update_matches_protocol() {
         let (t, mut engine) = setup();
