@@ -23,6 +23,7 @@
 //! maps between the two at the edges.
 
 pub mod journal;
+pub mod pg_copy;
 pub mod reader;
 pub mod rows;
 pub mod writer;
@@ -70,6 +71,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("channel {0} is derived from trades and not stored")]
     NotStored(&'static str),
+    #[error("a history read stopped: {0}")]
+    ReadTask(#[from] tokio::task::JoinError),
 }
 
 /// The table index of a stored channel, or [`StoreError::NotStored`].

@@ -9,7 +9,9 @@ use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::rows::{COLUMNS, book_payload, side_from_code};
-use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool, stored_index};
+use sqlx::postgres::PgPoolCopyExt;
+
+use super::{Backend, EVENT_TABLES, GapRecord, Store, StoreError, on_pool, pg_copy, stored_index};
 use crate::model::{Candle, CandleInterval, Channel, Event, InstrumentId, Nanos, Payload, Price, Quote, Size, Trade};
 
 /// Where a page of history ends: the last row's (ts_event, seq).
@@ -124,6 +126,24 @@ impl Store {
             None => (from as i64, -1),
         };
         let table = stored_index(channel)?;
+        if let Backend::Postgres(pool) = &self.backend {
+            // Binary COPY: no per-column decoding in sqlx (see `pg_copy`). COPY takes
+            // no bind parameters; every value here is an integer we format.
+            let sql = format!(
+                "COPY (SELECT {} FROM {} WHERE instrument_id = {store_id} AND (ts_event, seq) > ({after_ts}, {after_seq}) \
+                 AND ts_event >= {} AND ts_event < {} ORDER BY ts_event, seq LIMIT {limit}) TO STDOUT (FORMAT binary)",
+                COLUMNS[table], EVENT_TABLES[table], from as i64, to as i64
+            );
+            let mut chunks = pool.copy_out_raw(&sql).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = chunks.try_next().await? {
+                bytes.extend_from_slice(&chunk);
+            }
+            let mut events = Vec::with_capacity(limit.min(1 << 16));
+            pg_copy::decode(channel, &bytes, &mut events)
+                .map_err(|e| StoreError::Corrupt { table: EVENT_TABLES[table], detail: e.to_string() })?;
+            return Ok(events);
+        }
         let sql = format!(
             "SELECT {} FROM {} WHERE instrument_id = $1 AND (ts_event, seq) > ($2, $3) AND ts_event >= $4 AND ts_event < $5 \
              ORDER BY ts_event, seq LIMIT $6",
@@ -236,19 +256,25 @@ fn merge_key(event: &Event) -> MergeKey {
     (event.ts_event, event.ts_send, event.instrument.0, event.channel().index(), event.seq)
 }
 
+/// Page reads one merged history keeps in flight at most: enough to keep the
+/// database's cores busy while the merge runs, few enough to leave the pool's
+/// other connections to the writer and the REST API.
+const READS_IN_FLIGHT: usize = 3;
+
+type PageRead = tokio::task::JoinHandle<Result<Vec<Event>, StoreError>>;
+
 struct Stream {
     channel: Channel,
     store_id: i64,
-    /// Last (ts_event, seq) fetched.
-    after: PageCursor,
-    started: bool,
     buf: VecDeque<Event>,
-    done: bool,
+    /// The next page, being read while the merge consumes this one.
+    next: Option<PageRead>,
 }
 
 /// Stored events of several instruments and channels in `[from, to)`, merged into
 /// one stream in exchange-time order: each (instrument, channel) is read in pages
-/// along its primary key, and the pages merged with a heap.
+/// along its primary key, the page after the current one read ahead of need (a
+/// few at once across streams), and the pages merged with a heap.
 pub struct MergedHistory {
     store: Store,
     streams: Vec<Stream>,
@@ -256,6 +282,7 @@ pub struct MergedHistory {
     from: Nanos,
     to: Nanos,
     page: usize,
+    reads: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl MergedHistory {
@@ -271,40 +298,51 @@ impl MergedHistory {
             store,
             streams: streams
                 .iter()
-                .map(|&(store_id, channel)| Stream {
-                    channel,
-                    store_id,
-                    after: PageCursor { ts_event: from, seq: 0 },
-                    started: false,
-                    buf: VecDeque::new(),
-                    done: false,
-                })
+                .map(|&(store_id, channel)| Stream { channel, store_id, buf: VecDeque::new(), next: None })
                 .collect(),
             heap: BinaryHeap::new(),
             from,
             to,
             page: page.max(1),
+            reads: std::sync::Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
         };
+        for i in 0..merged.streams.len() {
+            merged.streams[i].next = Some(merged.read_page(i, None));
+        }
         for i in 0..merged.streams.len() {
             merged.refill(i).await?;
         }
         Ok(merged)
     }
 
+    /// Starts reading the page of stream `i` after `after` (from the start: `None`).
+    fn read_page(&self, i: usize, after: Option<PageCursor>) -> PageRead {
+        let (store, reads) = (self.store.clone(), self.reads.clone());
+        let Stream { channel, store_id, .. } = self.streams[i];
+        let (from, to, page) = (self.from, self.to, self.page);
+        tokio::spawn(async move {
+            let _permit = reads.acquire_owned().await.expect("the semaphore is never closed");
+            store.history(channel, store_id, from, to, after, page).await
+        })
+    }
+
+    /// Takes stream `i`'s next page, once its buffer is empty, and reads ahead the
+    /// one after it unless this page was the last.
     async fn refill(&mut self, i: usize) -> Result<(), StoreError> {
-        let s = &mut self.streams[i];
-        if s.done || !s.buf.is_empty() {
+        if !self.streams[i].buf.is_empty() {
             return Ok(());
         }
-        let after = if s.started { Some(s.after) } else { None };
-        let events = self.store.history(s.channel, s.store_id, self.from, self.to, after, self.page).await?;
-        s.started = true;
-        s.done = events.len() < self.page;
-        if let Some(last) = events.last() {
-            s.after = PageCursor { ts_event: last.ts_event, seq: last.seq };
+        let Some(read) = self.streams[i].next.take() else {
+            return Ok(()); // done
+        };
+        let events = read.await??;
+        if events.len() == self.page {
+            let last = events.last().map(|e| PageCursor { ts_event: e.ts_event, seq: e.seq });
+            self.streams[i].next = Some(self.read_page(i, last));
         }
-        s.buf.extend(events);
-        if let Some(front) = s.buf.front() {
+        let stream = &mut self.streams[i];
+        stream.buf.extend(events);
+        if let Some(front) = stream.buf.front() {
             self.heap.push(Reverse((merge_key(front), i)));
         }
         Ok(())
@@ -325,6 +363,17 @@ impl MergedHistory {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for MergedHistory {
+    /// A replay that stops early (the client left) abandons its read-ahead.
+    fn drop(&mut self) {
+        for stream in &self.streams {
+            if let Some(read) = &stream.next {
+                read.abort();
+            }
+        }
     }
 }
 
