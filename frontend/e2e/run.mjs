@@ -57,9 +57,9 @@ async function freePort() {
   });
 }
 
-function startServer() {
+function startServer(extraArgs = []) {
   const out = openSync(join(RESULTS, 'server.log'), 'a');
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--static-dir', DIST, '--rate', '1000', '--store', 'none'];
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--static-dir', DIST, '--rate', '1000', '--store', 'none', ...extraArgs];
   server = spawn(BIN, args, { stdio: ['ignore', out, out] });
   server.on('exit', (code, sig) => {
     if (server && server.exitCode !== null) log(`  (server exited: code=${code} signal=${sig})`);
@@ -422,6 +422,29 @@ test('500 symbols at 1000 updates per second keep frames flowing', async () => {
   assert(r.work95 <= 8, `render work p95 ${ms(r.work95)} exceeds 8 ms`);
   assert(r.p50 <= 100, `median frame interval ${ms(r.p50)}`);
   await closePage(page);
+});
+
+test('auth token: the dashboard opened as /?token= streams and the API refuses strangers', async () => {
+  const token = 'e2e secret/+';
+  await stopServer();
+  await startServer(['--auth-token', token]);
+  try {
+    const refused = await fetch(`${url()}v1/instruments`);
+    assert(refused.status === 401, `no token: expected 401, got ${refused.status}`);
+    const page = await newPage();
+    state.current = page;
+    await page.goto(`${url()}?token=${encodeURIComponent(token)}`);
+    await until('status live', async () => (await connState(page)) === 'live');
+    await until('watchlist prices', async () => {
+      const r = await watchlistText(page);
+      return r.length >= 8 && r.every((t) => !/^\S+ —/.test(t));
+    });
+    await watchlistUpdates(page, 'prices to update with the token');
+    await shot(page, 'auth-token');
+    await closePage(page);
+  } finally {
+    await stopServer(); // the next test, if any, gets the open server back
+  }
 });
 
 // ---- runner --------------------------------------------------------------

@@ -3,6 +3,13 @@
 
 import type { Candle, FeedHealth, Instrument, ServerStats, SymbolSnapshot } from './protocol';
 
+/** Bearer token for a gateway started with --auth-token (from the page's `?token=`). */
+let authToken: string | null = null;
+
+export function setAuthToken(token: string | null): void {
+  authToken = token && token.length > 0 ? token : null;
+}
+
 export type ApiResult<T> = { ok: true; data: T } | { ok: false; status: number; missing: boolean; message: string };
 
 export async function getJson<T>(path: string, init?: { signal?: AbortSignal; timeoutMs?: number }): Promise<ApiResult<T>> {
@@ -10,7 +17,9 @@ export async function getJson<T>(path: string, init?: { signal?: AbortSignal; ti
   const timer = setTimeout(() => ctl.abort(), init?.timeoutMs ?? 10_000);
   init?.signal?.addEventListener('abort', () => ctl.abort());
   try {
-    const res = await fetch(path, { signal: ctl.signal, headers: { accept: 'application/json' } });
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (authToken) headers.authorization = `Bearer ${authToken}`;
+    const res = await fetch(path, { signal: ctl.signal, headers });
     if (!res.ok) {
       // 404/405/501: the server build has no such endpoint (yet).
       const missing = res.status === 404 || res.status === 405 || res.status === 501;

@@ -1,7 +1,7 @@
 // Composition root: wires the stream client, the store and the views.
 
 import './styles.css';
-import { api, msToNs } from './api';
+import { api, msToNs, setAuthToken } from './api';
 import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
 import { loadPrefs, savePrefs } from './state/prefs';
@@ -21,6 +21,10 @@ const SNAPSHOT_REFRESH_MS = 30_000;
 
 const $ = (id: string) => document.getElementById(id)!;
 const baseUrl = location.origin;
+/** A gateway started with --auth-token is opened as /?token=…: REST sends it as a
+ *  bearer header, the streams as ?token= (browsers cannot set WebSocket headers). */
+const token = new URLSearchParams(location.search).get('token');
+setAuthToken(token);
 
 const prefs = loadPrefs();
 let watchlist: string[] = prefs.watchlist ?? [];
@@ -52,6 +56,7 @@ const operator = new OperatorView($('operator'), store, {
 
 const live = new StreamClient({
   baseUrl,
+  token,
   onEvent: (e) => store.apply(e),
   onState: (s) => {
     if (mode === 'live') status.setConn(s, 'live');
@@ -177,6 +182,7 @@ function startReplay(p: ReplayParams): void {
   let opened = false;
   const client = new StreamClient({
     baseUrl,
+    token,
     wsPath: `/v1/replay?${q.toString().replace(/%2C/g, ',')}`,
     transports: ['ws'],
     reconnect: false,

@@ -306,6 +306,32 @@ describe('sequence handling', () => {
   });
 });
 
+describe('token for a gateway that requires one', () => {
+  it('rides on every stream URL, escaped, after any query the path has', async () => {
+    const token = 'a b/c+d';
+    const { client, poll } = setup({ token, WebSocket: null, EventSource: null, transports: ['poll'] });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    await flush();
+    expect(poll.calls[0].url).toMatch(/^http:\/\/gw\.test:8080\/v1\/poll\?.*&token=a%20b%2Fc%2Bd$/);
+    const ws = setup({ token }).client;
+    ws.start();
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws?token=a%20b%2Fc%2Bd');
+    const sse = setup({ token, WebSocket: null }).client;
+    sse.subscribe(['quotes'], ['BTC-USD']);
+    sse.start();
+    expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=quotes&token=a%20b%2Fc%2Bd');
+    const replay = setup({ token, wsPath: '/v1/replay?symbols=BTC-USD&speed=max', sendSubscribe: false }).client;
+    replay.start();
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/replay?symbols=BTC-USD&speed=max&token=a%20b%2Fc%2Bd');
+  });
+
+  it('is left out when there is none', () => {
+    setup({ token: null }).client.start();
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws');
+  });
+});
+
 describe('fallback to SSE', () => {
   it('uses SSE at once when window.WebSocket is missing', () => {
     const { client, states } = setup({ WebSocket: null });

@@ -88,6 +88,11 @@ export interface StreamClientOptions {
   reconnect?: boolean;
   /** false when the URL itself selects the data (replay): no subscribe ops are sent. */
   sendSubscribe?: boolean;
+  /**
+   * Token for a gateway that requires one, sent as `?token=` on every stream URL
+   * (a browser cannot set headers on a WebSocket or an EventSource).
+   */
+  token?: string | null;
   onEvent: (e: StreamEvent) => void;
   onState?: (s: ConnState) => void;
 }
@@ -99,9 +104,10 @@ function emptySeqTable(): SeqTable {
 }
 
 export class StreamClient {
-  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch'>> & {
+  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token'>> & {
     onState?: (s: ConnState) => void;
   };
+  private readonly token: string | null;
   private readonly WS: WebSocketCtor | null;
   private readonly ES: EventSourceCtor | null;
   private readonly fetchFn: FetchLike | null;
@@ -139,6 +145,7 @@ export class StreamClient {
     this.WS = options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket;
     this.ES = options.EventSource === undefined ? (g.EventSource ?? null) : options.EventSource;
     this.fetchFn = options.fetch === undefined ? (g.fetch ? g.fetch.bind(globalThis) : null) : options.fetch;
+    this.token = options.token ? options.token : null;
     this.opts = {
       wsPath: '/v1/ws',
       ssePath: '/v1/sse',
@@ -349,7 +356,8 @@ export class StreamClient {
 
   private url(path: string, ws = false): string {
     const base = this.opts.baseUrl.replace(/\/$/, '');
-    return (ws ? base.replace(/^http/, 'ws') : base) + path;
+    const token = this.token ? `${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}` : '';
+    return (ws ? base.replace(/^http/, 'ws') : base) + path + token;
   }
 
   // ---- WebSocket --------------------------------------------------------
