@@ -62,7 +62,8 @@ def start_server(*extra: str, rate: int = 2000) -> Server:
         "--static-dir", "/nonexistent",
         "--rate", str(rate),
         "--symbols", ",".join(SYMBOLS),
-        "--store", "none",  # no history: parallel servers must not share one store and journal
+        # No history unless a test brings its own: parallel servers must not share one store and journal.
+        *([] if "--store" in extra else ["--store", "none"]),
         *extra,
     ]
     process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)

@@ -19,9 +19,12 @@ from .book import OrderBook
 from .client import ClientStats, TickwireClient, TickwireError, backoff_delay
 from .codec import Decoder, Instrument, ProtocolError, encode_ping, encode_subscribe, encode_unsubscribe, to_decimal
 from .events import (
+    ALL_CHANNELS,
+    CANDLE_CHANNELS,
     CHANNELS,
     BookInvalidated,
     BookUpdate,
+    Candle,
     Event,
     Gap,
     Level,
@@ -50,6 +53,9 @@ __all__ = [
     "encode_ping",
     "to_decimal",
     "CHANNELS",
+    "CANDLE_CHANNELS",
+    "ALL_CHANNELS",
+    "Candle",
     "Quote",
     "Trade",
     "BookUpdate",

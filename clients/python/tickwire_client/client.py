@@ -48,7 +48,7 @@ from .codec import (
     encode_subscribe,
     encode_unsubscribe,
 )
-from .events import CHANNELS, BookUpdate, Event, Gap, Quote, ServerError, Snapshot, Trade
+from .events import ALL_CHANNELS, CHANNELS, BookUpdate, Candle, Event, Gap, Quote, ServerError, Snapshot, Trade
 
 __all__ = ["TickwireClient", "TickwireError", "ClientStats", "backoff_delay"]
 
@@ -65,7 +65,7 @@ FATAL_CLOSE_CODES = {
 }
 
 # "since 9 is ahead of BTC-USD trades at 3" (the server's bad_since message).
-_BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book)\b")
+_BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book|candles\.\w+)\b")
 
 SinceArg = Mapping[Union[str, tuple[str, str]], Union[int, Mapping[str, int]]]
 
@@ -121,7 +121,8 @@ class TickwireClient:
 
     :param url: the gateway's WebSocket endpoint, e.g. ``ws://127.0.0.1:8080/v1/ws``.
     :param symbols: symbols to subscribe to at connect.
-    :param channels: channels for those symbols: ``quotes``, ``trades``, ``book``.
+    :param channels: channels for those symbols: ``quotes``, ``trades``, ``book``
+        (the default), and the live candles ``candles.1s`` … ``candles.1d``.
     :param format: ``"proto"`` (binary protobuf frames) or ``"json"``.
     :param since: resume points to start from, e.g. saved ``client.last_seqs``:
         ``{(symbol, channel): seq}``, ``{symbol: {channel: seq}}`` or ``{symbol: seq}``.
@@ -133,6 +134,8 @@ class TickwireClient:
         with :class:`TickwireError` (``None``: never give up).
     :param backoff_initial: first backoff ceiling in seconds; doubles per failed
         attempt up to ``backoff_max``.
+    :param token: for a gateway started with ``--auth-token``: sent as
+        ``Authorization: Bearer <token>`` on the upgrade and on REST calls.
     """
 
     def __init__(
@@ -154,13 +157,14 @@ class TickwireClient:
         ping_timeout: Optional[float] = 20.0,
         max_message_bytes: int = 64 << 20,
         rng: Optional[random.Random] = None,
+        token: Optional[str] = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
         channels = list(channels)
         for ch in channels:
-            if ch not in CHANNELS:
-                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
+            if ch not in ALL_CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(ALL_CHANNELS)})")
         self.url = url
         self.format = format
         self.delivery = delivery
@@ -173,6 +177,7 @@ class TickwireClient:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_message_bytes = max_message_bytes
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.stats = ClientStats()
         #: Number of the current connection (1 for the first); events yielded
         #: between two reconnects all come from the same connection.
@@ -285,8 +290,8 @@ class TickwireClient:
     def _add_sub(self, symbol: str, channels: Iterable[str]) -> None:
         have = self._subs.setdefault(symbol, [])
         for ch in channels:
-            if ch not in CHANNELS:
-                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
+            if ch not in ALL_CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(ALL_CHANNELS)})")
             if ch not in have:
                 have.append(ch)
 
@@ -359,6 +364,7 @@ class TickwireClient:
             ping_timeout=self.ping_timeout,
             max_size=self.max_message_bytes,
             compression=None,
+            additional_headers=self._auth,
         )
         if ws.subprotocol != want:
             await ws.close()
@@ -394,7 +400,8 @@ class TickwireClient:
         url = urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
 
         def fetch() -> dict:
-            with urllib.request.urlopen(url, timeout=self.open_timeout) as resp:
+            request = urllib.request.Request(url, headers=self._auth)
+            with urllib.request.urlopen(request, timeout=self.open_timeout) as resp:
                 return json.load(resp)
 
         try:
@@ -438,7 +445,7 @@ class TickwireClient:
         last = self._last
         pending = self._pending
         for ev in events:
-            if isinstance(ev, (Quote, Trade, BookUpdate)):
+            if isinstance(ev, (Quote, Trade, BookUpdate, Candle)):
                 key = (ev.symbol, ev.channel)
                 seen = last.get(key)
                 if seen is not None and ev.seq <= seen:
@@ -475,9 +482,12 @@ class TickwireClient:
         server subscribes that stream afresh and sends its snapshot right after
         the error, so the client only forgets the stale position (the error is
         still yielded)."""
+        # The server names the stream (servers before the structured fields said
+        # it only in the message text).
         m = _BAD_SINCE.search(error.message)
-        if m and (m["symbol"], m["channel"]) in self._last:
-            keys = {(m["symbol"], m["channel"])}
+        named = (error.symbol, error.channel) if error.symbol and error.channel else (m and (m["symbol"], m["channel"]))
+        if named and named in self._last:
+            keys = {named}
         else:
             keys = {k for k in self._last if k[0] in self._subs}
         for key in keys:

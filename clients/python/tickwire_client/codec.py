@@ -19,9 +19,10 @@ from typing import Iterable, Mapping, Optional, Union
 
 from ._proto import pb
 from .events import (
-    CHANNELS,
+    ALL_CHANNELS,
     BookInvalidated,
     BookUpdate,
+    Candle,
     Event,
     Gap,
     Live,
@@ -53,6 +54,18 @@ _CHANNEL_TO_PB = {
     "quotes": pb.CHANNEL_QUOTES,
     "trades": pb.CHANNEL_TRADES,
     "book": pb.CHANNEL_BOOK,
+    "candles.1s": pb.CHANNEL_CANDLES_1S,
+    "candles.1m": pb.CHANNEL_CANDLES_1M,
+    "candles.5m": pb.CHANNEL_CANDLES_5M,
+    "candles.1h": pb.CHANNEL_CANDLES_1H,
+    "candles.1d": pb.CHANNEL_CANDLES_1D,
+}
+_PB_TO_INTERVAL = {
+    pb.CANDLE_INTERVAL_1S: "1s",
+    pb.CANDLE_INTERVAL_1M: "1m",
+    pb.CANDLE_INTERVAL_5M: "5m",
+    pb.CANDLE_INTERVAL_1H: "1h",
+    pb.CANDLE_INTERVAL_1D: "1d",
 }
 _PB_TO_CHANNEL = {v: k for k, v in _CHANNEL_TO_PB.items()}
 _PB_TO_SIDE = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}
@@ -89,7 +102,7 @@ def to_decimal(mantissa: int, decimals: int) -> Decimal:
 
 def _check_channel(channel: str) -> str:
     if channel not in _CHANNEL_TO_PB:
-        raise ValueError(f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})")
+        raise ValueError(f"unknown channel {channel!r} (channels: {', '.join(ALL_CHANNELS)})")
     return channel
 
 
@@ -199,6 +212,22 @@ class Decoder:
             bids = tuple((dec(lv.price, pd), dec(lv.size, sd)) for lv in b.bids)
             asks = tuple((dec(lv.price, pd), dec(lv.size, sd)) for lv in b.asks)
             return BookUpdate(inst.symbol, seq, bids, asks, *clocks)
+        if kind == "candle":
+            c = holder.candle
+            return Candle(
+                inst.symbol,
+                seq,
+                _PB_TO_INTERVAL.get(c.interval, "unspecified"),
+                c.start,
+                dec(c.open, pd),
+                dec(c.high, pd),
+                dec(c.low, pd),
+                dec(c.close, pd),
+                dec(c.volume, sd),
+                c.trades,
+                c.closed,
+                *clocks,
+            )
         return None
 
     def decode_proto(self, frame: bytes) -> list[Event]:
@@ -247,7 +276,8 @@ class Decoder:
             return [BookInvalidated(msg.book_invalidated.symbol, msg.book_invalidated.seq)]
         if kind == "error":
             e = msg.error
-            return [ServerError(e.code, e.message, e.op or None)]
+            channel = _PB_TO_CHANNEL.get(e.channel)
+            return [ServerError(e.code, e.message, e.op or None, e.symbol or None, channel)]
         if kind == "pong":
             return [Pong(msg.pong.id, msg.pong.ts_send)]
         if kind == "live":
@@ -290,7 +320,9 @@ class Decoder:
             if kind == "book_invalidated":
                 return [BookInvalidated(msg["symbol"], msg["seq"])]
             if kind == "error":
-                return [ServerError(msg.get("code", ""), msg.get("message", ""), msg.get("op"))]
+                return [
+                    ServerError(msg.get("code", ""), msg.get("message", ""), msg.get("op"), msg.get("symbol"), msg.get("channel"))
+                ]
             if kind == "pong":
                 return [Pong(msg.get("id"), msg.get("ts_send"))]
             if kind == "live":
@@ -315,4 +347,19 @@ def _json_data(channel: str, symbol: str, seq: int, d: dict, clocks: tuple[int, 
         return Trade(symbol, seq, Decimal(d["price"]), Decimal(d["size"]), d.get("side"), d["trade_id"], *clocks)
     if channel == "book":
         return BookUpdate(symbol, seq, _levels(d["bids"]), _levels(d["asks"]), *clocks)
+    if channel.startswith("candles."):
+        return Candle(
+            symbol,
+            seq,
+            channel.removeprefix("candles."),
+            d["start"],
+            Decimal(d["open"]),
+            Decimal(d["high"]),
+            Decimal(d["low"]),
+            Decimal(d["close"]),
+            Decimal(d["volume"]),
+            d["trades"],
+            bool(d["closed"]),
+            *clocks,
+        )
     raise KeyError(f"channel {channel!r}")

@@ -23,6 +23,7 @@ from typing import ClassVar, Optional, Union
 
 __all__ = [
     "Quote",
+    "Candle",
     "Trade",
     "BookUpdate",
     "Level",
@@ -35,10 +36,16 @@ __all__ = [
     "Live",
     "Event",
     "CHANNELS",
+    "CANDLE_CHANNELS",
+    "ALL_CHANNELS",
 ]
 
-#: The channels of protocol v1, in the protobuf enum's order.
+#: The feed channels of protocol v1 (what a client subscribes to by default).
 CHANNELS = ("quotes", "trades", "book")
+#: Live OHLCV candles the server builds from trades, one channel per width.
+CANDLE_CHANNELS = ("candles.1s", "candles.1m", "candles.5m", "candles.1h", "candles.1d")
+#: Every channel, in the protobuf enum's order.
+ALL_CHANNELS = CHANNELS + CANDLE_CHANNELS
 
 #: One book level: (price, size). A size of 0 in an update removes the level.
 Level = tuple[Decimal, Decimal]
@@ -99,8 +106,34 @@ class BookUpdate:
     ts_send: int
 
 
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """OHLCV of the trades in ``[start, start + interval)`` (``interval`` is
+    ``"1s"``, ``"1m"``, ``"5m"``, ``"1h"`` or ``"1d"``; ``start`` in ns). Updates
+    of an open bucket replace each other; ``closed`` marks the final value."""
+
+    symbol: str
+    seq: int
+    interval: str
+    start: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    closed: bool
+    ts_event: int
+    ts_recv: int
+    ts_send: int
+
+    @property
+    def channel(self) -> str:
+        return f"candles.{self.interval}"
+
+
 #: A market-data update from a batch.
-Update = Union[Quote, Trade, BookUpdate]
+Update = Union[Quote, Trade, BookUpdate, Candle]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +194,9 @@ class ServerError:
     code: str
     message: str
     op: Optional[str] = None
+    #: The stream the error is about, when it is about one (e.g. a ``bad_since``).
+    symbol: Optional[str] = None
+    channel: Optional[str] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,4 +213,4 @@ class Live:
 
 
 #: Anything the client yields.
-Event = Union[Quote, Trade, BookUpdate, Snapshot, Gap, BookInvalidated, ServerError, Pong, Live]
+Event = Union[Quote, Trade, BookUpdate, Candle, Snapshot, Gap, BookInvalidated, ServerError, Pong, Live]
