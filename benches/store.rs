@@ -20,6 +20,7 @@ use tickwire::model::{Channel, Event, InstrumentId, Instruments};
 use tickwire::store::reader::MergedHistory;
 use tickwire::store::{EVENT_TABLES, Store, rows};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -164,19 +165,19 @@ async fn run(n: usize) {
             psql(&writer_db.0, "VACUUM ANALYZE quotes, trades, book_events");
         }
         println!("reading back, {label} (median of {READ_RUNS} runs each):");
-        let mut reader = Vec::new();
-        let mut websocket = Vec::new();
+        let (mut reader, mut json, mut proto) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..READ_RUNS {
             reader.push(read_merged(&store, &streams, start, to, n).await);
-            websocket.push(replay_over_websocket(&server.addr, &symbols, start, to, n).await);
+            json.push(replay_over_websocket(&server.addr, &symbols, start, to, n, false).await);
+            proto.push(replay_over_websocket(&server.addr, &symbols, start, to, n, true).await);
         }
-        let (reader, websocket) = (median(reader), median(websocket));
-        println!(
-            "  merged reader (all {} streams):      {reader:.2} s  {:>10.0} events/s",
-            streams.len(),
-            n as f64 / reader
-        );
-        println!("  replay to one WebSocket client, max:  {websocket:.2} s  {:>10.0} events/s", n as f64 / websocket);
+        let rate = |seconds: Vec<f64>| {
+            let median = median(seconds);
+            format!("{median:.2} s  {:>10.0} events/s", n as f64 / median)
+        };
+        println!("  merged reader (all {} streams):      {}", streams.len(), rate(reader));
+        println!("  replay to one client, JSON, max:      {}", rate(json));
+        println!("  replay to one client, protobuf, max:  {}", rate(proto));
     }
     server.shutdown().await;
     let _ = std::fs::remove_dir_all("/tmp/tickwire-store-bench-journal");
@@ -210,13 +211,24 @@ fn median(mut seconds: Vec<f64>) -> f64 {
 }
 
 /// One WebSocket client of `/v1/replay` at `speed=max`, counting updates.
-async fn replay_over_websocket(addr: &std::net::SocketAddr, symbols: &[String], from: u64, to: u64, n: usize) -> f64 {
+async fn replay_over_websocket(
+    addr: &std::net::SocketAddr,
+    symbols: &[String],
+    from: u64,
+    to: u64,
+    n: usize,
+    proto: bool,
+) -> f64 {
     let replay = format!(
         "ws://{addr}/v1/replay?symbols={}&channels=quotes,trades,book&from={from}&to={to}&speed=max",
         symbols.join(",")
     );
+    let mut request = replay.into_client_request().unwrap();
+    if proto {
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "tickwire.v1.proto".parse().unwrap());
+    }
     let begin = Instant::now();
-    let (mut socket, _) = tokio_tungstenite::connect_async(replay).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let (mut updates, mut bytes) = (0usize, 0usize);
     let seq_finder = memchr::memmem::Finder::new(b"\"seq\":");
     while let Some(Ok(message)) = tokio::time::timeout(Duration::from_secs(120), socket.next()).await.unwrap() {
@@ -227,12 +239,17 @@ async fn replay_over_websocket(addr: &std::net::SocketAddr, symbols: &[String], 
                 // (memmem: the client shares the 2 cores with server and database).
                 updates += seq_finder.find_iter(text.as_bytes()).count();
             }
+            Message::Binary(frame) => {
+                bytes += frame.len();
+                // Reads only each update's clocks (no decoding of the rest).
+                tickwire::loadgen::scan_proto(&frame, |_, _, _| updates += 1);
+            }
             Message::Close(_) => break,
             _ => {}
         }
     }
     let ws_s = begin.elapsed().as_secs_f64();
     assert_eq!(updates, n);
-    println!("    (one run: {ws_s:.2} s, {:.0} MB/s of JSON)", bytes as f64 / ws_s / 1e6);
+    println!("    (one run: {ws_s:.2} s, {:.0} MB/s)", bytes as f64 / ws_s / 1e6);
     ws_s
 }

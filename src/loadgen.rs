@@ -215,7 +215,7 @@ impl<'a> WireReader<'a> {
 /// The protobuf twin of [`scan_json`]: calls `each(ts_event, ts_recv, ts_send)`
 /// for every update of a `ServerMessage` batch, reading only the clocks
 /// (`Update` fields 3, 4, 5) instead of decoding the whole message.
-fn scan_proto(frame: &[u8], mut each: impl FnMut(u64, u64, u64)) -> bool {
+pub fn scan_proto(frame: &[u8], mut each: impl FnMut(u64, u64, u64)) -> bool {
     const BATCH: u64 = 2;
     const GAP: u64 = 3;
     let mut message = WireReader(frame);
