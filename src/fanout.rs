@@ -180,6 +180,16 @@ struct OutboxInner {
     close: Option<(u16, &'static str)>,
 }
 
+impl OutboxInner {
+    /// A `conflate` subscription makes the writer tick at its interval (the
+    /// shortest of the connection's).
+    fn note_delivery(&mut self, delivery: Delivery) {
+        if let Delivery::Conflate { interval_ms } = delivery {
+            self.conflate_ms = Some(self.conflate_ms.map_or(interval_ms, |ms| ms.min(interval_ms)));
+        }
+    }
+}
+
 /// One connection's queue of pending items, filled by the engine and emptied by
 /// the connection's writer.
 #[derive(Debug)]
@@ -685,9 +695,7 @@ impl Fanout {
                 outcome
             }
         };
-        if let Delivery::Conflate { interval_ms } = delivery {
-            inner.conflate_ms = Some(inner.conflate_ms.map_or(interval_ms, |ms| ms.min(interval_ms)));
-        }
+        inner.note_delivery(delivery);
         outcome
     }
 
@@ -710,6 +718,7 @@ impl Fanout {
         let mut sub = SubState::new(delivery, from);
         sub.held = Some(Held { from, items: Vec::new(), overflowed: false });
         inner.subs.insert((id, channel), sub);
+        inner.note_delivery(delivery);
         from
     }
 
@@ -1100,6 +1109,17 @@ mod tests {
         assert_eq!(seqs, (6..=27).collect::<Vec<_>>());
         assert_eq!(kinds.iter().filter(|k| *k == "live").count(), 1);
         assert!(!kinds.iter().any(|k| k == "gap" || k == "snapshot"), "{kinds:?}");
+    }
+
+    /// A held `conflate` subscription starts the writer's conflation tick at once,
+    /// as a plain subscribe does (else its quotes would wait for nothing).
+    #[test]
+    fn held_conflate_subscription_sets_the_tick() {
+        let (_engine, fanout) = setup_with_ring(OutboxConfig::default(), SMALL_RING);
+        let outbox = fanout.outbox(Format::Json);
+        assert_eq!(outbox.conflate_ms(), None);
+        fanout.hold(&outbox, InstrumentId(0), Channel::Quotes, Delivery::Conflate { interval_ms: 100 });
+        assert_eq!(outbox.conflate_ms(), Some(100));
     }
 
     /// When neither store nor ring reaches the hold point, what history continued
