@@ -18,7 +18,7 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 ulimit -n "$(ulimit -Hn)" || true
 
-bench() { "$BIN" bench --duration-s "$DURATION" --warmup-s 1 --json-out "$RESULTS" "$@" | sed -n '2,3p'; }
+bench() { "$BIN" bench --duration-s "$DURATION" --warmup-s "${WARMUP:-1}" --json-out "$RESULTS" "$@" | sed -n '2,3p'; }
 
 peer() { # peer NAME RATE -> starts benches/peers/NAME-server.js, sets PEER_URL and PEER_PID
   node "benches/peers/$1-server.js" --port=0 --rate="$2" > "$OUT/peer-$1.log" 2>&1 &
@@ -44,7 +44,9 @@ scenario() { # scenario CLIENTS RATE LABEL [extra bench flags]
 }
 
 scenario 1000 1000 "1k-clients-1k-eps"
-scenario 10000 100 "10k-clients-100-eps" --source-ips 4
+# 10,000 clients take seconds to connect and subscribe: a 1 s warm-up measured the
+# backlog of that start (Tickwire delivered more than the offered rate while it drained).
+WARMUP=5 scenario 10000 100 "10k-clients-100-eps" --source-ips 4
 
 # The issue asks for 50,000; a process here cannot raise its hard open-file limit
 # (20,000, no CAP_SYS_RESOURCE), so the default stays below it. IDLE=50000 where allowed.
