@@ -175,7 +175,7 @@ async fn run(n: usize) {
             let median = median(seconds);
             format!("{median:.2} s  {:>10.0} events/s", n as f64 / median)
         };
-        println!("  merged reader (all {} streams):      {}", streams.len(), rate(reader));
+        println!("  merged reader ({} instrument-tables): {}", streams.len(), rate(reader));
         println!("  replay to one client, JSON, max:      {}", rate(json));
         println!("  replay to one client, protobuf, max:  {}", rate(proto));
     }
