@@ -57,22 +57,33 @@ async function freePort() {
   });
 }
 
-function startServer(extraArgs = []) {
-  const out = openSync(join(RESULTS, 'server.log'), 'a');
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--static-dir', DIST, '--rate', '1000', '--store', 'none', ...extraArgs];
-  server = spawn(BIN, args, { stdio: ['ignore', out, out] });
+/** Spawns a server on `atPort` with the suite's defaults (no history unless `extra` names a --store). */
+function spawnServer(atPort, extra = [], logName = 'server.log') {
+  const out = openSync(join(RESULTS, logName), 'a');
+  const store = extra.includes('--store') ? [] : ['--store', 'none'];
+  const args = ['serve', '--listen', `127.0.0.1:${atPort}`, '--static-dir', DIST, '--rate', '1000', ...store, ...extra];
+  const p = spawn(BIN, args, { stdio: ['ignore', out, out] });
+  extraServers.add(p);
+  p.on('exit', () => extraServers.delete(p));
+  return p;
+}
+/** Every server process still running, so that the exit handler can kill them all. */
+const extraServers = new Set();
+
+function startServer() {
+  server = spawnServer(port);
   server.on('exit', (code, sig) => {
     if (server && server.exitCode !== null) log(`  (server exited: code=${code} signal=${sig})`);
   });
   return waitHealthy();
 }
 
-async function waitHealthy(timeoutMs = 30_000) {
+async function waitHealthy(timeoutMs = 30_000, proc = server, atPort = port, logName = 'server.log') {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (server.exitCode !== null) throw new Error(`server exited with code ${server.exitCode} (see test-results/server.log)`);
+    if (proc.exitCode !== null) throw new Error(`server exited with code ${proc.exitCode} (see test-results/${logName})`);
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1_000) });
+      const res = await fetch(`http://127.0.0.1:${atPort}/healthz`, { signal: AbortSignal.timeout(1_000) });
       if (res.status === 200) return;
     } catch {
       /* not up yet */
@@ -82,9 +93,8 @@ async function waitHealthy(timeoutMs = 30_000) {
   throw new Error('server did not answer /healthz with 200 in time');
 }
 
-async function stopServer(signal = 'SIGTERM') {
-  const p = server;
-  server = null;
+async function stopServer(signal = 'SIGTERM', p = server) {
+  if (p === server) server = null;
   if (!p || p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise((r) => p.once('exit', r));
   p.kill(signal);
@@ -97,6 +107,7 @@ async function stopServer(signal = 'SIGTERM') {
 
 function killServerSync() {
   if (server && server.exitCode === null) server.kill('SIGKILL');
+  for (const p of extraServers) if (p.exitCode === null) p.kill('SIGKILL');
 }
 process.on('exit', killServerSync);
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
@@ -228,6 +239,35 @@ test('chart draws candles, depth and tape fill', async () => {
   });
   assert((await page.$$('[data-testid=chart] canvas')).length > 0, 'chart has no canvas');
   log(`    ${bars} bars drawn; note: "${(await page.textContent('[data-testid=chart-note]')) || '-'}"`);
+  // The bars come from the live candles.1s channel of the selected symbol, not from trades.
+  const s = await summary(page);
+  assert(s.candleChannel === `${s.selected} candles.1s`, `candle subscription: ${s.candleChannel}`);
+  const subscribed = await page.evaluate(() => ({
+    s1: window.__tickwire.client.subscribed('candles.1s'),
+    m1: window.__tickwire.client.subscribed('candles.1m'),
+  }));
+  assert(JSON.stringify(subscribed) === JSON.stringify({ s1: [s.selected], m1: [] }), `subscribed: ${JSON.stringify(subscribed)}`);
+  // The chart's last bar is the last live candle received, value for value.
+  await until('the drawn last bar to equal the last live candle', async () => {
+    const { lastBar: b, lastCandle: c } = await summary(page);
+    return b && c && b.time === Math.round(c.start / 1e9) &&
+      [b.open, b.high, b.low, b.close, b.volume].join() === [c.open, c.high, c.low, c.close, c.volume].map(Number).join();
+  });
+  // ...and it moves live: the last bar's value changes, and new bars are appended.
+  const first = (await summary(page)).lastBar;
+  await until('the last bar to update live', async () => {
+    const b = (await summary(page)).lastBar;
+    return b && (b.time !== first.time || b.close !== first.close || b.volume !== first.volume);
+  });
+  await until('a newer bar to be appended', async () => (await summary(page)).lastBar?.time > first.time, 10_000);
+  // Switching the interval moves the subscription to that channel.
+  await page.click('[data-interval="1m"]');
+  await until('the 1m candle channel', async () => {
+    const sub = await page.evaluate(() => [window.__tickwire.client.subscribed('candles.1s').length, window.__tickwire.client.subscribed('candles.1m').length]);
+    return sub[0] === 0 && sub[1] === 1 && (await summary(page)).lastBar?.time % 60 === 0;
+  });
+  await page.click('[data-interval="1s"]');
+  await until('1 s bars again', async () => Number(await page.getAttribute('[data-testid=chart]', 'data-bars')) >= 1);
   await until('depth levels', async () => (await summary(page)).bookLevels > 4);
   await until('trades in the tape', async () => (await summary(page)).tape > 0);
   await shot(page, 'markets');
@@ -356,6 +396,124 @@ test('long-polls when WebSocket and EventSource are unavailable', async () => {
   await shot(page, 'poll');
 });
 
+test('streams with an access token (server started with --auth-token)', async () => {
+  // A second server that refuses the API without the token; it keeps history
+  // (SQLite in a temporary directory) so the chart's REST history needs the token too.
+  const TOKEN = 'e2e-s3cret+/=';
+  const authPort = await freePort();
+  const storeDir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-store-'));
+  const proc = spawnServer(authPort, ['--auth-token', TOKEN, '--store', `sqlite://${storeDir}/tickwire.db`], 'server-auth.log');
+  const pages = [];
+  try {
+    await waitHealthy(30_000, proc, authPort, 'server-auth.log');
+    const base = `http://127.0.0.1:${authPort}`;
+    const refused = await fetch(`${base}/v1/instruments`);
+    assert(refused.status === 401, `without a token /v1/instruments answered ${refused.status}, not 401`);
+    const withToken = `${base}/?token=${encodeURIComponent(TOKEN)}`;
+
+    /** Every API request a page makes: fetches must send the header, streams the query parameter. */
+    const watch = (page) => {
+      const seen = { rest: [], streams: [] };
+      page.on('request', async (r) => {
+        const u = new URL(r.url());
+        if (!u.pathname.startsWith('/v1/')) return;
+        const kind = r.resourceType();
+        const auth = (await r.allHeaders().catch(() => ({}))).authorization ?? null;
+        const stream = ['/v1/ws', '/v1/sse', '/v1/poll', '/v1/replay'].includes(u.pathname);
+        (stream ? seen.streams : seen.rest).push({ path: u.pathname, kind, auth, token: u.searchParams.get('token') });
+      });
+      page.on('websocket', (ws) => {
+        const u = new URL(ws.url());
+        seen.streams.push({ path: u.pathname, kind: 'websocket', auth: null, token: u.searchParams.get('token') });
+      });
+      return seen;
+    };
+    const checkSeen = (seen, streamPath) => {
+      assert(seen.rest.some((r) => r.path === '/v1/instruments'), 'no REST request seen');
+      const bare = seen.rest.filter((r) => r.auth !== `Bearer ${TOKEN}`);
+      assert(bare.length === 0, `REST requests without the bearer token: ${JSON.stringify(bare)}`);
+      assert(seen.streams.some((r) => r.path === streamPath), `no ${streamPath} request seen: ${JSON.stringify(seen.streams)}`);
+      const open = seen.streams.filter((r) => r.token !== TOKEN);
+      assert(open.length === 0, `stream URLs without ?token=: ${JSON.stringify(open)}`);
+    };
+
+    // Without the token: nothing streams, and the dashboard says why.
+    const page = await newPage();
+    pages.push(page);
+    await page.goto(`${base}/`);
+    await until('a hint about the token', () =>
+      page.evaluate(() => window.__tickwire.store.notices.some((n) => /instruments unavailable.*token/.test(n.text))),
+    );
+    assert((await connState(page)) !== 'live', 'the stream went live without a token');
+
+    // With ?token=: WebSocket.
+    const seen = watch(page);
+    await page.goto(withToken);
+    await until('status live', async () => (await connState(page)) === 'live');
+    await until('watchlist prices', async () => {
+      const r = await watchlistText(page);
+      return r.length >= 8 && r.every((t) => !/^\S+ —/.test(t));
+    });
+    await watchlistUpdates(page, 'prices to update with the token');
+    await until('chart bars', async () => Number(await page.getAttribute('[data-testid=chart]', 'data-bars')) >= 1);
+    await until('chart history loaded with the token', async () => {
+      const note = (await page.textContent('[data-testid=chart-note]')) ?? '';
+      return !/failed|not available/.test(note) && seen.rest.some((r) => r.path === '/v1/candles');
+    });
+    const note = (await page.textContent('[data-testid=chart-note]')) ?? '';
+    assert(!/failed|not available/.test(note), `chart history: ${note}`);
+    checkSeen(seen, '/v1/ws');
+    await shot(page, 'auth-ws');
+
+    // Replay (this server keeps history) connects with the token too; it has no
+    // candles, so the chart builds its bars from the replayed trades meanwhile.
+    await page.click('[data-testid=tab-operator]');
+    await page.selectOption('[data-testid=replay-speed]', '600');
+    await page.click('[data-testid=replay-start]');
+    const outcome = await until('a replay outcome', async () => {
+      const t = await page.textContent('[data-testid=replay-status]');
+      return /playing|finished|not available/.test(t ?? '') && t;
+    }, 20_000);
+    assert(!/not available/.test(outcome), `replay with the token: ${outcome}`);
+    assert((await summary(page)).candleChannel === null, 'a live candle channel stayed subscribed during replay');
+    await page.click('[data-testid=tab-markets]');
+    const replayBars = await until('replayed trades drawn as bars', async () => (await summary(page)).bars || 0, 20_000);
+    log(`    replay with the token: ${outcome}; ${replayBars} bars from replayed trades`);
+    checkSeen(seen, '/v1/replay');
+    await page.click('[data-testid=tab-operator]');
+    await page.click('[data-testid=replay-stop]');
+    await page.click('[data-testid=tab-markets]');
+    await until('back to live, on the live candle channel', async () => {
+      const s = await summary(page);
+      return (await connState(page)) === 'live' && s.candleChannel === `${s.selected} candles.${await page.evaluate(() => window.__tickwire.store.interval)}`;
+    });
+    await closePage(page);
+    pages.pop();
+
+    // SSE, then long-poll, with the token in their URLs.
+    for (const [opts, label, path] of [
+      [{ disableWebSocket: true }, 'sse', '/v1/sse'],
+      [{ disableWebSocket: true, disableEventSource: true }, 'poll', '/v1/poll'],
+    ]) {
+      const p = await newPage(opts);
+      pages.push(p);
+      const s = watch(p);
+      await p.goto(withToken);
+      await until(`status ${label}`, async () => (await connState(p)) === label, 15_000);
+      await watchlistUpdates(p, `prices to update over ${label} with the token`);
+      checkSeen(s, path);
+      assert(p.errors.length === 0, `page errors: ${p.errors.join(' | ')}`);
+      await closePage(p);
+      pages.pop();
+    }
+    log(`    token accepted over ws, sse and poll; REST with the bearer header`);
+  } finally {
+    for (const p of pages) await closePage(p);
+    await stopServer('SIGTERM', proc);
+    rmSync(storeDir, { recursive: true, force: true });
+  }
+});
+
 test('500 symbols at 1000 updates per second keep frames flowing', async () => {
   await closeBrowsers();
   state.page = state.ssePage = state.pollPage = null;
@@ -422,29 +580,6 @@ test('500 symbols at 1000 updates per second keep frames flowing', async () => {
   assert(r.work95 <= 8, `render work p95 ${ms(r.work95)} exceeds 8 ms`);
   assert(r.p50 <= 100, `median frame interval ${ms(r.p50)}`);
   await closePage(page);
-});
-
-test('auth token: the dashboard opened as /?token= streams and the API refuses strangers', async () => {
-  const token = 'e2e secret/+';
-  await stopServer();
-  await startServer(['--auth-token', token]);
-  try {
-    const refused = await fetch(`${url()}v1/instruments`);
-    assert(refused.status === 401, `no token: expected 401, got ${refused.status}`);
-    const page = await newPage();
-    state.current = page;
-    await page.goto(`${url()}?token=${encodeURIComponent(token)}`);
-    await until('status live', async () => (await connState(page)) === 'live');
-    await until('watchlist prices', async () => {
-      const r = await watchlistText(page);
-      return r.length >= 8 && r.every((t) => !/^\S+ —/.test(t));
-    });
-    await watchlistUpdates(page, 'prices to update with the token');
-    await shot(page, 'auth-token');
-    await closePage(page);
-  } finally {
-    await stopServer(); // the next test, if any, gets the open server back
-  }
 });
 
 // ---- runner --------------------------------------------------------------

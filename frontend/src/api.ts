@@ -1,13 +1,14 @@
 // REST calls. Every endpoint except instruments/snapshot may not exist on a
 // given server build, so callers get a result value, never an exception.
 
+import { authHeaders } from './auth';
 import type { Candle, FeedHealth, Instrument, ServerStats, SymbolSnapshot } from './protocol';
 
-/** Bearer token for a gateway started with --auth-token (from the page's `?token=`). */
-let authToken: string | null = null;
+let apiToken: string | null = null;
 
-export function setAuthToken(token: string | null): void {
-  authToken = token && token.length > 0 ? token : null;
+/** The access token every REST call sends as `Authorization: Bearer` (null: none). */
+export function setApiToken(token: string | null): void {
+  apiToken = token;
 }
 
 export type ApiResult<T> = { ok: true; data: T } | { ok: false; status: number; missing: boolean; message: string };
@@ -17,9 +18,7 @@ export async function getJson<T>(path: string, init?: { signal?: AbortSignal; ti
   const timer = setTimeout(() => ctl.abort(), init?.timeoutMs ?? 10_000);
   init?.signal?.addEventListener('abort', () => ctl.abort());
   try {
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (authToken) headers.authorization = `Bearer ${authToken}`;
-    const res = await fetch(path, { signal: ctl.signal, headers });
+    const res = await fetch(path, { signal: ctl.signal, headers: { accept: 'application/json', ...authHeaders(apiToken) } });
     if (!res.ok) {
       // 404/405/501: the server build has no such endpoint (yet).
       const missing = res.status === 404 || res.status === 405 || res.status === 501;

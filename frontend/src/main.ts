@@ -1,7 +1,8 @@
 // Composition root: wires the stream client, the store and the views.
 
 import './styles.css';
-import { api, msToNs, setAuthToken } from './api';
+import { api, msToNs, setApiToken } from './api';
+import { tokenFromSearch } from './auth';
 import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
 import { loadPrefs, savePrefs } from './state/prefs';
@@ -21,10 +22,9 @@ const SNAPSHOT_REFRESH_MS = 30_000;
 
 const $ = (id: string) => document.getElementById(id)!;
 const baseUrl = location.origin;
-/** A gateway started with --auth-token is opened as /?token=…: REST sends it as a
- *  bearer header, the streams as ?token= (browsers cannot set WebSocket headers). */
-const token = new URLSearchParams(location.search).get('token');
-setAuthToken(token);
+/** Access token from `/?token=T`: REST sends it as a bearer header, streams as `?token=`. */
+const token = tokenFromSearch(location.search);
+setApiToken(token);
 
 const prefs = loadPrefs();
 let watchlist: string[] = prefs.watchlist ?? [];
@@ -33,6 +33,8 @@ let mode: 'live' | 'replay' = 'live';
 let replayClient: StreamClient | null = null;
 /** The symbol whose book the live stream is subscribed to (survives a replay). */
 let liveSelected: string | null = null;
+/** The live candle stream the chart follows: the selected symbol at the selected interval. */
+let liveCandles: { symbol: string; channel: Channel } | null = null;
 
 const scheduler = new FrameScheduler(renderFrame);
 const store = new MarketStore(() => scheduler.request());
@@ -106,14 +108,29 @@ function select(symbol: string): void {
   }
   store.select(symbol);
   watchlistView.setSelected(symbol);
+  syncCandles();
   persist();
   loadChart();
 }
 
 function changeInterval(interval: Interval): void {
   store.setInterval(interval);
+  syncCandles();
   persist();
   loadChart();
+}
+
+/**
+ * Keeps the live stream subscribed to exactly one candle channel: the selected
+ * symbol's, at the selected interval (none in replay, which has no candles).
+ * The subscription's snapshot brings the current candle; history comes from REST.
+ */
+function syncCandles(): void {
+  const want = mode === 'live' && store.selected ? { symbol: store.selected, channel: store.candleChannel } : null;
+  if (want && liveCandles && want.symbol === liveCandles.symbol && want.channel === liveCandles.channel) return;
+  if (liveCandles) live.unsubscribe([liveCandles.channel], [liveCandles.symbol]);
+  if (want) live.subscribe([want.channel], [want.symbol]);
+  liveCandles = want;
 }
 
 function loadChart(): void {
@@ -145,7 +162,10 @@ function removeSymbol(symbol: string): void {
   if (store.selected === symbol) {
     store.select(null);
     if (watchlist[0]) select(watchlist[0]);
-    else loadChart();
+    else {
+      syncCandles();
+      loadChart();
+    }
   }
   persist();
 }
@@ -163,6 +183,7 @@ function startReplay(p: ReplayParams): void {
   replayClient?.stop();
   mode = 'replay';
   live.stop();
+  syncCandles();
   store.replay = true;
   for (const s of p.symbols) store.track(s);
   watchlistView.setSymbols(p.symbols);
@@ -228,6 +249,7 @@ function stopReplay(text: string): void {
   liveSelected = sel;
   store.select(sel);
   watchlistView.setSelected(sel);
+  syncCandles();
   operator.setReplayState(false, text);
   live.start();
   void refreshStats(watchlist);
@@ -259,7 +281,8 @@ async function loadInstruments(): Promise<void> {
       instruments = res.data.instruments;
       return;
     }
-    store.notice('warn', `instruments unavailable (${res.ok ? 'bad body' : res.message}); retrying`);
+    const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': open the dashboard as /?token=…') : '';
+    store.notice('warn', `instruments unavailable (${res.ok ? 'bad body' : res.message}${hint}); retrying`);
     await new Promise((r) => setTimeout(r, delay));
   }
 }
@@ -298,6 +321,9 @@ async function boot(): Promise<void> {
     conn: (replayClient ?? live).state.label,
     transport: (replayClient ?? live).state.transport,
     bars: chart.barCount,
+    lastBar: chart.lastBar,
+    lastCandle: store.lastCandle,
+    candleChannel: liveCandles ? `${liveCandles.symbol} ${liveCandles.channel}` : null,
     symbols: [...store.symbols.keys()],
     selected: store.selected,
     bookLevels: store.book.bids.size + store.book.asks.size,

@@ -2,8 +2,24 @@
 // strings end to end; timestamps are integer nanoseconds (parsed as numbers,
 // which is exact enough for millisecond display).
 
-export type Channel = 'quotes' | 'trades' | 'book';
-export const CHANNELS: readonly Channel[] = ['quotes', 'trades', 'book'];
+/** Widths of the live candle channels. */
+export type CandleInterval = '1s' | '1m' | '5m' | '1h' | '1d';
+export const CANDLE_INTERVALS: readonly CandleInterval[] = ['1s', '1m', '5m', '1h', '1d'];
+/** OHLCV candles the server builds from trades as they arrive (docs/PROTOCOL.md, Candles). */
+export type CandleChannel = `candles.${CandleInterval}`;
+export const CANDLE_CHANNELS: readonly CandleChannel[] = CANDLE_INTERVALS.map((i) => `candles.${i}` as const);
+
+export type Channel = 'quotes' | 'trades' | 'book' | CandleChannel;
+/** Every channel, in the protobuf enum's order. */
+export const CHANNELS: readonly Channel[] = ['quotes', 'trades', 'book', ...CANDLE_CHANNELS];
+
+export function candleChannel(interval: CandleInterval): CandleChannel {
+  return `candles.${interval}`;
+}
+
+export function isCandleChannel(channel: string): channel is CandleChannel {
+  return (CANDLE_CHANNELS as readonly string[]).includes(channel);
+}
 
 export type Side = 'buy' | 'sell';
 export type Level = [price: string, size: string];
@@ -33,6 +49,22 @@ export interface BookData {
   asks: Level[];
 }
 
+/**
+ * One candle's value so far; the same `start` comes again until an update with
+ * `closed: true` carries its final value. `start` is the bucket start in ns
+ * (whole seconds, so exact as a JS number).
+ */
+export interface CandleData {
+  start: number;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
+  volume: string;
+  trades: number;
+  closed: boolean;
+}
+
 interface UpdateBase extends Clocks {
   symbol: string;
   seq: number;
@@ -40,12 +72,14 @@ interface UpdateBase extends Clocks {
 export type QuoteUpdate = UpdateBase & QuoteData & { channel: 'quotes' };
 export type TradeUpdate = UpdateBase & TradeData & { channel: 'trades' };
 export type BookUpdate = UpdateBase & BookData & { channel: 'book' };
-export type Update = QuoteUpdate | TradeUpdate | BookUpdate;
+export type CandleUpdate = UpdateBase & CandleData & { channel: CandleChannel };
+export type Update = QuoteUpdate | TradeUpdate | BookUpdate | CandleUpdate;
 
 export type SnapshotMsg =
   | (UpdateBase & { type: 'snapshot'; channel: 'quotes'; data: QuoteData | null })
   | (UpdateBase & { type: 'snapshot'; channel: 'trades'; data: TradeData | null })
-  | (UpdateBase & { type: 'snapshot'; channel: 'book'; data: BookData | null });
+  | (UpdateBase & { type: 'snapshot'; channel: 'book'; data: BookData | null })
+  | (UpdateBase & { type: 'snapshot'; channel: CandleChannel; data: CandleData | null });
 
 export interface BatchMsg {
   type: 'batch';
@@ -64,6 +98,9 @@ export interface ErrorMsg {
   code: string;
   message: string;
   op?: string;
+  /** The stream an error is about, when it is about one (e.g. a refused `since`). */
+  symbol?: string;
+  channel?: Channel;
 }
 export interface PongMsg {
   type: 'pong';

@@ -30,6 +30,8 @@ const trade = (symbol: string, seq: number) => ({ symbol, channel: 'trades', seq
 const bookDelta = (symbol: string, seq: number, bids: [string, string][] = [['100', '1']]) => ({ symbol, channel: 'book', seq, bids, asks: [], ...clocks() });
 const snapshot = (symbol: string, channel: string, seq: number, data: unknown = null) => ({ type: 'snapshot', symbol, channel, seq, data, ...clocks() });
 const batch = (...updates: unknown[]) => ({ type: 'batch', updates });
+const candleData = (start: number, close: string, closed: boolean) => ({ start, open: '1.00', high: '9.00', low: '0.50', close, volume: '2', trades: 3, closed });
+const candleUpd = (symbol: string, channel: string, seq: number, start: number, closed: boolean) => ({ symbol, channel, seq, ...candleData(start, '2.00', closed), ...clocks() });
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -176,6 +178,57 @@ describe('StreamClient over WebSocket', () => {
     expect(updates().map((u) => `${u.symbol}:${u.seq}`)).toEqual(['BTC-USD:900', 'ETH-USD:40', 'ETH-USD:41', 'BTC-USD:13']);
   });
 
+  it('streams live candles: subscribes the channel, accepts conflation skips, resumes it with since', async () => {
+    const { client, updates, events } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.subscribe(['candles.1m'], ['BTC-USD']);
+    client.start();
+    const ws = FakeWebSocket.last;
+    ws.open();
+    expect(ws.ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'] },
+      { op: 'subscribe', channels: ['candles.1m'], symbols: ['BTC-USD'] },
+    ]);
+    ws.push(snapshot('BTC-USD', 'candles.1m', 20, candleData(60e9, '5.00', false)));
+    ws.push(batch(candleUpd('BTC-USD', 'candles.1m', 21, 60e9, false), candleUpd('BTC-USD', 'candles.1m', 24, 60e9, true), candleUpd('BTC-USD', 'candles.1m', 24, 60e9, true)));
+    ws.push(batch(candleUpd('BTC-USD', 'candles.5m', 1, 0, false))); // not subscribed
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['candles.1m:21', 'candles.1m:24']);
+    expect(events.some((e) => e.kind === 'gap')).toBe(false); // a candle skip is conflation, not loss
+    ws.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    const ws2 = FakeWebSocket.last;
+    ws2.open();
+    expect(ws2.ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'] },
+      { op: 'subscribe', channels: ['candles.1m'], symbols: ['BTC-USD'], since: { 'BTC-USD': 24 } },
+    ]);
+    ws2.push(batch(candleUpd('BTC-USD', 'candles.1m', 25, 120e9, false)));
+    expect(updates().at(-1)).toMatchObject({ channel: 'candles.1m', seq: 25, start: 120e9 });
+    client.unsubscribe(['candles.1m'], ['BTC-USD']);
+    expect(ws2.ops.at(-1)).toEqual({ op: 'unsubscribe', channels: ['candles.1m'], symbols: ['BTC-USD'] });
+  });
+
+  it('on a bad_since that names its stream, restarts only that stream', async () => {
+    const { client, updates, events } = setup();
+    client.subscribe(['trades', 'candles.1s'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 900), candleUpd('BTC-USD', 'candles.1s', 70, 1e9, false)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    const ws = FakeWebSocket.last;
+    ws.open();
+    const sent = ws.ops.length;
+    ws.push({ type: 'error', code: 'bad_since', message: 'resume refused', op: 'subscribe', symbol: 'BTC-USD', channel: 'candles.1s' });
+    expect(events.at(-1)).toEqual({ kind: 'error', code: 'bad_since', message: 'resume refused', symbol: 'BTC-USD', channel: 'candles.1s' });
+    expect(ws.ops.slice(sent)).toEqual([{ op: 'subscribe', channels: ['candles.1s'], symbols: ['BTC-USD'] }]);
+    expect(client.seqOf('candles.1s', 'BTC-USD')).toBeUndefined();
+    expect(client.seqOf('trades', 'BTC-USD')).toBe(900); // still resuming
+    ws.push(snapshot('BTC-USD', 'candles.1s', 3, candleData(5e9, '1.00', false)));
+    ws.push(batch(trade('BTC-USD', 901), candleUpd('BTC-USD', 'candles.1s', 4, 5e9, false)));
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['trades:900', 'candles.1s:70', 'trades:901', 'candles.1s:4']);
+  });
+
   it('ignores stale callbacks from a socket it has replaced', async () => {
     const { client, updates } = setup();
     client.subscribe(['quotes'], ['BTC-USD']);
@@ -303,32 +356,6 @@ describe('sequence handling', () => {
       { kind: 'pong', id, rttMs: 7 },
       { kind: 'error', code: 'unknown_symbol', message: 'no instrument NOPE' },
     ]);
-  });
-});
-
-describe('token for a gateway that requires one', () => {
-  it('rides on every stream URL, escaped, after any query the path has', async () => {
-    const token = 'a b/c+d';
-    const { client, poll } = setup({ token, WebSocket: null, EventSource: null, transports: ['poll'] });
-    client.subscribe(['quotes'], ['BTC-USD']);
-    client.start();
-    await flush();
-    expect(poll.calls[0].url).toMatch(/^http:\/\/gw\.test:8080\/v1\/poll\?.*&token=a%20b%2Fc%2Bd$/);
-    const ws = setup({ token }).client;
-    ws.start();
-    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws?token=a%20b%2Fc%2Bd');
-    const sse = setup({ token, WebSocket: null }).client;
-    sse.subscribe(['quotes'], ['BTC-USD']);
-    sse.start();
-    expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=quotes&token=a%20b%2Fc%2Bd');
-    const replay = setup({ token, wsPath: '/v1/replay?symbols=BTC-USD&speed=max', sendSubscribe: false }).client;
-    replay.start();
-    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/replay?symbols=BTC-USD&speed=max&token=a%20b%2Fc%2Bd');
-  });
-
-  it('is left out when there is none', () => {
-    setup({ token: null }).client.start();
-    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws');
   });
 });
 

@@ -4,6 +4,7 @@ import { CandleBuilder } from '../src/state/candles';
 import { RateMeter, RollingMedian } from '../src/state/metrics';
 import { loadPrefs, savePrefs } from '../src/state/prefs';
 import { MarketStore } from '../src/state/store';
+import type { CandleChannel } from '../src/protocol';
 import { addDec, subDec } from '../src/util/decimal';
 import { FrameScheduler } from '../src/util/frame';
 
@@ -44,6 +45,35 @@ describe('CandleBuilder', () => {
       { time: 1_700_000_100, open: 11, high: 11, low: 11, close: 11, volume: 1 },
     ]);
     expect(c.addTrade(5, 1, t0)).toBeNull(); // older than the last bar
+  });
+
+  it('applies live candles: same bucket replaces, newer appends, older updates in place', () => {
+    const c = new CandleBuilder(1_000);
+    const k = (start: number, close: string, closed = false) => ({ start: start * 1e9, open: '1', high: '9', low: '0.5', close, volume: '2', trades: 3, closed });
+    expect(c.applyCandle(k(10, '2'))).toMatchObject({ historical: false, bar: { time: 10, close: 2 } });
+    expect(c.applyCandle(k(10, '3'))).toMatchObject({ historical: false, bar: { time: 10, close: 3 } });
+    expect(c.applyCandle(k(12, '4'))).toMatchObject({ historical: false, bar: { time: 12 } });
+    expect(c.applyCandle(k(10, '5', true))).toMatchObject({ historical: true, bar: { time: 10, close: 5 } });
+    expect(c.applyCandle(k(11, '6', true))).toMatchObject({ historical: true, bar: { time: 11 } });
+    expect(c.bars.map((b) => [b.time, b.close])).toEqual([[10, 5], [11, 6], [12, 4]]);
+    expect(c.bars[0]).toEqual({ time: 10, open: 1, high: 9, low: 0.5, close: 5, volume: 2 });
+    expect(c.applyCandle({ ...k(13, 'x') })).toBeNull();
+  });
+
+  it('merges history under live candles that arrived while it loaded (live wins from its first bucket on)', () => {
+    const c = new CandleBuilder(1_000);
+    c.applyCandle({ start: 9e9, open: '2', high: '4', low: '2', close: '4', volume: '5', trades: 9, closed: false });
+    c.setHistory(
+      [
+        { t: 8_000_000_000, open: '1', high: '2', low: '1', close: '2', volume: '3' },
+        { t: 9_000_000_000, open: '2', high: '3', low: '2', close: '3', volume: '1' }, // trails the live value
+      ],
+      9_900,
+    );
+    expect(c.bars).toEqual([
+      { time: 8, open: 1, high: 2, low: 1, close: 2, volume: 3 },
+      { time: 9, open: 2, high: 4, low: 2, close: 4, volume: 5 },
+    ]);
   });
 
   it('merges history with bars built while it loaded and skips trades already in history', () => {
@@ -113,6 +143,14 @@ describe('FrameScheduler', () => {
 
 describe('MarketStore', () => {
   const clocks = { ts_event: Date.now() * 1e6, ts_recv: Date.now() * 1e6, ts_send: Date.now() * 1e6 };
+  const candleData = (start: number, price: string, closed: boolean) => ({ start, open: price, high: price, low: price, close: price, volume: '1', trades: 1, closed });
+  const candle = (symbol: string, channel: CandleChannel, seq: number, start: number, price: string, closed: boolean) => ({
+    symbol,
+    channel,
+    seq,
+    ...clocks,
+    ...candleData(start, price, closed),
+  });
 
   it('adds trade sizes to REST volume exactly, skipping trades the stats already counted', () => {
     const st = new MarketStore();
@@ -147,18 +185,19 @@ describe('MarketStore', () => {
     for (let i = 1; i <= 100; i++) {
       st.apply({ kind: 'update', update: { symbol: 'ETH-USD', channel: 'quotes', seq: i, bid: `${i}.00`, bid_size: '1', ask: `${i}.01`, ask_size: '1', ...clocks } });
       st.apply({ kind: 'update', update: { symbol: 'ETH-USD', channel: 'trades', seq: i, price: `${i}.00`, size: '1', side: 'buy', trade_id: i, ...clocks } });
+      st.apply({ kind: 'update', update: candle('ETH-USD', 'candles.1m', i, 60_000_000_000, `${i}.00`, false) });
     }
     const d = st.takeDirty();
     expect(d.symbols).toEqual(['ETH-USD']);
     expect(d.tape).toBe(true);
-    expect(d.bars.length).toBeGreaterThanOrEqual(1);
+    expect(d.bars).toEqual([{ time: 60, open: 100, high: 100, low: 100, close: 100, volume: 1 }]);
     expect(st.symbols.get('ETH-USD')!.bid).toBe('100.00');
     expect(st.tape[0].price).toBe('100.00');
     expect(st.latencyEvent.median()).not.toBeNull();
     expect(st.takeDirty().symbols).toEqual([]);
   });
 
-  it('seeds an empty tape and chart from the trades snapshot, but only once', () => {
+  it('seeds an empty tape from the trades snapshot, but only once; trades build bars only in replay', () => {
     const st = new MarketStore();
     st.track('BTC-USD');
     st.select('BTC-USD');
@@ -166,7 +205,52 @@ describe('MarketStore', () => {
     st.apply({ kind: 'snapshot', msg: snap });
     st.apply({ kind: 'snapshot', msg: snap });
     expect(st.tape.map((t) => t.tradeId)).toEqual([7]);
+    // Live bars come from the candle channel, not from trades.
+    expect(st.candles.bars).toHaveLength(0);
+    st.replay = true;
+    st.select('BTC-USD');
+    st.apply({ kind: 'snapshot', msg: snap });
     expect(st.candles.bars).toHaveLength(1);
+  });
+
+  it('draws the selected symbol\'s live candles at the selected interval: updates the last bar, appends new ones', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    st.track('ETH-USD');
+    st.select('BTC-USD', '1s');
+    st.takeDirty();
+    const T = 1_700_000_000_000_000_000;
+    // The subscription's snapshot is the candle so far.
+    st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'BTC-USD', channel: 'candles.1s', seq: 5, data: candleData(T, '10.00', false), ...clocks } });
+    expect(st.candles.bars).toEqual([{ time: 1_700_000_000, open: 10, high: 10, low: 10, close: 10, volume: 1 }]);
+    let d = st.takeDirty();
+    expect(d.bars.map((b) => b.time)).toEqual([1_700_000_000]);
+    // The same bucket again: the last bar takes the server's value.
+    st.apply({ kind: 'update', update: { ...candle('BTC-USD', 'candles.1s', 6, T, '12.50', false), open: '10.00', high: '13.00', low: '9.00', volume: '4.5' } });
+    expect(st.candles.bars).toEqual([{ time: 1_700_000_000, open: 10, high: 13, low: 9, close: 12.5, volume: 4.5 }]);
+    // Other symbols, other intervals and trades leave the bars alone.
+    st.apply({ kind: 'update', update: candle('ETH-USD', 'candles.1s', 1, T, '99.00', false) });
+    st.apply({ kind: 'update', update: candle('BTC-USD', 'candles.1m', 1, T, '99.00', false) });
+    st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'trades', seq: 1, price: '99.00', size: '1', side: 'buy', trade_id: 1, ...clocks } });
+    expect(st.candles.bars).toHaveLength(1);
+    expect(st.candles.bars[0].close).toBe(12.5);
+    // Its closed value, then the next bucket: appended.
+    st.apply({ kind: 'update', update: { ...candle('BTC-USD', 'candles.1s', 7, T, '12.00', true), open: '10.00' } });
+    st.apply({ kind: 'update', update: candle('BTC-USD', 'candles.1s', 8, T + 1e9, '11.00', false) });
+    expect(st.candles.bars.map((b) => [b.time, b.close])).toEqual([[1_700_000_000, 12], [1_700_000_001, 11]]);
+    expect(st.lastCandle).toMatchObject({ start: T + 1e9, close: '11.00' });
+    d = st.takeDirty();
+    expect(d.chartReset).toBe(false);
+    expect(d.bars.map((b) => b.time)).toEqual([1_700_000_000, 1_700_000_001]);
+    // A late final value of an older bucket redraws the chart.
+    st.apply({ kind: 'update', update: candle('BTC-USD', 'candles.1s', 9, T, '12.25', true) });
+    expect(st.candles.bars[0].close).toBe(12.25);
+    expect(st.takeDirty().chartReset).toBe(true);
+    // Switching the interval starts empty and ignores the old interval's stragglers.
+    st.setInterval('1m');
+    st.apply({ kind: 'update', update: candle('BTC-USD', 'candles.1s', 10, T + 2e9, '1.00', false) });
+    expect(st.candles.bars).toHaveLength(0);
+    expect(st.candleChannel).toBe('candles.1m');
   });
 
   it('keeps the book only for the selected symbol and clears it on reset', () => {

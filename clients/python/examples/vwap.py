@@ -29,7 +29,7 @@ from typing import Optional
 # Run from a checkout without installing: the package sits one directory up.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tickwire_client import Gap, Quote, ServerError, Snapshot, TickwireClient, Trade  # noqa: E402
+from tickwire_client import Gap, Quote, ServerError, Snapshot, TickwireClient, TickwireError, Trade  # noqa: E402
 
 
 @dataclass
@@ -95,7 +95,8 @@ def render(stats: dict[str, SymbolStats], client: TickwireClient, window: float)
 async def run(args: argparse.Namespace) -> int:
     window_ns = int(args.window * 1e9)
     stats = {s: SymbolStats(window_ns) for s in args.symbols}
-    async with TickwireClient(args.url, symbols=args.symbols, channels=["quotes", "trades"], format=args.format) as client:
+    async with TickwireClient(args.url, symbols=args.symbols, channels=["quotes", "trades"], format=args.format,
+                              token=args.token) as client:
 
         async def consume() -> None:
             async for event in client:
@@ -143,6 +144,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("symbols", nargs="*", default=["BTC-USD", "ETH-USD"], help="symbols (default: BTC-USD ETH-USD)")
     parser.add_argument("--url", default=os.environ.get("TICKWIRE_URL", "ws://127.0.0.1:8080/v1/ws"))
     parser.add_argument("--format", choices=["proto", "json"], default="proto")
+    parser.add_argument("--token", default=os.environ.get("TICKWIRE_TOKEN"),
+                        help="access token of a gateway started with --auth-token (default: $TICKWIRE_TOKEN)")
     parser.add_argument("--window", type=float, default=60.0, help="VWAP window in seconds (default 60)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between tables (default 1)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
@@ -153,6 +156,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 0
+    except TickwireError as exc:
+        print(f"vwap: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +39,16 @@ class Server:
     process: subprocess.Popen
     addr: str
     log_path: str
+    #: Temporary directory of the server's SQLite store, if it keeps history.
+    store_dir: str | None = None
 
     @property
     def ws_url(self) -> str:
         return f"ws://{self.addr}/v1/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.addr}"
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -50,20 +57,24 @@ class Server:
             return ""
 
 
-def start_server(*extra: str, rate: int = 2000) -> Server:
+def start_server(*extra: str, rate: int = 2000, store: bool = False) -> Server:
+    """Starts the binary on an ephemeral port. ``store=True`` keeps history in a
+    SQLite file of a fresh temporary directory (journal beside it), so parallel
+    servers never share one; otherwise ``--store none``."""
     binary = tickwire_bin()
     if not binary.exists():
         pytest.fail(f"tickwire binary not found at {binary}: build it (cargo build) or set TICKWIRE_BIN")
     out = tempfile.NamedTemporaryFile(prefix="tickwire-stdout-", suffix=".log", delete=False)
     err = tempfile.NamedTemporaryFile(prefix="tickwire-stderr-", suffix=".log", delete=False)
+    store_dir = tempfile.mkdtemp(prefix="tickwire-store-") if store else None
+    store_url = f"sqlite://{store_dir}/tickwire.db" if store_dir else "none"
     args = [
         str(binary), "serve",
         "--listen", "127.0.0.1:0",
         "--static-dir", "/nonexistent",
         "--rate", str(rate),
         "--symbols", ",".join(SYMBOLS),
-        # No history unless a test brings its own: parallel servers must not share one store and journal.
-        *([] if "--store" in extra else ["--store", "none"]),
+        "--store", store_url,
         *extra,
     ]
     process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
@@ -76,7 +87,7 @@ def start_server(*extra: str, rate: int = 2000) -> Server:
             if not m:
                 process.kill()
                 pytest.fail(f"unexpected first stdout line from {binary}: {first!r}")
-            return Server(process, m.group(1), err.name)
+            return Server(process, m.group(1), err.name, store_dir)
         if process.poll() is not None:
             pytest.fail(f"{binary} exited with {process.returncode}: {Path(err.name).read_text(errors='replace')}")
         time.sleep(0.02)
@@ -92,6 +103,8 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    if server.store_dir:
+        shutil.rmtree(server.store_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

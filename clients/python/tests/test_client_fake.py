@@ -12,7 +12,7 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from tickwire_client import Gap, ServerError, Snapshot, TickwireClient, TickwireError, Trade
+from tickwire_client import Gap, Instrument, ServerError, Snapshot, TickwireClient, TickwireError, Trade
 from tickwire_client._proto import pb
 
 SUBPROTOCOLS = ["tickwire.v1.proto", "tickwire.v1.json"]
@@ -274,3 +274,99 @@ def test_an_unannounced_trade_skip_becomes_a_gap_event():
     got = asyncio.run(asyncio.wait_for(main(), 20))
     assert [getattr(ev, "seq", None) for ev in got] == [10, 11, 12, None, 15, 16]
     assert got[3] == Gap("BTC-USD", "trades", 13, 14, "unannounced")
+
+
+@pytest.mark.parametrize(
+    "fmt,error",
+    [
+        # The server names the refused stream: only that resume point is forgotten,
+        # whatever the message says.
+        ("proto", dict(symbol="BTC-USD", channel=pb.CHANNEL_QUOTES, message="resume refused")),
+        ("json", dict(symbol="BTC-USD", channel="quotes", message="resume refused")),
+        # An older server without the fields: the message is read instead.
+        ("json", dict(message="since 500 is ahead of BTC-USD quotes at 3 (did the server restart?)")),
+    ],
+)
+def test_bad_since_forgets_only_the_stream_the_error_names(fmt, error):
+    """Quotes and trades resume; the server refuses only the quotes position
+    (say, its quotes sequence started over). The client forgets that one and
+    keeps resuming trades from where it was."""
+    f = Frames(fmt)
+    requests = []
+
+    def error_frame():
+        if fmt == "proto":
+            return pb.ServerMessage(error=pb.Error(code="bad_since", op="subscribe", **error)).SerializeToString()
+        return json.dumps({"type": "error", "code": "bad_since", "op": "subscribe", **error})
+
+    async def conn(ws):
+        requests.append(f.since_of(await ws.recv()))
+        await ws.send(error_frame())
+        await ws.send(f.trades([41]))
+        await hold(ws)
+
+    async def main():
+        server, url = await scripted_server([conn])
+        got = []
+        since = {("BTC-USD", "trades"): 40, ("BTC-USD", "quotes"): 500}
+        async with TickwireClient(url, ["BTC-USD"], ["quotes", "trades"], fmt, since=since) as client:
+            # A protobuf client resuming without snapshots loads the instrument
+            # table over REST, which this scripted server does not serve: fake it.
+            client._decoder.learn(Instrument(0, "BTC-USD", 2, 5))
+            async for ev in client:
+                got.append((ev, client.last_seqs))
+                if isinstance(ev, Trade):
+                    break
+        server.close()
+        await server.wait_closed()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 20))
+    assert requests == [{("BTC-USD", "trades"): 40, ("BTC-USD", "quotes"): 500}]
+    (err, after_error), (trade, after_trade) = got
+    assert isinstance(err, ServerError) and err.code == "bad_since"
+    if "symbol" in error:
+        assert (err.symbol, err.channel) == ("BTC-USD", "quotes")
+    assert after_error == {("BTC-USD", "trades"): 40}
+    assert isinstance(trade, Trade) and trade.seq == 41 and after_trade == {("BTC-USD", "trades"): 41}
+
+
+def test_token_goes_in_the_authorization_header_and_a_refusal_is_final():
+    seen = []
+
+    async def check(connection, request):
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != "Bearer s3cret":
+            body = b'{"code":"unauthorized","message":"a token is required"}'
+            return Response(401, "Unauthorized", Headers([("Content-Length", str(len(body))),
+                                                         ("WWW-Authenticate", "Bearer")]), body)
+        return None
+
+    f = Frames("json")
+
+    async def handler(ws):
+        await ws.recv()
+        await ws.send(f.snapshot(1))
+        await hold(ws)
+
+    async def main():
+        server = await serve(handler, "127.0.0.1", 0, subprotocols=SUBPROTOCOLS, process_request=check)
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/ws"
+        try:
+            with pytest.raises(TickwireError, match="HTTP 401: a token is required"):
+                async with TickwireClient(url, ["BTC-USD"], ["trades"], "json", backoff_initial=0.01):
+                    pass
+            with pytest.raises(TickwireError, match="HTTP 401: the token was refused"):
+                async with TickwireClient(url, ["BTC-USD"], ["trades"], "json", token="wrong", backoff_initial=0.01):
+                    pass
+            async with TickwireClient(url, ["BTC-USD"], ["trades"], "json", token="s3cret") as client:
+                async for ev in client:
+                    return ev
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    ev = asyncio.run(asyncio.wait_for(main(), 20))
+    assert isinstance(ev, Snapshot)
+    # One attempt each: a 401 is not retried.
+    assert seen == [None, "Bearer wrong", "Bearer s3cret"]

@@ -9,8 +9,11 @@ from decimal import Decimal
 import pytest
 
 from tickwire_client import (
+    CHANNELS,
+    DEFAULT_CHANNELS,
     BookInvalidated,
     BookUpdate,
+    Candle,
     Decoder,
     Gap,
     Live,
@@ -22,9 +25,11 @@ from tickwire_client import (
     Snapshot,
     Trade,
     backoff_delay,
+    candle_channel,
     encode_ping,
     encode_subscribe,
     encode_unsubscribe,
+    http_base,
     to_decimal,
 )
 from tickwire_client._proto import pb
@@ -214,3 +219,95 @@ def test_order_book_applies_snapshot_deltas_and_invalidation():
     assert not book.apply(BookUpdate("B", 1, (), (), 0, 0, 0))
     book.apply(BookInvalidated("A", 12))
     assert not book.valid and book.best_bid() is None
+
+
+def test_proto_candles_in_snapshots_and_batches():
+    d = Decoder()
+    candle = pb.Candle(interval=pb.CANDLE_INTERVAL_1M, start=1_764_547_200_000_000_000, open=6412000, high=6413150,
+                       low=6411800, close=6412400, volume=341000, trades=27, closed=False)
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_CANDLES_1M, seq=52, candle=candle))
+    expected = Candle("BTC-USD", 52, "1m", 1_764_547_200_000_000_000, Decimal("64120.00"), Decimal("64131.50"),
+                      Decimal("64118.00"), Decimal("64124.00"), Decimal("3.41000"), 27, False, 1, 2, 3)
+    assert snap.channel == "candles.1m" and snap.data == expected
+    assert snap.data.channel == "candles.1m"
+    # A candle without its interval (a sender that leaves it unset) takes the snapshot's channel.
+    bare = pb.Candle(start=5, open=1, high=1, low=1, close=1, volume=1, trades=1)
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_CANDLES_5M, seq=1, candle=bare))
+    assert snap.data.interval == "5m"
+    # A snapshot before the first trade carries no candle.
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_CANDLES_1S, seq=0))
+    assert snap.channel == "candles.1s" and snap.data is None
+
+    closed = pb.Candle(interval=pb.CANDLE_INTERVAL_1S, start=2_000_000_000, open=100, high=300, low=50, close=200,
+                       volume=12345, trades=3, closed=True)
+    batch = pb.Batch(updates=[pb.Update(instrument_id=0, seq=9, ts_event=10, recv_delta_ns=1, send_delta_ns=2, candle=closed)])
+    [c] = d.decode(pb.ServerMessage(batch=batch).SerializeToString())
+    assert c == Candle("BTC-USD", 9, "1s", 2_000_000_000, Decimal("1.00"), Decimal("3.00"), Decimal("0.50"),
+                       Decimal("2.00"), Decimal("0.12345"), 3, True, 10, 11, 13)
+    assert c.channel == "candles.1s" and c.closed
+
+
+def test_json_candles_from_the_protocol_document_equal_protobuf():
+    d = Decoder()
+    d.decode(snapshot_frame())
+    update = ('{"symbol":"BTC-USD","channel":"candles.1m","seq":52,"start":1764547200000000000,"open":"64120.00",'
+              '"high":"64131.50","low":"64118.00","close":"64124.00","volume":"3.41000","trades":27,"closed":false,'
+              '"ts_event":10,"ts_recv":11,"ts_send":13}')
+    [from_json] = d.decode('{"type":"batch","updates":[' + update + ']}')
+    candle = pb.Candle(interval=pb.CANDLE_INTERVAL_1M, start=1_764_547_200_000_000_000, open=6412000, high=6413150,
+                       low=6411800, close=6412400, volume=341000, trades=27)
+    frame = pb.ServerMessage(batch=pb.Batch(updates=[
+        pb.Update(instrument_id=0, seq=52, ts_event=10, recv_delta_ns=1, send_delta_ns=2, candle=candle)])).SerializeToString()
+    [from_proto] = d.decode(frame)
+    assert from_json == from_proto
+    assert [str(x) for x in (from_json.open, from_json.volume)] == ["64120.00", "3.41000"]
+    assert from_json.closed is False and from_json.interval == "1m"
+
+    [snap] = d.decode('{"type":"snapshot","symbol":"BTC-USD","channel":"candles.1h","seq":0,"data":null,'
+                      '"ts_event":0,"ts_recv":0,"ts_send":0}')
+    assert snap == Snapshot("BTC-USD", "candles.1h", 0, None, 0, 0, 0)
+    [snap] = d.decode('{"type":"snapshot","symbol":"BTC-USD","channel":"candles.1d","seq":4,"data":{"start":0,'
+                      '"open":"1","high":"2","low":"0.5","close":"1.5","volume":"10","trades":2,"closed":true},'
+                      '"ts_event":1,"ts_recv":2,"ts_send":3}')
+    assert snap.data == Candle("BTC-USD", 4, "1d", 0, Decimal("1"), Decimal("2"), Decimal("0.5"), Decimal("1.5"),
+                               Decimal("10"), 2, True, 1, 2, 3)
+    with pytest.raises(ProtocolError):
+        d.decode('{"type":"batch","updates":[' + update.replace('"closed":false', '"closed":"no"') + ']}')
+    with pytest.raises(ProtocolError):
+        d.decode('{"type":"batch","updates":[' + update.replace('"channel":"candles.1m"', '"channel":"candles.2m"') + ']}')
+
+
+def test_candle_channels_encode_in_both_formats():
+    frame = encode_subscribe("proto", ["BTC-USD"], ["candles.1s", "candles.1d", "trades"], {("BTC-USD", "candles.1s"): 7})
+    sub = pb.ClientMessage.FromString(frame).subscribe
+    assert list(sub.channels) == [pb.CHANNEL_CANDLES_1S, pb.CHANNEL_CANDLES_1D, pb.CHANNEL_TRADES]
+    assert [(s.channel, s.seq) for s in sub.since] == [(pb.CHANNEL_CANDLES_1S, 7)]
+    assert json.loads(encode_subscribe("json", ["A"], [candle_channel("5m")])) == {
+        "op": "subscribe", "channels": ["candles.5m"], "symbols": ["A"]}
+    assert CHANNELS == ("quotes", "trades", "book", "candles.1s", "candles.1m", "candles.5m", "candles.1h", "candles.1d")
+    assert CHANNELS[:3] == DEFAULT_CHANNELS
+    with pytest.raises(ValueError):
+        candle_channel("2m")
+    with pytest.raises(ValueError):
+        encode_subscribe("json", ["A"], ["candles.2m"])
+
+
+def test_errors_name_their_stream_in_both_formats():
+    d = Decoder()
+    frame = pb.ServerMessage(error=pb.Error(code="bad_since", message="m", op="subscribe", symbol="BTC-USD",
+                                            channel=pb.CHANNEL_CANDLES_1M)).SerializeToString()
+    assert d.decode(frame) == [ServerError("bad_since", "m", "subscribe", "BTC-USD", "candles.1m")]
+    assert d.decode('{"type":"error","code":"bad_since","message":"m","op":"subscribe","symbol":"ETH-USD",'
+                    '"channel":"quotes"}') == [ServerError("bad_since", "m", "subscribe", "ETH-USD", "quotes")]
+    # Errors about no one stream (and older servers) leave both unset.
+    [e] = d.decode(pb.ServerMessage(error=pb.Error(code="unknown_op", message="m")).SerializeToString())
+    assert (e.op, e.symbol, e.channel) == (None, None, None)
+    [e] = d.decode('{"type":"error","code":"unknown_op","message":"m","op":null}')
+    assert (e.op, e.symbol, e.channel) == (None, None, None)
+
+
+def test_http_base_from_stream_urls():
+    assert http_base("ws://127.0.0.1:8080/v1/ws") == "http://127.0.0.1:8080"
+    assert http_base("wss://example.com/api/v1/ws?format=proto") == "https://example.com/api"
+    assert http_base("http://h:1") == "http://h:1"
+    assert http_base("https://h/v1") == "https://h"

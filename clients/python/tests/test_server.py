@@ -4,11 +4,7 @@ ephemeral port by the `server` fixture (conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import tempfile
-import urllib.request
-from decimal import Decimal
 import subprocess
 import sys
 import time
@@ -16,7 +12,7 @@ import time
 import pytest
 
 from conftest import CLIENT_DIR, SYMBOLS, start_server, stop_server
-from tickwire_client import BookUpdate, Candle, Gap, Quote, ServerError, Snapshot, TickwireClient, TickwireError, Trade
+from tickwire_client import BookUpdate, Candle, Gap, Quote, ServerError, Snapshot, TickwireClient, Trade
 
 pytestmark = pytest.mark.server
 
@@ -241,10 +237,48 @@ def test_a_resume_point_ahead_of_the_server_starts_over_from_a_snapshot(server, 
 
     events = asyncio.run(main())
     assert isinstance(events[0], ServerError) and events[0].code == "bad_since", events[:2]
-    assert (events[0].symbol, events[0].channel) == ("BTC-USD", "trades"), "the error names its stream"
+    # The error names the refused stream in its own fields.
+    assert (events[0].symbol, events[0].channel) == ("BTC-USD", "trades"), events[0]
     assert isinstance(events[1], Snapshot) and events[1].symbol == "BTC-USD", events[:2]
     trades = [ev.seq for ev in events[2:] if isinstance(ev, Trade)]
     assert trades and trades == list(range(events[1].seq + 1, events[1].seq + 1 + len(trades)))
+
+
+@pytest.mark.parametrize("fmt", ["proto", "json"])
+def test_bad_since_on_one_stream_restarts_only_that_stream(server, fmt):
+    """Resuming quotes, trades and 1 s candles where only the candles position is
+    ahead of the server: the error names that stream (a channel the old
+    message-parsing fallback did not know), the client forgets only that
+    position, the candles start over from a snapshot, and the others resume."""
+    async def main():
+        first: list = []
+        async with TickwireClient(server.ws_url, ["ETH-USD"], ["quotes", "trades"], format=fmt) as a:
+            await collect(a, 0.8, first)
+            saved = a.last_seqs
+        since = {**saved, ("ETH-USD", "candles.1s"): 10**12}
+        events: list = []
+        async with TickwireClient(server.ws_url, ["ETH-USD"], ["quotes", "trades", "candles.1s"], format=fmt,
+                                  since=since) as b:
+            async def run():
+                async for ev in b:
+                    events.append((ev, b.last_seqs))
+                    if isinstance(ev, Candle):
+                        return
+            await asyncio.wait_for(run(), 10)
+        return saved, events
+
+    saved, events = asyncio.run(main())
+    errors = [(i, ev, seqs) for i, (ev, seqs) in enumerate(events) if isinstance(ev, ServerError)]
+    assert len(errors) == 1, [e for _, e, _ in errors]
+    index, error, seqs_after = errors[0]
+    assert (error.code, error.symbol, error.channel) == ("bad_since", "ETH-USD", "candles.1s"), error
+    assert ("ETH-USD", "candles.1s") not in seqs_after
+    assert seqs_after[("ETH-USD", "trades")] >= saved[("ETH-USD", "trades")]
+    snaps = [ev for ev, _ in events if isinstance(ev, Snapshot)]
+    assert [(s.symbol, s.channel) for s in snaps] == [("ETH-USD", "candles.1s")], snaps
+    trades = [ev.seq for ev, _ in events if isinstance(ev, Trade)]
+    start = saved[("ETH-USD", "trades")] + 1
+    assert trades == list(range(start, start + len(trades)))
 
 
 def test_resume_from_saved_seqs_in_a_new_client(server):
@@ -283,71 +317,3 @@ def test_ping_and_subscribe_later(server):
     assert [p.id for p in pongs] == [ping_id] and pongs[0].ts_send > 0
     assert any(isinstance(ev, Trade) and ev.symbol == "BTC-USD" for ev in events)
     assert any(isinstance(ev, Quote) and ev.symbol == "AAPL" for ev in events)
-
-
-@pytest.mark.parametrize("fmt", ["proto", "json"])
-def test_live_candles_close_with_the_values_history_computes(fmt):
-    """candles.1s: updates of the open second, then its closed final value, which
-    equals what GET /v1/candles computes from the stored trades."""
-    with tempfile.TemporaryDirectory() as tmp:
-        srv = start_server("--store", f"sqlite://{tmp}/history.db", "--journal-dir", f"{tmp}/journal", rate=500)
-        try:
-            async def main():
-                events: list = []
-                async with TickwireClient(srv.ws_url, ["BTC-USD"], ["candles.1s"], format=fmt) as client:
-                    await collect(client, 3.5, events)
-                return [ev for _, ev in events]
-
-            events = asyncio.run(main())
-            candles = [ev for ev in events if isinstance(ev, Candle)]
-            closed = {c.start: c for c in candles if c.closed}
-            assert len(closed) >= 2, f"at least two seconds closed: {candles[-3:]}"
-            assert all(c.interval == "1s" and c.channel == "candles.1s" for c in candles)
-            start, end = min(closed), max(closed) + 1_000_000_000
-            url = f"http://{srv.addr}/v1/candles?symbol=BTC-USD&interval=1s&from={start}&to={end}"
-            deadline = time.monotonic() + 10
-            while True:  # the history writer trails the stream a little
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    stored = {c["t"]: c for c in json.load(resp)["candles"]}
-                if all(stored.get(t, {}).get("trades") == c.trades for t, c in closed.items()):
-                    break
-                assert time.monotonic() < deadline, f"stored candles never matched: {stored} vs {closed}"
-                time.sleep(0.2)
-        finally:
-            stop_server(srv)
-    for t, c in closed.items():
-        h = stored[t]
-        assert (c.open, c.high, c.low, c.close, c.volume) == tuple(
-            Decimal(h[k]) for k in ("open", "high", "low", "close", "volume")
-        ), (c, h)
-        assert c.low <= min(c.open, c.close) and c.high >= max(c.open, c.close)
-
-
-def test_a_gateway_with_a_token_refuses_without_it_and_streams_with_it():
-    srv = start_server("--auth-token", "py secret")
-    try:
-        async def refused(token):
-            async with TickwireClient(srv.ws_url, ["BTC-USD"], ["trades"], reconnect=False, token=token):
-                pass
-
-        for token in (None, "wrong"):
-            with pytest.raises(TickwireError, match="HTTP 401"):
-                asyncio.run(refused(token))
-
-        async def main():
-            first: list = []
-            async with TickwireClient(srv.ws_url, ["ETH-USD"], ["trades"], format="proto", token="py secret") as a:
-                await collect(a, 0.8, first)
-                saved = a.last_seqs
-            # A new protobuf client resuming without snapshots loads GET /v1/instruments: with the token too.
-            second: list = []
-            async with TickwireClient(srv.ws_url, ["ETH-USD"], ["trades"], format="proto", since=saved,
-                                      token="py secret") as b:
-                await collect(b, 0.8, second)
-            return first, [ev for _, ev in second]
-
-        first, second = asyncio.run(main())
-    finally:
-        stop_server(srv)
-    assert any(isinstance(ev, Trade) for _, ev in first)
-    assert second and all(isinstance(ev, Trade) and ev.symbol == "ETH-USD" for ev in second), second[:3]

@@ -19,9 +19,9 @@ from .book import OrderBook
 from .client import ClientStats, TickwireClient, TickwireError, backoff_delay
 from .codec import Decoder, Instrument, ProtocolError, encode_ping, encode_subscribe, encode_unsubscribe, to_decimal
 from .events import (
-    ALL_CHANNELS,
-    CANDLE_CHANNELS,
+    CANDLE_INTERVALS,
     CHANNELS,
+    DEFAULT_CHANNELS,
     BookInvalidated,
     BookUpdate,
     Candle,
@@ -35,7 +35,9 @@ from .events import (
     Snapshot,
     Trade,
     Update,
+    candle_channel,
 )
+from .rest import RestError, fetch_candles, fetch_instruments, http_base
 
 __version__ = "0.1.0"
 
@@ -53,12 +55,17 @@ __all__ = [
     "encode_ping",
     "to_decimal",
     "CHANNELS",
-    "CANDLE_CHANNELS",
-    "ALL_CHANNELS",
-    "Candle",
+    "DEFAULT_CHANNELS",
+    "CANDLE_INTERVALS",
+    "candle_channel",
+    "RestError",
+    "fetch_candles",
+    "fetch_instruments",
+    "http_base",
     "Quote",
     "Trade",
     "BookUpdate",
+    "Candle",
     "Level",
     "Update",
     "Snapshot",

@@ -25,13 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import json
 import logging
 import random
 import re
 import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
@@ -48,7 +45,8 @@ from .codec import (
     encode_subscribe,
     encode_unsubscribe,
 )
-from .events import ALL_CHANNELS, CHANNELS, BookUpdate, Candle, Event, Gap, Quote, ServerError, Snapshot, Trade
+from .events import CHANNELS, DEFAULT_CHANNELS, BookUpdate, Candle, Event, Gap, Quote, ServerError, Snapshot, Trade
+from .rest import auth_headers, fetch_instruments
 
 __all__ = ["TickwireClient", "TickwireError", "ClientStats", "backoff_delay"]
 
@@ -64,8 +62,9 @@ FATAL_CLOSE_CODES = {
     4001: "unauthorized",
 }
 
-# "since 9 is ahead of BTC-USD trades at 3" (the server's bad_since message).
-_BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book|candles\.\w+)\b")
+# "since 9 is ahead of BTC-USD trades at 3": the bad_since message of servers
+# that do not name the stream in the error's symbol and channel fields yet.
+_BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book|candles\.\w+)(?=\s|$)")
 
 SinceArg = Mapping[Union[str, tuple[str, str]], Union[int, Mapping[str, int]]]
 
@@ -122,7 +121,8 @@ class TickwireClient:
     :param url: the gateway's WebSocket endpoint, e.g. ``ws://127.0.0.1:8080/v1/ws``.
     :param symbols: symbols to subscribe to at connect.
     :param channels: channels for those symbols: ``quotes``, ``trades``, ``book``
-        (the default), and the live candles ``candles.1s`` … ``candles.1d``.
+        (the default) and the live candles ``candles.1s``, ``candles.1m``,
+        ``candles.5m``, ``candles.1h``, ``candles.1d`` (yielded as :class:`Candle`).
     :param format: ``"proto"`` (binary protobuf frames) or ``"json"``.
     :param since: resume points to start from, e.g. saved ``client.last_seqs``:
         ``{(symbol, channel): seq}``, ``{symbol: {channel: seq}}`` or ``{symbol: seq}``.
@@ -134,15 +134,17 @@ class TickwireClient:
         with :class:`TickwireError` (``None``: never give up).
     :param backoff_initial: first backoff ceiling in seconds; doubles per failed
         attempt up to ``backoff_max``.
-    :param token: for a gateway started with ``--auth-token``: sent as
-        ``Authorization: Bearer <token>`` on the upgrade and on REST calls.
+    :param token: access token of a gateway started with ``--auth-token``: sent
+        as ``Authorization: Bearer <token>`` on the WebSocket upgrade and on the
+        REST calls the client makes. A missing or wrong token is refused with
+        HTTP 401, raised as :class:`TickwireError` (reconnecting cannot help).
     """
 
     def __init__(
         self,
         url: str,
         symbols: Iterable[str] = (),
-        channels: Iterable[str] = CHANNELS,
+        channels: Iterable[str] = DEFAULT_CHANNELS,
         format: str = "proto",
         *,
         since: Optional[SinceArg] = None,
@@ -163,9 +165,10 @@ class TickwireClient:
             raise ValueError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
         channels = list(channels)
         for ch in channels:
-            if ch not in ALL_CHANNELS:
-                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(ALL_CHANNELS)})")
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
         self.url = url
+        self.token = token or None
         self.format = format
         self.delivery = delivery
         self.conflate_ms = conflate_ms
@@ -177,7 +180,6 @@ class TickwireClient:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_message_bytes = max_message_bytes
-        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.stats = ClientStats()
         #: Number of the current connection (1 for the first); events yielded
         #: between two reconnects all come from the same connection.
@@ -239,7 +241,7 @@ class TickwireClient:
         if ws is not None:
             await ws.close()
 
-    async def subscribe(self, symbols: Iterable[str], channels: Iterable[str] = CHANNELS) -> None:
+    async def subscribe(self, symbols: Iterable[str], channels: Iterable[str] = DEFAULT_CHANNELS) -> None:
         """Adds symbols (kept across reconnects)."""
         symbols, channels = list(symbols), list(channels)
         for s in symbols:
@@ -247,8 +249,14 @@ class TickwireClient:
         if self._ws is not None:
             await self._send(self._subscribe_frame(symbols, channels))
 
-    async def unsubscribe(self, symbols: Iterable[str], channels: Iterable[str] = CHANNELS) -> None:
-        symbols, channels = list(symbols), list(channels)
+    async def unsubscribe(self, symbols: Iterable[str], channels: Optional[Iterable[str]] = None) -> None:
+        """Removes channels of symbols (default: every channel they are subscribed to)."""
+        symbols = list(symbols)
+        if channels is None:
+            channels = [c for c in CHANNELS if any(c in self._subs.get(s, ()) for s in symbols)]
+            if not channels:
+                return
+        channels = list(channels)
         for s in symbols:
             kept = [c for c in self._subs.get(s, []) if c not in channels]
             if kept:
@@ -290,8 +298,8 @@ class TickwireClient:
     def _add_sub(self, symbol: str, channels: Iterable[str]) -> None:
         have = self._subs.setdefault(symbol, [])
         for ch in channels:
-            if ch not in ALL_CHANNELS:
-                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(ALL_CHANNELS)})")
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
             if ch not in have:
                 have.append(ch)
 
@@ -341,6 +349,9 @@ class TickwireClient:
             except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                 if isinstance(exc, InvalidStatus):
                     status = exc.response.status_code
+                    if status == 401:
+                        why = "a token is required (token=...)" if not self.token else "the token was refused"
+                        raise TickwireError(f"{self.url} refused the WebSocket upgrade with HTTP 401: {why}") from exc
                     if 400 <= status < 500 and status not in (408, 429):
                         raise TickwireError(f"{self.url} refused the WebSocket upgrade with HTTP {status}") from exc
                 elif isinstance(exc, InvalidURI):
@@ -364,7 +375,7 @@ class TickwireClient:
             ping_timeout=self.ping_timeout,
             max_size=self.max_message_bytes,
             compression=None,
-            additional_headers=self._auth,
+            additional_headers=auth_headers(self.token),
         )
         if ws.subprotocol != want:
             await ws.close()
@@ -394,24 +405,14 @@ class TickwireClient:
         return any(s not in known for (s, _c) in self._last if s in self._subs)
 
     async def _load_instruments(self) -> None:
-        parts = urllib.parse.urlsplit(self.url)
-        scheme = "https" if parts.scheme == "wss" else "http"
-        path = parts.path.rsplit("/ws", 1)[0] + "/instruments"
-        url = urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
-
-        def fetch() -> dict:
-            request = urllib.request.Request(url, headers=self._auth)
-            with urllib.request.urlopen(request, timeout=self.open_timeout) as resp:
-                return json.load(resp)
-
         try:
-            listing = await asyncio.to_thread(fetch)
-            for index, item in enumerate(listing["instruments"]):
+            listing = await asyncio.to_thread(fetch_instruments, self.url, self.token, self.open_timeout)
+            for index, item in enumerate(listing):
                 self._decoder.learn(
                     Instrument(index, item["symbol"], int(item["price_decimals"]), int(item["size_decimals"]))
                 )
         except Exception as exc:  # the stream still works for symbols that get snapshots
-            log.warning("tickwire: cannot load instruments from %s: %r", url, exc)
+            log.warning("tickwire: cannot load instruments for %s: %r", self.url, exc)
 
     def _on_closed(self, ws: ClientConnection, exc: ConnectionClosed) -> None:
         if self._ws is ws:
@@ -481,13 +482,20 @@ class TickwireClient:
         happens when the server restarted and its sequences began again. The
         server subscribes that stream afresh and sends its snapshot right after
         the error, so the client only forgets the stale position (the error is
-        still yielded)."""
-        # The server names the stream (servers before the structured fields said
-        # it only in the message text).
-        m = _BAD_SINCE.search(error.message)
-        named = (error.symbol, error.channel) if error.symbol and error.channel else (m and (m["symbol"], m["channel"]))
-        if named and named in self._last:
-            keys = {named}
+        still yielded).
+
+        The error names the stream in its ``symbol`` and ``channel`` fields;
+        from an older server without them, the message is read instead, and
+        failing that every resume point of the subscription is forgotten."""
+        symbol, channel = error.symbol, error.channel
+        if symbol is None:
+            m = _BAD_SINCE.search(error.message)
+            if m:
+                symbol, channel = m["symbol"], m["channel"]
+        if symbol is not None and channel is not None:
+            keys = {(symbol, channel)}
+        elif symbol is not None:
+            keys = {k for k in self._last if k[0] == symbol}
         else:
             keys = {k for k in self._last if k[0] in self._subs}
         for key in keys:

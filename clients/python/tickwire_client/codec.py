@@ -19,7 +19,8 @@ from typing import Iterable, Mapping, Optional, Union
 
 from ._proto import pb
 from .events import (
-    ALL_CHANNELS,
+    CANDLE_INTERVALS,
+    CHANNELS,
     BookInvalidated,
     BookUpdate,
     Candle,
@@ -60,6 +61,7 @@ _CHANNEL_TO_PB = {
     "candles.1h": pb.CHANNEL_CANDLES_1H,
     "candles.1d": pb.CHANNEL_CANDLES_1D,
 }
+_PB_TO_CHANNEL = {v: k for k, v in _CHANNEL_TO_PB.items()}
 _PB_TO_INTERVAL = {
     pb.CANDLE_INTERVAL_1S: "1s",
     pb.CANDLE_INTERVAL_1M: "1m",
@@ -67,7 +69,7 @@ _PB_TO_INTERVAL = {
     pb.CANDLE_INTERVAL_1H: "1h",
     pb.CANDLE_INTERVAL_1D: "1d",
 }
-_PB_TO_CHANNEL = {v: k for k, v in _CHANNEL_TO_PB.items()}
+assert tuple(_CHANNEL_TO_PB) == CHANNELS and tuple(_PB_TO_INTERVAL.values()) == CANDLE_INTERVALS
 _PB_TO_SIDE = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}
 _DELIVERY_TO_PB = {
     "full": pb.DELIVERY_FULL,
@@ -102,7 +104,7 @@ def to_decimal(mantissa: int, decimals: int) -> Decimal:
 
 def _check_channel(channel: str) -> str:
     if channel not in _CHANNEL_TO_PB:
-        raise ValueError(f"unknown channel {channel!r} (channels: {', '.join(ALL_CHANNELS)})")
+        raise ValueError(f"unknown channel {channel!r} (channels: {', '.join(CHANNELS)})")
     return channel
 
 
@@ -198,7 +200,15 @@ class Decoder:
 
     # ------------------------------------------------------------ protobuf
 
-    def _pb_data(self, kind: Optional[str], holder, inst: Instrument, seq: int, clocks: tuple[int, int, int]) -> Optional[Update]:
+    def _pb_data(
+        self,
+        kind: Optional[str],
+        holder,
+        inst: Instrument,
+        seq: int,
+        clocks: tuple[int, int, int],
+        channel: Optional[str] = None,
+    ) -> Optional[Update]:
         pd, sd = inst.price_decimals, inst.size_decimals
         dec = to_decimal
         if kind == "quote":
@@ -214,19 +224,14 @@ class Decoder:
             return BookUpdate(inst.symbol, seq, bids, asks, *clocks)
         if kind == "candle":
             c = holder.candle
+            # The candle names its width; a snapshot's channel does too.
+            interval = _PB_TO_INTERVAL.get(c.interval) or _interval_of(channel)
+            if interval is None:
+                return None
             return Candle(
-                inst.symbol,
-                seq,
-                _PB_TO_INTERVAL.get(c.interval, "unspecified"),
-                c.start,
-                dec(c.open, pd),
-                dec(c.high, pd),
-                dec(c.low, pd),
-                dec(c.close, pd),
-                dec(c.volume, sd),
-                c.trades,
-                c.closed,
-                *clocks,
+                inst.symbol, seq, interval, c.start,
+                dec(c.open, pd), dec(c.high, pd), dec(c.low, pd), dec(c.close, pd),
+                dec(c.volume, sd), c.trades, c.closed, *clocks,
             )
         return None
 
@@ -265,7 +270,7 @@ class Decoder:
             self.learn(inst)
             clocks = (s.ts_event, s.ts_recv, s.ts_send)
             channel = _PB_TO_CHANNEL.get(s.channel, "unspecified")
-            data = self._pb_data(s.WhichOneof("data"), s, inst, s.seq, clocks)
+            data = self._pb_data(s.WhichOneof("data"), s, inst, s.seq, clocks, channel)
             return [
                 Snapshot(s.symbol, channel, s.seq, data, *clocks, s.instrument_id, s.price_decimals, s.size_decimals)
             ]
@@ -276,8 +281,7 @@ class Decoder:
             return [BookInvalidated(msg.book_invalidated.symbol, msg.book_invalidated.seq)]
         if kind == "error":
             e = msg.error
-            channel = _PB_TO_CHANNEL.get(e.channel)
-            return [ServerError(e.code, e.message, e.op or None, e.symbol or None, channel)]
+            return [ServerError(e.code, e.message, e.op or None, e.symbol or None, _PB_TO_CHANNEL.get(e.channel))]
         if kind == "pong":
             return [Pong(msg.pong.id, msg.pong.ts_send)]
         if kind == "live":
@@ -321,13 +325,19 @@ class Decoder:
                 return [BookInvalidated(msg["symbol"], msg["seq"])]
             if kind == "error":
                 return [
-                    ServerError(msg.get("code", ""), msg.get("message", ""), msg.get("op"), msg.get("symbol"), msg.get("channel"))
+                    ServerError(
+                        msg.get("code", ""),
+                        msg.get("message", ""),
+                        msg.get("op"),
+                        msg.get("symbol") or None,
+                        msg.get("channel") or None,
+                    )
                 ]
             if kind == "pong":
                 return [Pong(msg.get("id"), msg.get("ts_send"))]
             if kind == "live":
                 return [Live()]
-        except (KeyError, TypeError, ArithmeticError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ProtocolError(f"malformed {kind} message: {exc!r}") from exc
         return []  # a message type newer than this client
 
@@ -347,19 +357,23 @@ def _json_data(channel: str, symbol: str, seq: int, d: dict, clocks: tuple[int, 
         return Trade(symbol, seq, Decimal(d["price"]), Decimal(d["size"]), d.get("side"), d["trade_id"], *clocks)
     if channel == "book":
         return BookUpdate(symbol, seq, _levels(d["bids"]), _levels(d["asks"]), *clocks)
-    if channel.startswith("candles."):
+    interval = _interval_of(channel)
+    if interval is not None:
+        closed = d["closed"]
+        if not isinstance(closed, bool):
+            raise TypeError(f"candle closed must be true or false, not {closed!r}")
         return Candle(
-            symbol,
-            seq,
-            channel.removeprefix("candles."),
-            d["start"],
-            Decimal(d["open"]),
-            Decimal(d["high"]),
-            Decimal(d["low"]),
-            Decimal(d["close"]),
-            Decimal(d["volume"]),
-            d["trades"],
-            bool(d["closed"]),
-            *clocks,
+            symbol, seq, interval, int(d["start"]),
+            Decimal(d["open"]), Decimal(d["high"]), Decimal(d["low"]), Decimal(d["close"]),
+            Decimal(d["volume"]), int(d["trades"]), closed, *clocks,
         )
     raise KeyError(f"channel {channel!r}")
+
+
+def _interval_of(channel: Optional[str]) -> Optional[str]:
+    """``"candles.1m"`` → ``"1m"``; ``None`` for any other channel."""
+    if channel and channel.startswith("candles."):
+        interval = channel[len("candles."):]
+        if interval in CANDLE_INTERVALS:
+            return interval
+    return None

@@ -1,6 +1,6 @@
 """Typed events a :class:`~tickwire_client.TickwireClient` yields.
 
-Market data (``Quote``, ``Trade``, ``BookUpdate``) carries exact values:
+Market data (``Quote``, ``Trade``, ``BookUpdate``, ``Candle``) carries exact values:
 prices and sizes are :class:`decimal.Decimal`, timestamps are integer
 nanoseconds since the Unix epoch, and ``seq`` is the sequence number of the
 (symbol, channel) stream. The same classes describe a ``Snapshot``'s data.
@@ -23,9 +23,9 @@ from typing import ClassVar, Optional, Union
 
 __all__ = [
     "Quote",
-    "Candle",
     "Trade",
     "BookUpdate",
+    "Candle",
     "Level",
     "Update",
     "Snapshot",
@@ -36,16 +36,27 @@ __all__ = [
     "Live",
     "Event",
     "CHANNELS",
-    "CANDLE_CHANNELS",
-    "ALL_CHANNELS",
+    "DEFAULT_CHANNELS",
+    "CANDLE_INTERVALS",
+    "candle_channel",
 ]
 
-#: The feed channels of protocol v1 (what a client subscribes to by default).
-CHANNELS = ("quotes", "trades", "book")
-#: Live OHLCV candles the server builds from trades, one channel per width.
-CANDLE_CHANNELS = ("candles.1s", "candles.1m", "candles.5m", "candles.1h", "candles.1d")
-#: Every channel, in the protobuf enum's order.
-ALL_CHANNELS = CHANNELS + CANDLE_CHANNELS
+#: Widths of the live candle channels (``candles.<interval>``), in the protobuf
+#: ``CandleInterval`` enum's order.
+CANDLE_INTERVALS = ("1s", "1m", "5m", "1h", "1d")
+
+#: Every channel of protocol v1, in the protobuf ``Channel`` enum's order.
+CHANNELS = ("quotes", "trades", "book", *(f"candles.{i}" for i in CANDLE_INTERVALS))
+
+#: What a client subscribes to when it names no channels.
+DEFAULT_CHANNELS = ("quotes", "trades", "book")
+
+
+def candle_channel(interval: str) -> str:
+    """``"1m"`` → ``"candles.1m"``."""
+    if interval not in CANDLE_INTERVALS:
+        raise ValueError(f"unknown candle interval {interval!r} (one of {', '.join(CANDLE_INTERVALS)})")
+    return f"candles.{interval}"
 
 #: One book level: (price, size). A size of 0 in an update removes the level.
 Level = tuple[Decimal, Decimal]
@@ -108,9 +119,15 @@ class BookUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Candle:
-    """OHLCV of the trades in ``[start, start + interval)`` (``interval`` is
-    ``"1s"``, ``"1m"``, ``"5m"``, ``"1h"`` or ``"1d"``; ``start`` in ns). Updates
-    of an open bucket replace each other; ``closed`` marks the final value."""
+    """OHLCV of the trades of ``symbol`` with ``start <= ts_event < start + interval``,
+    from a ``candles.<interval>`` channel (``interval`` is ``"1s"``, ``"1m"``,
+    ``"5m"``, ``"1h"`` or ``"1d"``; ``start`` is ns since the epoch, aligned to it).
+
+    The server sends the same bucket again as trades arrive (the value so far,
+    ``closed=False``) and a last time with ``closed=True`` and its final value;
+    history of closed candles comes from ``GET /v1/candles`` (see
+    :func:`tickwire_client.fetch_candles`), which agrees with the live closed ones.
+    """
 
     symbol: str
     seq: int
@@ -188,13 +205,15 @@ class BookInvalidated:
 @dataclass(frozen=True, slots=True)
 class ServerError:
     """An ``error`` message: a stable ``code`` (e.g. ``"unknown_symbol"``), a
-    human ``message`` and the ``op`` it answers, when known. The connection stays
-    open. Codes the client itself raises start with ``client_``."""
+    human ``message`` and the ``op`` it answers, when known. An error about one
+    stream also names it: ``symbol`` and ``channel`` (e.g. the stream whose
+    ``since`` a ``bad_since`` refused); both are ``None`` otherwise, and from
+    servers older than these fields. The connection stays open. Codes the
+    client itself raises start with ``client_``."""
 
     code: str
     message: str
     op: Optional[str] = None
-    #: The stream the error is about, when it is about one (e.g. a ``bad_since``).
     symbol: Optional[str] = None
     channel: Optional[str] = None
 

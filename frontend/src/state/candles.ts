@@ -1,8 +1,8 @@
-import type { Candle } from '../protocol';
+import { CANDLE_INTERVALS, type Candle, type CandleData, type CandleInterval } from '../protocol';
 
-export type Interval = '1s' | '1m' | '5m' | '1h';
-export const INTERVALS: readonly Interval[] = ['1s', '1m', '5m', '1h'];
-export const INTERVAL_MS: Record<Interval, number> = { '1s': 1_000, '1m': 60_000, '5m': 300_000, '1h': 3_600_000 };
+export type Interval = CandleInterval;
+export const INTERVALS: readonly Interval[] = CANDLE_INTERVALS;
+export const INTERVAL_MS: Record<Interval, number> = { '1s': 1_000, '1m': 60_000, '5m': 300_000, '1h': 3_600_000, '1d': 86_400_000 };
 
 /** A chart bar: floats are fine here, the chart is a picture, not a ledger. */
 export interface Bar {
@@ -15,7 +15,19 @@ export interface Bar {
   volume: number;
 }
 
-/** Turns history candles plus live trades into bars for one symbol and interval. */
+/** What a live candle did to the bars: the bar, and whether it was an older one than the last. */
+export interface CandleChange {
+  bar: Bar;
+  /** An older bar than the newest changed: the chart must redraw (it updates only its last bar cheaply). */
+  historical: boolean;
+}
+
+/**
+ * The bars of one symbol and interval: history candles from `GET /v1/candles`,
+ * then the live `candles.<interval>` channel, whose updates replace the value of
+ * their bucket (the server's value is the whole candle so far) and append new
+ * buckets. In replay, which carries no candles, bars are built from trades.
+ */
 export class CandleBuilder {
   bars: Bar[] = [];
   /** Trades at or before this time (ms) are already inside the history candles. */
@@ -42,16 +54,50 @@ export class CandleBuilder {
       }))
       .filter((b) => Number.isFinite(b.open) && Number.isFinite(b.close))
       .sort((a, b) => a.time - b.time);
-    // Keep bars built from trades that arrived while history was loading.
-    const lastHist = bars.length ? bars[bars.length - 1].time : -Infinity;
-    const live = this.bars.filter((b) => b.time > lastHist);
-    this.bars = dedupe(bars).concat(live).slice(-this.maxBars);
+    // Keep live bars that arrived while history was loading. The live value of
+    // the newest history bucket wins too: the store writes trades a moment
+    // after they stream, so history's last bucket can lag behind.
+    const firstLive = this.bars.length ? this.bars[0].time : Infinity;
+    const hist = dedupe(bars).filter((b) => b.time < firstLive);
+    this.bars = hist.concat(this.bars).slice(-this.maxBars);
     this.historyUntilMs = untilMs;
   }
 
+  /** Applies a live candle (its value so far, or its final one); returns what changed. */
+  applyCandle(c: CandleData): CandleChange | null {
+    const open = Number(c.open);
+    const close = Number(c.close);
+    if (!Number.isFinite(open) || !Number.isFinite(close) || !Number.isFinite(c.start)) return null;
+    const time = Math.round(c.start / 1e9);
+    const bar: Bar = { time, open, high: Number(c.high), low: Number(c.low), close, volume: Number(c.volume) };
+    const bars = this.bars;
+    const last = bars[bars.length - 1];
+    if (!last || time > last.time) {
+      bars.push(bar);
+      if (bars.length > this.maxBars) bars.splice(0, bars.length - this.maxBars);
+      return { bar, historical: false };
+    }
+    if (time === last.time) {
+      Object.assign(last, bar);
+      return { bar: last, historical: false };
+    }
+    // An older bucket: a closed candle's final value that arrived after a newer
+    // bucket opened (or after history reached past it).
+    let i = bars.length - 1;
+    while (i >= 0 && bars[i].time > time) i--;
+    if (i >= 0 && bars[i].time === time) {
+      Object.assign(bars[i], bar);
+      return { bar: bars[i], historical: true };
+    }
+    if (i < 0 && bars.length >= this.maxBars) return null; // older than anything kept
+    bars.splice(i + 1, 0, bar);
+    return { bar, historical: true };
+  }
+
   /**
-   * Adds a trade; returns the bar it changed, or null if the trade is older
-   * than the last bar (the chart can only update its newest bar cheaply).
+   * Adds a trade (replay only: live bars come from the candle channel); returns
+   * the bar it changed, or null if the trade is older than the last bar (the
+   * chart can only update its newest bar cheaply).
    */
   addTrade(price: number, size: number, tsMs: number): Bar | null {
     if (!Number.isFinite(price) || tsMs <= this.historyUntilMs) return null;

@@ -2,7 +2,7 @@
 // what changed; views read it once per animation frame (see FrameScheduler),
 // so the cost of an update is O(1) no matter how fast updates arrive.
 
-import type { Instrument, Side, SymbolSnapshot, TradeData, Update } from '../protocol';
+import { type CandleData, type Instrument, type Side, type SymbolSnapshot, type TradeData, type Update, candleChannel, isCandleChannel } from '../protocol';
 import type { StreamEvent } from '../stream/client';
 import { addDec } from '../util/decimal';
 import { OrderBook } from './book';
@@ -55,6 +55,8 @@ export class MarketStore {
   bookStatus: BookStatus = 'waiting';
   tape: TapeRow[] = [];
   candles = new CandleBuilder(INTERVAL_MS['1m']);
+  /** The last live candle applied to the chart (what the e2e suite compares the chart with). */
+  lastCandle: CandleData | null = null;
 
   /** Replay plays historical clocks: latency numbers would be meaningless. */
   replay = false;
@@ -114,8 +116,14 @@ export class MarketStore {
     this.onDirty();
   }
 
+  /** The live channel the chart's bars come from (selected symbol, selected interval). */
+  get candleChannel() {
+    return candleChannel(this.interval);
+  }
+
   private resetCandles(): void {
     this.candles = new CandleBuilder(INTERVAL_MS[this.interval]);
+    this.lastCandle = null;
     this.dirtyBars.clear();
     this.dirtyChartReset = true;
   }
@@ -186,10 +194,14 @@ export class MarketStore {
             // reconnect must not put an old trade on top of newer ones.
             if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade(m.data, m.ts_event / 1e6);
           }
-        } else if (m.symbol === this.selected) {
-          this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
-          this.bookStatus = 'live';
-          this.dirtyBook = true;
+        } else if (m.channel === 'book') {
+          if (m.symbol === this.selected) {
+            this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
+            this.bookStatus = 'live';
+            this.dirtyBook = true;
+          }
+        } else if (m.data) {
+          this.applyCandle(m.symbol, m.channel, m.data);
         }
         break;
       }
@@ -241,7 +253,20 @@ export class MarketStore {
           this.dirtyBook = true;
         }
         break;
+      default:
+        if (isCandleChannel(u.channel)) this.applyCandle(u.symbol, u.channel, u);
     }
+  }
+
+  /** A live candle of the selected symbol and interval updates its bar or adds one. */
+  private applyCandle(symbol: string, channel: string, c: CandleData): void {
+    // Another interval's candles can still arrive just after a switch; replay has none.
+    if (this.replay || symbol !== this.selected || channel !== this.candleChannel) return;
+    const change = this.candles.applyCandle(c);
+    if (!change) return;
+    this.lastCandle = c;
+    if (change.historical) this.dirtyChartReset = true;
+    else this.dirtyBars.set(change.bar.time, change.bar);
   }
 
   private clock(tsEvent: number | undefined, tsSend: number | undefined): void {
@@ -274,6 +299,9 @@ export class MarketStore {
     this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id });
     if (this.tape.length > TAPE_MAX) this.tape.length = TAPE_MAX;
     this.dirtyTape = true;
+    // Live bars come from the candle channel; replay carries no candles, so
+    // its bars are built from the replayed trades.
+    if (!this.replay) return;
     const bar = this.candles.addTrade(Number(t.price), Number(t.size), tsMs);
     if (bar) this.dirtyBars.set(bar.time, bar);
   }

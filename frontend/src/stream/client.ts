@@ -11,8 +11,10 @@ import {
   type SnapshotMsg,
   type Update,
   CHANNELS,
+  isCandleChannel,
   parseServerMsg,
 } from '../protocol';
+import { withToken } from '../auth';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from './backoff';
 
 export type TransportKind = 'ws' | 'sse' | 'poll';
@@ -33,7 +35,7 @@ export type StreamEvent =
   | { kind: 'update'; update: Update }
   | { kind: 'gap'; symbol: string; channel: Channel; from_seq: number; to_seq: number; reason: string; origin: 'server' | 'client' }
   | { kind: 'book_reset'; symbol: string; reason: string }
-  | { kind: 'error'; code: string; message: string }
+  | { kind: 'error'; code: string; message: string; symbol?: string; channel?: Channel }
   | { kind: 'live' }
   | { kind: 'pong'; id: number; rttMs: number | null };
 
@@ -88,10 +90,7 @@ export interface StreamClientOptions {
   reconnect?: boolean;
   /** false when the URL itself selects the data (replay): no subscribe ops are sent. */
   sendSubscribe?: boolean;
-  /**
-   * Token for a gateway that requires one, sent as `?token=` on every stream URL
-   * (a browser cannot set headers on a WebSocket or an EventSource).
-   */
+  /** Access token, sent as `?token=` on every stream URL (browsers cannot set headers there). */
   token?: string | null;
   onEvent: (e: StreamEvent) => void;
   onState?: (s: ConnState) => void;
@@ -99,25 +98,39 @@ export interface StreamClientOptions {
 
 type SeqTable = Record<Channel, Map<string, number>>;
 
+function perChannel<T>(make: () => T): Record<Channel, T> {
+  return Object.fromEntries(CHANNELS.map((c) => [c, make()])) as Record<Channel, T>;
+}
+
 function emptySeqTable(): SeqTable {
-  return { quotes: new Map(), trades: new Map(), book: new Map() };
+  return perChannel(() => new Map<string, number>());
+}
+
+/**
+ * Channels that resume with `since` after a reconnect, so that what was missed
+ * arrives from the server's ring: trades (never conflated) and candles (a
+ * closed candle's final value is never dropped). Quotes and books restart
+ * from fresh snapshots.
+ */
+function resumes(channel: Channel): boolean {
+  return channel === 'trades' || isCandleChannel(channel);
 }
 
 export class StreamClient {
   private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token'>> & {
     onState?: (s: ConnState) => void;
+    token?: string | null;
   };
-  private readonly token: string | null;
   private readonly WS: WebSocketCtor | null;
   private readonly ES: EventSourceCtor | null;
   private readonly fetchFn: FetchLike | null;
 
-  private readonly subs: Record<Channel, Set<string>> = { quotes: new Set(), trades: new Set(), book: new Set() };
+  private readonly subs: Record<Channel, Set<string>> = perChannel(() => new Set<string>());
   private readonly lastSeq: SeqTable = emptySeqTable();
   /** Books dropped after a sequence break, waiting for a fresh snapshot. */
   private readonly bookResync = new Set<string>();
-  /** Trades resumed with `since` on this connection whose first message is still to come. */
-  private readonly resuming = new Set<string>();
+  /** Streams resumed with `since` on this connection whose first message is still to come. */
+  private readonly resuming: Record<Channel, Set<string>> = perChannel(() => new Set<string>());
 
   private transportIdx = 0;
   private phase: Phase = 'idle';
@@ -145,7 +158,6 @@ export class StreamClient {
     this.WS = options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket;
     this.ES = options.EventSource === undefined ? (g.EventSource ?? null) : options.EventSource;
     this.fetchFn = options.fetch === undefined ? (g.fetch ? g.fetch.bind(globalThis) : null) : options.fetch;
-    this.token = options.token ? options.token : null;
     this.opts = {
       wsPath: '/v1/ws',
       ssePath: '/v1/sse',
@@ -261,7 +273,7 @@ export class StreamClient {
     if (!this.started) return;
     this.teardown();
     this.bookResync.clear();
-    this.resuming.clear();
+    for (const ch of CHANNELS) this.resuming[ch].clear();
     const gen = ++this.gen;
     this.setPhase(this.attempt === 0 && !this.everOpened[this.transport] ? 'connecting' : 'reconnecting');
     switch (this.transport) {
@@ -356,8 +368,7 @@ export class StreamClient {
 
   private url(path: string, ws = false): string {
     const base = this.opts.baseUrl.replace(/\/$/, '');
-    const token = this.token ? `${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}` : '';
-    return (ws ? base.replace(/^http/, 'ws') : base) + path + token;
+    return withToken((ws ? base.replace(/^http/, 'ws') : base) + path, this.opts.token);
   }
 
   // ---- WebSocket --------------------------------------------------------
@@ -401,19 +412,19 @@ export class StreamClient {
     };
   }
 
-  /** After (re)connecting: trades resume from the last seq seen; quotes and book start from fresh snapshots. */
+  /** After (re)connecting: trades and candles resume from the last seq seen; quotes and book start from fresh snapshots. */
   private resubscribe(): void {
     for (const ch of CHANNELS) {
       const symbols = [...this.subs[ch]];
       if (symbols.length === 0) continue;
       const op: ClientOp = { op: 'subscribe', channels: [ch], symbols };
-      if (ch === 'trades') {
+      if (resumes(ch)) {
         const since: Record<string, number> = {};
         for (const s of symbols) {
-          const seq = this.lastSeq.trades.get(s);
+          const seq = this.lastSeq[ch].get(s);
           if (seq !== undefined) {
             since[s] = seq;
-            this.resuming.add(s);
+            this.resuming[ch].add(s);
           }
         }
         if (Object.keys(since).length > 0) op.since = since;
@@ -548,7 +559,7 @@ export class StreamClient {
     switch (msg.type) {
       case 'snapshot': {
         if (!this.subs[msg.channel]?.has(msg.symbol)) return;
-        if (msg.channel === 'trades') this.resuming.delete(msg.symbol);
+        this.resuming[msg.channel].delete(msg.symbol);
         this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
         if (msg.channel === 'book') this.bookResync.delete(msg.symbol);
         emit({ kind: 'snapshot', msg });
@@ -575,10 +586,12 @@ export class StreamClient {
         this.lastSeq.book.delete(msg.symbol);
         emit({ kind: 'book_reset', symbol: msg.symbol, reason: 'invalidated by server' });
         return;
-      case 'error':
-        emit({ kind: 'error', code: msg.code, message: msg.message });
-        if (msg.code === 'bad_since') this.restartResumes();
+      case 'error': {
+        const about = typeof msg.symbol === 'string' && msg.symbol ? { symbol: msg.symbol, channel: msg.channel } : {};
+        emit({ kind: 'error', code: msg.code, message: msg.message, ...about });
+        if (msg.code === 'bad_since') this.restartResumes(about.symbol, about.channel);
         return;
+      }
       case 'pong': {
         const id = msg.id ?? 0;
         const sent = this.pingsInFlight.get(id);
@@ -594,15 +607,28 @@ export class StreamClient {
 
   /**
    * The server refused a `since` (e.g. it restarted and its sequences are
-   * behind ours) and did not subscribe. Trades still waiting for their first
-   * message after the resume are subscribed afresh, from a snapshot.
+   * behind ours). The error names the stream (`symbol`, `channel`): that one
+   * is subscribed afresh, from a snapshot. From a server that does not name
+   * it, every stream still waiting for its first message after the resume is.
    */
-  private restartResumes(): void {
-    const symbols = [...this.resuming].filter((s) => this.subs.trades.has(s));
-    this.resuming.clear();
-    if (symbols.length === 0) return;
-    for (const s of symbols) this.lastSeq.trades.delete(s);
-    this.send({ op: 'subscribe', channels: ['trades'], symbols });
+  private restartResumes(symbol?: string, channel?: Channel): void {
+    const restart: Partial<Record<Channel, string[]>> = {};
+    if (symbol !== undefined && channel !== undefined && this.subs[channel]) {
+      this.resuming[channel].delete(symbol);
+      if (this.subs[channel].has(symbol)) restart[channel] = [symbol];
+    } else {
+      for (const ch of CHANNELS) {
+        const symbols = [...this.resuming[ch]].filter((s) => this.subs[ch].has(s) && (symbol === undefined || s === symbol));
+        for (const s of symbols) this.resuming[ch].delete(s);
+        if (symbols.length) restart[ch] = symbols;
+      }
+    }
+    for (const ch of CHANNELS) {
+      const symbols = restart[ch];
+      if (!symbols) continue;
+      for (const s of symbols) this.lastSeq[ch].delete(s);
+      this.send({ op: 'subscribe', channels: [ch], symbols });
+    }
   }
 
   private handleUpdate(u: Update): void {
@@ -610,11 +636,11 @@ export class StreamClient {
     const seqs = this.lastSeq[u.channel];
     const last = seqs.get(u.symbol);
     if (u.channel === 'book') return this.handleBookUpdate(u, last);
-    if (u.channel === 'trades' && this.resuming.delete(u.symbol) && last !== undefined && u.seq < last) {
+    if (resumes(u.channel) && this.resuming[u.channel].delete(u.symbol) && last !== undefined && u.seq < last) {
       // A resume answered from below what we already had means the
       // sequence restarted (a restarted server): start over rather than drop
-      // every trade as a duplicate.
-      this.opts.onEvent({ kind: 'gap', symbol: u.symbol, channel: 'trades', from_seq: u.seq, to_seq: u.seq, reason: 'sequence_reset', origin: 'client' });
+      // every update as a duplicate.
+      this.opts.onEvent({ kind: 'gap', symbol: u.symbol, channel: u.channel, from_seq: u.seq, to_seq: u.seq, reason: 'sequence_reset', origin: 'client' });
       seqs.set(u.symbol, u.seq);
       this.opts.onEvent({ kind: 'update', update: u });
       return;
@@ -625,7 +651,7 @@ export class StreamClient {
         // Trades are never conflated, so a skip is data we did not get.
         this.opts.onEvent({ kind: 'gap', symbol: u.symbol, channel: 'trades', from_seq: last + 1, to_seq: u.seq - 1, reason: 'sequence_skip', origin: 'client' });
       }
-      // Quotes skip sequences by design when conflated: just take the newest.
+      // Quotes and candles skip sequences by design when conflated: just take the newest.
     }
     seqs.set(u.symbol, u.seq);
     this.opts.onEvent({ kind: 'update', update: u });

@@ -17,7 +17,11 @@ const UP = '#26a69a';
 const DOWN = '#ef5350';
 const HISTORY_BARS = 300;
 
-/** Candles for the selected symbol: history from /v1/candles, live from trades. */
+/**
+ * Candles for the selected symbol: history from /v1/candles, then the live
+ * `candles.<interval>` channel updates the last bar and appends new ones
+ * (in replay, bars are built from the replayed trades).
+ */
 export class ChartView {
   private readonly chart: IChartApi;
   private readonly candles: ISeriesApi<'Candlestick'>;
@@ -29,6 +33,8 @@ export class ChartView {
   private load: AbortController | null = null;
   /** Bars currently drawn; the e2e suite reads it through data-bars. */
   private drawn = 0;
+  /** The newest bar as last drawn (a copy), for the e2e suite and debugging. */
+  private lastDrawn: Bar | null = null;
 
   constructor(
     root: HTMLElement,
@@ -74,6 +80,10 @@ export class ChartView {
     return this.drawn;
   }
 
+  get lastBar(): Bar | null {
+    return this.lastDrawn ? { ...this.lastDrawn } : null;
+  }
+
   /** Starts a new chart for the store's selected symbol and interval and loads its history. */
   async loadHistory(): Promise<void> {
     const { selected: symbol, interval } = this.store;
@@ -98,9 +108,9 @@ export class ChartView {
       this.store.dirtyChartReset = true;
       if (res.data.candles.length === 0) this.setNote('no history yet · live');
     } else {
-      // History is a nicety; live candles from trades keep the chart useful.
-      const why = res.ok || res.missing ? 'history not available' : `history failed: ${res.message}`;
-      this.setNote(`${why} · live trades only`);
+      // History is a nicety; the live candle channel keeps the chart useful.
+      const why = res.ok || res.missing || res.status === 503 ? 'history not available' : `history failed: ${res.message}`;
+      this.setNote(`${why} · live candles only`);
     }
   }
 
@@ -122,6 +132,8 @@ export class ChartView {
       }
       this.drawn = this.store.candles.bars.length;
     }
+    const bars = this.store.candles.bars;
+    this.lastDrawn = bars.length ? { ...bars[bars.length - 1] } : null;
     this.host.dataset.bars = String(this.drawn);
   }
 }
