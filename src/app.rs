@@ -309,14 +309,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: args.listen, source })?;
-    // Batching is ours; Nagle's algorithm would only add latency.
     let app = router(state.clone());
     let http = match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config).map_err(|source| StartError::Bind { addr, source })?;
-            tokio::spawn(
-                async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
-            )
+            spawn_serve(listener, app, shutdown.clone())
         }
         None => {
             // Batching is ours; Nagle's algorithm would only add latency.
@@ -325,9 +322,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
             });
-            tokio::spawn(
-                async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
-            )
+            spawn_serve(listener, app, shutdown.clone())
         }
     };
     let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
@@ -350,6 +345,15 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
 const WAKE_EVERY_EVENTS: usize = 64;
 
 /// Applies every event to the book and publishes it. Ends when every feed is gone.
+/// Serves `app` on `listener` (plain TCP or TLS) until `shutdown`.
+fn spawn_serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await })
+}
+
 async fn run_engine(
     mut engine: Engine,
     fanout: Arc<Fanout>,

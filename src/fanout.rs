@@ -147,8 +147,8 @@ struct Held {
     /// Sequence of the subscription's channel when the hold began: history must
     /// reach it, the held updates follow it.
     from: u64,
-    /// Held updates with their sequences, in order.
-    items: Vec<(u64, Item)>,
+    /// Held updates, in order; all after `from` (`offer` filters by sequence).
+    items: Vec<Item>,
     /// More arrived than an outbox may queue: the hold ends in a gap.
     overflowed: bool,
 }
@@ -453,7 +453,7 @@ impl Fanout {
         let config = &outbox.config;
         if let Some(held) = &mut sub.held {
             if held.items.len() < config.max_queued {
-                held.items.push((encoded.seq, Item::Update(encoded.clone())));
+                held.items.push(Item::Update(encoded.clone()));
             } else {
                 held.overflowed = true;
             }
@@ -571,7 +571,7 @@ impl Fanout {
         sub.resnapshot_pending = false;
         sub.book_dirty = false;
         if let Some(held) = &mut sub.held {
-            held.items.extend(messages.iter().cloned().map(|m| (event.seq, Item::Message(m))));
+            held.items.extend(messages.iter().cloned().map(Item::Message));
             return;
         }
         let first = inner.queue.is_empty();
@@ -769,7 +769,7 @@ impl Fanout {
                 inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(symbol, channel, last))));
                 count += ring_items.len() + held.items.len();
                 inner.queue.extend(ring_items);
-                inner.queue.extend(held.items.into_iter().filter(|(seq, _)| *seq > held.from).map(|(_, item)| item));
+                inner.queue.extend(held.items);
                 self.stats.resumed.fetch_add(1, Ordering::Relaxed);
                 Resume::Replayed(count)
             }

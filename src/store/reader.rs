@@ -134,15 +134,7 @@ impl Store {
                  AND ts_event >= {} AND ts_event < {} ORDER BY ts_event, seq LIMIT {limit}) TO STDOUT (FORMAT binary)",
                 COLUMNS[table], EVENT_TABLES[table], from as i64, to as i64
             );
-            let mut chunks = pool.copy_out_raw(&sql).await?;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = chunks.try_next().await? {
-                bytes.extend_from_slice(&chunk);
-            }
-            let mut events = Vec::with_capacity(limit.min(1 << 16));
-            pg_copy::decode(channel, &bytes, &mut events)
-                .map_err(|e| StoreError::Corrupt { table: EVENT_TABLES[table], detail: e.to_string() })?;
-            return Ok(events);
+            return copied_events(pool.copy_out_raw(&sql).await?, channel, limit).await;
         }
         let sql = format!(
             "SELECT {} FROM {} WHERE instrument_id = $1 AND (ts_event, seq) > ($2, $3) AND ts_event >= $4 AND ts_event < $5 \
@@ -199,17 +191,8 @@ impl Store {
         // ~5x slower. `SET LOCAL` lasts for this transaction only.
         let mut tx = pool.begin().await?;
         sqlx::raw_sql("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
-        let mut bytes = Vec::new();
-        {
-            let mut chunks = tx.copy_out_raw(&sql).await?;
-            while let Some(chunk) = chunks.try_next().await? {
-                bytes.extend_from_slice(&chunk);
-            }
-        }
+        let events = copied_events(tx.copy_out_raw(&sql).await?, channel, limit).await?;
         tx.commit().await?;
-        let mut events = Vec::with_capacity(limit.min(1 << 16));
-        pg_copy::decode(channel, &bytes, &mut events)
-            .map_err(|e| StoreError::Corrupt { table: EVENT_TABLES[table], detail: e.to_string() })?;
         Ok(events)
     }
 
@@ -296,6 +279,23 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Collects the output of one binary `COPY … TO STDOUT` of `channel`'s table and
+/// decodes it (at most `limit` rows were asked for).
+async fn copied_events(
+    mut chunks: futures_util::stream::BoxStream<'_, sqlx::Result<bytes::Bytes>>,
+    channel: Channel,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.try_next().await? {
+        bytes.extend_from_slice(&chunk);
+    }
+    let table = EVENT_TABLES[stored_index(channel)?];
+    let mut events = Vec::with_capacity(limit.min(1 << 16));
+    pg_copy::decode(channel, &bytes, &mut events).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })?;
+    Ok(events)
 }
 
 /// Order of events across symbols and channels: exchange time, then a fixed
