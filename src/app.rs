@@ -351,7 +351,7 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await })
+    tokio::spawn(crate::transport::serve::serve(listener, app, shutdown))
 }
 
 async fn run_engine(

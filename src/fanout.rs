@@ -8,7 +8,7 @@
 //! publisher reads it without a lock; subscribe and unsubscribe copy it.
 //!
 //! Each connection's writer waits on its outbox, takes everything queued in one
-//! [`Fanout::drain`], turns it into as few frames as possible ([`build_frames`]) and
+//! [`Fanout::drain`], turns it into as few frames as possible ([`frames`]) and
 //! writes them at once. While a write is in flight the outbox gathers: batches grow
 //! under load and no timer ever delays an update at low load.
 //!
@@ -119,6 +119,8 @@ pub enum Item {
     Message(Bytes),
     /// A fresh book snapshot, taken when the writer drains (slow consumer, conflation).
     Resnapshot(InstrumentId),
+    /// Bytes that are already a whole transport frame (a WebSocket ping or pong).
+    Raw(Bytes),
 }
 
 #[derive(Debug)]
@@ -192,12 +194,19 @@ impl OutboxInner {
 
 /// One connection's queue of pending items, filled by the engine and emptied by
 /// the connection's writer.
-#[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
     wake: Notify,
+    /// Set when a writer shard, not the connection's task, writes this outbox.
+    notifier: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     config: OutboxConfig,
     format: Format,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("format", &self.format).field("sharded", &self.notifier.get().is_some()).finish()
+    }
 }
 
 impl Outbox {
@@ -217,7 +226,7 @@ impl Outbox {
             inner.close = Some((code, reason));
         }
         drop(inner);
-        self.wake.notify_one();
+        self.signal();
     }
 
     /// Queues a complete message (snapshot, error, pong…) behind everything queued.
@@ -227,8 +236,42 @@ impl Outbox {
         let first = inner.queue.len() == 1;
         drop(inner);
         if first {
-            self.wake.notify_one();
+            self.signal();
         }
+    }
+
+    /// Queues bytes that are already a complete transport frame (a WebSocket
+    /// ping or pong), sent as they are, in order with everything else.
+    pub fn push_raw(&self, frame: Bytes) {
+        let mut inner = self.inner.lock();
+        if inner.close.is_some() {
+            return;
+        }
+        inner.queue.push(Item::Raw(frame));
+        let first = inner.queue.len() == 1;
+        drop(inner);
+        if first {
+            self.signal();
+        }
+    }
+
+    /// Routes this outbox's wake-ups to `notify` (a writer shard) instead of the
+    /// connection's own task; [`Self::ready`] then only hears [`Self::wake_task`].
+    pub fn set_notifier(&self, notify: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.notifier.set(notify);
+    }
+
+    /// Tells whoever writes this outbox that something is queued or a close is due.
+    pub fn signal(&self) {
+        match self.notifier.get() {
+            Some(notify) => notify(),
+            None => self.wake.notify_one(),
+        }
+    }
+
+    /// Wakes the connection's own task (see [`Self::ready`]).
+    pub fn wake_task(&self) {
+        self.wake.notify_one();
     }
 
     /// Number of (instrument, channel) subscriptions.
@@ -361,7 +404,13 @@ impl Fanout {
 
     /// A new, empty outbox for a connection speaking `format`.
     pub fn outbox(&self, format: Format) -> Arc<Outbox> {
-        Arc::new(Outbox { inner: Mutex::default(), wake: Notify::new(), config: self.config, format })
+        Arc::new(Outbox {
+            inner: Mutex::default(),
+            wake: Notify::new(),
+            notifier: std::sync::OnceLock::new(),
+            config: self.config,
+            format,
+        })
     }
 
     /// Number of subscribers of one instrument and channel.
@@ -546,7 +595,7 @@ impl Fanout {
             *close = Some((close::SLOW_CONSUMER, "slow consumer"));
             self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
             drop(guard);
-            outbox.wake.notify_one();
+            outbox.signal();
             return;
         }
         if len == 0 {
@@ -618,7 +667,7 @@ impl Fanout {
         let wake = !inner.queue.is_empty();
         drop(inner);
         if wake {
-            outbox.wake.notify_one();
+            outbox.signal();
         }
         outcome
     }
@@ -778,7 +827,7 @@ impl Fanout {
         let wake = !inner.queue.is_empty();
         drop(guard);
         if wake {
-            outbox.wake.notify_one();
+            outbox.signal();
         }
         outcome
     }
@@ -845,7 +894,7 @@ impl Fanout {
         inner.queue.retain(|item| match item {
             Item::Update(e) => (e.instrument, e.channel) != (id, channel),
             Item::Resnapshot(i) => !(channel == Channel::Book && *i == id),
-            Item::Message(_) => true,
+            Item::Message(_) | Item::Raw(_) => true,
         });
         // Queue indices moved: forget every remembered quote position.
         inner.epoch += 1;
@@ -893,7 +942,7 @@ impl Fanout {
         let wake = was_empty && !queue.is_empty();
         drop(guard);
         if wake {
-            outbox.wake.notify_one();
+            outbox.signal();
         }
     }
 
@@ -929,65 +978,119 @@ impl Fanout {
 /// Wakes the writers of `outboxes` (see [`Fanout::publish_deferred`]) and empties the list.
 pub fn wake_all(outboxes: &mut Vec<Arc<Outbox>>) {
     for outbox in outboxes.drain(..) {
-        outbox.wake.notify_one();
+        outbox.signal();
     }
 }
 
-/// Builds the frames for drained items in `format`: runs of updates become batch
-/// frames of at most `max_frame_bytes` (a single larger update still gets its own
-/// frame); messages go out as their own frames, in queue order.
-pub fn build_frames(items: &[Item], format: Format, max_frame_bytes: usize, frames: &mut Vec<Bytes>) {
-    let mut start = 0;
-    while start < items.len() {
-        match &items[start] {
-            Item::Message(message) => {
-                frames.push(message.clone());
-                start += 1;
-            }
-            Item::Resnapshot(_) => start += 1, // materialised by `drain`
-            Item::Update(_) => {
-                // The longest run of updates from `start` that fits one frame.
-                let mut end = start;
-                let mut body = 0;
-                while let Some(Item::Update(encoded)) = items.get(end) {
-                    let len = encoded.fragments[format.index()].len() + 1;
-                    if end > start && body + len > max_frame_bytes {
-                        break;
-                    }
-                    body += len;
-                    end += 1;
+/// One frame's worth of drained items: a message on its own, a ready transport
+/// frame, or a run of updates that becomes one batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    Message(&'a Bytes),
+    Raw(&'a Bytes),
+    /// Updates only; `body` is the sum of their fragments' lengths in the format.
+    Batch {
+        updates: &'a [Item],
+        body: usize,
+    },
+}
+
+impl Frame<'_> {
+    /// Length of the frame's payload in `format`.
+    pub fn payload_len(&self, format: Format) -> usize {
+        match self {
+            Frame::Message(bytes) | Frame::Raw(bytes) => bytes.len(),
+            Frame::Batch { updates, body } => match format {
+                Format::Json => {
+                    body + updates.len().saturating_sub(1) + json::BATCH_OPEN.len() + json::BATCH_CLOSE.len()
                 }
-                let run = items[start..end].iter().filter_map(|item| match item {
+                Format::Proto => body + proto::batch_header_len(*body),
+            },
+        }
+    }
+
+    /// Appends the frame's payload to `out`.
+    pub fn write_payload(&self, format: Format, out: &mut Vec<u8>) {
+        match self {
+            Frame::Message(bytes) | Frame::Raw(bytes) => out.extend_from_slice(bytes),
+            Frame::Batch { updates, body } => {
+                let fragments = updates.iter().filter_map(|item| match item {
                     Item::Update(encoded) => Some(&encoded.fragments[format.index()]),
                     _ => None,
                 });
-                frames.push(match format {
+                match format {
                     Format::Json => {
-                        let mut frame = Vec::with_capacity(body + json::BATCH_OPEN.len() + json::BATCH_CLOSE.len());
-                        frame.extend_from_slice(json::BATCH_OPEN);
-                        for (i, fragment) in run.enumerate() {
+                        out.extend_from_slice(json::BATCH_OPEN);
+                        for (i, fragment) in fragments.enumerate() {
                             if i > 0 {
-                                frame.push(b',');
+                                out.push(b',');
                             }
-                            frame.extend_from_slice(fragment);
+                            out.extend_from_slice(fragment);
                         }
-                        frame.extend_from_slice(json::BATCH_CLOSE);
-                        Bytes::from(frame)
+                        out.extend_from_slice(json::BATCH_CLOSE);
                     }
                     Format::Proto => {
-                        // `body` counted a separator per update, which protobuf has not.
-                        let body_len = body - (end - start);
-                        let mut frame = Vec::with_capacity(body_len + proto::batch_header_len(body_len));
-                        proto::batch_header(&mut frame, body_len);
-                        for fragment in run {
-                            frame.extend_from_slice(fragment);
+                        proto::batch_header(out, *body);
+                        for fragment in fragments {
+                            out.extend_from_slice(fragment);
                         }
-                        Bytes::from(frame)
                     }
-                });
-                start = end;
+                }
             }
         }
+    }
+}
+
+/// Splits drained items into frames, in queue order: runs of updates become
+/// batches of at most `max_frame_bytes` (a single larger update still gets its
+/// own); messages and raw frames stand alone; resnapshots were materialised by
+/// [`Fanout::drain`] and are skipped.
+pub fn frames(items: &[Item], format: Format, max_frame_bytes: usize) -> impl Iterator<Item = Frame<'_>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let item = items.get(start)?;
+            match item {
+                Item::Message(message) => {
+                    start += 1;
+                    return Some(Frame::Message(message));
+                }
+                Item::Raw(frame) => {
+                    start += 1;
+                    return Some(Frame::Raw(frame));
+                }
+                Item::Resnapshot(_) => start += 1,
+                Item::Update(_) => {
+                    // The longest run of updates from `start` that fits one frame.
+                    let mut end = start;
+                    let mut body = 0;
+                    while let Some(Item::Update(encoded)) = items.get(end) {
+                        let len = encoded.fragments[format.index()].len();
+                        if end > start && body + len + (end - start) + 1 > max_frame_bytes {
+                            break;
+                        }
+                        body += len;
+                        end += 1;
+                    }
+                    let updates = &items[start..end];
+                    start = end;
+                    return Some(Frame::Batch { updates, body });
+                }
+            }
+        }
+    })
+}
+
+/// Builds the payload of each frame for drained items (see [`frames`]); raw
+/// transport frames are left out (they only exist on WebSocket outboxes).
+pub fn build_frames(items: &[Item], format: Format, max_frame_bytes: usize, out: &mut Vec<Bytes>) {
+    for frame in frames(items, format, max_frame_bytes) {
+        if let Frame::Raw(_) = frame {
+            continue;
+        }
+        let mut payload = Vec::with_capacity(frame.payload_len(format));
+        frame.write_payload(format, &mut payload);
+        out.push(Bytes::from(payload));
     }
 }
 

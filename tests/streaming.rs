@@ -270,3 +270,92 @@ async fn rest_instruments_snapshot_and_health() {
     assert_eq!(body["feeds"][0]["state"], "live");
     server.shutdown().await;
 }
+
+/// A client that stops reading backs its socket up: the server keeps writing
+/// everyone else on time, hands the stalled connection to its own task, and when
+/// the outbox overflows a `full` subscription, closes it with 4008 behind every
+/// frame already accepted, each of them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_cut_off_cleanly_and_disturbs_no_one() {
+    let server = start(&["--rate", "20000", "--outbox-max", "256", "--conflate-after", "64"]).await;
+    // A small receive buffer, so the server's socket fills within moments.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(common::ws_url(server.addr), stream).await.unwrap();
+    let (_, instruments) = get_json(server.addr, "/v1/instruments").await;
+    let symbols: Vec<_> = instruments["instruments"].as_array().unwrap().iter().map(|i| i["symbol"].clone()).collect();
+    let subscribe = json!({"op":"subscribe","channels":["quotes","trades","book"],"symbols":symbols,"delivery":"full"});
+    futures_util::SinkExt::send(&mut stalled, tokio_tungstenite::tungstenite::Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+
+    let mut live = Client::connect(server.addr).await;
+    live.subscribe(&["trades"], &["BTC-USD", "ETH-USD"]).await;
+    // Stall until the server gives up on the stalled client (its socket fills,
+    // then its outbox); the live client's trades stay gapless throughout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        for _ in 0..50 {
+            seen.push(live.json().await);
+        }
+        let (_, stats) = get_json(server.addr, "/v1/stats").await;
+        if stats["slow_consumer_closes"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the stalled client was never cut off: {stats}");
+    }
+    assert!(updates(&seen).len() > 100, "the live client kept streaming");
+    assert_sequenced(&seen);
+
+    // Now read what the stalled client was sent: whole JSON frames, then 4008.
+    let mut frames = 0;
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut stalled))
+            .await
+            .expect("the server closes the stalled client")
+            .expect("a close frame before the end")
+            .expect("frames are well formed");
+        match message {
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                serde_json::from_str::<serde_json::Value>(&text).expect("each frame is whole JSON");
+                frames += 1;
+            }
+            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame.expect("a close code"),
+            _ => {}
+        }
+    };
+    assert_eq!(u16::from(close.code), 4008, "{close:?}");
+    assert!(frames > 0);
+    // The server still serves newcomers.
+    let mut fresh = Client::connect(server.addr).await;
+    fresh.round_trip(1).await;
+}
+
+/// A client's ping is answered with a pong carrying its payload, in order with
+/// the data (the reply goes through the connection's outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pings_get_pongs() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(&["--rate", "2000"]).await;
+    let mut client = Client::connect(server.addr).await;
+    client.subscribe(&["quotes"], &["BTC-USD"]).await;
+    client.until_type("snapshot").await;
+    client.socket.send(Message::Ping("are you there".into())).await.unwrap();
+    let pong = loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.socket.next())
+            .await
+            .expect("a pong")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Pong(payload) => break payload,
+            Message::Text(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+    client.round_trip(2).await;
+}

@@ -9,7 +9,10 @@ pub mod history;
 mod page;
 mod replay;
 mod rest;
+pub mod serve;
 pub mod tls;
+mod upgrade;
+mod writer;
 pub mod ws;
 
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,6 +54,8 @@ pub struct AppState {
     /// Tokens and origins the API accepts.
     pub access: access::AccessPolicy,
     connections: AtomicUsize,
+    /// Writer shards for plain-TCP WebSocket sessions, started with the first.
+    writers: std::sync::OnceLock<writer::WriterShards>,
 }
 
 impl AppState {
@@ -77,6 +82,7 @@ impl AppState {
             history: None,
             access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
+            writers: std::sync::OnceLock::new(),
         }
     }
 
@@ -94,6 +100,14 @@ impl AppState {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// The writer shards (one per core), started on first use.
+    fn writers(&self) -> &writer::WriterShards {
+        self.writers.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            writer::WriterShards::start(cores, &self.fanout, self.limits.max_frame_bytes, &self.sessions)
+        })
     }
 
     fn connection_opened(&self) {
@@ -164,9 +178,11 @@ struct WsQuery {
 /// client offers) or `?format=`; JSON when neither is given. A client that offers
 /// only subprotocols we do not speak, or names an unknown format, is refused with
 /// 400 before the upgrade.
-pub(crate) fn negotiate(upgrade: &WebSocketUpgrade, format: Option<&str>) -> Result<(Format, bool), ApiError> {
-    let offered: Vec<&str> = upgrade
-        .requested_protocols()
+pub(crate) fn negotiate<'a>(
+    requested_protocols: impl Iterator<Item = &'a axum::http::HeaderValue>,
+    format: Option<&str>,
+) -> Result<(Format, bool), ApiError> {
+    let offered: Vec<&str> = requested_protocols
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
@@ -194,11 +210,7 @@ pub(crate) fn negotiate(upgrade: &WebSocketUpgrade, format: Option<&str>) -> Res
     Ok((format, true))
 }
 
-async fn ws_upgrade(
-    State(app): State<Arc<AppState>>,
-    Query(query): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuery>, mut request: Request) -> Response {
     if app.shutdown.is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
@@ -212,25 +224,28 @@ async fn ws_upgrade(
         )
         .into_response();
     }
-    let (format, echo_protocol) = match negotiate(&upgrade, query.format.as_deref()) {
+    let handshake = match upgrade::Handshake::check(&mut request) {
+        Ok(handshake) => handshake,
+        Err(error) => {
+            metrics::counter!("tickwire_ws_refused_total", "reason" => error.code).increment(1);
+            return error.into_response();
+        }
+    };
+    let protocols = request.headers().get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let (format, echo_protocol) = match negotiate(protocols, query.format.as_deref()) {
         Ok(negotiated) => negotiated,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => error.code).increment(1);
             return error.into_response();
         }
     };
-    let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
-    let limits = app.limits;
-    upgrade
-        // Clients send small requests: a 4 KiB read buffer instead of tungstenite's
-        // 128 KiB default keeps idle connections cheap (see docs/BENCHMARKS.md).
-        .read_buffer_size(limits.read_buffer_bytes)
-        .write_buffer_size(limits.write_buffer_bytes)
-        .max_write_buffer_size(limits.max_frame_bytes * 4 + limits.write_buffer_bytes)
-        .max_message_size(limits.max_message_bytes)
-        .max_frame_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| {
-            let sessions = app.sessions.clone();
-            sessions.track_future(ws::run(socket, app, format))
-        })
+    let (response, on_upgrade) = handshake.accept(echo_protocol.then(|| format.subprotocol()));
+    let sessions = app.sessions.clone();
+    sessions.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => ws::run(upgraded, app, format).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+    response
 }

@@ -126,7 +126,7 @@ pub async fn upgrade(
     let Ok(upgrade) = upgrade else {
         return bad("bad_request", "replay is a WebSocket endpoint: connect with an upgrade request").into_response();
     };
-    let (format, echo_protocol) = match super::negotiate(&upgrade, query.format.as_deref()) {
+    let (format, echo_protocol) = match super::negotiate(upgrade.requested_protocols(), query.format.as_deref()) {
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };

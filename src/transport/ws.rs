@@ -1,28 +1,32 @@
 //! One WebSocket session: a reader that turns client requests into subscriptions,
-//! and a writer that drains the connection's outbox into frames.
+//! and the writing of the connection's outbox.
 //!
-//! Both halves run in the connection's one task. The writer waits on the outbox,
-//! the shutdown token and the heartbeat timer; it takes everything queued at once
-//! and makes one flush for it, so batches grow by themselves while a write is in
-//! flight. The reader never writes to the socket: answers (snapshots, errors,
-//! pongs) go through the outbox, in order with the data. When the client is gone or
-//! broke the protocol, the reader ends and asks the writer for a close frame.
+//! On a plain TCP socket a writer shard writes the outbox ([`super::writer`]);
+//! the session's task only reads, keeps the heartbeat and conflation timers, and
+//! takes over the writing while the socket is backlogged. On TLS the task writes
+//! too. The reader never writes to the socket: answers (snapshots, errors,
+//! pongs) go through the outbox, in order with the data. When the client is gone
+//! or broke the protocol, the reader ends and asks for a close frame.
 
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio_tungstenite::tungstenite;
+use futures_util::{Stream, StreamExt};
+use hyper::upgrade::Upgraded;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::AppState;
+use super::upgrade::{ReadSide, WriteSide, split};
+use super::writer::{Connection, WriteStatus, ping_frame};
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
-use crate::fanout::{Item, Outbox, Resume, build_frames};
+use crate::fanout::{Outbox, Resume};
 use crate::model::{Channel, InstrumentId, now_nanos};
 
 /// Per-connection limits and timers.
@@ -63,10 +67,11 @@ impl Default for SessionLimits {
     }
 }
 
-/// How long a closing session waits for the peer's side of the close handshake.
+/// How long a closing session waits for its close frame to go out, and then for
+/// the peer's side of the close handshake.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Why the reader stopped, and the close code the writer should send.
+/// Why the reader stopped, and the close code to send.
 struct ReaderEnd {
     code: u16,
     reason: &'static str,
@@ -74,36 +79,119 @@ struct ReaderEnd {
 
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
-pub async fn run(socket: WebSocket, app: Arc<AppState>, format: Format) {
+pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     app.connection_opened();
     let outbox = app.fanout.outbox(format);
+    let (read, write) = split(upgraded);
+    let (connection, mut stream_sink) = match write {
+        WriteSide::Direct(socket) => {
+            let connection = Connection::new(outbox.clone(), Some(socket));
+            app.writers().attach(&connection);
+            (connection, None)
+        }
+        WriteSide::Stream(sink) => (Connection::new(outbox.clone(), None), Some(sink)),
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(app.limits.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(Some(app.limits.max_message_bytes))
+        .max_frame_size(Some(app.limits.max_message_bytes));
+    let stream =
+        WebSocketStream::from_raw_socket(ReadSide::new(read, outbox.clone()), Role::Server, Some(config)).await;
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
-    let (sink, stream) = socket.split();
-    let mut writer = pin!(write_loop(sink, &app, &outbox, started, &last_seen_ms));
     let mut reader = pin!(read_loop(stream, &app, &outbox, started, &last_seen_ms));
-    tokio::select! {
-        () = &mut writer => {
-            // We sent a close frame: give the peer a moment to answer with its own
-            // (the reader ends on it), so the close handshake completes cleanly.
-            let _ = tokio::time::timeout(CLOSE_LINGER, reader).await;
+    let mut reader_end: Option<ReaderEnd> = None;
+
+    let limits = app.limits;
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + limits.ping_interval, limits.ping_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Runs while the connection has `conflate` subscriptions.
+    let mut conflation: Option<(u32, tokio::time::Interval)> = None;
+    let mut status = WriteStatus::Flowing;
+    let mut shutting_down = false;
+    // Once a close is asked for, the session ends by this time at the latest.
+    let mut close_deadline: Option<tokio::time::Instant> = None;
+    while status != WriteStatus::Closed {
+        let wanted = outbox.conflate_ms();
+        if wanted != conflation.as_ref().map(|(ms, _)| *ms) {
+            conflation = wanted.map(|ms| {
+                let period = Duration::from_millis(u64::from(ms));
+                (ms, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
+            });
         }
-        end = &mut reader => {
-            outbox.request_close(end.code, end.reason);
-            // Give the writer a moment to send the close frame; a peer that is
-            // already gone must not hold the task.
-            let _ = tokio::time::timeout(CLOSE_LINGER, writer).await;
-            if end.code != close::NORMAL {
-                // The peer may still be sending (say, the rest of an oversized
-                // frame). Closing the socket now would reset the connection and
-                // discard our close frame before the peer reads it; linger instead.
-                tokio::select! {
-                    () = tokio::time::sleep(CLOSE_LINGER) => {}
-                    () = app.shutdown.cancelled() => {}
+        let conflation_tick = async {
+            match conflation.as_mut() {
+                Some((_, interval)) => {
+                    interval.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let deadline = async {
+            match close_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = app.shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                // What is queued goes out first, then the goodbye.
+                outbox.request_close(close::GOING_AWAY, "server shutting down");
+            }
+            () = outbox.ready() => {
+                status = match stream_sink.as_mut() {
+                    Some(sink) => connection.write_out(&app.fanout, limits.max_frame_bytes, sink).await,
+                    None => connection.status(),
+                };
+            }
+            ready = connection.writable(), if status == WriteStatus::Backlogged => {
+                status = match ready {
+                    Ok(()) => connection.flush_backlog(&app.fanout, limits.max_frame_bytes),
+                    Err(_) => WriteStatus::Closed,
+                };
+            }
+            end = &mut reader, if reader_end.is_none() => {
+                outbox.request_close(end.code, end.reason);
+                reader_end = Some(end);
+            }
+            () = conflation_tick => app.fanout.release_conflated(&outbox),
+            _ = heartbeat.tick() => {
+                let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen_ms.load(Ordering::Relaxed));
+                if silent_ms > limits.idle_timeout.as_millis() as u64 {
+                    metrics::counter!("tickwire_ws_idle_closes_total").increment(1);
+                    outbox.request_close(close::IDLE_TIMEOUT, "idle timeout");
+                } else {
+                    outbox.push_raw(ping_frame());
                 }
             }
+            () = deadline => break,
+        }
+        if close_deadline.is_none() && (connection.close_queued() || reader_end.is_some() || shutting_down) {
+            close_deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
         }
     }
+    match reader_end {
+        // We closed: give the peer a moment to answer with its own close frame
+        // (the reader ends on it), so the close handshake completes cleanly.
+        None => {
+            let _ = tokio::time::timeout(CLOSE_LINGER, reader).await;
+        }
+        Some(end) if end.code != close::NORMAL => {
+            // The peer may still be sending (say, the rest of an oversized frame).
+            // Closing the socket now would reset the connection and discard our
+            // close frame before the peer reads it; linger instead.
+            tokio::select! {
+                () = tokio::time::sleep(CLOSE_LINGER) => {}
+                () = app.shutdown.cancelled() => {}
+            }
+        }
+        Some(_) => {}
+    }
+    connection.finish();
     app.fanout.detach(&outbox);
     app.connection_closed();
 }
@@ -120,7 +208,7 @@ async fn read_loop<S>(
     last_seen_ms: &AtomicU64,
 ) -> ReaderEnd
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
@@ -143,25 +231,24 @@ where
                     None,
                 ),
             ),
-            (Ok(Message::Ping(_) | Message::Pong(_)), _) => {}
+            (Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)), _) => {}
             (Ok(Message::Close(_)), _) => return ReaderEnd { code: close::NORMAL, reason: "bye" },
-            (Err(error), _) => return classify_read_error(error),
+            (Err(error), _) => return classify_read_error(&error),
         }
     }
     ReaderEnd { code: close::NORMAL, reason: "closed" }
 }
 
-fn classify_read_error(error: axum::Error) -> ReaderEnd {
-    let inner = error.into_inner();
-    let end = match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message too big" },
-        Some(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
+fn classify_read_error(error: &tungstenite::Error) -> ReaderEnd {
+    let end = match error {
+        tungstenite::Error::Capacity(_) => ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message too big" },
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
             ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" }
         }
         _ => ReaderEnd { code: close::NORMAL, reason: "connection lost" },
     };
     metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);
-    tracing::debug!(error = %inner, code = end.code, "websocket read ended");
+    tracing::debug!(%error, code = end.code, "websocket read ended");
     end
 }
 
@@ -339,106 +426,4 @@ fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if !unknown.is_empty() {
         reject(outbox, &unknown_symbols_error(&unknown, "unsubscribe"));
     }
-}
-
-async fn write_loop<S>(mut sink: S, app: &AppState, outbox: &Outbox, started: Instant, last_seen_ms: &AtomicU64)
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    let mut items: Vec<Item> = Vec::new();
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + app.limits.ping_interval, app.limits.ping_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Runs while the connection has `conflate` subscriptions.
-    let mut conflation: Option<(u32, tokio::time::Interval)> = None;
-    let format = outbox.format();
-    loop {
-        let wanted = outbox.conflate_ms();
-        if wanted != conflation.as_ref().map(|(ms, _)| *ms) {
-            conflation = wanted.map(|ms| {
-                let period = Duration::from_millis(u64::from(ms));
-                (ms, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
-            });
-        }
-        let conflation_tick = async {
-            match conflation.as_mut() {
-                Some((_, interval)) => {
-                    interval.tick().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let close = tokio::select! {
-            biased;
-            () = app.shutdown.cancelled() => {
-                // Deliver what is already queued, then say goodbye.
-                let _ = app.fanout.drain(outbox, &mut items);
-                if write_items(&mut sink, &items, format, &mut frames, app.limits.max_frame_bytes).await.is_err() {
-                    return;
-                }
-                Some((close::GOING_AWAY, "server shutting down"))
-            }
-            () = outbox.ready() => {
-                let close = app.fanout.drain(outbox, &mut items);
-                if close.is_none_or(|(code, _)| code != close::SLOW_CONSUMER)
-                    && write_items(&mut sink, &items, format, &mut frames, app.limits.max_frame_bytes).await.is_err()
-                {
-                    return;
-                }
-                items.clear();
-                close
-            }
-            () = conflation_tick => {
-                app.fanout.release_conflated(outbox);
-                None
-            }
-            _ = heartbeat.tick() => {
-                let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen_ms.load(Ordering::Relaxed));
-                if silent_ms > app.limits.idle_timeout.as_millis() as u64 {
-                    metrics::counter!("tickwire_ws_idle_closes_total").increment(1);
-                    Some((close::IDLE_TIMEOUT, "idle timeout"))
-                } else if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                } else {
-                    None
-                }
-            }
-        };
-        if let Some((code, reason)) = close {
-            if code == close::SLOW_CONSUMER {
-                metrics::counter!("tickwire_ws_slow_consumer_closes_total").increment(1);
-            }
-            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-            let _ = sink.send(Message::Close(Some(frame))).await;
-            let _ = sink.close().await;
-            return;
-        }
-    }
-}
-
-/// Writes drained items as frames and flushes once.
-async fn write_items<S>(
-    sink: &mut S,
-    items: &[Item],
-    format: Format,
-    frames: &mut Vec<Bytes>,
-    max_frame_bytes: usize,
-) -> Result<(), axum::Error>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    if items.is_empty() {
-        return Ok(());
-    }
-    frames.clear();
-    build_frames(items, format, max_frame_bytes, frames);
-    for frame in frames.drain(..) {
-        let message = match format {
-            Format::Json => Message::Text(Utf8Bytes::try_from(frame).map_err(axum::Error::new)?),
-            Format::Proto => Message::Binary(frame),
-        };
-        sink.feed(message).await?;
-    }
-    sink.flush().await
 }

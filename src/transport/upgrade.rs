@@ -1,0 +1,153 @@
+//! The WebSocket handshake of `/v1/ws`, and the upgraded socket split into the
+//! halves a session uses.
+//!
+//! axum's `WebSocketUpgrade` hands over a socket that tungstenite both reads and
+//! writes. A session here wants the write side for itself (a writer shard sends
+//! on it directly, see [`super::writer`]), so the handshake is done here and
+//! tungstenite only reads: what it would write (pong and close replies) comes back
+//! through [`ReadSide`] into the outbox, so the socket keeps exactly one writer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::ApiError;
+use super::writer::is_close_frame;
+use crate::fanout::Outbox;
+
+/// A validated upgrade request: the key to answer and the pending upgrade.
+pub struct Handshake {
+    accept: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl Handshake {
+    /// Checks an HTTP/1.1 upgrade request (RFC 6455, 4.2.1).
+    pub fn check(request: &mut Request) -> Result<Self, ApiError> {
+        let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_upgrade", message.to_string());
+        if request.method() != Method::GET {
+            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "bad_upgrade", "a WebSocket upgrade is a GET"));
+        }
+        let headers = request.headers();
+        if !header_has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(bad("Connection header did not include 'upgrade'"));
+        }
+        if !header_has_token(headers, header::UPGRADE, "websocket") {
+            return Err(bad("`Upgrade` header did not include 'websocket'"));
+        }
+        if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+            return Err(bad("`Sec-WebSocket-Version` header did not include '13'"));
+        }
+        let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| bad("`Sec-WebSocket-Key` header missing"))?;
+        let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| bad("bad key"))?;
+        let on_upgrade = request.extensions_mut().remove::<OnUpgrade>().ok_or_else(|| {
+            ApiError::new(StatusCode::UPGRADE_REQUIRED, "bad_upgrade", "this connection cannot be upgraded")
+        })?;
+        Ok(Self { accept, on_upgrade })
+    }
+
+    /// The `101 Switching Protocols` answer, and the upgrade it completes.
+    pub fn accept(self, protocol: Option<&'static str>) -> (Response, OnUpgrade) {
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        if let Some(protocol) = protocol {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+        }
+        (response, self.on_upgrade)
+    }
+}
+
+/// The read half a session gives tungstenite.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The write half of an upgraded socket.
+pub enum WriteSide {
+    /// Plain TCP: written directly by a writer shard.
+    Direct(OwnedWriteHalf),
+    /// Anything else (TLS): written by the session's task.
+    Stream(WriteHalf<TokioIo<Upgraded>>),
+}
+
+/// Splits an upgraded connection. A plain TCP socket is taken back from hyper
+/// whole (with any bytes hyper read past the request), so its write half can be
+/// written without a task; others are split around a lock.
+pub fn split(upgraded: Upgraded) -> (BoxRead, WriteSide) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            let read: BoxRead = if parts.read_buf.is_empty() {
+                Box::new(read)
+            } else {
+                Box::new(io::Cursor::new(parts.read_buf).chain(read))
+            };
+            (read, WriteSide::Direct(write))
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            (Box::new(read), WriteSide::Stream(write))
+        }
+    }
+}
+
+/// The socket as tungstenite sees it: reads come from the socket; writes (its
+/// automatic pong replies) are queued in the outbox as ready frames, behind the
+/// data already queued. Its reply to a client's close is dropped: the session
+/// sends its own close frame when the reader ends.
+pub struct ReadSide {
+    read: BoxRead,
+    outbox: Arc<Outbox>,
+}
+
+impl ReadSide {
+    pub fn new(read: BoxRead, outbox: Arc<Outbox>) -> Self {
+        Self { read, outbox }
+    }
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if !buf.is_empty() && !is_close_frame(buf) {
+            self.outbox.push_raw(Bytes::copy_from_slice(buf));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
