@@ -274,6 +274,11 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Whether a close was requested (by the server or for the client).
+    pub fn closing(&self) -> bool {
+        self.inner.lock().close.is_some()
+    }
+
     /// Number of (instrument, channel) subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.inner.lock().subs.len()

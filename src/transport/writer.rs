@@ -154,11 +154,6 @@ impl Connection {
         }
     }
 
-    /// Whether a close frame is written or waiting to be.
-    pub fn close_queued(&self) -> bool {
-        self.state.lock().close_queued
-    }
-
     /// The session is over: nothing more may be written.
     pub fn finish(&self) {
         self.state.lock().done = true;

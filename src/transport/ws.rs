@@ -170,7 +170,7 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
             }
             () = deadline => break,
         }
-        if close_deadline.is_none() && (connection.close_queued() || reader_end.is_some() || shutting_down) {
+        if close_deadline.is_none() && outbox.closing() {
             close_deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
         }
     }
