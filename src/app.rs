@@ -304,7 +304,8 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let state = Arc::new(
         AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
             .with_history(history)
-            .with_access(access),
+            .with_access(access)
+            .with_writer_shards(args.writer_shards),
     );
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;

@@ -178,6 +178,9 @@ pub struct ServeArgs {
     /// Most WebSocket connections held at once; more are refused with 503.
     #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Tasks that write WebSocket connections (each owns a share of them); 0: one per core.
+    #[arg(long, env = "TICKWIRE_WRITER_SHARDS", default_value_t = 0)]
+    pub writer_shards: usize,
     /// Most (symbol, channel) subscriptions per connection.
     #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
@@ -221,9 +224,6 @@ pub struct ServeArgs {
     /// requests; tungstenite's 128 KiB default costs that much per idle socket.
     #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
     pub ws_read_buffer_bytes: u64,
-    /// Bytes gathered before a WebSocket write reaches the socket (a flush always writes).
-    #[arg(long, env = "TICKWIRE_WS_WRITE_BUFFER_BYTES", default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(0..=(16 << 20)))]
-    pub ws_write_buffer_bytes: u64,
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
@@ -375,7 +375,6 @@ impl ServeArgs {
                 DeliveryArg::Conflate => Delivery::Conflate { interval_ms: crate::codec::DEFAULT_CONFLATE_MS },
             },
             conflate_ms_range: (self.conflate_min_ms, self.conflate_max_ms.max(self.conflate_min_ms)),
-            write_buffer_bytes: self.ws_write_buffer_bytes as usize,
             ..SessionLimits::default()
         }
     }

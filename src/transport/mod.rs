@@ -56,6 +56,8 @@ pub struct AppState {
     connections: AtomicUsize,
     /// Writer shards for plain-TCP WebSocket sessions, started with the first.
     writers: std::sync::OnceLock<writer::WriterShards>,
+    /// How many writer shards to start (0: one per core).
+    writer_shards: usize,
 }
 
 impl AppState {
@@ -83,12 +85,19 @@ impl AppState {
             access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
             writers: std::sync::OnceLock::new(),
+            writer_shards: 0,
         }
     }
 
     /// Sets who may use the API.
     pub fn with_access(mut self, access: access::AccessPolicy) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Sets how many writer shards write WebSocket sessions (0: one per core).
+    pub fn with_writer_shards(mut self, shards: usize) -> Self {
+        self.writer_shards = shards;
         self
     }
 
@@ -105,8 +114,11 @@ impl AppState {
     /// The writer shards (one per core), started on first use.
     fn writers(&self) -> &writer::WriterShards {
         self.writers.get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            writer::WriterShards::start(cores, &self.fanout, self.limits.max_frame_bytes, &self.sessions)
+            let shards = match self.writer_shards {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            writer::WriterShards::start(shards, &self.fanout, self.limits.max_frame_bytes, &self.sessions)
         })
     }
 

@@ -47,8 +47,6 @@ pub struct SessionLimits {
     pub conflate_ms_range: (u32, u32),
     /// tungstenite's read buffer per connection.
     pub read_buffer_bytes: usize,
-    /// Bytes gathered before a write reaches the socket.
-    pub write_buffer_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -62,7 +60,6 @@ impl Default for SessionLimits {
             default_delivery: Delivery::SnapshotOnLag,
             conflate_ms_range: (10, 60_000),
             read_buffer_bytes: 4 << 10,
-            write_buffer_bytes: 64 << 10,
         }
     }
 }
