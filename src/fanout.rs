@@ -269,6 +269,13 @@ impl Outbox {
         }
     }
 
+    /// [`Self::signal`] when anything is queued.
+    pub fn signal_if_queued(&self) {
+        if !self.inner.lock().queue.is_empty() {
+            self.signal();
+        }
+    }
+
     /// Wakes the connection's own task (see [`Self::ready`]).
     pub fn wake_task(&self) {
         self.wake.notify_one();
@@ -667,14 +674,24 @@ impl Fanout {
         since: Option<u64>,
         delivery: Delivery,
     ) -> Resume {
-        let mut inner = outbox.inner.lock();
-        let outcome = self.subscribe_locked(outbox, &mut inner, id, channel, since, delivery, false);
-        let wake = !inner.queue.is_empty();
-        drop(inner);
-        if wake {
-            outbox.signal();
-        }
+        let outcome = self.subscribe_deferred(outbox, id, channel, since, delivery);
+        outbox.signal_if_queued();
         outcome
+    }
+
+    /// [`Self::subscribe`] without the wake-up: a request that subscribes to many
+    /// streams signals once at its end, so that its snapshots go out together
+    /// rather than interleaved with the first streams' updates.
+    pub fn subscribe_deferred(
+        &self,
+        outbox: &Arc<Outbox>,
+        id: InstrumentId,
+        channel: Channel,
+        since: Option<u64>,
+        delivery: Delivery,
+    ) -> Resume {
+        let mut inner = outbox.inner.lock();
+        self.subscribe_locked(outbox, &mut inner, id, channel, since, delivery, false)
     }
 
     /// [`Self::subscribe`] with the outbox already locked: registration and

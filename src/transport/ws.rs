@@ -329,7 +329,7 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
                     let stored = read_history(app, id, channel, after, hold_from).await;
                     app.fanout.release_hold(outbox, id, channel, after, &stored)
                 }
-                _ => app.fanout.subscribe(outbox, id, channel, resume_from, delivery),
+                _ => app.fanout.subscribe_deferred(outbox, id, channel, resume_from, delivery),
             };
             if let Resume::Ahead { .. } = outcome {
                 metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
@@ -339,6 +339,7 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if !unknown.is_empty() {
         reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
     }
+    outbox.signal_if_queued();
 }
 
 /// Most stored events one resume may replay; beyond it, a gap and a snapshot.
