@@ -205,8 +205,21 @@ pub struct Engine {
     candles: Vec<CandleWork>,
     /// Instruments with candle work for the next drain.
     candles_pending: Vec<InstrumentId>,
+    /// Venue (index into `venue_clocks`) of each instrument.
+    venue_of: Vec<usize>,
+    /// Per venue: the latest exchange time seen on any of its instruments, and
+    /// when the earliest of its open candles is due to close.
+    venue_clocks: Vec<VenueClock>,
     /// Trades older than the open candle's bucket, left out of live candles.
     pub late_trades: u64,
+}
+
+/// A venue's exchange time, which closes the candles of its quiet instruments.
+#[derive(Debug, Clone, Copy)]
+struct VenueClock {
+    now: Nanos,
+    /// The earliest `end + CANDLE_CLOSE_GRACE_NS` among the venue's open candles.
+    next_close: Nanos,
 }
 
 impl Engine {
@@ -214,12 +227,25 @@ impl Engine {
     pub fn new(instruments: &Instruments, depth: usize) -> Self {
         let states: Arc<[ArcSwap<InstrumentState>]> =
             (0..instruments.len()).map(|_| ArcSwap::from_pointee(InstrumentState::default())).collect();
+        let mut venues: Vec<&str> = Vec::new();
+        let venue_of = instruments
+            .iter()
+            .map(|inst| match venues.iter().position(|v| **v == *inst.venue) {
+                Some(index) => index,
+                None => {
+                    venues.push(&inst.venue);
+                    venues.len() - 1
+                }
+            })
+            .collect();
         Self {
             states,
             books: vec![L2Book::default(); instruments.len()],
             depth,
             candles: vec![CandleWork::default(); instruments.len()],
             candles_pending: Vec::new(),
+            venue_of,
+            venue_clocks: vec![VenueClock { now: 0, next_close: Nanos::MAX }; venues.len()],
             late_trades: 0,
         }
     }
@@ -247,6 +273,7 @@ impl Engine {
             Payload::Candle(_) => return Err(BookError::DerivedChannel),
         }
         self.track_candles(event);
+        self.advance_venue_clock(event.instrument, event.ts_event);
         let slot = &self.states[index];
         let current = slot.load();
         let mut next = InstrumentState::clone(&current);
@@ -332,7 +359,12 @@ impl Engine {
                     }
                     continue;
                 }
-                current => *current = Some(Candle::open(interval, event.ts_event, t.price, t.size)),
+                current => {
+                    let candle = Candle::open(interval, event.ts_event, t.price, t.size);
+                    let clock = &mut self.venue_clocks[self.venue_of[event.instrument.index()]];
+                    clock.next_close = clock.next_close.min(candle.end() + CANDLE_CLOSE_GRACE_NS);
+                    *current = Some(candle);
+                }
             }
             work.dirty[k] = true;
             touched = true;
@@ -344,6 +376,48 @@ impl Engine {
                 self.candles_pending.push(event.instrument);
             }
         }
+    }
+
+    /// Moves the venue's clock to `ts_event`, and once it passes the earliest due
+    /// close, closes every candle of the venue's instruments it has left behind:
+    /// an instrument that stopped trading (and quoting) still gets its candles
+    /// closed, by the time of the instruments around it. The venue's time, not
+    /// the wall clock, so that a replayed past closes its candles as it plays.
+    fn advance_venue_clock(&mut self, id: InstrumentId, ts_event: Nanos) {
+        let venue = self.venue_of[id.index()];
+        let clock = &mut self.venue_clocks[venue];
+        clock.now = clock.now.max(ts_event);
+        if clock.now < clock.next_close {
+            return;
+        }
+        let now = clock.now;
+        let mut next_close = Nanos::MAX;
+        for (index, work) in self.candles.iter_mut().enumerate() {
+            if self.venue_of[index] != venue {
+                continue;
+            }
+            let mut closed_any = false;
+            for k in 0..CandleInterval::COUNT {
+                let Some(open) = &mut work.current[k] else { continue };
+                if open.closed {
+                    continue;
+                }
+                let due = open.end() + CANDLE_CLOSE_GRACE_NS;
+                if now >= due {
+                    open.closed = true;
+                    work.closed.push(*open);
+                    work.dirty[k] = false;
+                    closed_any = true;
+                } else {
+                    next_close = next_close.min(due);
+                }
+            }
+            let id = InstrumentId(index as u32);
+            if closed_any && !self.candles_pending.contains(&id) {
+                self.candles_pending.push(id);
+            }
+        }
+        self.venue_clocks[venue].next_close = next_close;
     }
 
     /// Sequences and publishes the candles that changed since the last call, as
@@ -571,6 +645,66 @@ mod tests {
         // The minute candle is still open and holds all three trades.
         let minute = candles_of(&out, CandleInterval::M1);
         assert_eq!(minute.last().map(|c| (c.trades, c.closed)), Some((3, false)));
+    }
+
+    /// An instrument that goes quiet still has its candles closed, by the time
+    /// of the other instruments of its venue; another venue's time does not.
+    #[test]
+    fn quiet_instruments_candles_close_by_their_venues_time() {
+        let mut instruments = table();
+        for (symbol, venue) in [("ETH-USD", "sim"), ("XBT/USD", "kraken")] {
+            instruments
+                .add(InstrumentSpec {
+                    symbol: symbol.into(),
+                    venue: venue.into(),
+                    kind: AssetKind::Crypto,
+                    tick_size: Price::parse("0.01").unwrap(),
+                    lot_size: Size::parse("0.0001").unwrap(),
+                })
+                .unwrap();
+        }
+        let mut engine = Engine::new(&instruments, 10);
+        let mut out = Vec::new();
+        let trade = |id: u32, ms: u64| {
+            let payload = Payload::Trade(Trade { price: p(100), size: s(1), side: Side::Buy, trade_id: ms });
+            Event::new(InstrumentId(id), ms * 1_000_000, ms * 1_000_000, payload)
+        };
+        let quote = |id: u32, ms: u64| {
+            let payload = Payload::Quote(Quote { bid: p(100), bid_size: s(1), ask: p(101), ask_size: s(1) });
+            Event::new(InstrumentId(id), ms * 1_000_000, ms * 1_000_000, payload)
+        };
+        engine.apply(&mut trade(0, 500)).unwrap(); // BTC-USD trades in second 0, then nothing
+        engine.apply(&mut trade(2, 600)).unwrap(); // so does the Kraken instrument
+        engine.drain_candles(&mut out);
+        let open = |out: &[Event], id: u32| {
+            out.iter()
+                .filter(|e| e.instrument == InstrumentId(id))
+                .filter_map(|e| match &e.payload {
+                    Payload::Candle(c) if c.interval == CandleInterval::S1 => Some(c.closed),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(open(&out, 0), vec![false]);
+        // ETH-USD (same venue) quotes on; within the grace nothing closes.
+        out.clear();
+        engine.apply(&mut quote(1, 1_900)).unwrap();
+        engine.drain_candles(&mut out);
+        assert!(open(&out, 0).is_empty());
+        // Past the second's end and the grace: BTC-USD's 1 s candle closes, with
+        // its own clocks; the Kraken instrument's stays open.
+        engine.apply(&mut quote(1, 2_100)).unwrap();
+        engine.drain_candles(&mut out);
+        assert_eq!(open(&out, 0), vec![true]);
+        assert!(open(&out, 2).is_empty());
+        let closed = out.iter().find(|e| e.instrument == InstrumentId(0)).unwrap();
+        assert_eq!(closed.ts_event, 500 * 1_000_000);
+        assert!(engine.reader().load(InstrumentId(0)).candles[CandleInterval::S1.index()].unwrap().value.closed);
+        // A later trade opens the next candle as usual.
+        out.clear();
+        engine.apply(&mut trade(0, 2_200)).unwrap();
+        engine.drain_candles(&mut out);
+        assert_eq!(open(&out, 0), vec![false]);
     }
 
     #[test]
