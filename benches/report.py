@@ -1,22 +1,49 @@
-"""Turns the load matrix's JSON lines into a Markdown table with ratios to the
+"""Turns the load matrix's JSON lines into a Markdown table (medians where a
+scenario ran more than once) with ratios to the
 peers and an SVG chart of latency percentiles across load levels (no plotting
 library needed)."""
 import json
+import statistics
 import sys
 from pathlib import Path
 
 results, out = Path(sys.argv[1]), Path(sys.argv[2])
-rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def median_of(group):
+    """One row for repeated runs of a scenario: the median of each figure."""
+    if len(group) == 1:
+        return dict(group[0], runs=1)
+
+    def med(get):
+        values = [v for v in (get(r) for r in group) if v is not None]
+        return statistics.median(values) if values else None
+
+    row = dict(group[0], runs=len(group))
+    row["delivered_per_s"] = med(lambda r: r["delivered_per_s"])
+    row["server_cpu_pct"] = med(lambda r: r.get("server_cpu_pct"))
+    row["client_cpu_pct"] = med(lambda r: r.get("client_cpu_pct"))
+    row["server_kib_per_connection"] = med(lambda r: r.get("server_kib_per_connection"))
+    row["total_us"] = {k: med(lambda r: r["total_us"][k]) for k in group[0]["total_us"]}
+    row["p99_each_run_us"] = [r["total_us"]["p99"] for r in group]
+    return row
+
+
+grouped = {}
+for r in runs:
+    grouped.setdefault(r["name"], []).append(r)
+rows = [median_of(group) for group in grouped.values()]
 by_name = {r["name"]: r for r in rows}
 
-lines = ["| scenario | clients | delivered/s | p50 µs | p99 µs | p99.9 µs | server CPU % | KiB/conn |",
-         "|---|---|---|---|---|---|---|---|"]
+lines = ["| scenario | runs | clients | delivered/s | p50 µs | p99 µs | p99.9 µs | server CPU % | KiB/conn |",
+         "|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     t = r["total_us"]
     cpu = "-" if r.get("server_cpu_pct") is None else f'{r["server_cpu_pct"]:.0f}'
     kib = "-" if r.get("server_kib_per_connection") is None else f'{r["server_kib_per_connection"]:.1f}'
-    lines.append(f'| {r["name"]} | {r["clients"]} | {r["delivered_per_s"]:.0f} | {t["p50"]:.0f} | {t["p99"]:.0f} '
-                 f'| {t["p999"]:.0f} | {cpu} | {kib} |')
+    lines.append(f'| {r["name"]} | {r["runs"]} | {r["clients"]} | {r["delivered_per_s"]:.0f} | {t["p50"]:.0f} '
+                 f'| {t["p99"]:.0f} | {t["p999"]:.0f} | {cpu} | {kib} |')
 lines.append("")
 lines.append("| scenario | vs peer | delivered/s ratio | p99 ratio (lower is better) |")
 lines.append("|---|---|---|---|")
