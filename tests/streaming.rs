@@ -282,13 +282,13 @@ async fn a_stalled_reader_is_cut_off_cleanly_and_disturbs_no_one() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    let (mut stalled, _) = tokio_tungstenite::client_async(common::ws_url(server.addr), stream).await.unwrap();
+    let (stalled, _) = tokio_tungstenite::client_async(common::ws_url(server.addr), stream).await.unwrap();
+    let mut stalled = Some(stalled);
     let (_, instruments) = get_json(server.addr, "/v1/instruments").await;
     let symbols: Vec<_> = instruments["instruments"].as_array().unwrap().iter().map(|i| i["symbol"].clone()).collect();
     let subscribe = json!({"op":"subscribe","channels":["quotes","trades","book"],"symbols":symbols,"delivery":"full"});
-    futures_util::SinkExt::send(&mut stalled, tokio_tungstenite::tungstenite::Message::text(subscribe.to_string()))
-        .await
-        .unwrap();
+    let message = tokio_tungstenite::tungstenite::Message::text(subscribe.to_string());
+    futures_util::SinkExt::send(stalled.as_mut().unwrap(), message).await.unwrap();
 
     let mut live = Client::connect(server.addr).await;
     live.subscribe(&["trades"], &["BTC-USD", "ETH-USD"]).await;
@@ -296,36 +296,48 @@ async fn a_stalled_reader_is_cut_off_cleanly_and_disturbs_no_one() {
     // then its outbox); the live client's trades stay gapless throughout.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
-    loop {
+    // The stalled client resumes reading as soon as it is cut off (a client that
+    // still reads nothing gets CLOSE_LINGER, then the socket is dropped): whole
+    // JSON frames, then 4008.
+    let mut stalled_reader = None;
+    // Until the stalled client is cut off, and the live one has had its share since.
+    let mut wanted = usize::MAX;
+    while updates(&seen).len() < wanted {
         for _ in 0..50 {
             seen.push(live.json().await);
         }
-        let (_, stats) = get_json(server.addr, "/v1/stats").await;
-        if stats["slow_consumer_closes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the stalled client was never cut off: {stats}");
-    }
-    assert!(updates(&seen).len() > 100, "the live client kept streaming");
-    assert_sequenced(&seen);
-
-    // Now read what the stalled client was sent: whole JSON frames, then 4008.
-    let mut frames = 0;
-    let close = loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut stalled))
-            .await
-            .expect("the server closes the stalled client")
-            .expect("a close frame before the end")
-            .expect("frames are well formed");
-        match message {
-            tokio_tungstenite::tungstenite::Message::Text(text) => {
-                serde_json::from_str::<serde_json::Value>(&text).expect("each frame is whole JSON");
-                frames += 1;
+        if stalled_reader.is_none() {
+            let (_, stats) = get_json(server.addr, "/v1/stats").await;
+            if stats["slow_consumer_closes"].as_u64().unwrap_or(0) > 0 {
+                wanted = updates(&seen).len() + 200;
+                let mut stalled = stalled.take().unwrap();
+                stalled_reader = Some(tokio::spawn(async move {
+                    let mut frames = 0;
+                    loop {
+                        let message =
+                            tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut stalled))
+                                .await
+                                .expect("the server closes the stalled client")
+                                .expect("a close frame before the end")
+                                .expect("frames are well formed");
+                        match message {
+                            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                                serde_json::from_str::<serde_json::Value>(&text).expect("each frame is whole JSON");
+                                frames += 1;
+                            }
+                            tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                                return (frame.expect("a close code"), frames);
+                            }
+                            _ => {}
+                        }
+                    }
+                }));
             }
-            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame.expect("a close code"),
-            _ => {}
+            assert!(tokio::time::Instant::now() < deadline, "the stalled client was never cut off: {stats}");
         }
-    };
+    }
+    assert_sequenced(&seen);
+    let (close, frames) = stalled_reader.unwrap().await.unwrap();
     assert_eq!(u16::from(close.code), 4008, "{close:?}");
     assert!(frames > 0);
     // The server still serves newcomers.

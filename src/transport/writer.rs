@@ -160,7 +160,8 @@ impl Connection {
     }
 
     /// A shard's turn at a direct connection: drain, frame into `out`, send.
-    fn service(&self, fanout: &Fanout, items: &mut Vec<Item>, max_frame_bytes: usize, out: &mut Vec<u8>) {
+    fn service(&self, fanout: &Fanout, max_frame_bytes: usize, scratch: &mut Scratch) {
+        let Scratch { items, out } = scratch;
         let Some(socket) = &self.direct else { return };
         let mut state = self.state.lock();
         if state.done || state.close_queued {
@@ -247,15 +248,15 @@ impl Connection {
         fanout: &Fanout,
         max_frame_bytes: usize,
         sink: &mut W,
+        scratch: &mut Scratch,
     ) -> WriteStatus {
-        let mut items = Vec::new();
-        let mut out = Vec::new();
-        let close = fill(fanout, &self.outbox, &mut items, max_frame_bytes, &mut out);
+        scratch.out.clear();
+        let close = fill(fanout, &self.outbox, &mut scratch.items, max_frame_bytes, &mut scratch.out);
         if close.is_some() {
             self.state.lock().close_queued = true;
         }
         let written = async {
-            sink.write_all(&out).await?;
+            sink.write_all(&scratch.out).await?;
             sink.flush().await
         };
         if written.await.is_err() {
@@ -264,6 +265,14 @@ impl Connection {
         }
         if close.is_some() { WriteStatus::Closed } else { WriteStatus::Flowing }
     }
+}
+
+/// Buffers reused from one write to the next: the drained items (swapped with
+/// the outbox's queue, so neither side allocates again) and the framed bytes.
+#[derive(Default)]
+pub struct Scratch {
+    items: Vec<Item>,
+    out: Vec<u8>,
 }
 
 /// Sends as much of `bytes` as the socket takes now.
@@ -331,8 +340,7 @@ impl WriterShards {
 
 async fn run_shard(shard: Arc<Shard>, fanout: Arc<Fanout>, max_frame_bytes: usize, sessions: TaskTracker) {
     let mut batch: Vec<Arc<Connection>> = Vec::new();
-    let mut items: Vec<Item> = Vec::new();
-    let mut out: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut scratch = Scratch { items: Vec::new(), out: Vec::with_capacity(64 << 10) };
     loop {
         tokio::select! {
             () = shard.wake.notified() => {}
@@ -344,13 +352,13 @@ async fn run_shard(shard: Arc<Shard>, fanout: Arc<Fanout>, max_frame_bytes: usiz
                 break;
             }
             for (i, connection) in batch.drain(..).enumerate() {
-                connection.service(&fanout, &mut items, max_frame_bytes, &mut out);
+                connection.service(&fanout, max_frame_bytes, &mut scratch);
                 if i % SHARD_BUDGET == SHARD_BUDGET - 1 {
                     tokio::task::yield_now().await;
                 }
             }
-            if out.capacity() > 1 << 20 {
-                out = Vec::with_capacity(64 << 10); // one huge frame need not stay resident
+            if scratch.out.capacity() > 1 << 20 {
+                scratch.out = Vec::with_capacity(64 << 10); // one huge frame need not stay resident
             }
         }
     }

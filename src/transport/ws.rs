@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::AppState;
 use super::upgrade::{ReadSide, WriteSide, split};
-use super::writer::{Connection, WriteStatus, ping_frame};
+use super::writer::{Connection, Scratch, WriteStatus, ping_frame};
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
@@ -107,6 +107,8 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     // Runs while the connection has `conflate` subscriptions.
     let mut conflation: Option<(u32, tokio::time::Interval)> = None;
     let mut status = WriteStatus::Flowing;
+    // Only a session that writes for itself (TLS) needs buffers of its own.
+    let mut scratch = Scratch::default();
     let mut shutting_down = false;
     // Once a close is asked for, the session ends by this time at the latest.
     let mut close_deadline: Option<tokio::time::Instant> = None;
@@ -141,7 +143,7 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
             }
             () = outbox.ready() => {
                 status = match stream_sink.as_mut() {
-                    Some(sink) => connection.write_out(&app.fanout, limits.max_frame_bytes, sink).await,
+                    Some(sink) => connection.write_out(&app.fanout, limits.max_frame_bytes, sink, &mut scratch).await,
                     None => connection.status(),
                 };
             }
