@@ -43,6 +43,7 @@ use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instr
 use crate::model::{InstrumentError, InstrumentId, Instruments, now_nanos};
 use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
 use crate::store::{DAY_NS, Store, StoreError, StoreIds};
+use crate::transport::serve::serve;
 use crate::transport::{AppState, HistoryAccess, router};
 
 /// Capacity, in batches, of the channel from feeds to the engine.
@@ -314,7 +315,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let http = match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config).map_err(|source| StartError::Bind { addr, source })?;
-            spawn_serve(listener, app, shutdown.clone())
+            tokio::spawn(serve(listener, app, shutdown.clone()))
         }
         None => {
             // Batching is ours; Nagle's algorithm would only add latency.
@@ -323,7 +324,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
             });
-            spawn_serve(listener, app, shutdown.clone())
+            tokio::spawn(serve(listener, app, shutdown.clone()))
         }
     };
     let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
@@ -346,15 +347,6 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
 const WAKE_EVERY_EVENTS: usize = 64;
 
 /// Applies every event to the book and publishes it. Ends when every feed is gone.
-/// Serves `app` on `listener` (plain TCP or TLS) until `shutdown`.
-fn spawn_serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken) -> JoinHandle<std::io::Result<()>>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    tokio::spawn(crate::transport::serve::serve(listener, app, shutdown))
-}
-
 async fn run_engine(
     mut engine: Engine,
     fanout: Arc<Fanout>,

@@ -231,23 +231,22 @@ impl Outbox {
 
     /// Queues a complete message (snapshot, error, pong…) behind everything queued.
     pub fn push_message(&self, message: Bytes) {
-        let mut inner = self.inner.lock();
-        inner.queue.push(Item::Message(message));
-        let first = inner.queue.len() == 1;
-        drop(inner);
-        if first {
-            self.signal();
-        }
+        self.push(Item::Message(message));
     }
 
     /// Queues bytes that are already a complete transport frame (a WebSocket
     /// ping or pong), sent as they are, in order with everything else.
     pub fn push_raw(&self, frame: Bytes) {
+        self.push(Item::Raw(frame));
+    }
+
+    /// Queues `item` unless a close was requested (nothing follows a close).
+    fn push(&self, item: Item) {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return;
         }
-        inner.queue.push(Item::Raw(frame));
+        inner.queue.push(item);
         let first = inner.queue.len() == 1;
         drop(inner);
         if first {

@@ -363,16 +363,8 @@ impl RawClient {
         use tokio::io::AsyncWriteExt;
         const MASK: [u8; 4] = [0x5a, 0x1c, 0x93, 0x2e];
         let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | opcode);
-        if payload.len() < 126 {
-            frame.push(0x80 | payload.len() as u8);
-        } else if let Ok(len) = u16::try_from(payload.len()) {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&len.to_be_bytes());
-        } else {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
+        crate::transport::frame_header(&mut frame, opcode, payload.len());
+        frame[1] |= 0x80; // the mask bit; the key follows the length
         frame.extend_from_slice(&MASK);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
         self.stream.write_all(&frame).await
@@ -635,18 +627,8 @@ mod tests {
     use super::*;
 
     fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(n as u8),
-            n if n <= 0xffff => {
-                out.push(126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
+        let mut out = Vec::new();
+        crate::transport::frame_header(&mut out, opcode, payload.len());
         out.extend_from_slice(payload);
         out
     }

@@ -32,6 +32,7 @@ use crate::codec::Format;
 use crate::fanout::Fanout;
 use crate::feed::FeedHealth;
 pub use history::HistoryAccess;
+pub use writer::frame_header;
 pub use ws::SessionLimits;
 
 /// Everything request handlers share.
