@@ -4,13 +4,19 @@
 //! JSON batch format), subscribes each to S symbols, and measures every update's
 //! latency from its three clocks: exchange → receive (`ts_recv - ts_event`),
 //! receive → send (`ts_send - ts_recv`), send → client (arrival - `ts_send`) and the
-//! total (arrival - `ts_event`), in HDR histograms. It also counts delivered
+//! total (arrival - `ts_event`), in HDR histograms. Arrival is taken twice: when
+//! the client's code reads the frame, and when the kernel put its bytes on the
+//! client's socket (`SO_TIMESTAMPNS`). The second leaves out the generator's own
+//! queueing: one process plays 1,000 clients on the cores the server uses, so a
+//! client whose turn comes last waits for the other 999 to be read; a real client
+//! on its own machine would not. Both are reported. It also counts delivered
 //! updates and gaps, and samples the server's CPU and RSS from `/proc` when it
 //! knows the server's pid. Clients read only the clocks, with a light scanner
 //! over the JSON text or the protobuf wire format, so that the generator, which
 //! shares the machine with the server, spends as little CPU per update as it can.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -94,6 +100,11 @@ pub struct LoadReport {
     pub exchange_to_receive_us: Percentiles,
     pub receive_to_send_us: Percentiles,
     pub send_to_client_us: Percentiles,
+    /// Tick to the moment the kernel put the update's bytes on the client's
+    /// socket: the total without the generator's own queueing.
+    pub total_at_socket_us: Percentiles,
+    /// Send to the client's socket (kernel receive timestamp).
+    pub send_to_socket_us: Percentiles,
     /// Server CPU over the measured window, in percent of one core.
     pub server_cpu_pct: Option<f64>,
     /// The load generator's own CPU over the window (it shares the machine).
@@ -109,6 +120,8 @@ struct Recorder {
     exch_recv: Histogram<u64>,
     recv_send: Histogram<u64>,
     send_client: Histogram<u64>,
+    total_socket: Histogram<u64>,
+    send_socket: Histogram<u64>,
 }
 
 impl Recorder {
@@ -117,20 +130,28 @@ impl Recorder {
         // so the generator's recorders stay in cache while it records millions of
         // values a second.
         let h = || Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds");
-        Self { total: h(), exch_recv: h(), recv_send: h(), send_client: h() }
+        Self { total: h(), exch_recv: h(), recv_send: h(), send_client: h(), total_socket: h(), send_socket: h() }
     }
-    fn record(&mut self, now: u64, ts_event: u64, ts_recv: u64, ts_send: u64) {
+    /// `now` is when the client read the update, `arrived` when the kernel
+    /// received its last byte (None where the socket gives no timestamp).
+    fn record(&mut self, now: u64, arrived: Option<u64>, ts_event: u64, ts_recv: u64, ts_send: u64) {
         let clamp = |v: u64| v.clamp(1, 60_000_000_000);
         self.total.saturating_record(clamp(now.saturating_sub(ts_event)));
         self.exch_recv.saturating_record(clamp(ts_recv.saturating_sub(ts_event)));
         self.recv_send.saturating_record(clamp(ts_send.saturating_sub(ts_recv)));
         self.send_client.saturating_record(clamp(now.saturating_sub(ts_send)));
+        if let Some(arrived) = arrived {
+            self.total_socket.saturating_record(clamp(arrived.saturating_sub(ts_event)));
+            self.send_socket.saturating_record(clamp(arrived.saturating_sub(ts_send)));
+        }
     }
     fn merge(&mut self, other: &Recorder) {
         let _ = self.total.add(&other.total);
         let _ = self.exch_recv.add(&other.exch_recv);
         let _ = self.recv_send.add(&other.recv_send);
         let _ = self.send_client.add(&other.send_client);
+        let _ = self.total_socket.add(&other.total_socket);
+        let _ = self.send_socket.add(&other.send_socket);
     }
 }
 
@@ -309,6 +330,10 @@ struct RawClient {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Room for one `SCM_TIMESTAMPNS` control message.
+    control: Vec<u8>,
+    /// When the kernel received the newest bytes read (ns since the epoch).
+    arrived: Option<u64>,
 }
 
 /// What a client read loop does with one frame.
@@ -327,6 +352,11 @@ impl RawClient {
         protocol: Option<&str>,
     ) -> std::io::Result<RawClient> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Kernel receive timestamps; without them only the read time is measured.
+        if let Err(error) = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+        {
+            tracing::debug!(%error, "no SO_TIMESTAMPNS; measuring arrival at read time only");
+        }
         let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -355,7 +385,14 @@ impl RawClient {
             let status = String::from_utf8_lossy(&buf[..head_end.min(64)]).lines().next().unwrap_or("").to_owned();
             return Err(std::io::Error::other(format!("upgrade refused: {status}")));
         }
-        Ok(RawClient { stream, buf, start: head_end, end })
+        Ok(RawClient {
+            stream,
+            buf,
+            start: head_end,
+            end,
+            control: nix::cmsg_space!(nix::sys::time::TimeSpec),
+            arrived: None,
+        })
     }
 
     /// Sends one masked frame (every client frame is masked, RFC 6455 5.3).
@@ -370,9 +407,9 @@ impl RawClient {
         self.stream.write_all(&frame).await
     }
 
-    /// Reads at least once more from the socket; false at the end of the stream.
+    /// Reads at least once more from the socket, and the kernel's timestamp of
+    /// the newest bytes read with it; false at the end of the stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        use tokio::io::AsyncReadExt;
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         } else if self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 4 {
@@ -387,8 +424,18 @@ impl RawClient {
         if self.end == self.buf.len() {
             self.buf.resize(self.buf.len() + READ_CHUNK, 0);
         }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        let Self { stream, buf, end, control, .. } = self;
+        let (n, arrived) = loop {
+            stream.readable().await?;
+            match stream
+                .try_io(tokio::io::Interest::READABLE, || recv_stamped(stream.as_raw_fd(), &mut buf[*end..], control))
+            {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => break result?,
+            }
+        };
         self.end += n;
+        self.arrived = arrived;
         Ok(n > 0)
     }
 
@@ -410,6 +457,21 @@ impl RawClient {
             _ => Incoming::Other,
         })
     }
+}
+
+/// One `recvmsg` into `buf`, with the kernel's receive timestamp when the socket
+/// has `SO_TIMESTAMPNS` on (for TCP: that of the newest segment read).
+fn recv_stamped(fd: RawFd, buf: &mut [u8], control: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(control), MsgFlags::empty()).map_err(std::io::Error::from)?;
+    let arrived = msg.cmsgs().ok().and_then(|mut all| {
+        all.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(ts) => Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, arrived))
 }
 
 /// Payload length of the unmasked frame starting `bytes`, once its header is in.
@@ -493,6 +555,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             let recorder = &recorders[index % recorders.len()];
             while let Ok(true) = ws.fill().await {
                 let now = now_nanos();
+                let arrived = ws.arrived;
                 let measuring = shared.measuring.load(Ordering::Relaxed);
                 let (mut count, mut frames, mut gaps) = (0u64, 0u64, 0u64);
                 let mut pings = Vec::new();
@@ -504,7 +567,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
                             Incoming::Data(payload, text) if measuring => {
                                 let mut record = |e: u64, r: u64, s: u64| {
                                     count += 1;
-                                    recorder.record(now, e, r, s);
+                                    recorder.record(now, arrived, e, r, s);
                                 };
                                 let gap = if text {
                                     scan_json(payload, &mut record)
@@ -575,6 +638,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         exchange_to_receive_us: Percentiles::of(&all.exch_recv),
         receive_to_send_us: Percentiles::of(&all.recv_send),
         send_to_client_us: Percentiles::of(&all.send_client),
+        total_at_socket_us: Percentiles::of(&all.total_socket),
+        send_to_socket_us: Percentiles::of(&all.send_socket),
         server_cpu_pct: cpu_start.zip(cpu_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
         client_cpu_pct: own_start.zip(own_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
         server_rss_mib: rss_now.map(|kib| kib as f64 / 1024.0),
@@ -686,6 +751,40 @@ mod tests {
         }
         assert_eq!(seen, vec![(true, 15), (false, 300), (true, 70_000)]);
         server.await.unwrap();
+    }
+
+    /// The arrival time is the kernel's, not the read's: a frame read 200 ms
+    /// after it was sent still carries the time it reached the socket.
+    #[tokio::test]
+    async fn raw_client_takes_the_kernel_arrival_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = socket.read(&mut request).await.unwrap();
+            assert!(request[..n].ends_with(b"\r\n\r\n"));
+            socket.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = now_nanos();
+            socket.write_all(&server_frame(0x1, b"{}")).await.unwrap();
+            let after = now_nanos();
+            sent_tx.send((before, after)).unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut client = RawClient::handshake(stream, &addr.to_string(), "/v1/ws", None).await.unwrap();
+        let (before, after) = sent_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(client.fill().await.unwrap());
+        let read_at = now_nanos();
+        assert!(matches!(client.next_frame(), Some(Incoming::Data(b"{}", true))));
+        let arrived = client.arrived.expect("the kernel stamps loopback TCP segments");
+        assert!(arrived >= before && arrived <= after, "arrived {arrived} outside the send [{before}, {after}]");
+        assert!(read_at - arrived >= 190_000_000, "read {read_at} too close to arrival {arrived}");
+        server.abort();
     }
 
     #[test]
@@ -898,6 +997,11 @@ pub mod command {
         println!(
             "  legs p50/p99 µs: exchange→receive {}/{}  receive→send {}/{}  send→client {}/{}  gaps {}",
             t.p50, t.p99, rs.p50, rs.p99, sc.p50, sc.p99, report.gaps
+        );
+        let (ts, ss) = (&report.total_at_socket_us, &report.send_to_socket_us);
+        println!(
+            "  at the client's socket (kernel timestamp) p50/p90/p99/p99.9 µs: total {}/{}/{}/{}  send→socket {}/{}",
+            ts.p50, ts.p90, ts.p99, ts.p999, ss.p50, ss.p99
         );
         if let Some(path) = &args.json_out {
             use std::io::Write;
