@@ -50,6 +50,7 @@ scenario() { # scenario CLIENTS RATE LABEL [extra bench flags]; ROUNDS=n repeats
 # The headline scenario: medians of three interleaved rounds (single runs on this
 # shared machine spread by up to 2x).
 ROUNDS=${HEADLINE_ROUNDS:-3} scenario 1000 1000 "1k-clients-1k-eps"
+if [ -n "${HEADLINE_ONLY:-}" ]; then python3 benches/report.py "$RESULTS" "$OUT"; exit 0; fi
 # 10,000 clients take seconds to connect and subscribe: a 1 s warm-up measured the
 # backlog of that start (Tickwire delivered more than the offered rate while it drained).
 WARMUP=5 scenario 10000 100 "10k-clients-100-eps" --source-ips 4
@@ -63,7 +64,7 @@ bench --name "tickwire-idle/$IDLE" --clients "$IDLE" --idle --source-ips 8 --rat
 # The rate search, every server at the same offered rates: the highest delivered
 # rate whose p99 stays under 10 ms, and the ratios of those rates (report.py).
 echo "== highest delivered rate with p99 under 10 ms (1,000 clients)"
-for rate in ${SEARCH_RATES:-1000 2000 5000 10000 20000}; do
+for rate in ${SEARCH_RATES:-1000 2000 3000 5000 10000 20000}; do
   bench --name "tickwire-json/search-$rate-eps" --clients 1000 --rate "$rate"
   bench --name "tickwire-proto/search-$rate-eps" --clients 1000 --rate "$rate" --format proto
   for p in ws uws; do

@@ -30,6 +30,7 @@ use tokio::net::TcpSocket;
 use crate::codec::Format;
 use crate::codec::proto::pb;
 use crate::model::now_nanos;
+use crate::transport::{frame_len, payload_len};
 
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]
@@ -472,25 +473,6 @@ fn recv_stamped(fd: RawFd, buf: &mut [u8], control: &mut [u8]) -> std::io::Resul
         })
     });
     Ok((msg.bytes, arrived))
-}
-
-/// Payload length of the unmasked frame starting `bytes`, once its header is in.
-fn payload_len(bytes: &[u8]) -> Option<usize> {
-    match *bytes.get(1)? & 0x7f {
-        126 => Some(usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?))),
-        127 => usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok(),
-        n => Some(usize::from(n)),
-    }
-}
-
-/// Whole length (header and payload) of the frame starting `bytes`.
-fn frame_len(bytes: &[u8]) -> Option<usize> {
-    let header = match *bytes.get(1)? & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    Some(header + payload_len(bytes)?)
 }
 
 /// Clients record into a few shared recorders, not one each: a recorder holds

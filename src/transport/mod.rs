@@ -32,7 +32,7 @@ use crate::codec::Format;
 use crate::fanout::Fanout;
 use crate::feed::FeedHealth;
 pub use history::HistoryAccess;
-pub use writer::frame_header;
+pub use writer::{frame_header, frame_len, payload_len};
 pub use ws::SessionLimits;
 
 /// Everything request handlers share.

@@ -24,7 +24,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::ApiError;
-use super::writer::is_close_frame;
+use super::writer::{frame_len, is_close_frame};
 use crate::fanout::Outbox;
 
 /// A validated upgrade request: the key to answer and the pending upgrade.
@@ -116,8 +116,9 @@ pub fn split(upgraded: Upgraded) -> (BoxRead, WriteSide) {
 
 /// The socket as tungstenite sees it: reads come from the socket; writes (its
 /// automatic pong replies) are queued in the outbox as ready frames, behind the
-/// data already queued. Its reply to a client's close is dropped: the session
-/// sends its own close frame when the reader ends.
+/// data already queued, one item per frame. Its reply to a client's close is
+/// dropped wherever it sits in a write: the session sends its own close frame
+/// when the reader ends, and a client must see only one.
 pub struct ReadSide {
     read: BoxRead,
     outbox: Arc<Outbox>,
@@ -137,8 +138,15 @@ impl AsyncRead for ReadSide {
 
 impl AsyncWrite for ReadSide {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if !buf.is_empty() && !is_close_frame(buf) {
-            self.outbox.push_raw(Bytes::copy_from_slice(buf));
+        // tungstenite hands over whole frames (a write here always takes all).
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let len = frame_len(rest).map_or(rest.len(), |len| len.min(rest.len()));
+            let (frame, tail) = rest.split_at(len);
+            if !is_close_frame(frame) {
+                self.outbox.push_raw(Bytes::copy_from_slice(frame));
+            }
+            rest = tail;
         }
         Poll::Ready(Ok(buf.len()))
     }
@@ -149,5 +157,45 @@ impl AsyncWrite for ReadSide {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::Engine;
+    use crate::fanout::{Fanout, Item, OutboxConfig};
+    use crate::model::Instruments;
+    use tokio::io::AsyncWriteExt;
+
+    /// tungstenite may hand over its pong and its close reply in one write: the
+    /// pong goes out, the close reply never does (the session sends its own).
+    #[tokio::test]
+    async fn read_side_queues_pongs_and_drops_close_replies_wherever_they_sit() {
+        let instruments = Instruments::new();
+        let engine = Engine::new(&instruments, 10);
+        let fanout = Fanout::new(Arc::new(instruments), engine.reader(), OutboxConfig::default());
+        let outbox = fanout.outbox(crate::codec::Format::Json);
+        let mut side = ReadSide::new(Box::new(tokio::io::empty()), outbox.clone());
+
+        let pong = [0x8a, 2, b'h', b'i'];
+        let mut close = Vec::new();
+        super::super::writer::close_frame(&mut close, 1000, "");
+        let mut write = pong.to_vec();
+        write.extend_from_slice(&close);
+        write.extend_from_slice(&pong);
+        side.write_all(&write).await.unwrap();
+        side.write_all(&close).await.unwrap();
+
+        let mut items = Vec::new();
+        fanout.drain(&outbox, &mut items);
+        let raw: Vec<&[u8]> = items
+            .iter()
+            .map(|item| match item {
+                Item::Raw(bytes) => &bytes[..],
+                _ => panic!("only raw frames are queued"),
+            })
+            .collect();
+        assert_eq!(raw, vec![&pong[..], &pong[..]]);
     }
 }

@@ -62,9 +62,29 @@ pub fn ping_frame() -> bytes::Bytes {
     bytes::Bytes::from_static(&[0x80 | OP_PING, 0])
 }
 
-/// Whether `frame` (one or more whole server frames) starts with a close frame.
+/// Whether `frame` is a close frame.
 pub fn is_close_frame(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x0f == OP_CLOSE)
+}
+
+/// Payload length of the unmasked frame starting `bytes`, once its header is in.
+pub fn payload_len(bytes: &[u8]) -> Option<usize> {
+    match *bytes.get(1)? & 0x7f {
+        126 => Some(usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?))),
+        127 => usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok(),
+        n => Some(usize::from(n)),
+    }
+}
+
+/// Whole length (header and payload) of the unmasked frame starting `bytes`,
+/// once its header is in.
+pub fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let header = match *bytes.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    payload_len(bytes)?.checked_add(header)
 }
 
 /// Appends drained items to `out` as WebSocket frames: text frames on a JSON
@@ -391,5 +411,18 @@ mod tests {
         assert_eq!(&out[4..], b"slow consumer");
         assert!(is_close_frame(&out));
         assert!(!is_close_frame(&ping_frame()));
+    }
+
+    #[test]
+    fn frame_lengths_read_every_header_form() {
+        for len in [0, 1, 125, 126, 65_535, 65_536] {
+            let mut out = Vec::new();
+            frame_header(&mut out, OP_BINARY, len);
+            let header = out.len();
+            assert_eq!(payload_len(&out), Some(len));
+            assert_eq!(frame_len(&out), Some(header + len));
+            assert_eq!(frame_len(&out[..header - 1]), None, "header not yet in");
+        }
+        assert_eq!(frame_len(&[0x81]), None);
     }
 }
