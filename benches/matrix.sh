@@ -18,7 +18,7 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 ulimit -n "$(ulimit -Hn)" || true
 
-bench() { "$BIN" bench --duration-s "$DURATION" --warmup-s "${WARMUP:-1}" --json-out "$RESULTS" "$@" | sed -n '2,3p'; }
+bench() { "$BIN" bench --duration-s "$DURATION" --warmup-s "${WARMUP:-1}" --json-out "$RESULTS" "$@" | sed -n '2,5p'; }
 
 peer() { # peer NAME RATE -> starts benches/peers/NAME-server.js, sets PEER_URL and PEER_PID
   node "benches/peers/$1-server.js" --port=0 --rate="$2" > "$OUT/peer-$1.log" 2>&1 &

@@ -27,6 +27,8 @@ def median_of(group):
     row["server_kib_per_connection"] = med(lambda r: r.get("server_kib_per_connection"))
     row["total_us"] = {k: med(lambda r: r["total_us"][k]) for k in group[0]["total_us"]}
     row["p99_each_run_us"] = [r["total_us"]["p99"] for r in group]
+    if all(r.get("server_counts") for r in group):
+        row["server_counts"] = {k: round(med(lambda r: r["server_counts"][k])) for k in group[0]["server_counts"]}
     if all("total_at_socket_us" in r for r in group):
         row["total_at_socket_us"] = {k: med(lambda r: r["total_at_socket_us"][k])
                                      for k in group[0]["total_at_socket_us"]}
@@ -42,17 +44,21 @@ by_name = {r["name"]: r for r in rows}
 # Latency is taken when the generator reads an update and, in the last two
 # columns, when the kernel put it on the client's socket (without the
 # generator's own queueing; older result lines lack it).
+# Conflated quotes and dropped trades come from the server's /v1/stats over
+# the window (medians over a scenario's runs; the peers have no such counters: "-").
 lines = ["| scenario | runs | clients | delivered/s | p50 µs | p99 µs | p99.9 µs | server CPU % | KiB/conn "
-         "| at socket p50 µs | at socket p99 µs |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| at socket p50 µs | at socket p99 µs | conflated | dropped |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     t = r["total_us"]
     sock = r.get("total_at_socket_us")
     at_socket = f'{sock["p50"]:.0f} | {sock["p99"]:.0f}' if sock and sock["samples"] else "- | -"
+    counts = r.get("server_counts")
+    withheld = f'{counts["conflated"]} | {counts["dropped_trades"]}' if counts else "- | -"
     cpu = "-" if r.get("server_cpu_pct") is None else f'{r["server_cpu_pct"]:.0f}'
     kib = "-" if r.get("server_kib_per_connection") is None else f'{r["server_kib_per_connection"]:.1f}'
     lines.append(f'| {r["name"]} | {r["runs"]} | {r["clients"]} | {r["delivered_per_s"]:.0f} | {t["p50"]:.0f} '
-                 f'| {t["p99"]:.0f} | {t["p999"]:.0f} | {cpu} | {kib} | {at_socket} |')
+                 f'| {t["p99"]:.0f} | {t["p999"]:.0f} | {cpu} | {kib} | {at_socket} | {withheld} |')
 lines.append("")
 lines.append("| scenario | vs peer | delivered/s ratio | p99 ratio (lower is better) |")
 lines.append("|---|---|---|---|")

@@ -106,6 +106,9 @@ pub struct LoadReport {
     pub total_at_socket_us: Percentiles,
     /// Send to the client's socket (kernel receive timestamp).
     pub send_to_socket_us: Percentiles,
+    /// What the server withheld during the window, from its `/v1/stats`
+    /// (None for a server without them, such as the peers).
+    pub server_counts: Option<DeliveryCounts>,
     /// Server CPU over the measured window, in percent of one core.
     pub server_cpu_pct: Option<f64>,
     /// The load generator's own CPU over the window (it shares the machine).
@@ -113,6 +116,55 @@ pub struct LoadReport {
     pub server_rss_mib: Option<f64>,
     /// Server RSS growth per connection since before the clients connected, KiB.
     pub server_kib_per_connection: Option<f64>,
+}
+
+/// Updates a Tickwire server did not send as they came, over the measured
+/// window: its `/v1/stats` counters, read before and after.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    /// Quotes replaced by a newer one before they were sent.
+    pub conflated: u64,
+    /// Trades dropped for slow consumers (each announced as a gap).
+    pub dropped_trades: u64,
+    /// Book deltas dropped for a fresh book snapshot.
+    pub book_resnapshots: u64,
+    /// Connections closed as too slow (4008).
+    pub slow_consumer_closes: u64,
+}
+
+impl DeliveryCounts {
+    fn from_stats(stats: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            conflated: stats["conflated"].as_u64()?,
+            dropped_trades: stats["dropped_trades"].as_u64()?,
+            book_resnapshots: stats["book_resnapshots"].as_u64()?,
+            slow_consumer_closes: stats["slow_consumer_closes"].as_u64()?,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            conflated: self.conflated.saturating_sub(before.conflated),
+            dropped_trades: self.dropped_trades.saturating_sub(before.dropped_trades),
+            book_resnapshots: self.book_resnapshots.saturating_sub(before.book_resnapshots),
+            slow_consumer_closes: self.slow_consumer_closes.saturating_sub(before.slow_consumer_closes),
+        }
+    }
+}
+
+/// The server's `/v1/stats` address, beside its WebSocket endpoint (with the
+/// URL's query, which carries a token where the server requires one).
+fn stats_url(ws_url: &str) -> Option<String> {
+    let rest = ws_url.strip_prefix("ws://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let query = rest.split_once('?').map_or(String::new(), |(_, q)| format!("?{q}"));
+    Some(format!("http://{authority}/v1/stats{query}"))
+}
+
+/// Reads the delivery counters; None where the server has no `/v1/stats`.
+async fn server_counts(http: &crate::feed::supervisor::HttpClient, url: &str) -> Option<DeliveryCounts> {
+    let body = crate::feed::supervisor::fetch(http, url, Duration::from_secs(2)).await.ok()?;
+    DeliveryCounts::from_stats(&serde_json::from_slice(&body).ok()?)
 }
 
 /// One client's histograms (nanoseconds).
@@ -585,6 +637,12 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
 
     tokio::time::sleep(config.warmup).await;
+    let http = crate::feed::supervisor::http_client().ok();
+    let stats = stats_url(&config.url).zip(http);
+    let counts_start = match &stats {
+        Some((url, http)) => server_counts(http, url).await,
+        None => None,
+    };
     let cpu_start = config.server_pid.and_then(cpu_ticks);
     let own_start = cpu_ticks(std::process::id());
     let started = Instant::now();
@@ -595,6 +653,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let cpu_end = config.server_pid.and_then(cpu_ticks);
     let own_end = cpu_ticks(std::process::id());
     let rss_now = config.server_pid.and_then(rss_kib);
+    let counts_end = match &stats {
+        Some((url, http)) if counts_start.is_some() => server_counts(http, url).await,
+        _ => None,
+    };
     for task in &tasks {
         task.abort();
     }
@@ -622,6 +684,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         send_to_client_us: Percentiles::of(&all.send_client),
         total_at_socket_us: Percentiles::of(&all.total_socket),
         send_to_socket_us: Percentiles::of(&all.send_socket),
+        server_counts: counts_start.zip(counts_end).map(|(before, after)| after.since(before)),
         server_cpu_pct: cpu_start.zip(cpu_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
         client_cpu_pct: own_start.zip(own_end).map(|(a, b)| (b - a) as f64 / ticks_per_s / seconds * 100.0),
         server_rss_mib: rss_now.map(|kib| kib as f64 / 1024.0),
@@ -767,6 +830,17 @@ mod tests {
         assert!(arrived >= before && arrived <= after, "arrived {arrived} outside the send [{before}, {after}]");
         assert!(read_at - arrived >= 190_000_000, "read {read_at} too close to arrival {arrived}");
         server.abort();
+    }
+
+    #[test]
+    fn stats_url_sits_beside_the_websocket_endpoint() {
+        assert_eq!(stats_url("ws://127.0.0.1:9100/v1/ws").as_deref(), Some("http://127.0.0.1:9100/v1/stats"));
+        assert_eq!(
+            stats_url("ws://127.0.0.1:9100/v1/ws?token=abc").as_deref(),
+            Some("http://127.0.0.1:9100/v1/stats?token=abc")
+        );
+        assert_eq!(stats_url("ws://[::1]:9/?format=proto").as_deref(), Some("http://[::1]:9/v1/stats?format=proto"));
+        assert_eq!(stats_url("wss://example.com/v1/ws"), None);
     }
 
     #[test]
@@ -980,6 +1054,13 @@ pub mod command {
             "  legs p50/p99 µs: exchange→receive {}/{}  receive→send {}/{}  send→client {}/{}  gaps {}",
             t.p50, t.p99, rs.p50, rs.p99, sc.p50, sc.p99, report.gaps
         );
+        match report.server_counts {
+            Some(c) => println!(
+                "  server withheld: {} quotes conflated, {} trades dropped, {} book resnapshots, {} slow-consumer closes",
+                c.conflated, c.dropped_trades, c.book_resnapshots, c.slow_consumer_closes
+            ),
+            None => println!("  server withheld: unknown (no /v1/stats)"),
+        }
         let (ts, ss) = (&report.total_at_socket_us, &report.send_to_socket_us);
         println!(
             "  at the client's socket (kernel timestamp) p50/p90/p99/p99.9 µs: total {}/{}/{}/{}  send→socket {}/{}",
