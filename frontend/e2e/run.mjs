@@ -225,6 +225,16 @@ test('watchlist fills and updates', async () => {
   });
   assert(rows.length === 8, `default watchlist should have 8 symbols, has ${rows.length}`);
   await watchlistUpdates(page, 'a watchlist value to change');
+  // Every price shows whole (BTC's 8 digits included), not cut to an ellipsis,
+  // down to a 1280-pixel-wide laptop screen.
+  for (const width of [1440, 1280]) {
+    await page.setViewportSize({ width, height: 860 });
+    await page.waitForTimeout(100);
+    const cut = await page.$$eval('[data-testid=watchlist-row] td.num', (cells) =>
+      cells.filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent));
+    assert(cut.length === 0, `at ${width} px, watchlist cells cut short: ${cut.join(', ')}`);
+  }
+  await page.setViewportSize({ width: 1440, height: 860 });
   await until('a price flash', () => page.$('[class*=flash-]'));
   await until('latency in the status bar', async () => /\d/.test((await page.textContent('[data-testid=latency]')) ?? ''));
   await until('msg/s above zero', async () => Number(await page.textContent('[data-testid=msg-rate]')) > 0);

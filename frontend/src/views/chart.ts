@@ -116,6 +116,7 @@ export class ChartView {
 
   setNote(text: string): void {
     this.note.textContent = text;
+    this.note.title = text;
   }
 
   /** Called once per frame with the bars that changed. */
