@@ -237,6 +237,9 @@ test('watchlist fills and updates', async () => {
   await page.setViewportSize({ width: 1440, height: 860 });
   await until('a price flash', () => page.$('[class*=flash-]'));
   await until('latency in the status bar', async () => /\d/.test((await page.textContent('[data-testid=latency]')) ?? ''));
+  // The first pong (sent as the stream opens) sets the browser's clock to the server's.
+  await until('the clock offset from a ping round trip', async () =>
+    /set to the server's: [+−]\d/.test((await page.getAttribute('[data-testid=latency]', 'title')) ?? ''));
   await until('msg/s above zero', async () => Number(await page.textContent('[data-testid=msg-rate]')) > 0);
 });
 

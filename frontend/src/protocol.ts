@@ -105,6 +105,8 @@ export interface ErrorMsg {
 export interface PongMsg {
   type: 'pong';
   id?: number;
+  /** The server's clock when it answered, ns since the epoch. */
+  ts_send?: number;
 }
 export interface BookInvalidatedMsg {
   type: 'book_invalidated';

@@ -346,14 +346,20 @@ describe('sequence handling', () => {
     expect(events).toHaveLength(0);
   });
 
-  it('reports errors and pongs with round-trip time', () => {
+  it('reports errors and pongs with round-trip time and clock offset', () => {
     const { client, ws, events } = live();
+    const sentAt = Date.now();
     const id = client.ping()!;
-    vi.advanceTimersByTime(7);
+    vi.advanceTimersByTime(8);
     ws.push({ type: 'pong', id });
+    // The server stamped its pong 250 ms behind this browser's midpoint of the trip.
+    const id2 = client.ping()!;
+    vi.advanceTimersByTime(8);
+    ws.push({ type: 'pong', id: id2, ts_send: (sentAt + 8 + 4 - 250) * 1e6 });
     ws.push({ type: 'error', code: 'unknown_symbol', message: 'no instrument NOPE', op: 'subscribe' });
     expect(events).toEqual([
-      { kind: 'pong', id, rttMs: 7 },
+      { kind: 'pong', id, rttMs: 8, clockOffsetMs: null },
+      { kind: 'pong', id: id2, rttMs: 8, clockOffsetMs: -250 },
       { kind: 'error', code: 'unknown_symbol', message: 'no instrument NOPE' },
     ]);
   });

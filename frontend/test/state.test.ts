@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { OrderBook } from '../src/state/book';
 import { CandleBuilder } from '../src/state/candles';
-import { RateMeter, RollingMedian } from '../src/state/metrics';
+import { ClockOffset, RateMeter, RollingMedian } from '../src/state/metrics';
 import { loadPrefs, savePrefs } from '../src/state/prefs';
 import { MarketStore } from '../src/state/store';
 import type { CandleChannel } from '../src/protocol';
@@ -263,5 +263,37 @@ describe('MarketStore', () => {
     st.apply({ kind: 'book_reset', symbol: 'BTC-USD', reason: 'x' });
     expect(st.book.empty).toBe(true);
     expect(st.bookStatus).toBe('resync');
+  });
+});
+
+describe('ClockOffset', () => {
+  it('takes the offset of the shortest round trip among the recent ones', () => {
+    const c = new ClockOffset(3);
+    expect(c.valueMs).toBe(0);
+    expect(c.uncertaintyMs).toBeNull();
+    c.add(40, -480);
+    c.add(4, -501);
+    c.add(90, -430);
+    expect(c.valueMs).toBe(-501);
+    expect(c.uncertaintyMs).toBe(2);
+    c.add(20, -495); // the 4 ms sample is still among the last three
+    expect(c.valueMs).toBe(-501);
+    c.add(30, -490); // now it is not
+    expect(c.valueMs).toBe(-495);
+    c.add(NaN, 0);
+    c.add(-1, 0);
+    expect(c.valueMs).toBe(-495);
+  });
+
+  it('corrects the latency figures for a browser clock that is ahead of the server', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    // The browser runs 500 ms ahead: the server's "now" is Date.now() - 500.
+    st.apply({ kind: 'pong', id: 1, rttMs: 2, clockOffsetMs: -500 });
+    const serverNowNs = (Date.now() - 500) * 1e6;
+    const clocks = { ts_event: serverNowNs, ts_recv: serverNowNs, ts_send: serverNowNs };
+    st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'trades', seq: 1, price: '1.00', size: '1', side: 'buy', trade_id: 1, ...clocks } });
+    expect(Math.abs(st.latencyEvent.median()!)).toBeLessThan(50);
+    expect(Math.abs(st.latencySend.median()!)).toBeLessThan(50);
   });
 });

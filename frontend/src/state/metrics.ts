@@ -31,6 +31,36 @@ export class RollingMedian {
   }
 }
 
+/**
+ * The server's clock minus this browser's, from ping round trips: each pong's
+ * server time against the midpoint of its round trip, which is off by at most
+ * half the round trip. Of the last `size` samples, the one with the shortest
+ * round trip is the best estimate (a slow trip says least about the clocks).
+ */
+export class ClockOffset {
+  private readonly samples: { rttMs: number; offsetMs: number }[] = [];
+
+  constructor(private readonly size = 8) {}
+
+  add(rttMs: number, offsetMs: number): void {
+    if (!Number.isFinite(rttMs) || !Number.isFinite(offsetMs) || rttMs < 0) return;
+    this.samples.push({ rttMs, offsetMs });
+    if (this.samples.length > this.size) this.samples.shift();
+  }
+
+  /** Milliseconds to add to `Date.now()` to read the server's clock; 0 until a pong arrives. */
+  get valueMs(): number {
+    let best: { rttMs: number; offsetMs: number } | null = null;
+    for (const s of this.samples) if (!best || s.rttMs < best.rttMs) best = s;
+    return best ? best.offsetMs : 0;
+  }
+
+  /** Half the best round trip: how far off `valueMs` can be (null until a pong arrives). */
+  get uncertaintyMs(): number | null {
+    return this.samples.length ? Math.min(...this.samples.map((s) => s.rttMs)) / 2 : null;
+  }
+}
+
 /** Events per second over the last second, in four 250 ms buckets. */
 export class RateMeter {
   private readonly buckets = [0, 0, 0, 0];

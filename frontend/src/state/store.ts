@@ -7,7 +7,7 @@ import type { StreamEvent } from '../stream/client';
 import { addDec } from '../util/decimal';
 import { OrderBook } from './book';
 import { type Bar, CandleBuilder, INTERVAL_MS, type Interval } from './candles';
-import { RateMeter, RollingMedian } from './metrics';
+import { ClockOffset, RateMeter, RollingMedian } from './metrics';
 
 export interface SymbolState {
   symbol: string;
@@ -62,6 +62,8 @@ export class MarketStore {
   replay = false;
   readonly latencyEvent = new RollingMedian(512);
   readonly latencySend = new RollingMedian(512);
+  /** Latency compares server stamps with this browser's clock, set to the server's by ping round trips. */
+  readonly clockOffset = new ClockOffset();
   readonly rate = new RateMeter();
   gaps = 0;
   readonly notices: Notice[] = [];
@@ -226,6 +228,7 @@ export class MarketStore {
         this.notice('info', 'replay caught up with live data');
         break;
       case 'pong':
+        if (e.rttMs !== null && e.clockOffsetMs !== null) this.clockOffset.add(e.rttMs, e.clockOffsetMs);
         break;
     }
     this.onDirty();
@@ -271,7 +274,7 @@ export class MarketStore {
 
   private clock(tsEvent: number | undefined, tsSend: number | undefined): void {
     if (this.replay) return;
-    const now = Date.now();
+    const now = Date.now() + this.clockOffset.valueMs;
     if (tsEvent) this.latencyEvent.add(now - tsEvent / 1e6);
     if (tsSend) this.latencySend.add(now - tsSend / 1e6);
   }

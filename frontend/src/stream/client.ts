@@ -37,7 +37,9 @@ export type StreamEvent =
   | { kind: 'book_reset'; symbol: string; reason: string }
   | { kind: 'error'; code: string; message: string; symbol?: string; channel?: Channel }
   | { kind: 'live' }
-  | { kind: 'pong'; id: number; rttMs: number | null };
+  /** `clockOffsetMs`: the server's clock minus this browser's, estimated from
+   *  the pong's `ts_send` and the round trip's midpoint (null without either). */
+  | { kind: 'pong'; id: number; rttMs: number | null; clockOffsetMs: number | null };
 
 // Minimal structural types, satisfied by the browser classes and by fakes.
 export interface WebSocketLike {
@@ -447,6 +449,9 @@ export class StreamClient {
   private startHeartbeat(gen: number): void {
     const { heartbeatMs, idleTimeoutMs } = this.opts;
     if (heartbeatMs <= 0) return;
+    // One ping as soon as the stream is open: its pong sets the clock offset
+    // the latency figures need, without waiting a whole heartbeat.
+    this.ping();
     this.heartbeat = setInterval(() => {
       if (gen !== this.gen) return;
       if (idleTimeoutMs > 0 && Date.now() - this.lastRx > idleTimeoutMs) {
@@ -596,7 +601,14 @@ export class StreamClient {
         const id = msg.id ?? 0;
         const sent = this.pingsInFlight.get(id);
         this.pingsInFlight.delete(id);
-        emit({ kind: 'pong', id, rttMs: sent === undefined ? null : Date.now() - sent });
+        const now = Date.now();
+        const serverMs = typeof msg.ts_send === 'number' ? msg.ts_send / 1e6 : null;
+        emit({
+          kind: 'pong',
+          id,
+          rttMs: sent === undefined ? null : now - sent,
+          clockOffsetMs: sent === undefined || serverMs === null ? null : serverMs - (sent + now) / 2,
+        });
         return;
       }
       case 'live':

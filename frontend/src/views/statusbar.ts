@@ -47,8 +47,19 @@ export class StatusBar {
     const st = this.store;
     setText(this.lat, st.replay ? 'n/a' : fmtMs(st.latencyEvent.median()));
     setText(this.send, st.replay ? 'n/a' : fmtMs(st.latencySend.median()));
+    const within = st.clockOffset.uncertaintyMs;
+    const clock =
+      within === null
+        ? "this browser's clock is taken as the server's until a ping comes back"
+        : `this browser's clock set to the server's: ${fmtSigned(st.clockOffset.valueMs)} ms, within ±${within.toFixed(1)} ms`;
+    this.lat.title = `median of now − ts_event (exchange time to this browser); ${clock}`;
+    this.send.title = `median of now − ts_send (gateway publish to this browser); ${clock}`;
     setText(this.rate, fmtRate(st.rate.perSecond()));
     setText(this.gaps, String(st.gaps));
     setText(this.clock, new Date().toISOString().slice(11, 19) + ' UTC');
   }
+}
+
+function fmtSigned(ms: number): string {
+  return `${ms >= 0 ? '+' : '−'}${Math.abs(ms).toFixed(1)}`;
 }
