@@ -239,7 +239,7 @@ test('watchlist fills and updates', async () => {
   await until('latency in the status bar', async () => /\d/.test((await page.textContent('[data-testid=latency]')) ?? ''));
   // The first pong (sent as the stream opens) sets the browser's clock to the server's.
   await until('the clock offset from a ping round trip', async () =>
-    /set to the server's: [+−]\d/.test((await page.getAttribute('[data-testid=latency]', 'title')) ?? ''));
+    /corrected to the server's clock by [+−]\d/.test((await page.getAttribute('[data-testid=latency]', 'title')) ?? ''));
   await until('msg/s above zero', async () => Number(await page.textContent('[data-testid=msg-rate]')) > 0);
 });
 

@@ -357,9 +357,12 @@ describe('sequence handling', () => {
     vi.advanceTimersByTime(8);
     ws.push({ type: 'pong', id: id2, ts_send: (sentAt + 8 + 4 - 250) * 1e6 });
     ws.push({ type: 'error', code: 'unknown_symbol', message: 'no instrument NOPE', op: 'subscribe' });
+    // Nanoseconds since the epoch are past 2^53: a JS number holds them to ~0.25 µs.
+    const offset = (events[1] as { clockOffsetMs: number }).clockOffsetMs;
+    expect(offset).toBeCloseTo(-250, 2);
     expect(events).toEqual([
       { kind: 'pong', id, rttMs: 8, clockOffsetMs: null },
-      { kind: 'pong', id: id2, rttMs: 8, clockOffsetMs: -250 },
+      { kind: 'pong', id: id2, rttMs: 8, clockOffsetMs: offset },
       { kind: 'error', code: 'unknown_symbol', message: 'no instrument NOPE' },
     ]);
   });

@@ -36,6 +36,10 @@ export class RollingMedian {
  * server time against the midpoint of its round trip, which is off by at most
  * half the round trip. Of the last `size` samples, the one with the shortest
  * round trip is the best estimate (a slow trip says least about the clocks).
+ * The clocks are taken to agree unless that sample proves otherwise: the
+ * correction is the smallest one within its bounds, so two clocks that agree
+ * (a pong stamped between its ping and its arrival) are never corrected, and a
+ * late pong cannot turn latencies negative.
  */
 export class ClockOffset {
   private readonly samples: { rttMs: number; offsetMs: number }[] = [];
@@ -52,7 +56,9 @@ export class ClockOffset {
   get valueMs(): number {
     let best: { rttMs: number; offsetMs: number } | null = null;
     for (const s of this.samples) if (!best || s.rttMs < best.rttMs) best = s;
-    return best ? best.offsetMs : 0;
+    if (!best) return 0;
+    const beyond = Math.abs(best.offsetMs) - best.rttMs / 2;
+    return beyond > 0 ? Math.sign(best.offsetMs) * beyond : 0;
   }
 
   /** Half the best round trip: how far off `valueMs` can be (null until a pong arrives). */

@@ -449,9 +449,15 @@ export class StreamClient {
   private startHeartbeat(gen: number): void {
     const { heartbeatMs, idleTimeoutMs } = this.opts;
     if (heartbeatMs <= 0) return;
-    // One ping as soon as the stream is open: its pong sets the clock offset
-    // the latency figures need, without waiting a whole heartbeat.
+    // Pings as soon as the stream is open and twice more in its first seconds:
+    // their pongs set the clock offset the latency figures need without waiting
+    // for heartbeats (the first often comes back late, while the page loads).
     this.ping();
+    for (const delay of [1000, 2500]) {
+      setTimeout(() => {
+        if (gen === this.gen) this.ping();
+      }, delay);
+    }
     this.heartbeat = setInterval(() => {
       if (gen !== this.gen) return;
       if (idleTimeoutMs > 0 && Date.now() - this.lastRx > idleTimeoutMs) {

@@ -51,7 +51,7 @@ export class StatusBar {
     const clock =
       within === null
         ? "this browser's clock is taken as the server's until a ping comes back"
-        : `this browser's clock set to the server's: ${fmtSigned(st.clockOffset.valueMs)} ms, within ±${within.toFixed(1)} ms`;
+        : `corrected to the server's clock by ${fmtSigned(st.clockOffset.valueMs)} ms (ping bound ±${within.toFixed(1)} ms)`;
     this.lat.title = `median of now − ts_event (exchange time to this browser); ${clock}`;
     this.send.title = `median of now − ts_send (gateway publish to this browser); ${clock}`;
     setText(this.rate, fmtRate(st.rate.perSecond()));
