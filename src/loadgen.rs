@@ -746,6 +746,18 @@ mod tests {
     /// The raw client against a server that answers the upgrade and then dribbles
     /// frames of every length form across reads: each frame comes out whole, a
     /// ping is answered with a masked pong, and a close ends the stream.
+    /// Accepts one client and answers its upgrade request (the test servers
+    /// here only need the client past its handshake).
+    async fn accept_upgrade(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 4096];
+        let n = socket.read(&mut request).await.unwrap();
+        assert!(request[..n].ends_with(b"\r\n\r\n"));
+        socket.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+        socket
+    }
+
     #[tokio::test]
     async fn raw_client_reads_frames_split_across_reads() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -759,11 +771,7 @@ mod tests {
         wire.extend(server_frame(0x1, &big));
         wire.extend(server_frame(0x8, &[0x03, 0xe8]));
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 4096];
-            let n = socket.read(&mut request).await.unwrap();
-            assert!(request[..n].ends_with(b"\r\n\r\n"));
-            socket.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+            let mut socket = accept_upgrade(&listener).await;
             for chunk in wire.chunks(997) {
                 socket.write_all(chunk).await.unwrap();
                 socket.flush().await.unwrap();
@@ -802,16 +810,12 @@ mod tests {
     /// after it was sent still carries the time it reached the socket.
     #[tokio::test]
     async fn raw_client_takes_the_kernel_arrival_time() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 4096];
-            let n = socket.read(&mut request).await.unwrap();
-            assert!(request[..n].ends_with(b"\r\n\r\n"));
-            socket.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+            let mut socket = accept_upgrade(&listener).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
             let before = now_nanos();
             socket.write_all(&server_frame(0x1, b"{}")).await.unwrap();
