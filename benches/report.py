@@ -97,29 +97,54 @@ if best:
         f.write(extra + "\n")
     print(extra)
 
-# Chart: p99 against delivered updates/s across the rate search, one line per server.
+# Chart: p50 (dashed) and p99 (solid) against delivered updates/s across the rate
+# search, one colour per server, both axes logarithmic (the rates span 20x and the
+# latencies 100x; a linear axis hid every server but the slowest).
 if any(search.values()):
-    w, h, pad = 640, 360, 60
+    import math
+    w, h, left, right, top, bottom = 720, 420, 70, 150, 40, 50
     colours = {"tickwire-json": "#3fb950", "tickwire-proto": "#58a6ff", "peer-ws": "#f85149", "peer-uws": "#d29922"}
     every = [r for runs in search.values() for r in runs]
-    ymax = max(r["total_us"]["p99"] for r in every) or 1
-    xmax = max(r["delivered_per_s"] for r in every) or 1
-    sx = lambda x: pad + (w - 2 * pad) * x / xmax
-    sy = lambda y: h - pad - (h - 2 * pad) * y / ymax
+    xs = [r["delivered_per_s"] for r in every if r["delivered_per_s"] > 0]
+    ys = [v for r in every for v in (r["total_us"]["p50"], r["total_us"]["p99"]) if v > 0]
+    steps = [m * 10 ** e for e in range(0, 10) for m in (1, 2, 5)]  # 1-2-5 bounds keep the rates' span
+    x_lo, x_hi = max(v for v in steps if v <= min(xs)), min(v for v in steps if v >= max(xs))
+    y_lo, y_hi = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
+    sx = lambda x: left + (w - left - right) * (math.log10(x) - math.log10(x_lo)) / (math.log10(x_hi) - math.log10(x_lo))
+    sy = lambda y: h - bottom - (h - top - bottom) * (math.log10(y) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo))
+    fmt_us = lambda us: f"{us / 1000:g} ms" if us >= 1000 else f"{us:g} µs"
+    fmt_rate = lambda x: f"{x / 1e6:g}M/s" if x >= 1e6 else f"{x / 1e3:g}k/s"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="monospace" font-size="11">',
              f'<rect width="{w}" height="{h}" fill="#0d1117"/>',
-             f'<text x="{pad}" y="20" fill="#c9d1d9">p99 tick-to-client latency vs delivered updates/s (1,000 clients)</text>',
-             f'<line x1="{pad}" y1="{h-pad}" x2="{w-pad}" y2="{h-pad}" stroke="#8b949e"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h-pad}" stroke="#8b949e"/>',
-             f'<line x1="{pad}" y1="{sy(P99_LIMIT_US):.1f}" x2="{w-pad}" y2="{sy(P99_LIMIT_US):.1f}" stroke="#8b949e" stroke-dasharray="4"/>',
-             f'<text x="{w-pad}" y="{h-pad+30}" fill="#8b949e" text-anchor="end">{xmax:,.0f} updates/s</text>',
-             f'<text x="{pad-5}" y="{pad}" fill="#8b949e" text-anchor="end">{ymax/1000:.0f} ms</text>']
+             f'<text x="{left}" y="20" fill="#c9d1d9">tick-to-client latency (p99 solid, p50 dashed) vs delivered updates/s, 1,000 clients</text>']
+    decade = 10 ** math.floor(math.log10(x_lo))
+    while decade <= x_hi:
+        for m in range(1, 10):
+            x = decade * m
+            if x_lo <= x <= x_hi:
+                parts.append(f'<line x1="{sx(x):.1f}" y1="{top}" x2="{sx(x):.1f}" y2="{h-bottom}" stroke="#21262d"/>')
+                if m in (1, 2, 5):
+                    parts.append(f'<text x="{sx(x):.1f}" y="{h-bottom+15}" fill="#8b949e" text-anchor="middle">{fmt_rate(x)}</text>')
+        decade *= 10
+    decade = y_lo
+    while decade <= y_hi:
+        parts.append(f'<line x1="{left}" y1="{sy(decade):.1f}" x2="{w-right}" y2="{sy(decade):.1f}" stroke="#30363d"/>')
+        parts.append(f'<text x="{left-5}" y="{sy(decade)+4:.1f}" fill="#8b949e" text-anchor="end">{fmt_us(decade)}</text>')
+        decade *= 10
+    parts.append(f'<line x1="{left}" y1="{sy(P99_LIMIT_US):.1f}" x2="{w-right}" y2="{sy(P99_LIMIT_US):.1f}" '
+                 f'stroke="#8b949e" stroke-dasharray="2 4"/>')
+    parts.append(f'<text x="{w-right+5}" y="{sy(P99_LIMIT_US)+4:.1f}" fill="#8b949e">p99 limit</text>')
+    parts.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h-12}" fill="#8b949e" text-anchor="middle">delivered updates/s</text>')
     for i, (server, runs) in enumerate(search.items()):
         if not runs:
             continue
-        pts = " ".join(f'{sx(r["delivered_per_s"]):.1f},{sy(r["total_us"]["p99"]):.1f}' for r in runs)
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{colours[server]}" stroke-width="2"/>')
-        parts.append(f'<text x="{pad+10}" y="{pad+15*i}" fill="{colours[server]}">{server}</text>')
+        colour = colours.get(server, "#c9d1d9")
+        for pct, dash in (("p99", ""), ("p50", ' stroke-dasharray="5 4"')):
+            pts = [(sx(r["delivered_per_s"]), sy(max(r["total_us"][pct], y_lo))) for r in runs if r["delivered_per_s"] > 0]
+            parts.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="none" '
+                         f'stroke="{colour}" stroke-width="2"{dash}/>')
+            parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in pts)
+        parts.append(f'<text x="{w-right+5}" y="{top+15+15*i}" fill="{colour}">{server}</text>')
     parts.append("</svg>")
     (out / "latency.svg").write_text("\n".join(parts))
     print(f"chart: {out / 'latency.svg'}")
