@@ -816,7 +816,9 @@ mod tests {
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
             let mut socket = accept_upgrade(&listener).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The kernel turns receive timestamps on a moment after the first
+            // socket asks (deferred work); give it that moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let before = now_nanos();
             socket.write_all(&server_frame(0x1, b"{}")).await.unwrap();
             let after = now_nanos();
