@@ -26,6 +26,7 @@
 //! Every such decision is counted.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -128,19 +129,23 @@ struct SubState {
     delivery: Delivery,
     /// Highest sequence queued (or covered by a snapshot) for this subscription.
     last_seq: u64,
-    /// Where this subscription's quote sits in the queue (drain epoch, index).
-    queued_quote: Option<(u64, usize)>,
+    /// Where this subscription's quote sits in the queue: (drain epoch + 1,
+    /// index). Stored plus one so that the pair has a niche and the option
+    /// needs no tag of its own (see `sub_state_stays_small`).
+    queued_quote: Option<(NonZeroU64, u32)>,
     /// A book resnapshot is queued; deltas are dropped until it is taken.
     resnapshot_pending: bool,
-    /// Trades dropped and not yet announced (inclusive range).
-    gap: Option<(u64, u64)>,
+    /// Trades dropped and not yet announced (inclusive range). Boxed, like
+    /// `held`: both are rare, and every offer reads this struct, so it stays
+    /// small (one per subscription; see `sub_state_stays_small`).
+    gap: Option<Box<(u64, u64)>>,
     /// `conflate`: the latest quote held for the next tick.
     held_quote: Option<Arc<Encoded>>,
     /// `conflate`: the book changed since the last snapshot sent.
     book_dirty: bool,
     /// A resume from stored history is under way: live updates wait here until
     /// the history before them is queued ([`Fanout::hold`]).
-    held: Option<Held>,
+    held: Option<Box<Held>>,
 }
 
 /// Live updates held back while a resume reads stored history.
@@ -550,9 +555,9 @@ impl Fanout {
             (_, channel) if channel.is_latest_value() => {
                 if len >= config.conflate_after
                     && let Some((at_epoch, index)) = sub.queued_quote
-                    && at_epoch == *epoch
+                    && at_epoch.get() == epoch.wrapping_add(1)
                 {
-                    queue[index] = Item::Update(encoded.clone());
+                    queue[index as usize] = Item::Update(encoded.clone());
                     self.stats.conflated.fetch_add(1, Ordering::Relaxed);
                     if encoded.final_value {
                         sub.queued_quote = None;
@@ -560,7 +565,10 @@ impl Fanout {
                     return;
                 }
                 // A final value stays where it is; the next update queues behind it.
-                sub.queued_quote = if encoded.final_value { None } else { Some((*epoch, len)) };
+                sub.queued_quote = match (NonZeroU64::new(epoch.wrapping_add(1)), u32::try_from(len)) {
+                    (Some(at_epoch), Ok(index)) if !encoded.final_value => Some((at_epoch, index)),
+                    _ => None,
+                };
                 queue.push(Item::Update(encoded.clone()));
             }
             (_, Channel::Book) => {
@@ -581,15 +589,17 @@ impl Fanout {
                 if len >= config.max_queued {
                     match config.slow_consumer {
                         SlowConsumerPolicy::Gap => {
-                            let from = sub.gap.map_or(previous + 1, |(from, _)| from);
-                            sub.gap = Some((from, encoded.seq));
+                            match &mut sub.gap {
+                                Some(gap) => gap.1 = encoded.seq,
+                                None => sub.gap = Some(Box::new((previous + 1, encoded.seq))),
+                            }
                             *has_gaps = true;
                             self.stats.dropped_trades.fetch_add(1, Ordering::Relaxed);
                         }
                         SlowConsumerPolicy::Close => close_for_lag = true,
                     }
                 } else {
-                    if let Some((from, to)) = sub.gap.take() {
+                    if let Some((from, to)) = sub.gap.take().map(|gap| *gap) {
                         queue.push(Item::Message(self.gap_message(
                             outbox.format,
                             encoded.instrument,
@@ -786,7 +796,7 @@ impl Fanout {
             self.add_to_slot(outbox, id, channel);
         }
         let mut sub = SubState::new(delivery, from);
-        sub.held = Some(Held { from, items: Vec::new(), overflowed: false });
+        sub.held = Some(Box::new(Held { from, items: Vec::new(), overflowed: false }));
         inner.subs.insert((id, channel), sub);
         inner.note_delivery(delivery);
         from
@@ -986,7 +996,7 @@ impl Fanout {
         if inner.has_gaps {
             inner.has_gaps = false;
             let mut gaps: Vec<_> =
-                inner.subs.iter_mut().filter_map(|(key, sub)| sub.gap.take().map(|g| (key.0, g))).collect();
+                inner.subs.iter_mut().filter_map(|(key, sub)| sub.gap.take().map(|g| (key.0, *g))).collect();
             gaps.sort_unstable_by_key(|(id, _)| *id);
             for (id, (from, to)) in gaps {
                 out.push(Item::Message(self.gap_message(outbox.format, id, from, to, GapReason::SlowConsumer)));
@@ -1120,6 +1130,13 @@ mod tests {
     use super::*;
     use crate::book::Engine;
     use crate::model::{AssetKind, BookDelta, InstrumentSpec, Price, Quote, Side, Size, Trade};
+
+    /// Every offer reads one `SubState`, from memory a writer on another core
+    /// has just touched: it must fit one cache line (it was 120 bytes).
+    #[test]
+    fn sub_state_stays_small() {
+        assert!(std::mem::size_of::<SubState>() <= 64, "SubState is {} bytes", std::mem::size_of::<SubState>());
+    }
 
     fn setup(config: OutboxConfig) -> (Engine, Fanout) {
         setup_with_ring(config, RingConfig::default())
