@@ -675,23 +675,11 @@ impl Fanout {
     /// updates after it are replayed from the ring, or, when the ring no longer
     /// holds them, a `gap` and a fresh snapshot are queued. Subscribing again
     /// restarts the subscription the same way.
+    ///
+    /// The writer is not woken: a request that subscribes to many streams calls
+    /// [`Outbox::signal_if_queued`] once at its end, so that its snapshots go out
+    /// together rather than interleaved with the first streams' updates.
     pub fn subscribe(
-        &self,
-        outbox: &Arc<Outbox>,
-        id: InstrumentId,
-        channel: Channel,
-        since: Option<u64>,
-        delivery: Delivery,
-    ) -> Resume {
-        let outcome = self.subscribe_deferred(outbox, id, channel, since, delivery);
-        outbox.signal_if_queued();
-        outcome
-    }
-
-    /// [`Self::subscribe`] without the wake-up: a request that subscribes to many
-    /// streams signals once at its end, so that its snapshots go out together
-    /// rather than interleaved with the first streams' updates.
-    pub fn subscribe_deferred(
         &self,
         outbox: &Arc<Outbox>,
         id: InstrumentId,

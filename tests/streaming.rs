@@ -336,6 +336,7 @@ async fn a_stalled_reader_is_cut_off_cleanly_and_disturbs_no_one() {
             assert!(tokio::time::Instant::now() < deadline, "the stalled client was never cut off: {stats}");
         }
     }
+    assert!(updates(&seen).len() > 100, "the live client kept streaming");
     assert_sequenced(&seen);
     let (close, frames) = stalled_reader.unwrap().await.unwrap();
     assert_eq!(u16::from(close.code), 4008, "{close:?}");

@@ -94,6 +94,7 @@ pub async fn sse(
     for (id, channel) in pairs {
         let _ = app.fanout.subscribe(&outbox, id, channel, None, app.limits.default_delivery);
     }
+    outbox.signal_if_queued(); // the stream below starts by waiting for it
     metrics::counter!("tickwire_sse_streams_total").increment(1);
     let attached = Attached { fanout: app.fanout.clone(), outbox };
     let state = (attached, app, Vec::<SseEvent>::new());

@@ -331,7 +331,7 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
                     let stored = read_history(app, id, channel, after, hold_from).await;
                     app.fanout.release_hold(outbox, id, channel, after, &stored)
                 }
-                _ => app.fanout.subscribe_deferred(outbox, id, channel, resume_from, delivery),
+                _ => app.fanout.subscribe(outbox, id, channel, resume_from, delivery),
             };
             if let Resume::Ahead { .. } = outcome {
                 metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
