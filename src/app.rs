@@ -14,9 +14,11 @@
 //! state. Shutdown: stop accepting and stop the feeds, let the engine drain what
 //! they sent, then close every session with 1001 after flushing what it had queued.
 //!
-//! History: the engine also hands every processed batch to the store's
-//! [`HistoryTap`] (a `try_send`, never a wait); the writer task drains after the
-//! engine on shutdown. A replay feed (`--feed replay:…`) reads the store and
+//! History: the engine appends every sequenced batch to the store's write-ahead
+//! journal through the [`HistoryTap`] before it fans the batch out (one `write`,
+//! never a wait on the database); the writer task tails the journal into the
+//! store and drains after the engine on shutdown. Sequences continue from the
+//! store (see [`SequenceLine`]). A replay feed (`--feed replay:…`) reads the store and
 //! writes no history of its own.
 //!
 //! [`feed::supervisor`]: crate::feed::supervisor
@@ -40,7 +42,8 @@ use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
-use crate::model::{InstrumentError, InstrumentId, Instruments, now_nanos};
+use crate::model::{Channel, InstrumentError, InstrumentId, Instruments, SequenceLine, now_nanos};
+use crate::store::journal::Leftovers;
 use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
 use crate::store::{DAY_NS, Store, StoreError, StoreIds};
 use crate::transport::serve::serve;
@@ -141,7 +144,6 @@ pub struct Server {
 /// Builds and starts everything `serve` runs.
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let metrics = metrics_handle();
-    let run_started = now_nanos();
     let access = crate::transport::access::AccessPolicy::new(
         &args.auth_tokens,
         args.auth_tokens_file.as_deref(),
@@ -212,12 +214,16 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let mut writer = None;
     let mut tap = None;
     let mut writer_stats = None;
+    // Sequences continue from the store, and from what a crashed run left in the
+    // journal; without a store (or replaying it) every stream starts at 1.
+    let mut line = SequenceLine::fresh(instruments.len());
     let mut background = Vec::new();
     let stop_background = CancellationToken::new();
     // Replayed events are history already: recording them again would store each
     // tick twice under new sequences.
     if let (Some(store), Some(ids), Some(url), None) = (&store, &ids, &store_url, &replay) {
         let history = HistoryWriter::new(store.clone(), StoreIds::clone(ids), args.history.writer(url))?;
+        line = continue_line(store, ids, &instruments, &history.leftovers).await?;
         let (history_tap, stats, task) = history.into_parts();
         tap = Some(history_tap);
         writer_stats = Some(stats);
@@ -229,13 +235,17 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     }
     let history = match (&store, &ids) {
         (Some(store), Some(ids)) => {
-            Some(HistoryAccess { store: store.clone(), ids: ids.clone(), writer: writer_stats, run_started })
+            let line_started = store.sequence_line_started().await?;
+            Some(HistoryAccess { store: store.clone(), ids: ids.clone(), writer: writer_stats, line_started })
         }
         _ => None,
     };
 
-    let engine = Engine::new(&instruments, args.book_depth as usize);
-    let fanout = Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()));
+    let mut engine = Engine::new(&instruments, args.book_depth as usize);
+    engine.continue_line(&line);
+    tracing::info!(epoch = line.epoch, "sequence epoch of this run");
+    let fanout =
+        Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()).with_line(line));
     let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
 
     let stop_feeds = CancellationToken::new();
@@ -346,31 +356,27 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
 /// Most events the engine publishes before it wakes the writers concerned.
 const WAKE_EVERY_EVENTS: usize = 64;
 
-/// Applies every event to the book and publishes it. Ends when every feed is gone.
+/// Applies every event to the book, journals the batch, then publishes it. Ends
+/// when every feed is gone.
+///
+/// A batch is sequenced whole, appended to the history journal (one `write`),
+/// and only then fanned out: whatever a client is sent is already on disk (in
+/// the page cache) when it is sent, so a process crash cannot lose it.
 async fn run_engine(
     mut engine: Engine,
     fanout: Arc<Fanout>,
     mut rx: mpsc::Receiver<EventBatch>,
-    history: Option<HistoryTap>,
+    mut history: Option<HistoryTap>,
 ) {
     let mut refused: u64 = 0;
     let mut wake = Vec::new();
     let mut candles = Vec::new();
+    let mut sequenced = Vec::new();
     while let Some(batch) = rx.recv().await {
-        let mut sequenced = Vec::with_capacity(if history.is_some() { batch.len() } else { 0 });
-        for (index, mut event) in batch.into_iter().enumerate() {
-            // Wake-ups wait for the end of the batch, but never more than this many
-            // events, so a huge batch does not hold the first updates back.
-            if index % WAKE_EVERY_EVENTS == WAKE_EVERY_EVENTS - 1 {
-                wake_all(&mut wake);
-            }
+        sequenced.clear();
+        for mut event in batch {
             match engine.apply(&mut event) {
-                Ok(()) => {
-                    fanout.publish_deferred(&event, &mut wake);
-                    if history.is_some() {
-                        sequenced.push(event);
-                    }
-                }
+                Ok(()) => sequenced.push(event),
                 Err(error) => {
                     refused += 1;
                     metrics::counter!("tickwire_engine_refused_events_total").increment(1);
@@ -380,15 +386,44 @@ async fn run_engine(
                 }
             }
         }
+        if let Some(tap) = &mut history {
+            tap.record(&sequenced);
+        }
+        for (index, event) in sequenced.iter().enumerate() {
+            // Wake-ups wait for the end of the batch, but never more than this many
+            // events, so a huge batch does not hold the first updates back.
+            if index % WAKE_EVERY_EVENTS == WAKE_EVERY_EVENTS - 1 {
+                wake_all(&mut wake);
+            }
+            fanout.publish_deferred(event, &mut wake);
+        }
         engine.drain_candles(&mut candles);
         for event in candles.drain(..) {
             fanout.publish_deferred(&event, &mut wake);
         }
         wake_all(&mut wake);
-        if let Some(tap) = &history {
-            tap.offer(sequenced);
+    }
+}
+
+/// The sequence line of a run that records history: every stored stream
+/// continues after the highest sequence the store or the journal holds.
+async fn continue_line(
+    store: &Store,
+    ids: &StoreIds,
+    instruments: &Instruments,
+    leftovers: &Leftovers,
+) -> Result<SequenceLine, StoreError> {
+    let heads = store.stream_heads().await?;
+    let mut bases = vec![[0u64; Channel::COUNT]; instruments.len()];
+    for inst in instruments.iter() {
+        let store_id = ids.store_id(inst.id);
+        for channel in Channel::STORED {
+            let stored = heads.get(&(store_id, channel)).copied().unwrap_or(0);
+            let journaled = leftovers.heads.get(&(store_id as u32, channel)).copied().unwrap_or(0);
+            bases[inst.id.index()][channel.index()] = stored.max(journaled);
         }
     }
+    Ok(SequenceLine::continuing(bases))
 }
 
 /// Drops history older than `horizon` now and then every hour, until `stop`.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::model::{
-    BookDelta, Candle, CandleInterval, Channel, Event, InstrumentId, Instruments, Nanos, Payload, Price, Quote, Size,
-    Trade, now_nanos,
+    BookDelta, Candle, CandleInterval, Channel, Event, InstrumentId, Instruments, Nanos, Payload, Price, Quote,
+    SequenceLine, Size, Trade, now_nanos,
 };
 
 /// A value with the sequence and clocks of the event that produced it.
@@ -252,6 +252,18 @@ impl Engine {
 
     pub fn reader(&self) -> StateReader {
         StateReader { states: self.states.clone() }
+    }
+
+    /// Starts every stream after its base in `line` (call before the first
+    /// event): sequences continue where the store says the last run left off.
+    pub fn continue_line(&mut self, line: &SequenceLine) {
+        for (slot, base) in self.states.iter().zip(line.bases()) {
+            let mut state = InstrumentState::clone(&slot.load());
+            state.seqs = *base;
+            let book = Arc::make_mut(&mut state.book);
+            book.seq = base[Channel::Book.index()];
+            slot.store(Arc::new(state));
+        }
     }
 
     /// Sequences `event`, stamps `ts_send`, and publishes the new state. Returns an

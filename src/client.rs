@@ -102,6 +102,10 @@ pub struct ClientConfig {
     /// Reconnect after a lost connection (resuming from the last sequence).
     pub reconnect: bool,
     pub max_backoff: Duration,
+    /// Start from stored history at this exchange time (ns) instead of a
+    /// snapshot (`since_time`; the server needs a store). Reconnects resume by
+    /// sequence as usual.
+    pub from_time: Option<crate::model::Nanos>,
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -113,6 +117,10 @@ pub struct StreamClient {
     /// Last sequence delivered per (symbol, channel): the resume point and the
     /// duplicate filter.
     last_seq: HashMap<(Arc<str>, Channel), u64>,
+    /// The epoch of the sequences in `last_seq` (from the latest snapshot or
+    /// `live` marker); sent back with them, so a server that restarted never
+    /// continues them with another run's updates.
+    epoch: Option<u64>,
     /// Protobuf: symbol and decimals per instrument id, learnt from snapshots.
     instruments: HashMap<u32, (Arc<str>, u8, u8)>,
     pending: std::collections::VecDeque<StreamEvent>,
@@ -137,6 +145,7 @@ impl StreamClient {
             config,
             socket: None,
             last_seq: HashMap::new(),
+            epoch: None,
             instruments: HashMap::new(),
             pending: Default::default(),
             attempt: 0,
@@ -177,13 +186,21 @@ impl StreamClient {
                     since.entry(symbol).or_default().insert(channel_name(channel).to_owned(), seq.into());
                 }
                 let channels: Vec<_> = self.config.channels.iter().map(|c| channel_name(*c)).collect();
-                let request = serde_json::json!({
+                let mut request = serde_json::json!({
                     "op": "subscribe", "channels": channels, "symbols": self.config.symbols, "since": since,
                 });
+                match (since.is_empty(), self.epoch, self.config.from_time) {
+                    (false, Some(epoch), _) => request["epoch"] = epoch.into(),
+                    (true, _, Some(at)) => request["since_time"] = at.into(),
+                    _ => {}
+                }
                 Message::text(request.to_string())
             }
             Format::Proto => {
+                let since_time = if resume.is_empty() { self.config.from_time.unwrap_or(0) } else { 0 };
                 let subscribe = pb::Subscribe {
+                    epoch: if resume.is_empty() { 0 } else { self.epoch.unwrap_or(0) },
+                    since_time,
                     channels: self.config.channels.iter().map(|c| crate::codec::proto::channel(*c) as i32).collect(),
                     symbols: self.config.symbols.clone(),
                     since: resume
@@ -288,6 +305,7 @@ impl StreamClient {
         let decode = |e: String| ClientError::Decode(format!("{e} in {text}"));
         match value["type"].as_str() {
             Some("snapshot") => {
+                self.epoch = value["epoch"].as_u64().or(self.epoch);
                 let update = json_update(&value, Some(&value["data"])).map_err(decode)?;
                 self.deliver(update, true);
             }
@@ -304,11 +322,14 @@ impl StreamClient {
                 to_seq: value["to_seq"].as_u64().unwrap_or(0),
                 reason: value["reason"].as_str().unwrap_or_default().to_owned(),
             }),
-            Some("live") => self.pending.push_back(StreamEvent::Live {
-                symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
-                channel: Channel::parse(value["channel"].as_str().unwrap_or_default()).unwrap_or(Channel::Trades),
-                seq: value["seq"].as_u64().unwrap_or(0),
-            }),
+            Some("live") => {
+                self.epoch = value["epoch"].as_u64().or(self.epoch);
+                self.pending.push_back(StreamEvent::Live {
+                    symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
+                    channel: Channel::parse(value["channel"].as_str().unwrap_or_default()).unwrap_or(Channel::Trades),
+                    seq: value["seq"].as_u64().unwrap_or(0),
+                });
+            }
             Some("book_invalidated") => self.pending.push_back(StreamEvent::BookInvalidated {
                 symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
                 seq: value["seq"].as_u64().unwrap_or(0),
@@ -327,6 +348,9 @@ impl StreamClient {
         let message = pb::ServerMessage::decode(bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
         match message.kind {
             Some(Kind::Snapshot(s)) => {
+                if s.epoch != 0 {
+                    self.epoch = Some(s.epoch);
+                }
                 let symbol: Arc<str> = s.symbol.as_str().into();
                 let (pd, sd) = (s.price_decimals, s.size_decimals);
                 self.instruments.insert(s.instrument_id, (symbol.clone(), pd as u8, sd as u8));
@@ -388,11 +412,16 @@ impl StreamClient {
                 self.pending.push_back(StreamEvent::BookInvalidated { symbol: b.symbol, seq: b.seq });
             }
             Some(Kind::Error(e)) => self.pending.push_back(StreamEvent::Error { code: e.code, message: e.message }),
-            Some(Kind::Live(live)) => self.pending.push_back(StreamEvent::Live {
-                symbol: live.symbol,
-                channel: proto_channel(live.channel)?,
-                seq: live.seq,
-            }),
+            Some(Kind::Live(live)) => {
+                if live.epoch != 0 {
+                    self.epoch = Some(live.epoch);
+                }
+                self.pending.push_back(StreamEvent::Live {
+                    symbol: live.symbol,
+                    channel: proto_channel(live.channel)?,
+                    seq: live.seq,
+                });
+            }
             // Replay messages belong to /v1/replay, not to this stream.
             Some(Kind::Pong(_) | Kind::Replay(_) | Kind::End(_)) | None => {}
         }

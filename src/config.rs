@@ -273,16 +273,18 @@ impl StoreArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Spill directory for history the store cannot take yet (default: `journal/`
-    /// beside a SQLite file, else `data/journal`).
+    /// Write-ahead journal: every stored event is appended here before clients
+    /// are sent it, and deleted once stored (default: `journal/` beside a SQLite
+    /// file, else `data/journal`).
     #[arg(long, env = "TICKWIRE_JOURNAL_DIR")]
     pub journal_dir: Option<PathBuf>,
     /// Largest journal, in bytes; past it, history is lost (counted, and recorded as gaps).
     #[arg(long, env = "TICKWIRE_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
     pub journal_max_bytes: u64,
-    /// Events the writer buffers in memory before spilling to the journal.
-    #[arg(long, env = "TICKWIRE_STORE_MEMORY_EVENTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub store_memory_events: u64,
+    /// How often journal appends are forced to disk, in milliseconds: the most a
+    /// power loss can take (a process crash loses nothing journaled).
+    #[arg(long, env = "TICKWIRE_JOURNAL_SYNC_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub journal_sync_ms: u64,
     /// Most events per store transaction.
     #[arg(long, env = "TICKWIRE_STORE_BATCH_EVENTS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub store_batch_events: u64,
@@ -295,7 +297,7 @@ impl HistoryArgs {
     pub fn writer(&self, url: &str) -> crate::store::writer::WriterConfig {
         crate::store::writer::WriterConfig {
             batch_events: self.store_batch_events as usize,
-            memory_events: self.store_memory_events as usize,
+            sync_interval: std::time::Duration::from_millis(self.journal_sync_ms),
             journal_dir: self.journal_dir.clone().unwrap_or_else(|| crate::store::default_journal_dir(url)),
             journal_cap_bytes: self.journal_max_bytes,
             ..crate::store::writer::WriterConfig::default()
@@ -400,6 +402,9 @@ pub struct TailArgs {
     /// Stop after this many updates (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Start from stored history at this time (ns or RFC 3339), then follow live.
+    #[arg(long, value_parser = crate::model::parse_time)]
+    pub from_time: Option<crate::model::Nanos>,
 }
 
 fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {

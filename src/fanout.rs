@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
-use crate::model::{Channel, Event, InstrumentId, Instruments, Payload};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine, SinceCheck};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -359,6 +359,8 @@ pub struct Fanout {
     rings: Box<[Mutex<Ring>]>,
     ring: RingConfig,
     config: OutboxConfig,
+    /// What this run's sequences mean: its epoch, and where each stream began.
+    line: SequenceLine,
     pub default_delivery: Delivery,
     pub stats: FanoutStats,
 }
@@ -394,6 +396,7 @@ impl Fanout {
         let slots =
             (0..instruments.len() * Channel::COUNT).map(|_| ArcSwap::from_pointee(Subscribers::default())).collect();
         let rings = (0..instruments.len()).map(|_| Mutex::new(Ring::default())).collect();
+        let line = SequenceLine::fresh(instruments.len());
         Self {
             instruments,
             state,
@@ -401,9 +404,26 @@ impl Fanout {
             rings,
             ring,
             config,
+            line,
             default_delivery: Delivery::SnapshotOnLag,
             stats: FanoutStats::default(),
         }
+    }
+
+    /// Sets what this run's sequences mean (the engine must continue the same
+    /// line): the rings know that each stream's updates up to its base were
+    /// published by an earlier run, so a resume below it is not mistaken for
+    /// "nothing missed".
+    pub fn with_line(mut self, line: SequenceLine) -> Self {
+        for (ring, base) in self.rings.iter().zip(line.bases()) {
+            ring.lock().last = *base;
+        }
+        self.line = line;
+        self
+    }
+
+    pub fn line(&self) -> &SequenceLine {
+        &self.line
     }
 
     pub fn instruments(&self) -> &Arc<Instruments> {
@@ -662,7 +682,7 @@ impl Fanout {
     fn snapshot_message(&self, format: Format, id: InstrumentId, channel: Channel) -> (u64, Bytes) {
         let state = self.state.load(id);
         let mut out = Vec::with_capacity(256);
-        format.encode_snapshot(&mut out, self.instruments.get(id), channel, &state);
+        format.encode_snapshot(&mut out, self.instruments.get(id), channel, &state, self.line.epoch);
         let seq = match channel {
             Channel::Book => state.book.seq,
             other => state.seqs[other.index()],
@@ -689,6 +709,53 @@ impl Fanout {
     ) -> Resume {
         let mut inner = outbox.inner.lock();
         self.subscribe_locked(outbox, &mut inner, id, channel, since, delivery, false)
+    }
+
+    /// Subscribes from where a client's `since` stands in this run's sequence
+    /// line ([`SequenceLine::check`]): after it within this run; after it with a
+    /// `live` marker that names this run's epoch when it came from an earlier run
+    /// of the same line; and, when it names updates this run never published
+    /// (another run past where this one began, or another server), a `gap`
+    /// (`epoch_changed`) and a fresh snapshot, never this run's updates under
+    /// sequences the client has seen.
+    pub fn subscribe_checked(
+        &self,
+        outbox: &Arc<Outbox>,
+        id: InstrumentId,
+        channel: Channel,
+        since: Option<SinceCheck>,
+        delivery: Delivery,
+    ) -> Resume {
+        let mut inner = outbox.inner.lock();
+        match since {
+            None => self.subscribe_locked(outbox, &mut inner, id, channel, None, delivery, false),
+            Some(SinceCheck::ThisRun(since)) => {
+                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, false)
+            }
+            Some(SinceCheck::EarlierRun(since)) => {
+                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, true)
+            }
+            // Ahead of anything this stream has published: a client error, said
+            // as such (`bad_since`) before the fresh snapshot.
+            Some(SinceCheck::OtherRun { since, .. }) if since > self.current_seq(id, channel) => {
+                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, false)
+            }
+            Some(SinceCheck::OtherRun { from, .. }) => {
+                let (seq, snapshot) = self.snapshot_message(outbox.format, id, channel);
+                if !inner.subs.contains_key(&(id, channel)) {
+                    self.add_to_slot(outbox, id, channel);
+                }
+                self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
+                let mut gap = Vec::with_capacity(128);
+                let symbol = &self.instruments.get(id).symbol;
+                outbox.format.encode_gap(&mut gap, symbol, channel, from, seq.max(from), GapReason::EpochChanged);
+                inner.queue.push(Item::Message(Bytes::from(gap)));
+                inner.subs.insert((id, channel), SubState::new(delivery, seq));
+                inner.queue.push(Item::Message(snapshot));
+                inner.note_delivery(delivery);
+                Resume::Gap { from, to: seq }
+            }
+        }
     }
 
     /// [`Self::subscribe`] with the outbox already locked: registration and
@@ -719,7 +786,12 @@ impl Fanout {
                 let count = updates.len();
                 if after_history {
                     let symbol = &self.instruments.get(id).symbol;
-                    inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(symbol, channel, since))));
+                    inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(
+                        symbol,
+                        channel,
+                        since,
+                        self.line.epoch,
+                    ))));
                 }
                 inner.queue.extend(updates);
                 inner.subs.insert((id, channel), SubState::new(delivery, last_seq.max(since)));
@@ -834,7 +906,12 @@ impl Fanout {
         let outcome = match ring_part {
             Some((_, ring_items)) if !held.overflowed => {
                 let symbol = &self.instruments.get(id).symbol;
-                inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(symbol, channel, last))));
+                inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(
+                    symbol,
+                    channel,
+                    last,
+                    self.line.epoch,
+                ))));
                 count += ring_items.len() + held.items.len();
                 inner.queue.extend(ring_items);
                 inner.queue.extend(held.items);
@@ -851,7 +928,15 @@ impl Fanout {
         outcome
     }
 
-    fn current_seq(&self, id: InstrumentId, channel: Channel) -> u64 {
+    /// The first sequence of one channel in the ring whose exchange time is at or
+    /// after `at`, when the ring holds one.
+    pub fn first_ring_seq_at(&self, id: InstrumentId, channel: Channel, at: crate::model::Nanos) -> Option<u64> {
+        let ring = self.rings[id.index()].lock();
+        ring.events.iter().find(|e| e.channel() == channel && e.ts_event >= at).map(|e| e.seq)
+    }
+
+    /// The last sequence assigned to one channel.
+    pub fn current_seq(&self, id: InstrumentId, channel: Channel) -> u64 {
         let current = self.state.load(id);
         match channel {
             Channel::Book => current.book.seq,

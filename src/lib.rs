@@ -19,5 +19,6 @@ pub mod feed;
 pub mod loadgen;
 pub mod model;
 pub mod replay;
+pub mod session;
 pub mod store;
 pub mod transport;

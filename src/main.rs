@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 channels: args.channels,
                 reconnect: !args.no_reconnect,
                 max_backoff: std::time::Duration::from_secs(10),
+                from_time: args.from_time,
             };
             let mut stdout = std::io::stdout();
             tokio::select! {

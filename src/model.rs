@@ -21,6 +21,19 @@ pub fn now_nanos() -> Nanos {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// Parses a point in time: integer nanoseconds since the epoch, or RFC 3339
+/// (`2025-06-01T12:00:00Z`, fractions allowed).
+pub fn parse_time(text: &str) -> Result<Nanos, String> {
+    let text = text.trim();
+    if let Ok(ns) = text.parse::<u64>() {
+        return Ok(ns);
+    }
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?} is neither nanoseconds since the epoch nor an RFC 3339 time ({e})"))?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{text:?} is before 1970"))?;
+    u64::try_from(since.as_nanos()).map_err(|_| format!("{text:?} is too far in the future"))
+}
+
 /// Why a decimal string could not become a fixed-point value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecimalError {
@@ -688,5 +701,90 @@ mod tests {
             let text = format_decimal(nanos, 9);
             prop_assert_eq!(parse_decimal(&text).unwrap(), nanos);
         }
+    }
+}
+
+/// What a sequence number means in this run: the run's epoch and, per
+/// (instrument, channel), the sequence the run started from.
+///
+/// Sequences never mean two things. With a store, every stored stream continues
+/// from the highest sequence the store (or its journal) has seen, so a sequence
+/// names one update across restarts; derived channels (candles) and a server
+/// without a store start again at 1. The epoch (microseconds since the Unix epoch
+/// at start: unique per run, exact in a JavaScript number) travels with every
+/// snapshot, `live` marker and cursor, and comes back with `since`. A `since` of
+/// this epoch is taken as it is; one of another run (or without an epoch) is
+/// honoured only up to where this run's sequences began, since below that both
+/// runs name the same updates; beyond it the client is told of the break
+/// ([`SinceCheck::OtherRun`]).
+#[derive(Debug, Clone)]
+pub struct SequenceLine {
+    pub epoch: u64,
+    /// Per instrument (dense index): the last sequence of each channel before this run.
+    bases: Vec<[u64; Channel::COUNT]>,
+}
+
+/// How a client's `since` relates to this run's sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinceCheck {
+    /// From this run: resume after it.
+    ThisRun(u64),
+    /// From an earlier run, at or below where this run began: the sequence names
+    /// the same update here, so resume after it (and tell the client this epoch).
+    EarlierRun(u64),
+    /// From another run, past where this run began (or another server): the
+    /// sequences do not continue here; `from` is the first this run reassigned.
+    OtherRun { since: u64, from: u64 },
+}
+
+impl SequenceLine {
+    /// A line that starts every stream at 1 (no store, or a replay).
+    pub fn fresh(instruments: usize) -> Self {
+        Self::continuing(vec![[0; Channel::COUNT]; instruments])
+    }
+
+    /// A line continuing from `bases` (per instrument, per channel), with a new epoch.
+    pub fn continuing(bases: Vec<[u64; Channel::COUNT]>) -> Self {
+        Self { epoch: (now_nanos() / 1_000).max(1), bases }
+    }
+
+    /// The last sequence of a stream before this run (0 when it starts at 1).
+    pub fn base(&self, id: InstrumentId, channel: Channel) -> u64 {
+        self.bases.get(id.index()).map_or(0, |b| b[channel.index()])
+    }
+
+    pub fn bases(&self) -> &[[u64; Channel::COUNT]] {
+        &self.bases
+    }
+
+    /// Places a client's `since` (with the epoch it came from, if it sent one).
+    pub fn check(&self, id: InstrumentId, channel: Channel, since: u64, epoch: Option<u64>) -> SinceCheck {
+        let base = self.base(id, channel);
+        match epoch {
+            Some(epoch) if epoch == self.epoch => SinceCheck::ThisRun(since),
+            _ if since <= base => SinceCheck::EarlierRun(since),
+            _ => SinceCheck::OtherRun { since, from: base + 1 },
+        }
+    }
+}
+
+#[cfg(test)]
+mod sequence_line_tests {
+    use super::*;
+
+    #[test]
+    fn a_since_from_another_run_is_honoured_only_up_to_this_runs_start() {
+        let mut bases = vec![[0; Channel::COUNT]; 2];
+        bases[1][Channel::Trades.index()] = 100;
+        let line = SequenceLine::continuing(bases);
+        let (a, b) = (InstrumentId(0), InstrumentId(1));
+        assert_eq!(line.check(b, Channel::Trades, 150, Some(line.epoch)), SinceCheck::ThisRun(150));
+        assert_eq!(line.check(b, Channel::Trades, 100, Some(line.epoch - 1)), SinceCheck::EarlierRun(100));
+        assert_eq!(line.check(b, Channel::Trades, 90, None), SinceCheck::EarlierRun(90));
+        assert_eq!(line.check(b, Channel::Trades, 101, None), SinceCheck::OtherRun { since: 101, from: 101 });
+        assert_eq!(line.check(a, Channel::Trades, 5, Some(7)), SinceCheck::OtherRun { since: 5, from: 1 });
+        // Candles are never stored: their base is 0 and any foreign since is a break.
+        assert_eq!(line.check(b, Channel::Candles1m, 3, None), SinceCheck::OtherRun { since: 3, from: 1 });
+        assert_eq!(line.check(a, Channel::Quotes, 0, None), SinceCheck::EarlierRun(0));
     }
 }

@@ -23,6 +23,7 @@ fn config(addr: std::net::SocketAddr, format: Format, symbols: &[&str], channels
         channels: channels.to_vec(),
         reconnect: true,
         max_backoff: Duration::from_millis(500),
+        from_time: None,
     }
 }
 

@@ -244,18 +244,7 @@ async fn database_outage_loses_nothing_and_never_delays_the_live_stream() {
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let url = db.url_via(proxy.addr);
     let journal = dir.path("journal");
-    let flags = [
-        "--store",
-        &url,
-        "--journal-dir",
-        &journal,
-        "--rate",
-        "4000",
-        "--symbols",
-        "BTC-USD,AAPL",
-        "--store-memory-events",
-        "2000",
-    ];
+    let flags = ["--store", &url, "--journal-dir", &journal, "--rate", "4000", "--symbols", "BTC-USD,AAPL"];
     let server = common::start(&flags).await;
     let mut client = Client::connect(server.addr).await;
     client
@@ -274,7 +263,7 @@ async fn database_outage_loses_nothing_and_never_delays_the_live_stream() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, stats) = get_json(server.addr, "/v1/stats").await;
-        if stats["store_spilled_bytes"] == 0 && stats["store_lag_ms"].as_u64().unwrap() < 1_000 {
+        if caught_up(&stats) {
             assert_eq!(stats["store_lost"], 0, "{stats}");
             break;
         }
@@ -286,8 +275,8 @@ async fn database_outage_loses_nothing_and_never_delays_the_live_stream() {
     assert_exactly_once(&db.url(), &state).await;
 }
 
-/// SIGKILL while the database is away: whatever the writer had written or
-/// journaled is in the store once a new process has started on the same journal.
+/// SIGKILL while the database is away: everything journaled (every event sent)
+/// is in the store once a new process has started on the same journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_keeps_what_was_acknowledged_or_journaled() {
     let db = PgDb::create();
@@ -295,18 +284,7 @@ async fn sigkill_keeps_what_was_acknowledged_or_journaled() {
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let url = db.url_via(proxy.addr);
     let journal = dir.path("journal");
-    let flags = [
-        "--store",
-        url.as_str(),
-        "--journal-dir",
-        &journal,
-        "--rate",
-        "4000",
-        "--symbols",
-        "BTC-USD,AAPL",
-        "--store-memory-events",
-        "500",
-    ];
+    let flags = ["--store", url.as_str(), "--journal-dir", &journal, "--rate", "4000", "--symbols", "BTC-USD,AAPL"];
     let server = common::Process::serve(&flags);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.cut();
@@ -315,8 +293,8 @@ async fn sigkill_keeps_what_was_acknowledged_or_journaled() {
     server.signal("KILL");
     drop(server);
     let acknowledged = stats["store_written"].as_u64().unwrap();
-    // Journaled and not yet written (what was written from the journal is acknowledged).
-    let journaled = stats["store_journaled"].as_u64().unwrap() - stats["store_written_from_journal"].as_u64().unwrap();
+    // Every event is journaled before it is sent; what was not yet written is in the journal.
+    let journaled = stats["store_journaled"].as_u64().unwrap();
     assert!(acknowledged > 1000 && journaled > 1000, "{stats}");
     proxy.restore();
 
@@ -334,7 +312,7 @@ async fn sigkill_keeps_what_was_acknowledged_or_journaled() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, stats) = get_json(restarted.addr, "/v1/stats").await;
-        if stats["store_spilled_bytes"] == 0 {
+        if caught_up(&stats) && stats["store_written_from_journal"].as_u64().unwrap() > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "the journal was not written: {stats}");
@@ -352,10 +330,7 @@ async fn sigkill_keeps_what_was_acknowledged_or_journaled() {
             first_run += rows.len() as u64;
         }
     }
-    assert!(
-        first_run >= acknowledged + journaled,
-        "stored {first_run} < acknowledged {acknowledged} + journaled {journaled}"
-    );
+    assert!(first_run >= journaled.max(acknowledged), "stored {first_run} < journaled {journaled}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,4 +483,11 @@ async fn merged_reader_keeps_exchange_time_order_through_ties_and_quiet_stretche
     merged_reader_matches_the_slow_merge(&dir.sqlite_url()).await;
     let db = PgDb::create();
     merged_reader_matches_the_slow_merge(&db.url()).await;
+}
+
+/// The writer trails the live stream by a moment only: the journal behind it
+/// holds no more than a few batches (every event is journaled before it is sent,
+/// so some bytes are always on their way).
+fn caught_up(stats: &serde_json::Value) -> bool {
+    stats["store_lag_ms"].as_u64().unwrap() < 1_000 && stats["store_spilled_bytes"].as_u64().unwrap() < 1 << 20
 }

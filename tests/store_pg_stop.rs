@@ -59,19 +59,9 @@ async fn postgres_stopped_and_started_mid_run_loses_nothing() {
     let dir = TempDir::new("pg-stop");
     let url = db.url();
     let journal = dir.path("journal");
-    let server = common::start(&[
-        "--store",
-        &url,
-        "--journal-dir",
-        &journal,
-        "--rate",
-        "4000",
-        "--symbols",
-        "BTC-USD,AAPL",
-        "--store-memory-events",
-        "2000",
-    ])
-    .await;
+    let server =
+        common::start(&["--store", &url, "--journal-dir", &journal, "--rate", "4000", "--symbols", "BTC-USD,AAPL"])
+            .await;
     let mut client = Client::connect(server.addr).await;
     client
         .send(serde_json::json!({"op":"subscribe","channels":["trades","quotes"],"symbols":["BTC-USD","AAPL"],"delivery":"full"}))
@@ -89,7 +79,7 @@ async fn postgres_stopped_and_started_mid_run_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, stats) = get_json(server.addr, "/v1/stats").await;
-        if stats["store_spilled_bytes"] == 0 && stats["store_lag_ms"].as_u64().unwrap() < 1_000 {
+        if caught_up(&stats) {
             break;
         }
         assert!(Instant::now() < deadline, "the writer did not catch up: {stats}");
@@ -114,4 +104,11 @@ async fn postgres_stopped_and_started_mid_run_loses_nothing() {
             );
         }
     }
+}
+
+/// The writer trails the live stream by a moment only: the journal behind it
+/// holds no more than a few batches (every event is journaled before it is sent,
+/// so some bytes are always on their way).
+fn caught_up(stats: &serde_json::Value) -> bool {
+    stats["store_lag_ms"].as_u64().unwrap() < 1_000 && stats["store_spilled_bytes"].as_u64().unwrap() < 1 << 20
 }

@@ -130,7 +130,7 @@ pub fn encode_update(out: &mut Vec<u8>, inst: &Instrument, event: &Event) {
 /// Appends a `snapshot` message for one channel of one instrument: the state at
 /// `seq`, after which deltas continue at `seq + 1`. `data` is `null` before the
 /// channel's first event.
-pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, state: &InstrumentState) {
+pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, state: &InstrumentState, epoch: u64) {
     out.extend_from_slice(br#"{"type":"snapshot","instrument_id":"#);
     push_u64(out, u64::from(inst.id.0));
     out.extend_from_slice(br#","price_decimals":"#);
@@ -163,6 +163,8 @@ pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, channel: Channel, s
         }
     };
     push_clocks(out, clocks.0, clocks.1, clocks.2);
+    out.extend_from_slice(br#","epoch":"#);
+    push_u64(out, epoch);
     out.push(b'}');
 }
 
@@ -194,6 +196,8 @@ pub enum GapReason {
     SlowConsumer,
     /// The range is older than the recent-history ring.
     HistoryExhausted,
+    /// The client's sequences come from another run and do not continue here.
+    EpochChanged,
 }
 
 impl GapReason {
@@ -201,6 +205,7 @@ impl GapReason {
         match self {
             GapReason::SlowConsumer => "slow_consumer",
             GapReason::HistoryExhausted => "history_exhausted",
+            GapReason::EpochChanged => "epoch_changed",
         }
     }
 }
@@ -230,8 +235,9 @@ pub fn encode_book_invalidated(out: &mut Vec<u8>, symbol: &str, seq: u64) {
     out.push(b'}');
 }
 
-/// A `live` message: a resume served from stored history has caught up.
-pub fn encode_live(symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
+/// A `live` message: a resume served from stored history (or from an earlier
+/// run) has caught up; live updates of `epoch` follow from `seq + 1`.
+pub fn encode_live(symbol: &str, channel: Channel, seq: u64, epoch: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     out.extend_from_slice(br#"{"type":"live","symbol":""#);
     out.extend_from_slice(symbol.as_bytes());
@@ -239,6 +245,8 @@ pub fn encode_live(symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
     out.extend_from_slice(channel.as_str().as_bytes());
     out.extend_from_slice(br#"","seq":"#);
     push_u64(&mut out, seq);
+    out.extend_from_slice(br#","epoch":"#);
+    push_u64(&mut out, epoch);
     out.push(b'}');
     out
 }
@@ -297,7 +305,7 @@ mod tests {
         let inst = t.get(InstrumentId(0));
         let snapshot = |channel| {
             let mut out = Vec::new();
-            encode_snapshot(&mut out, inst, channel, &reader.load(InstrumentId(0)));
+            encode_snapshot(&mut out, inst, channel, &reader.load(InstrumentId(0)), 7);
             json(&out)
         };
         for channel in [Channel::Quotes, Channel::Trades, Channel::Candles1m] {
@@ -395,7 +403,7 @@ mod tests {
         let state = engine.reader().load(InstrumentId(0));
         for channel in Channel::ALL {
             let mut out = Vec::new();
-            encode_snapshot(&mut out, inst, channel, &state);
+            encode_snapshot(&mut out, inst, channel, &state, 7);
             let v = json(&out);
             assert_eq!(v["type"], "snapshot");
             assert_eq!(v["channel"], channel.as_str());

@@ -151,10 +151,11 @@ impl Format {
         inst: &crate::model::Instrument,
         channel: Channel,
         state: &crate::book::InstrumentState,
+        epoch: u64,
     ) {
         match self {
-            Format::Json => json::encode_snapshot(out, inst, channel, state),
-            Format::Proto => proto::encode_snapshot(out, inst, channel, state),
+            Format::Json => json::encode_snapshot(out, inst, channel, state, epoch),
+            Format::Proto => proto::encode_snapshot(out, inst, channel, state, epoch),
         }
     }
 
@@ -181,10 +182,10 @@ impl Format {
         }
     }
 
-    pub fn encode_live(self, symbol: &str, channel: Channel, seq: u64) -> Vec<u8> {
+    pub fn encode_live(self, symbol: &str, channel: Channel, seq: u64, epoch: u64) -> Vec<u8> {
         match self {
-            Format::Json => json::encode_live(symbol, channel, seq),
-            Format::Proto => proto::encode_live(symbol, channel, seq),
+            Format::Json => json::encode_live(symbol, channel, seq, epoch),
+            Format::Proto => proto::encode_live(symbol, channel, seq, epoch),
         }
     }
 
@@ -244,6 +245,10 @@ pub struct Subscription {
     pub since: HashMap<String, SinceSpec>,
     /// `None`: the server's default.
     pub delivery: Option<Delivery>,
+    /// The epoch the `since` sequences come from (see [`crate::model::SequenceLine`]).
+    pub epoch: Option<u64>,
+    /// Start from stored history at this exchange time (ns) instead of a snapshot.
+    pub since_time: Option<crate::model::Nanos>,
 }
 
 impl Subscription {
@@ -258,7 +263,19 @@ impl Subscription {
         if channels.is_empty() || symbols.is_empty() {
             return Err(RequestError::new(ErrorCode::BadRequest, format!("{op} needs channels and symbols"), Some(op)));
         }
-        Ok(Self { channels, symbols, since, delivery })
+        Ok(Self { channels, symbols, since, delivery, epoch: None, since_time: None })
+    }
+
+    /// `since` and `since_time` say where to start in two ways; a request may use one.
+    pub fn check_start(&self, op: &str) -> Result<(), RequestError> {
+        if self.since_time.is_some() && !self.since.is_empty() {
+            return Err(RequestError::new(
+                ErrorCode::BadSince,
+                "since and since_time cannot be combined: since resumes by sequence, since_time starts at a time",
+                Some(op),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -272,6 +289,23 @@ struct RawSubscription {
     delivery: Option<String>,
     #[serde(default)]
     conflate_ms: Option<u32>,
+    #[serde(default)]
+    epoch: Option<u64>,
+    #[serde(default)]
+    since_time: Option<serde_json::Value>,
+}
+
+/// `since_time`: integer nanoseconds since the epoch, or an RFC 3339 string.
+fn parse_since_time(value: Option<serde_json::Value>, op: &str) -> Result<Option<crate::model::Nanos>, RequestError> {
+    let bad = |detail: String| RequestError::new(ErrorCode::BadSince, format!("since_time: {detail}"), Some(op));
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(Some).ok_or_else(|| bad(format!("{n} is not nanoseconds since the epoch")))
+        }
+        Some(serde_json::Value::String(text)) => crate::model::parse_time(&text).map(Some).map_err(bad),
+        Some(other) => Err(bad(format!("{other} is neither nanoseconds nor an RFC 3339 time"))),
+    }
 }
 
 /// Interval of a `conflate` subscription that names none, in milliseconds.
@@ -350,7 +384,10 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
                 .collect::<Result<Vec<_>, _>>()?;
             let since = parse_since(raw.since, &op)?;
             let delivery = parse_delivery(raw.delivery.as_deref(), raw.conflate_ms, &op)?;
-            let sub = Subscription::new(&op, channels, raw.symbols, since, delivery)?;
+            let mut sub = Subscription::new(&op, channels, raw.symbols, since, delivery)?;
+            sub.epoch = raw.epoch;
+            sub.since_time = parse_since_time(raw.since_time, &op)?;
+            sub.check_start(&op)?;
             Ok(if op == "subscribe" { ClientRequest::Subscribe(sub) } else { ClientRequest::Unsubscribe(sub) })
         }
         "ping" => {

@@ -148,9 +148,10 @@ fn server(kind: pb::server_message::Kind) -> Vec<u8> {
 }
 
 /// A `Snapshot` of one channel of one instrument.
-pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, ch: Channel, state: &InstrumentState) {
+pub fn encode_snapshot(out: &mut Vec<u8>, inst: &Instrument, ch: Channel, state: &InstrumentState, epoch: u64) {
     use pb::snapshot::Data;
     let mut snapshot = pb::Snapshot {
+        epoch,
         symbol: inst.symbol.to_string(),
         instrument_id: inst.id.0,
         channel: channel(ch) as i32,
@@ -211,8 +212,13 @@ pub fn encode_pong(id: u64, ts_send: Nanos) -> Vec<u8> {
     server(pb::server_message::Kind::Pong(pb::Pong { id, ts_send }))
 }
 
-pub fn encode_live(symbol: &str, ch: Channel, seq: u64) -> Vec<u8> {
-    server(pb::server_message::Kind::Live(pb::Live { symbol: symbol.to_owned(), channel: channel(ch) as i32, seq }))
+pub fn encode_live(symbol: &str, ch: Channel, seq: u64, epoch: u64) -> Vec<u8> {
+    server(pb::server_message::Kind::Live(pb::Live {
+        symbol: symbol.to_owned(),
+        channel: channel(ch) as i32,
+        seq,
+        epoch,
+    }))
 }
 
 /// The channel a protobuf enum value names.
@@ -281,7 +287,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<ClientRequest, RequestError> {
                     ));
                 }
             };
-            Subscription::new("subscribe", channels, s.symbols, since, delivery).map(ClientRequest::Subscribe)
+            let mut sub = Subscription::new("subscribe", channels, s.symbols, since, delivery)?;
+            sub.epoch = (s.epoch != 0).then_some(s.epoch);
+            sub.since_time = (s.since_time != 0).then_some(s.since_time);
+            sub.check_start("subscribe")?;
+            Ok(ClientRequest::Subscribe(sub))
         }
     }
 }

@@ -108,18 +108,7 @@ pub fn resolve_url(flag: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned())
 }
 
-/// Parses a point in time: integer nanoseconds since the epoch, or RFC 3339
-/// (`2025-06-01T12:00:00Z`, fractions allowed).
-pub fn parse_time(text: &str) -> Result<Nanos, String> {
-    let text = text.trim();
-    if let Ok(ns) = text.parse::<u64>() {
-        return Ok(ns);
-    }
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("{text:?} is neither nanoseconds since the epoch nor an RFC 3339 time ({e})"))?;
-    let since = time.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{text:?} is before 1970"))?;
-    u64::try_from(since.as_nanos()).map_err(|_| format!("{text:?} is too far in the future"))
-}
+pub use crate::model::parse_time;
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -382,19 +371,20 @@ impl Store {
         match &self.backend {
             Backend::Postgres(pool) => {
                 let tables = rows::copy_text(events);
+                let heads = rows::heads_upsert(events, true);
                 if !idempotent {
-                    match pg_copy(pool, &tables, false).await {
+                    match pg_copy(pool, &tables, heads.as_deref(), false).await {
                         Err(e) if e.is_unique_violation() => {
                             metrics::counter!("tickwire_store_idempotent_rewrites_total").increment(1);
                         }
                         other => return other.map(|()| events.len() as u64),
                     }
                 }
-                pg_copy(pool, &tables, true).await?;
+                pg_copy(pool, &tables, heads.as_deref(), true).await?;
             }
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                for statement in rows::sqlite_inserts(events) {
+                for statement in rows::sqlite_inserts(events).into_iter().chain(rows::heads_upsert(events, false)) {
                     sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -421,7 +411,46 @@ impl Store {
                     .await?;
             });
         }
+        let greatest = if self.is_postgres() { "GREATEST" } else { "max" };
+        let heads = format!(
+            "INSERT INTO stream_heads (instrument_id, channel, last_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (instrument_id, channel) DO UPDATE SET last_seq = {greatest}(stream_heads.last_seq, excluded.last_seq)"
+        );
+        for gap in gaps {
+            on_pool!(self, pool => {
+                sqlx::query(AssertSqlSafe(heads.clone()))
+                    .bind(gap.instrument)
+                    .bind(gap.channel.index() as i16)
+                    .bind(gap.to_seq as i64)
+                    .execute(pool)
+                    .await?;
+            });
+        }
         Ok(())
+    }
+
+    /// The highest sequence this store has seen of every stored stream (store
+    /// instrument id, channel): where this run's sequences continue.
+    pub async fn stream_heads(&self) -> Result<FxHashMap<(i64, Channel), u64>, StoreError> {
+        let sql = "SELECT CAST(instrument_id AS BIGINT), CAST(channel AS BIGINT), last_seq FROM stream_heads";
+        let rows: Vec<(i64, i64, i64)> = on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?);
+        let mut heads = FxHashMap::default();
+        for (instrument, channel, seq) in rows {
+            let channel = Channel::STORED
+                .get(channel as usize)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt { table: "stream_heads", detail: format!("channel {channel}") })?;
+            heads.insert((instrument, channel), seq.max(0) as u64);
+        }
+        Ok(heads)
+    }
+
+    /// When this store's continuous sequence line began (ns): rows sent before
+    /// it came from runs whose sequences restarted and never continue a resume.
+    pub async fn sequence_line_started(&self) -> Result<Nanos, StoreError> {
+        let sql = "SELECT started_ns FROM sequence_line WHERE id = 1";
+        let started: i64 = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
+        Ok(started.max(0) as u64)
     }
 
     /// Drops every whole day that ends at or before `horizon` (ns since the
@@ -488,7 +517,12 @@ where
 
 /// One transaction of COPYs: straight into the tables, or (idempotent) through
 /// per-session staging tables and `INSERT … ON CONFLICT DO NOTHING`.
-async fn pg_copy(pool: &PgPool, tables: &rows::CopyTables, idempotent: bool) -> Result<(), StoreError> {
+async fn pg_copy(
+    pool: &PgPool,
+    tables: &rows::CopyTables,
+    heads: Option<&str>,
+    idempotent: bool,
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for (table, data) in EVENT_TABLES.iter().zip(tables.data.iter()) {
         if data.is_empty() {
@@ -512,6 +546,9 @@ async fn pg_copy(pool: &PgPool, tables: &rows::CopyTables, idempotent: bool) -> 
             copy.send(data.as_slice()).await?;
             copy.finish().await?;
         }
+    }
+    if let Some(heads) = heads {
+        sqlx::raw_sql(AssertSqlSafe(heads.to_owned())).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -198,31 +198,54 @@ impl Store {
 
     /// Events of one instrument and channel with a sequence after `after_seq`, in
     /// sequence order, at most `limit`: what a resuming subscriber missed when the
-    /// recent-history ring no longer holds it. Sequences restart with each server
-    /// run, so only events with `ts_event >= run_started` (this run's) count.
+    /// recent-history ring no longer holds it. Sequences continue across runs
+    /// from `line_started` on (see [`Store::sequence_line_started`]); rows sent
+    /// before it belong to runs whose sequences restarted and are never read here.
     pub async fn read_since(
         &self,
         store_id: i64,
         channel: Channel,
         after_seq: u64,
-        run_started: Nanos,
+        line_started: Nanos,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let table = stored_index(channel)?;
         let sql = format!(
-            "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_event >= $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            "SELECT {} FROM {} WHERE instrument_id = $1 AND ts_send >= $2 AND seq > $3 ORDER BY seq LIMIT $4",
             COLUMNS[table], EVENT_TABLES[table]
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(store_id)
-                .bind(run_started as i64)
+                .bind(line_started as i64)
                 .bind(after_seq as i64)
                 .bind(limit as i64)
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(|r| decode_event(channel, r)).collect()
         })
+    }
+
+    /// The first sequence of one stream stored at or after exchange time `at`
+    /// (in this store's sequence line, see [`Self::read_since`]).
+    pub async fn first_seq_at(
+        &self,
+        store_id: i64,
+        channel: Channel,
+        at: Nanos,
+        line_started: Nanos,
+    ) -> Result<Option<u64>, StoreError> {
+        let table = EVENT_TABLES[stored_index(channel)?];
+        let sql = format!("SELECT MIN(seq) FROM {table} WHERE instrument_id = $1 AND ts_event >= $2 AND ts_send >= $3");
+        let first: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(store_id)
+                .bind(at as i64)
+                .bind(line_started as i64)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(first.map(|s| s.max(0) as u64))
     }
 
     /// OHLCV candles of `interval` from the trades of one instrument in `[from, to)`.

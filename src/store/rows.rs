@@ -167,6 +167,30 @@ pub fn side_from_code(code: i64) -> Side {
     if code == 0 { Side::Buy } else { Side::Sell }
 }
 
+/// The statement that raises `stream_heads` to the highest sequence of each
+/// (instrument, channel) in `events` (store ids), in the writer's transaction;
+/// `None` when no event is stored. `postgres` picks `GREATEST` over SQLite's `max`.
+pub fn heads_upsert(events: &[Event], postgres: bool) -> Option<String> {
+    let mut heads: Vec<(u32, usize, u64)> = Vec::new();
+    for event in events.iter().filter(|e| e.channel().is_stored()) {
+        let key = (event.instrument.0, event.channel().index());
+        match heads.iter_mut().find(|(i, c, _)| (*i, *c) == key) {
+            Some(head) => head.2 = head.2.max(event.seq),
+            None => heads.push((key.0, key.1, event.seq)),
+        }
+    }
+    if heads.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = heads.iter().map(|(i, c, s)| format!("({i},{c},{s})")).collect();
+    let greatest = if postgres { "GREATEST" } else { "max" };
+    Some(format!(
+        "INSERT INTO stream_heads (instrument_id, channel, last_seq) VALUES {} \
+         ON CONFLICT (instrument_id, channel) DO UPDATE SET last_seq = {greatest}(stream_heads.last_seq, excluded.last_seq)",
+        values.join(",")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,9 +17,8 @@ use serde::Deserialize;
 use super::{ApiError, AppState};
 use crate::model::{Channel, Instrument, Nanos, format_decimal, now_nanos};
 use crate::replay::{CSV_HEADER, write_csv};
+use crate::store::parse_time;
 use crate::store::reader::PageCursor;
-use crate::store::writer::WriterStats;
-use crate::store::{Store, StoreIds, parse_time};
 
 /// Most rows one page may hold.
 pub const MAX_LIMIT: usize = 100_000;
@@ -32,17 +31,7 @@ const DEFAULT_RANGE_NS: Nanos = 3_600 * 1_000_000_000;
 /// Most candles one request may produce.
 pub const MAX_CANDLES: u64 = 10_000;
 
-/// What request handlers need of the history store.
-#[derive(Clone)]
-pub struct HistoryAccess {
-    pub store: Store,
-    /// Store ids of this process's instruments.
-    pub ids: Arc<StoreIds>,
-    /// The writer's counters, when this server records history.
-    pub writer: Option<Arc<WriterStats>>,
-    /// When this server run started: sequences restart with each run.
-    pub run_started: Nanos,
-}
+pub use crate::session::HistoryAccess;
 
 pub(super) fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)

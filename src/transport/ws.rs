@@ -27,7 +27,8 @@ use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
 use crate::fanout::{Outbox, Resume};
-use crate::model::{Channel, InstrumentId, now_nanos};
+use crate::model::now_nanos;
+use crate::session::{StartAt, start_stream};
 
 /// Per-connection limits and timers.
 #[derive(Debug, Clone, Copy)]
@@ -324,15 +325,12 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         };
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
-            let resume_from = since.and_then(|s| s.for_channel(channel));
-            let outcome = match resume_from {
-                Some(after) if needs_history(app, id, channel, after) => {
-                    let hold_from = app.fanout.hold(outbox, id, channel, delivery);
-                    let stored = read_history(app, id, channel, after, hold_from).await;
-                    app.fanout.release_hold(outbox, id, channel, after, &stored)
-                }
-                _ => app.fanout.subscribe(outbox, id, channel, resume_from, delivery),
+            let start = match (since.and_then(|s| s.for_channel(channel)), sub.since_time) {
+                (Some(seq), _) => StartAt::Since { seq, epoch: sub.epoch },
+                (None, Some(at)) => StartAt::Time(at),
+                (None, None) => StartAt::Snapshot,
             };
+            let outcome = start_stream(&app.fanout, app.history.as_ref(), outbox, id, channel, start, delivery).await;
             if let Resume::Ahead { .. } = outcome {
                 metrics::counter!("tickwire_client_errors_total", "code" => "bad_since").increment(1);
             }
@@ -342,73 +340,6 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
     }
     outbox.signal_if_queued();
-}
-
-/// Most stored events one resume may replay; beyond it, a gap and a snapshot.
-const HISTORY_RESUME_LIMIT: usize = 100_000;
-/// How long a resume from history waits for the writer to store what the ring
-/// no longer holds before it settles for a gap and a snapshot. Live updates are
-/// held meanwhile, so waiting loses nothing; under load (CI, a busy machine) the
-/// writer can trail by a second or more.
-const STORE_CATCH_UP: Duration = Duration::from_secs(5);
-
-/// Whether a resume after `after` must be served from stored history: there is
-/// a store, it keeps this channel, and the ring no longer continues `after`.
-fn needs_history(app: &AppState, id: InstrumentId, channel: Channel, after: u64) -> bool {
-    // Candles are not stored: past the ring they resume with a gap and a snapshot.
-    app.history.is_some() && channel.is_stored() && !app.fanout.ring_covers(id, channel, after)
-}
-
-/// Reads stored updates after `after` until they reach `upto` (where the held
-/// live updates begin), waiting for the writer, which trails the live stream a
-/// little. Returns what continues `after` without a hole;
-/// [`crate::fanout::Fanout::release_hold`] bridges what is missing from the ring
-/// when it can (the writer is down or slow), else ends in a gap.
-async fn read_history(
-    app: &AppState,
-    id: InstrumentId,
-    channel: Channel,
-    after: u64,
-    upto: u64,
-) -> Vec<crate::model::Event> {
-    let Some(history) = app.history.as_ref() else {
-        return Vec::new();
-    };
-    let store_id = history.ids.store_id(id);
-    let mut events: Vec<crate::model::Event> = Vec::new();
-    let mut last = after;
-    let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
-    while last < upto {
-        let limit = HISTORY_RESUME_LIMIT.saturating_sub(events.len());
-        if limit == 0 || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        let read = match history.store.read_since(store_id, channel, last, history.run_started, limit).await {
-            Ok(read) => read,
-            Err(error) => {
-                tracing::warn!(%error, "resume from history failed; the client gets a gap");
-                break;
-            }
-        };
-        let contiguous = read.iter().zip(last + 1..).take_while(|(e, seq)| e.seq == *seq).count();
-        if contiguous < read.len() {
-            // A hole in the store (a recorded gap): history cannot continue past it.
-            events.extend(read.into_iter().take(contiguous));
-            break;
-        }
-        match read.last() {
-            Some(tail) => last = tail.seq,
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-        events.extend(read);
-    }
-    for event in &mut events {
-        event.instrument = id; // rows name the store's instrument id
-    }
-    if !events.is_empty() {
-        metrics::counter!("tickwire_resumes_from_history_total").increment(1);
-    }
-    events
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
