@@ -1,0 +1,260 @@
+//! Every delivery policy (`full`, `conflate`, `snapshot_on_lag`) over every
+//! transport (ws, wss, SSE, long-poll) against the real server: conflated
+//! quotes arrive every `conflate_ms`, full delivery is contiguous, and bad
+//! delivery settings are refused while the connection keeps working.
+//!
+//! Streams run concurrently so that the file stays within a few seconds per
+//! test; timing tolerances are generous because the test machine is shared.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::store::TempDir;
+use common::{Client, Received, start, updates};
+use serde_json::{Value, json};
+use tokio_tungstenite::Connector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Conflation interval the timing tests ask for.
+const CONFLATE_MS: u64 = 200;
+/// How long each timed stream is watched.
+const WATCH: Duration = Duration::from_secs(3);
+const SYMBOLS: &str = "BTC-USD,AAPL";
+const FLAGS: &[&str] = &["--rate", "2000", "--symbols", SYMBOLS];
+
+/// Messages with the time each one arrived.
+type Arrivals = Vec<(Instant, Value)>;
+
+/// Checks that `arrivals` are conflated quotes released every `CONFLATE_MS`:
+/// after the snapshots, each batch holds at most one quote per symbol, quote
+/// sequences only grow, and the spacing between batches is right.
+fn assert_conflated(label: &str, arrivals: &Arrivals) {
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut times = Vec::new();
+    for (at, message) in arrivals {
+        let in_message = updates(std::slice::from_ref(message));
+        let quotes: Vec<_> = in_message.iter().filter(|u| u.2 == "quotes").collect();
+        if quotes.is_empty() {
+            continue;
+        }
+        if message["type"] == "batch" {
+            times.push(*at);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (kind, symbol, _, seq, _) in quotes {
+            assert!(seen.insert(symbol.clone()), "{label}: two {symbol} quotes in one release: {message}");
+            if let Some(prev) = last_seq.insert(symbol.clone(), *seq) {
+                assert!(*seq > prev, "{label}: {symbol} {kind} {seq} after {prev}");
+            }
+        }
+    }
+    let spacings: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+    let expected = (WATCH.as_millis() as u64 / CONFLATE_MS) as usize;
+    assert!(
+        spacings.len() + 1 >= expected / 2,
+        "{label}: {} conflated batches in {WATCH:?}, expected about {expected} (spacings {spacings:?})",
+        times.len()
+    );
+    let mut sorted = spacings.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        (CONFLATE_MS * 3 / 4..=CONFLATE_MS * 7 / 4).contains(&median),
+        "{label}: median spacing {median} ms for conflate_ms {CONFLATE_MS} (spacings {spacings:?})"
+    );
+    let longest = *sorted.last().unwrap();
+    assert!(longest <= CONFLATE_MS * 2 + 100, "{label}: a {longest} ms stall (spacings {spacings:?})");
+}
+
+/// Checks that every (symbol, channel) starts with a snapshot and continues
+/// without a hole, and that enough arrived.
+fn assert_contiguous(label: &str, messages: &[Value], at_least: usize) {
+    let all = updates(messages);
+    assert!(all.len() >= at_least, "{label}: only {} updates", all.len());
+    let mut last = HashMap::new();
+    for (kind, symbol, channel, seq, _) in all {
+        match last.insert((symbol.clone(), channel.clone()), seq) {
+            None => assert_eq!(kind, "snapshot", "{label}: {symbol} {channel} starts with a snapshot"),
+            Some(prev) => assert_eq!(seq, prev + 1, "{label}: {symbol} {channel} continues without a hole"),
+        }
+    }
+    assert!(
+        messages.iter().all(|m| m["type"] != "gap" && m["type"] != "error"),
+        "{label}: no gap or error under full delivery"
+    );
+}
+
+/// Checks that a `snapshot_on_lag` stream delivers: a snapshot per stream, then
+/// updates with growing sequences (or an announced gap).
+fn assert_delivers(label: &str, messages: &[Value], at_least: usize) {
+    let all = updates(messages);
+    assert!(all.len() >= at_least, "{label}: only {} updates", all.len());
+    let mut last = HashMap::new();
+    for (kind, symbol, channel, seq, _) in all {
+        match last.insert((symbol.clone(), channel.clone()), seq) {
+            None => assert_eq!(kind, "snapshot", "{label}: {symbol} {channel} starts with a snapshot"),
+            Some(prev) => assert!(seq > prev, "{label}: {symbol} {channel} {seq} after {prev}"),
+        }
+    }
+    assert!(messages.iter().all(|m| m["type"] != "error"), "{label}: no error");
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+/// Everything a WebSocket client receives during `watch`, timed.
+async fn watch_ws(client: &mut Client, watch: Duration) -> Arrivals {
+    let deadline = tokio::time::Instant::now() + watch;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return out;
+        }
+        match client.next(left).await {
+            Some(Received::Json(v)) => out.push((Instant::now(), v)),
+            Some(Received::Close(code, reason)) => panic!("closed {code} {reason}"),
+            None => return out,
+        }
+    }
+}
+
+fn messages(arrivals: Arrivals) -> Vec<Value> {
+    arrivals.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Subscribes with `delivery` and watches the stream.
+async fn ws_stream(mut client: Client, channels: &[&str], delivery: Value) -> (Client, Arrivals) {
+    let mut request = json!({"op":"subscribe","channels":channels,"symbols":SYMBOLS.split(',').collect::<Vec<_>>()});
+    request.as_object_mut().unwrap().extend(delivery.as_object().unwrap().clone());
+    client.send(request).await;
+    let arrivals = watch_ws(&mut client, WATCH).await;
+    (client, arrivals)
+}
+
+/// Every delivery mode over one kind of WebSocket connection, concurrently;
+/// then bad delivery settings on one of them.
+async fn ws_delivery_modes<F, Fut>(label: &str, connect: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Client>,
+{
+    let (conflate, full, on_lag) = tokio::join!(
+        async {
+            ws_stream(connect().await, &["quotes"], json!({"delivery":"conflate","conflate_ms":CONFLATE_MS})).await
+        },
+        async { ws_stream(connect().await, &["trades", "quotes"], json!({"delivery":"full"})).await },
+        async { ws_stream(connect().await, &["trades", "quotes"], json!({"delivery":"snapshot_on_lag"})).await },
+    );
+    assert_conflated(&format!("{label} conflate"), &conflate.1);
+    assert_contiguous(&format!("{label} full"), &messages(full.1), 200);
+    assert_delivers(&format!("{label} snapshot_on_lag"), &messages(on_lag.1), 200);
+
+    let mut client = full.0;
+    client.send(json!({"op":"unsubscribe","channels":["trades","quotes"],"symbols":["BTC-USD","AAPL"]})).await;
+    assert_refusals_keep_the_connection(label, &mut client).await;
+}
+
+/// `conflate_ms` 0, below and above the range, and an unknown policy each get
+/// `bad_delivery`; the connection answers pings and subscribes afterwards.
+async fn assert_refusals_keep_the_connection(label: &str, client: &mut Client) {
+    for (id, delivery) in [
+        json!({"delivery":"conflate","conflate_ms":0}),
+        json!({"delivery":"conflate","conflate_ms":5}),
+        json!({"delivery":"conflate","conflate_ms":3_600_000}),
+        json!({"delivery":"sometimes"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"]});
+        request.as_object_mut().unwrap().extend(delivery.as_object().unwrap().clone());
+        client.send(request).await;
+        let before = client.round_trip(id as u64).await;
+        let errors: Vec<_> = before.iter().filter(|m| m["type"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{label} {delivery}: one error, got {before:?}");
+        assert_eq!(errors[0]["code"], "bad_delivery", "{label} {delivery}");
+        assert!(
+            before.iter().all(|m| m["type"] != "snapshot"),
+            "{label} {delivery}: a refused subscribe subscribes nothing"
+        );
+    }
+    // Still working: a good conflate subscribe streams.
+    client.send(json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"],"delivery":"conflate","conflate_ms":50})).await;
+    assert_eq!(client.until_type("snapshot").await["symbol"], "BTC-USD", "{label}");
+    assert_eq!(client.until_type("batch").await["updates"][0]["channel"], "quotes", "{label}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_delivers_every_mode_on_time() {
+    let server = start(FLAGS).await;
+    let addr = server.addr;
+    Box::pin(ws_delivery_modes("ws", || Client::connect(addr))).await;
+    server.shutdown().await;
+}
+
+/// A connection's conflation period follows its subscriptions: after a 50 ms
+/// conflate stream is unsubscribed, a 200 ms one ticks at 200 ms, not 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_conflation_period_follows_unsubscribe() {
+    let server = start(FLAGS).await;
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(json!({"op":"subscribe","channels":["quotes"],"symbols":["AAPL"],"delivery":"conflate","conflate_ms":50}))
+        .await;
+    client.until_type("snapshot").await;
+    client.until_type("batch").await;
+    client.send(json!({"op":"unsubscribe","channels":["quotes"],"symbols":["AAPL"]})).await;
+    client.round_trip(1).await;
+    let request = json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"],"delivery":"conflate","conflate_ms":CONFLATE_MS});
+    client.send(request).await;
+    let arrivals = watch_ws(&mut client, WATCH).await;
+    assert!(arrivals.iter().all(|(_, m)| m["type"] != "batch" || m["updates"][0]["symbol"] == "BTC-USD"));
+    assert_conflated("ws after unsubscribe", &arrivals);
+    server.shutdown().await;
+}
+
+struct Pki {
+    dir: TempDir,
+    client: Arc<rustls::ClientConfig>,
+}
+
+/// A self-signed certificate for 127.0.0.1, its files, and a client trusting it.
+fn pki() -> Pki {
+    let dir = TempDir::new("delivery-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.path("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.path("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Pki { dir, client: Arc::new(client) }
+}
+
+async fn wss_connect(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Client {
+    let request = format!("wss://127.0.0.1:{}/v1/ws", addr.port()).into_client_request().unwrap();
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(Connector::Rustls(client)))
+            .await
+            .unwrap();
+    Client { socket }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_delivers_every_mode_on_time() {
+    let pki = pki();
+    let (cert, key) = (pki.dir.path("cert.pem"), pki.dir.path("key.pem"));
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--tls-cert", &cert, "--tls-key", &key]);
+    let server = start(&flags).await;
+    let addr = server.addr;
+    Box::pin(ws_delivery_modes("wss", || wss_connect(addr, pki.client.clone()))).await;
+    server.shutdown().await;
+}
