@@ -258,3 +258,38 @@ async fn wss_delivers_every_mode_on_time() {
     Box::pin(ws_delivery_modes("wss", || wss_connect(addr, pki.client.clone()))).await;
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------- settings
+
+/// `--conflate-min-ms 0` would allow a zero-period tick: refused at startup.
+#[test]
+fn zero_conflate_minimum_is_refused_at_startup() {
+    let error = tickwire::config::ServeArgs::parse_from_args(["--conflate-min-ms", "0"]).expect_err("refused");
+    assert!(error.to_string().contains("conflate-min-ms"), "{error}");
+    tickwire::config::ServeArgs::parse_from_args(["--conflate-min-ms", "1"]).expect("1 ms is accepted");
+}
+
+/// With the smallest accepted minimum (1 ms), `conflate_ms: 0` is still refused
+/// and 1 ms works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ms_minimum_refuses_zero_and_ticks_at_one() {
+    let server = start(&["--rate", "2000", "--symbols", SYMBOLS, "--conflate-min-ms", "1"]).await;
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(
+            json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"],"delivery":"conflate","conflate_ms":0}),
+        )
+        .await;
+    let before = client.round_trip(1).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["code"], "bad_delivery");
+    client
+        .send(
+            json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"],"delivery":"conflate","conflate_ms":1}),
+        )
+        .await;
+    client.until_type("snapshot").await;
+    client.until_type("batch").await;
+    client.round_trip(2).await;
+    server.shutdown().await;
+}
