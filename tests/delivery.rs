@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::store::TempDir;
-use common::{Client, Received, start, updates};
+use common::{Client, Received, get_json, start, updates};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -259,6 +261,120 @@ async fn wss_delivers_every_mode_on_time() {
     server.shutdown().await;
 }
 
+// ---------------------------------------------------------------- SSE
+
+/// Opens `GET path` as an event stream and collects its messages during `watch`, timed.
+async fn watch_sse(addr: SocketAddr, path: String, watch: Duration) -> Arrivals {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    let status = lines.next_line().await.unwrap().unwrap();
+    assert!(status.contains("200"), "{path}: {status}");
+    let deadline = tokio::time::Instant::now() + watch;
+    let mut out = Vec::new();
+    while let Ok(line) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        let line = line.unwrap().expect("the stream stays open");
+        if let Some(data) = line.strip_prefix("data: ") {
+            out.push((Instant::now(), serde_json::from_str(data).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_every_mode_on_time() {
+    let server = start(FLAGS).await;
+    let addr = server.addr;
+    let base = format!("/v1/sse?symbols={SYMBOLS}");
+    let (conflate, full, on_lag) = tokio::join!(
+        watch_sse(addr, format!("{base}&channels=quotes&delivery=conflate&conflate_ms={CONFLATE_MS}"), WATCH),
+        watch_sse(addr, format!("{base}&channels=trades,quotes&delivery=full"), WATCH),
+        watch_sse(addr, format!("{base}&channels=trades,quotes&delivery=snapshot_on_lag"), WATCH),
+    );
+    assert_conflated("sse conflate", &conflate);
+    assert_contiguous("sse full", &messages(full), 200);
+    assert_delivers("sse snapshot_on_lag", &messages(on_lag), 200);
+
+    for query in [
+        "delivery=conflate&conflate_ms=0",
+        "delivery=conflate&conflate_ms=5",
+        "delivery=conflate&conflate_ms=3600000",
+        "delivery=conflate&conflate_ms=soon",
+        "delivery=sometimes",
+    ] {
+        for endpoint in ["sse", "poll"] {
+            let (status, body) = get_json(addr, &format!("/v1/{endpoint}?symbols=BTC-USD&{query}")).await;
+            assert_eq!(status, 400, "{endpoint} {query}: {body}");
+            assert_eq!(body["code"], "bad_delivery", "{endpoint} {query}");
+        }
+    }
+    // The server keeps serving both after refusals.
+    let after = watch_sse(
+        addr,
+        "/v1/sse?symbols=BTC-USD&channels=quotes&delivery=conflate&conflate_ms=50".into(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(updates(&messages(after)).len() >= 2, "snapshot and a release after refusals");
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------- long-poll
+
+/// Polls `query` from its first answer on, immediately re-polling with each
+/// cursor, during `watch`; returns each answer's messages, timed.
+async fn watch_poll(addr: SocketAddr, query: String, watch: Duration) -> Vec<(Instant, Vec<Value>)> {
+    let (status, first) = get_json(addr, &format!("/v1/poll?{query}")).await;
+    assert_eq!(status, 200, "{query}: {first}");
+    let mut cursor = first["cursor"].as_str().unwrap().to_owned();
+    let mut out = vec![(Instant::now(), first["messages"].as_array().unwrap().clone())];
+    let deadline = Instant::now() + watch;
+    while Instant::now() < deadline {
+        let (status, body) = get_json(addr, &format!("/v1/poll?{query}&cursor={cursor}&timeout_ms=2000")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        cursor = body["cursor"].as_str().unwrap().to_owned();
+        out.push((Instant::now(), body["messages"].as_array().unwrap().clone()));
+    }
+    out
+}
+
+/// One message per poll answer, so that the stream checks read polls as releases.
+fn as_batches(polls: Vec<(Instant, Vec<Value>)>) -> Arrivals {
+    polls
+        .into_iter()
+        .flat_map(|(at, messages)| {
+            let (snapshots, rest): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m["type"] == "snapshot");
+            let batched: Vec<Value> = rest
+                .iter()
+                .filter(|m| m["type"] == "batch")
+                .flat_map(|m| m["updates"].as_array().unwrap().clone())
+                .collect();
+            let mut out: Vec<(Instant, Value)> = snapshots.into_iter().map(|s| (at, s)).collect();
+            if !batched.is_empty() {
+                out.push((at, json!({"type":"batch","updates":batched})));
+            }
+            out
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_delivers_every_mode_on_time() {
+    let server = start(FLAGS).await;
+    let addr = server.addr;
+    let base = format!("symbols={SYMBOLS}");
+    let (conflate, full, on_lag) = tokio::join!(
+        watch_poll(addr, format!("{base}&channels=quotes&delivery=conflate&conflate_ms={CONFLATE_MS}"), WATCH),
+        watch_poll(addr, format!("{base}&channels=trades,quotes&delivery=full"), WATCH),
+        watch_poll(addr, format!("{base}&channels=trades,quotes&delivery=snapshot_on_lag"), WATCH),
+    );
+    assert_conflated("poll conflate", &as_batches(conflate));
+    assert_contiguous("poll full", &messages(as_batches(full)), 200);
+    assert_delivers("poll snapshot_on_lag", &messages(as_batches(on_lag)), 200);
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------- settings
 
 /// `--conflate-min-ms 0` would allow a zero-period tick: refused at startup.
@@ -270,11 +386,12 @@ fn zero_conflate_minimum_is_refused_at_startup() {
 }
 
 /// With the smallest accepted minimum (1 ms), `conflate_ms: 0` is still refused
-/// and 1 ms works.
+/// and 1 ms works, on every transport.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ms_minimum_refuses_zero_and_ticks_at_one() {
     let server = start(&["--rate", "2000", "--symbols", SYMBOLS, "--conflate-min-ms", "1"]).await;
-    let mut client = Client::connect(server.addr).await;
+    let addr = server.addr;
+    let mut client = Client::connect(addr).await;
     client
         .send(
             json!({"op":"subscribe","channels":["quotes"],"symbols":["BTC-USD"],"delivery":"conflate","conflate_ms":0}),
@@ -291,5 +408,17 @@ async fn one_ms_minimum_refuses_zero_and_ticks_at_one() {
     client.until_type("snapshot").await;
     client.until_type("batch").await;
     client.round_trip(2).await;
+    for endpoint in ["sse", "poll"] {
+        let (status, body) =
+            get_json(addr, &format!("/v1/{endpoint}?symbols=BTC-USD&delivery=conflate&conflate_ms=0")).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("bad_delivery")), "{endpoint}");
+    }
+    let sse = watch_sse(
+        addr,
+        "/v1/sse?symbols=BTC-USD&channels=quotes&delivery=conflate&conflate_ms=1".into(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(updates(&messages(sse)).len() >= 2);
     server.shutdown().await;
 }
