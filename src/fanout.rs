@@ -485,6 +485,11 @@ impl Fanout {
             return 0;
         }
         self.remember(event);
+        // Load the list again now that the event is in the ring: a subscriber
+        // that resumed meanwhile read the ring before the event was there, but
+        // registered before that read, so it is in this list (and one that
+        // read the ring after has the event already: `offer` skips it).
+        let subscribers = self.slot(event.instrument, event.channel()).load();
         if subscribers.list.is_empty() {
             return 0;
         }
