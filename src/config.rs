@@ -214,8 +214,9 @@ pub struct ServeArgs {
     /// Delivery of subscriptions that name none.
     #[arg(long, env = "TICKWIRE_DEFAULT_DELIVERY", value_enum, default_value_t = DeliveryArg::SnapshotOnLag)]
     pub default_delivery: DeliveryArg,
-    /// Shortest conflation interval a client may ask for, in milliseconds.
-    #[arg(long, env = "TICKWIRE_CONFLATE_MIN_MS", default_value_t = 10)]
+    /// Shortest conflation interval a client may ask for, in milliseconds (at least 1:
+    /// a `conflate` subscription ticks at its interval, and a tick needs a period).
+    #[arg(long, env = "TICKWIRE_CONFLATE_MIN_MS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub conflate_min_ms: u32,
     /// Longest conflation interval a client may ask for, in milliseconds.
     #[arg(long, env = "TICKWIRE_CONFLATE_MAX_MS", default_value_t = 60_000)]

@@ -184,6 +184,9 @@ struct OutboxInner {
     has_gaps: bool,
     /// Shortest conflation interval among this connection's subscriptions.
     conflate_ms: Option<u32>,
+    /// A `conflate` subscription was removed or replaced: `conflate_ms` is
+    /// recomputed when next read.
+    conflate_stale: bool,
     close: Option<(u16, &'static str)>,
 }
 
@@ -194,6 +197,28 @@ impl OutboxInner {
         if let Delivery::Conflate { interval_ms } = delivery {
             self.conflate_ms = Some(self.conflate_ms.map_or(interval_ms, |ms| ms.min(interval_ms)));
         }
+    }
+
+    /// Notes that the subscription at `key` goes away or is replaced: if it
+    /// was `conflate`, the connection's period may lengthen or end.
+    fn forget_delivery(&mut self, key: (InstrumentId, Channel)) {
+        if self.subs.get(&key).is_some_and(|sub| matches!(sub.delivery, Delivery::Conflate { .. })) {
+            self.conflate_stale = true;
+        }
+    }
+
+    fn conflate_ms(&mut self) -> Option<u32> {
+        if std::mem::take(&mut self.conflate_stale) {
+            self.conflate_ms = self
+                .subs
+                .values()
+                .filter_map(|sub| match sub.delivery {
+                    Delivery::Conflate { interval_ms } => Some(interval_ms),
+                    _ => None,
+                })
+                .min();
+        }
+        self.conflate_ms
     }
 }
 
@@ -302,7 +327,7 @@ impl Outbox {
 
     /// The conflation tick this connection's writer should run, if any.
     pub fn conflate_ms(&self) -> Option<u32> {
-        self.inner.lock().conflate_ms
+        self.inner.lock().conflate_ms()
     }
 }
 
@@ -480,6 +505,11 @@ impl Fanout {
             return 0;
         }
         self.remember(event);
+        // Load the list again now that the event is in the ring: a subscriber
+        // that resumed meanwhile read the ring before the event was there, but
+        // registered before that read, so it is in this list (and one that
+        // read the ring after has the event already: `offer` skips it).
+        let subscribers = self.slot(event.instrument, event.channel()).load();
         if subscribers.list.is_empty() {
             return 0;
         }
@@ -777,6 +807,7 @@ impl Fanout {
         let current_seq = self.current_seq(id, channel);
         let ahead = since.filter(|&since| since > current_seq);
         let since = if ahead.is_some() { None } else { since };
+        inner.forget_delivery((id, channel));
         if !inner.subs.contains_key(&(id, channel)) {
             self.add_to_slot(outbox, id, channel);
         }
@@ -852,6 +883,7 @@ impl Fanout {
     pub fn hold(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel, delivery: Delivery) -> u64 {
         let mut inner = outbox.inner.lock();
         let from = self.current_seq(id, channel);
+        inner.forget_delivery((id, channel));
         if !inner.subs.contains_key(&(id, channel)) {
             self.add_to_slot(outbox, id, channel);
         }
@@ -991,6 +1023,7 @@ impl Fanout {
     /// Removes one subscription and whatever of it is still queued.
     pub fn unsubscribe(&self, outbox: &Arc<Outbox>, id: InstrumentId, channel: Channel) -> bool {
         let mut inner = outbox.inner.lock();
+        inner.forget_delivery((id, channel));
         if inner.subs.remove(&(id, channel)).is_none() {
             return false;
         }
@@ -1338,6 +1371,22 @@ mod tests {
 
     /// When neither store nor ring reaches the hold point, what history continued
     /// is delivered, then a gap for the rest and a fresh snapshot; no duplicate.
+    /// The connection's period is the shortest of its `conflate` subscriptions,
+    /// and lengthens or ends as they are unsubscribed or replaced.
+    #[test]
+    fn conflation_period_follows_the_subscriptions() {
+        let (_engine, fanout) = setup(OutboxConfig::default());
+        let outbox = fanout.outbox(Format::Json);
+        let (a, b) = (InstrumentId(0), InstrumentId(1));
+        fanout.subscribe(&outbox, a, Channel::Quotes, None, Delivery::Conflate { interval_ms: 50 });
+        fanout.subscribe(&outbox, b, Channel::Quotes, None, Delivery::Conflate { interval_ms: 200 });
+        assert_eq!(outbox.conflate_ms(), Some(50));
+        fanout.unsubscribe(&outbox, a, Channel::Quotes);
+        assert_eq!(outbox.conflate_ms(), Some(200));
+        fanout.subscribe(&outbox, b, Channel::Quotes, None, Delivery::Full);
+        assert_eq!(outbox.conflate_ms(), None);
+    }
+
     #[test]
     fn held_resume_ends_in_a_gap_when_history_falls_short() {
         let (mut engine, fanout) = setup_with_ring(OutboxConfig::default(), SMALL_RING);

@@ -337,7 +337,11 @@ fn parse_since(raw: HashMap<String, serde_json::Value>, op: &str) -> Result<Hash
     Ok(out)
 }
 
-fn parse_delivery(name: Option<&str>, conflate_ms: Option<u32>, op: &str) -> Result<Option<Delivery>, RequestError> {
+pub(crate) fn parse_delivery(
+    name: Option<&str>,
+    conflate_ms: Option<u32>,
+    op: &str,
+) -> Result<Option<Delivery>, RequestError> {
     match name {
         None => Ok(None),
         Some("full") => Ok(Some(Delivery::Full)),

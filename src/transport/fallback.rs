@@ -10,8 +10,15 @@
 //!   request until something is, or the timeout passes. The cursor is the last
 //!   sequence per (symbol, channel), so a poll resumes through the recent-history
 //!   ring exactly like a WebSocket `since`.
+//!
+//! Both take `delivery=full|conflate|snapshot_on_lag` and `conflate_ms=`, checked
+//! as a WebSocket subscribe's are. An SSE stream runs the conflation tick as a
+//! WebSocket session does. A `conflate` poll with a cursor is answered at the
+//! first tick (`conflate_ms` after it arrived) that has something newer, with
+//! quotes and open candles reduced to their latest value and books sent as a
+//! fresh snapshot; trades and closed candles in full.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +32,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::codec::{Delivery, Format};
+use crate::codec::{Delivery, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
 use crate::model::{Channel, InstrumentId};
 
@@ -39,6 +46,30 @@ pub struct StreamQuery {
     channels: Option<String>,
     cursor: Option<String>,
     timeout_ms: Option<u64>,
+    delivery: Option<String>,
+    /// Parsed here, so that a malformed value is a JSON `bad_delivery`.
+    conflate_ms: Option<String>,
+}
+
+/// The delivery a query asks for (the server's default when it names none),
+/// refused with 400 `bad_delivery` as a WebSocket subscribe would be.
+fn delivery(app: &AppState, query: &StreamQuery) -> Result<Delivery, ApiError> {
+    let refuse = |error: RequestError| ApiError::new(StatusCode::BAD_REQUEST, error.code.as_str(), error.message);
+    let conflate_ms = match query.conflate_ms.as_deref() {
+        None => None,
+        Some(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_delivery",
+                format!("conflate_ms must be a whole number of milliseconds, not {text:?}"),
+            )
+        })?),
+    };
+    let delivery = parse_delivery(query.delivery.as_deref(), conflate_ms, "subscribe")
+        .map_err(refuse)?
+        .unwrap_or(app.limits.default_delivery);
+    super::ws::check_delivery(&app.limits, delivery, "subscribe").map_err(refuse)?;
+    Ok(delivery)
 }
 
 /// The (instrument, channel) pairs a query names, validated.
@@ -90,21 +121,33 @@ pub async fn sse(
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let pairs = resolve(&app, &query)?;
+    let delivery = delivery(&app, &query)?;
     let outbox = app.fanout.outbox(Format::Json);
     for (id, channel) in pairs {
-        let _ = app.fanout.subscribe(&outbox, id, channel, None, app.limits.default_delivery);
+        let _ = app.fanout.subscribe(&outbox, id, channel, None, delivery);
     }
     outbox.signal_if_queued(); // the stream below starts by waiting for it
     metrics::counter!("tickwire_sse_streams_total").increment(1);
+    // The stream's subscriptions are fixed, and so is its conflation tick.
+    let conflation = outbox.conflate_ms().map(super::ws::conflation_interval);
     let attached = Attached { fanout: app.fanout.clone(), outbox };
-    let state = (attached, app, Vec::<SseEvent>::new());
-    let stream = futures_util::stream::unfold(state, |(attached, app, mut ready)| async move {
+    let state = (attached, app, Vec::<SseEvent>::new(), conflation);
+    let stream = futures_util::stream::unfold(state, |(attached, app, mut ready, mut conflation)| async move {
         loop {
             if let Some(event) = ready.pop() {
-                return Some((Ok(event), (attached, app, ready)));
+                return Some((Ok(event), (attached, app, ready, conflation)));
             }
+            let tick = async {
+                match conflation.as_mut() {
+                    Some(interval) => {
+                        interval.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = attached.outbox.ready() => {}
+                () = tick => app.fanout.release_conflated(&attached.outbox),
                 () = app.shutdown.cancelled() => return None,
             }
             let mut items = Vec::new();
@@ -147,7 +190,9 @@ fn decode_cursor(text: &str) -> Result<BTreeMap<(String, String), u64>, ApiError
 
 /// `GET /v1/poll`.
 pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQuery>) -> Result<Json<Value>, ApiError> {
+    let arrived = tokio::time::Instant::now();
     let pairs = resolve(&app, &query)?;
+    let delivery = delivery(&app, &query)?;
     let mut positions = match &query.cursor {
         Some(cursor) => decode_cursor(cursor)?,
         None => BTreeMap::new(),
@@ -156,20 +201,36 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox(Format::Json);
     let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone() };
+    // A `conflate` poll with a cursor is paced: see `poll_conflated`.
+    let paced = match delivery {
+        Delivery::Conflate { interval_ms } if query.cursor.is_some() => Some(interval_ms),
+        _ => None,
+    };
     for &(id, channel) in &pairs {
         let key = (instruments.get(id).symbol.to_string(), channel.as_str().to_owned());
-        let since = positions.get(&key).copied();
+        let mut since = positions.get(&key).copied();
+        if paced.is_some()
+            && channel == Channel::Book
+            && since.is_some_and(|s| s < app.fanout.state().load(id).book.seq)
+        {
+            since = None; // a changed book is answered with a fresh snapshot, not its deltas
+        }
         // A cursor ahead of the stream (say, across a restart) starts afresh from a snapshot.
-        let _ = app.fanout.subscribe(&outbox, id, channel, since, Delivery::SnapshotOnLag);
+        let _ = app.fanout.subscribe(&outbox, id, channel, since, delivery);
     }
     let mut items: Vec<Item> = Vec::new();
-    app.fanout.drain(&outbox, &mut items);
-    if items.is_empty() {
-        tokio::select! {
-            _ = tokio::time::timeout(timeout, outbox.ready()) => {}
-            () = app.shutdown.cancelled() => {}
+    match paced {
+        Some(interval_ms) => poll_conflated(&app, &outbox, interval_ms, arrived + timeout, &mut items).await,
+        None => {
+            app.fanout.drain(&outbox, &mut items);
+            if items.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::timeout(timeout, outbox.ready()) => {}
+                    () = app.shutdown.cancelled() => {}
+                }
+                app.fanout.drain(&outbox, &mut items);
+            }
         }
-        app.fanout.drain(&outbox, &mut items);
     }
     drop(attached);
     let mut frames = Vec::new();
@@ -188,6 +249,57 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
         }
     }
     Ok(Json(serde_json::json!({ "cursor": encode_cursor(&positions), "messages": messages })))
+}
+
+/// A `conflate` poll with a cursor: nothing is answered before `interval_ms`
+/// after the poll arrived; then, at each tick, what the subscriptions released
+/// (quotes and open candles reduced to their latest value, books as a fresh
+/// snapshot, trades and closed candles in full) is the answer, unless it is
+/// empty and `until` (arrival + timeout) has not passed.
+async fn poll_conflated(
+    app: &AppState,
+    outbox: &Arc<Outbox>,
+    interval_ms: u32,
+    until: tokio::time::Instant,
+    items: &mut Vec<Item>,
+) {
+    let mut tick = super::ws::conflation_interval(interval_ms);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown.cancelled() => {}
+        }
+        app.fanout.release_conflated(outbox);
+        app.fanout.drain(outbox, items);
+        if !items.is_empty() || tokio::time::Instant::now() >= until || app.shutdown.is_cancelled() {
+            break;
+        }
+    }
+    latest_values_only(items);
+}
+
+/// Keeps only the last update of each latest-value stream (quotes, candles),
+/// except closed candles: a poll's replay from its cursor, conflated.
+fn latest_values_only(items: &mut Vec<Item>) {
+    let mut last = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Item::Update(update) = item
+            && update.channel.is_latest_value()
+        {
+            last.insert((update.instrument, update.channel), i);
+        }
+    }
+    let mut i = 0;
+    items.retain(|item| {
+        let keep = match item {
+            Item::Update(update) if update.channel.is_latest_value() && !update.final_value => {
+                last.get(&(update.instrument, update.channel)) == Some(&i)
+            }
+            _ => true,
+        };
+        i += 1;
+        keep
+    });
 }
 
 #[cfg(test)]

@@ -114,12 +114,12 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     // Once a close is asked for, the session ends by this time at the latest.
     let mut close_deadline: Option<tokio::time::Instant> = None;
     while status != WriteStatus::Closed {
+        // Subscribes and unsubscribes that change the period wake this task
+        // (`handle`), so a new period takes effect at once even when a writer
+        // shard, not this task, hears the outbox.
         let wanted = outbox.conflate_ms();
         if wanted != conflation.as_ref().map(|(ms, _)| *ms) {
-            conflation = wanted.map(|ms| {
-                let period = Duration::from_millis(u64::from(ms));
-                (ms, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
-            });
+            conflation = wanted.map(|ms| (ms, conflation_interval(ms)));
         }
         let conflation_tick = async {
             match conflation.as_mut() {
@@ -196,6 +196,34 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     app.connection_closed();
 }
 
+/// The tick of a `conflate` period: first after one period, then every period,
+/// never two at once after a stall. Subscriptions are refused below 1 ms
+/// ([`check_delivery`]); the period is kept at 1 ms at least all the same, since
+/// a zero-period interval panics.
+pub(crate) fn conflation_interval(ms: u32) -> tokio::time::Interval {
+    let period = Duration::from_millis(u64::from(ms.max(1)));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// Refuses a delivery policy the server does not accept: a `conflate` interval
+/// of 0 or outside `--conflate-min-ms..=--conflate-max-ms` (`bad_delivery`).
+pub(crate) fn check_delivery(limits: &SessionLimits, delivery: Delivery, op: &str) -> Result<(), RequestError> {
+    if let Delivery::Conflate { interval_ms } = delivery {
+        let (min, max) = limits.conflate_ms_range;
+        let min = min.max(1);
+        if !(min..=max).contains(&interval_ms) {
+            return Err(RequestError::new(
+                ErrorCode::BadDelivery,
+                format!("conflate interval {interval_ms} ms is outside {min}..={max} ms"),
+                Some(op),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn touch(last_seen_ms: &AtomicU64, started: Instant) {
     last_seen_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
@@ -264,8 +292,19 @@ async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequ
         Ok(ClientRequest::Ping { id }) => {
             outbox.push_message(Bytes::from(outbox.format().encode_pong(id.as_ref(), now_nanos())));
         }
-        Ok(ClientRequest::Subscribe(sub)) => subscribe(app, outbox, &sub).await,
-        Ok(ClientRequest::Unsubscribe(sub)) => unsubscribe(app, outbox, &sub),
+        Ok(request @ (ClientRequest::Subscribe(_) | ClientRequest::Unsubscribe(_))) => {
+            let period = outbox.conflate_ms();
+            match &request {
+                ClientRequest::Subscribe(sub) => subscribe(app, outbox, sub).await,
+                ClientRequest::Unsubscribe(sub) => unsubscribe(app, outbox, sub),
+                ClientRequest::Ping { .. } => {}
+            }
+            if outbox.conflate_ms() != period {
+                // The session task starts, changes or stops its conflation tick;
+                // on plain TCP nothing else would wake it before the heartbeat.
+                outbox.wake_task();
+            }
+        }
     }
 }
 
@@ -293,18 +332,8 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         );
     }
     let delivery = sub.delivery.unwrap_or(app.limits.default_delivery);
-    if let Delivery::Conflate { interval_ms } = delivery {
-        let (min, max) = app.limits.conflate_ms_range;
-        if !(min..=max).contains(&interval_ms) {
-            return reject(
-                outbox,
-                &RequestError::new(
-                    ErrorCode::BadDelivery,
-                    format!("conflate interval {interval_ms} ms is outside {min}..={max} ms"),
-                    Some("subscribe"),
-                ),
-            );
-        }
+    if let Err(error) = check_delivery(&app.limits, delivery, "subscribe") {
+        return reject(outbox, &error);
     }
     if let Some(stray) = sub.since.keys().find(|symbol| !sub.symbols.contains(symbol)) {
         return reject(
