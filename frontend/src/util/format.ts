@@ -5,12 +5,6 @@ export function fmtMs(ms: number | null): string {
   return `${ms.toFixed(1)}ms`;
 }
 
-export function fmtTime(ms: number): string {
-  const d = new Date(ms);
-  const p = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
-}
-
 /** Compact volume; volume is a magnitude, so a float is fine here. */
 export function fmtVolume(v: string | undefined): string {
   if (v === undefined) return '—';
