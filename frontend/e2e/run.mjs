@@ -428,6 +428,13 @@ test('stale marks within 2 s of the server stopping and cleared after it restart
   const older = await staleMarks(page);
   assert(older.ages.some((a, i) => a !== marked.ages[i]), `ages did not advance: ${older.ages}`);
   await shots(page, 'stale');
+  // The age badges cut no price or volume short, down to a 1280-pixel screen.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForTimeout(100);
+  const cut = await page.$$eval('[data-testid=watchlist-row] td.num, [data-testid=stale-age]', (cells) =>
+    cells.filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent));
+  await page.setViewportSize({ width: 1440, height: 900 });
+  assert(cut.length === 0, `stale watchlist cells cut short at 1280 px: ${cut.join(', ')}`);
   // Restart on the same port with the same arguments: the marks clear as fresh data arrives.
   await startServer();
   const restartedAt = Date.now();
@@ -703,6 +710,11 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   });
 
   // Change the symbol and the interval during the replay: every panel follows.
+  // Paused, so that nothing new arrives: what is drawn must come from what was replayed.
+  await until('ETH-USD trades replayed since the seek', async () =>
+    page.evaluate(() => window.__tickwire.store.symbols.get('ETH-USD')?.last !== undefined));
+  await page.click('[data-testid=replay-toggle]');
+  await until('paused for the changes', async () => (await state()) === 'paused');
   await page.click('tr[data-symbol="ETH-USD"]');
   await until('chart titled ETH-USD', async () => (await page.textContent('[data-testid=chart-title]')) === 'ETH-USD · 1m');
   await until('ETH-USD bars and tape', async () => {
@@ -715,6 +727,8 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
     return (await page.textContent('[data-testid=chart-title]')) === 'ETH-USD · 1s' && n >= 1 && n;
   }, 1_500);
   await shots(page, 'replay-eth-1s');
+  await page.click('[data-testid=replay-toggle]');
+  await until('playing after the changes', async () => /^playing/.test((await state()) ?? ''));
 
   // Seek forward by dragging the timeline.
   const box = await page.locator('[data-testid=replay-timeline]').boundingBox();

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { clockResolutionMs, decimalsFor, fmtLatencyValue, latencyFigure } from '../src/state/latency';
 import { feedIsDown, fmtAge, fmtAgeShort, staleness } from '../src/state/staleness';
 import { MarketStore } from '../src/state/store';
+import { fmtVolume } from '../src/util/format';
 import { fmtAxisTick, fmtBarTime, fmtDateTime, fmtTime, parseDateTime, zoneLabel } from '../src/util/clock';
 
 // 2026-12-04 14:05:09.007 UTC = 09:05:09.007 in New York (EST, UTC−5).
@@ -48,6 +49,12 @@ describe('clock', () => {
     expect(fmtBarTime(midnight, 86_400, 'utc')).toBe('2026-12-04');
     expect(fmtBarTime(T / 1000, 60, 'utc')).toBe('2026-12-04 14:05');
     expect(fmtBarTime(T / 1000, 1, 'utc')).toBe('2026-12-04 14:05:09');
+  });
+});
+
+describe('volume column', () => {
+  it('fits six characters', () => {
+    expect(['7.34371', '550.152', '2663.53', '12345.6', '265.6', '1234567'].map(fmtVolume)).toEqual(['7.3437', '550.15', '2.66K', '12.3K', '265.6', '1.23M']);
   });
 });
 

@@ -12,8 +12,9 @@ export function fmtVolume(v: string | undefined): string {
   if (!Number.isFinite(n)) return v;
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}K`;
-  return v;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(n >= 1e5 ? 0 : n >= 1e4 ? 1 : 2)}K`;
+  // At most six characters, so the column (narrowed for stale ages) never cuts it.
+  return v.length > 6 ? String(Number(n.toPrecision(5))) : v;
 }
 
 export function fmtRate(n: number): string {
