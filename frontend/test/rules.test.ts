@@ -136,6 +136,19 @@ describe('latency figures', () => {
   });
 });
 
+describe('notices', () => {
+  it('separate normal recoveries from faults', async () => {
+    const { noticeKind } = await import('../src/state/store');
+    const st = new MarketStore();
+    st.apply({ kind: 'gap', symbol: 'X', channel: 'trades', from_seq: 1, to_seq: 4, reason: 'slow_consumer', origin: 'server' });
+    st.apply({ kind: 'gap', symbol: 'X', channel: 'candles.1s', from_seq: 1, to_seq: 4, reason: 'history_exhausted', origin: 'server' });
+    st.apply({ kind: 'gap', symbol: 'X', channel: 'trades', from_seq: 1, to_seq: 1, reason: 'sequence_reset', origin: 'client' });
+    st.apply({ kind: 'error', code: 'bad_since', message: 'since 64 is ahead' });
+    st.apply({ kind: 'error', code: 'unknown_symbol', message: 'no instrument' });
+    expect(st.notices.map(noticeKind).reverse()).toEqual(['fault', 'recovery', 'recovery', 'recovery', 'fault']);
+  });
+});
+
 describe('store in replay', () => {
   const trade = (symbol: string, seq: number, tsMs: number, price: string) => ({
     kind: 'update' as const,

@@ -312,10 +312,14 @@ export class MarketStore {
       case 'update':
         this.applyUpdate(e.update);
         break;
-      case 'gap':
+      case 'gap': {
         this.gaps++;
-        this.notice('warn', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})`);
+        // Lost trades are a fault; a restarted sequence, or a quote, book or
+        // candle stream resynced from a fresh snapshot, is a normal recovery.
+        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset';
+        this.notice(lost ? 'warn' : 'ok', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})${lost ? '' : ': resynced'}`);
         break;
+      }
       case 'book_reset':
         if (e.symbol === this.selected) {
           // Keep the last levels on screen, marked stale with their age, until the new snapshot.
@@ -325,7 +329,8 @@ export class MarketStore {
         }
         break;
       case 'error':
-        this.notice('error', `${e.code}: ${e.message}`);
+        // A refused resume (the server restarted) is answered by subscribing afresh: a recovery.
+        this.notice(e.code === 'bad_since' ? 'ok' : 'error', `${e.code}: ${e.message}`);
         break;
       case 'live':
         this.notice('ok', 'stored history caught up with the live stream');

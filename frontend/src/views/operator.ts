@@ -52,7 +52,7 @@ export class OperatorView {
     private readonly store: MarketStore,
     private readonly handlers: OperatorHandlers,
   ) {
-    const card = (title: string, ...body: (Node | string)[]) => h('section', { class: 'card' }, h('h3', {}, title), ...body);
+    const card = (title: string, ...body: (Node | string)[]) => h('section', { class: title === 'Feeds' || title === 'Gateway' ? 'card wide' : 'card' }, h('h3', {}, title), ...body);
     const { symbols, from, to, speed, quotes, trades, book } = this.inputs;
     const field = (label: string, el: HTMLElement) => h('label', { class: 'field' }, h('span', {}, label), el);
     const zoned = (label: string, el: HTMLElement) => {
