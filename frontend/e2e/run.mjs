@@ -555,6 +555,8 @@ test('one clock: UTC by default and local on request in a New York browser', asy
         tape: row?.textContent,
         tapeMs: tw.store.tape[0]?.tsMs,
         status: document.querySelector('[data-testid=status-clock]').textContent,
+        depth: document.querySelector('[data-testid=depth-status]').textContent,
+        depthMs: tw.store.bookEventMs,
         now: Date.now(),
         notice: notice?.textContent,
         noticeMs: tw.store.notices[0]?.atMs,
@@ -565,12 +567,17 @@ test('one clock: UTC by default and local on request in a New York browser', asy
     });
   await page.click('[data-testid=tab-operator]');
   await page.click('[data-testid=tab-markets]');
-  const u = await times();
-  assert(u.tz === TIMEZONE, `browser zone ${u.tz}`);
   const iso = (ms) => new Date(ms).toISOString();
+  // The tape and the book are drawn in the frame after the data arrives: read until both agree with the store.
+  const u = await until('tape and depth times in UTC', async () => {
+    const t = await times();
+    return t.tape === iso(t.tapeMs).slice(11, 23) && t.depth.endsWith(` · ${iso(t.depthMs).slice(11, 23)}`) && t;
+  }, 5_000);
+  assert(u.tz === TIMEZONE, `browser zone ${u.tz}`);
   assert(u.tape === iso(u.tapeMs).slice(11, 23), `tape "${u.tape}" is not UTC ${iso(u.tapeMs)}`);
   assert(new RegExp(`^\\d\\d:\\d\\d:\\d\\d UTC$`).test(u.status) && Math.abs(Date.parse(`${iso(u.now).slice(0, 11)}${u.status.slice(0, 8)}Z`) - u.now) < 3_000, `status clock "${u.status}" is not UTC`);
   assert(u.notice === iso(u.noticeMs).slice(11, 23), `notice time "${u.notice}" is not UTC ${iso(u.noticeMs)}`);
+  assert(u.depth.endsWith(` · ${iso(u.depthMs).slice(11, 23)}`), `depth time "${u.depth}" is not UTC ${iso(u.depthMs)}`);
   assert(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(u.from) && Math.abs(Date.parse(u.from.replace(' ', 'T') + 'Z') - (u.now - 300_000)) < 60_000, `replay form "${u.from}" is not UTC (24-hour)`);
   assert(u.chart && u.chart.crosshair === `${iso(u.chart.time * 1000).slice(0, 10)} ${iso(u.chart.time * 1000).slice(11, 16)}`, `chart label ${JSON.stringify(u.chart)}`);
   // Daily bars: a date on the axis, never "00:00:00".
@@ -581,12 +588,15 @@ test('one clock: UTC by default and local on request in a New York browser', asy
   await shots(page, 'clock-utc');
 
   await page.click('[data-testid=clock-local]');
-  await sleep(300);
-  const l = await times();
+  const l = await until('tape and depth times in New York time', async () => {
+    const t = await times();
+    return t.tape.slice(0, 8) === ny(t.tapeMs) && t.depth.split(' · ')[1]?.slice(0, 8) === ny(t.depthMs) && t;
+  }, 5_000);
   assert(l.tape === `${ny(l.tapeMs)}.${String(l.tapeMs % 1000 | 0).padStart(3, '0')}` || l.tape.slice(0, 8) === ny(l.tapeMs), `tape "${l.tape}" is not New York time ${ny(l.tapeMs)}`);
   assert(l.status.endsWith('UTC−05:00') || l.status.endsWith('UTC−04:00'), `status clock "${l.status}" does not name the local zone`);
   assert(l.status.slice(0, 5) === ny(l.now).slice(0, 5), `status clock "${l.status}" is not New York time ${ny(l.now)}`);
   assert(l.notice.slice(0, 8) === ny(l.noticeMs), `notice "${l.notice}" is not New York time`);
+  assert(l.depth.split(' · ')[1]?.slice(0, 8) === ny(l.depthMs), `depth time "${l.depth}" is not New York time ${ny(l.depthMs)}`);
   assert(l.from === `${nyDate(Date.parse(u.from.replace(' ', 'T') + 'Z'))} ${ny(Date.parse(u.from.replace(' ', 'T') + 'Z'))}`, `replay form "${l.from}" was not rewritten in New York time (was "${u.from}" UTC)`);
   assert(l.chart.crosshair === `${nyDate(l.chart.time * 1000)} ${ny(l.chart.time * 1000).slice(0, 5)}`, `chart label ${JSON.stringify(l.chart)} not New York time`);
   await page.click('[data-testid=tab-operator]');

@@ -138,6 +138,7 @@ function changeClock(z: ClockZone): void {
   setClockZone(z);
   for (const b of document.querySelectorAll<HTMLButtonElement>('[data-clock]')) b.setAttribute('aria-checked', String(b.dataset.clock === z));
   tape.redraw();
+  depth.render();
   chart.applyClock();
   operator.applyClock(prev);
   operator.renderNotices();

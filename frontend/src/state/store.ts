@@ -89,6 +89,8 @@ export class MarketStore {
   readonly feedsDown = new Set<string>();
   /** When the selected symbol's book last changed (browser ms). */
   bookLastMs: number | undefined;
+  /** Exchange time of the book's last change (ms), as the depth panel shows it. */
+  bookEventMs: number | undefined;
   /** Stamps of updates applied since the last frame: measured when that frame draws them. */
   private readonly pendingEvent: number[] = [];
   private readonly pendingSend: number[] = [];
@@ -140,7 +142,7 @@ export class MarketStore {
     this.interval = interval;
     this.book.clear();
     this.bookStatus = 'waiting';
-    this.bookLastMs = undefined;
+    this.bookLastMs = this.bookEventMs = undefined;
     this.tape = [];
     this.resetCandles();
     this.rebuildFromReplay();
@@ -302,6 +304,7 @@ export class MarketStore {
             this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
             this.bookStatus = 'live';
             this.bookLastMs = Date.now();
+            this.bookEventMs = m.ts_event ? m.ts_event / 1e6 : undefined;
             this.dirtyBook = true;
           }
         } else if (m.data) {
@@ -385,6 +388,7 @@ export class MarketStore {
         if (u.symbol === this.selected && this.bookStatus === 'live') {
           this.book.apply(u.bids ?? [], u.asks ?? [], u.seq);
           this.bookLastMs = Date.now();
+          if (u.ts_event) this.bookEventMs = u.ts_event / 1e6;
           this.dirtyBook = true;
         }
         break;

@@ -3,6 +3,7 @@ import type { MarketStore } from '../state/store';
 import { subDec } from '../util/decimal';
 import { h, setText } from '../util/dom';
 import { fmtAge } from '../state/staleness';
+import { fmtTime } from '../util/clock';
 
 const LEVELS = 14;
 
@@ -63,7 +64,10 @@ export class DepthView {
     const spread = bids[0] && asks[0] ? subDec(asks[0][0], bids[0][0]) : null;
     setText(this.spread, spread === null ? '' : `spread ${spread}`);
     const waiting = this.replayNote ?? 'waiting for book…';
-    setText(this.status, bookStatus === 'live' ? `seq ${book.seq}` : bookStatus === 'resync' ? 'resyncing…' : waiting);
+    const at = this.store.bookEventMs;
+    const live = `seq ${book.seq}${at ? ` · ${fmtTime(at)}` : ''}`;
+    setText(this.status, bookStatus === 'live' ? live : bookStatus === 'resync' ? 'resyncing…' : waiting);
+    this.status.title = at ? 'sequence and exchange time of the last book change' : '';
   }
 }
 
