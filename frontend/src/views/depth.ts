@@ -67,7 +67,7 @@ export class DepthView {
     const at = this.store.bookEventMs;
     const live = `seq ${book.seq}${at ? ` · ${fmtTime(at)}` : ''}`;
     setText(this.status, bookStatus === 'live' ? live : bookStatus === 'resync' ? 'resyncing…' : waiting);
-    this.status.title = at ? 'sequence and exchange time of the last book change' : '';
+    this.status.title = bookStatus === 'live' ? 'sequence and exchange time of the last book change' : bookStatus === 'resync' ? '' : waiting;
   }
 }
 
