@@ -67,6 +67,24 @@ function spawnServer(atPort, extra = [], logName = 'server.log') {
   p.on('exit', () => extraServers.delete(p));
   return p;
 }
+/**
+ * A second server with a SQLite store (in a temporary directory), started at
+ * the suite's start so that it has history to replay by the time the replay
+ * test runs.
+ */
+let storeSrv = null;
+async function storeServer() {
+  if (!storeSrv) {
+    const atPort = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-replay-'));
+    const proc = spawnServer(atPort, ['--store', `sqlite://${dir}/tickwire.db`], 'server-replay.log');
+    storeSrv = { proc, dir, port: atPort, base: `http://127.0.0.1:${atPort}`, startedAt: Date.now(), ready: null };
+    storeSrv.ready = waitHealthy(30_000, proc, atPort, 'server-replay.log').then(() => (storeSrv.startedAt = Date.now()));
+  }
+  await storeSrv.ready;
+  return storeSrv;
+}
+
 /** Every server process still running, so that the exit handler can kill them all. */
 const extraServers = new Set();
 
@@ -117,13 +135,17 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)
 const contexts = [];
 const EXPECTED_CONSOLE = /Failed to load resource|WebSocket connection to .* failed|EventSource|net::ERR_/;
 
+/** Every page runs in New York time, as in the report (issue 20): times must still follow the clock setting. */
+const TIMEZONE = 'America/New_York';
+
 async function newPage({ disableWebSocket = false, disableEventSource = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-'));
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
-    viewport: { width: 1440, height: 860 },
+    viewport: { width: 1440, height: 900 },
+    timezoneId: TIMEZONE,
   });
   contexts.push({ ctx, dir });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
@@ -169,6 +191,17 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const url = () => `http://127.0.0.1:${port}/`;
 const summary = (page) => page.evaluate(() => window.__tickwire.summary());
 const shot = (page, name) => page.screenshot({ path: join(RESULTS, `${name}.png`) });
+/** Screenshots of a state at both screen sizes of the report: name-1440x900.png and name-1280x800.png. */
+async function shots(page, name) {
+  for (const [width, height] of [[1440, 900], [1280, 800]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(120);
+    await page.screenshot({ path: join(RESULTS, `${name}-${width}x${height}.png`) });
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
+}
+/** "YYYY-MM-DD HH:MM:SS" in UTC, as the dashboard's replay form reads it by default. */
+const utcText = (ms) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
 
 function assert(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -228,13 +261,13 @@ test('watchlist fills and updates', async () => {
   // Every price shows whole (BTC's 8 digits included), not cut to an ellipsis,
   // down to a 1280-pixel-wide laptop screen.
   for (const width of [1440, 1280]) {
-    await page.setViewportSize({ width, height: 860 });
+    await page.setViewportSize({ width, height: 900 });
     await page.waitForTimeout(100);
     const cut = await page.$$eval('[data-testid=watchlist-row] td.num', (cells) =>
       cells.filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent));
     assert(cut.length === 0, `at ${width} px, watchlist cells cut short: ${cut.join(', ')}`);
   }
-  await page.setViewportSize({ width: 1440, height: 860 });
+  await page.setViewportSize({ width: 1440, height: 900 });
   await until('a price flash', () => page.$('[class*=flash-]'));
   await until('latency in the status bar', async () => /\d/.test((await page.textContent('[data-testid=latency]')) ?? ''));
   // The first pong (sent as the stream opens) sets the browser's clock to the server's.
@@ -357,6 +390,61 @@ test('resumes after a dropped connection without losing trades', async () => {
   if (gaps.length) log(`    server gaps: ${gaps.join('; ')}`);
 });
 
+/** What the page marks stale: watchlist rows (with an age), the book, the tape and the latency figures. */
+const staleMarks = (page) =>
+  page.evaluate(() => {
+    const rows = [...document.querySelectorAll('[data-testid=watchlist-row]')];
+    return {
+      rows: rows.length,
+      staleRows: rows.filter((r) => r.classList.contains('stale')).length,
+      ages: rows.map((r) => r.querySelector('[data-testid=stale-age]')?.textContent ?? ''),
+      depth: document.querySelector('[data-testid=depth]')?.dataset.stale === 'true',
+      depthMark: document.querySelector('[data-testid=depth-stale]')?.hidden ? '' : document.querySelector('[data-testid=depth-stale]')?.textContent,
+      tape: !document.querySelector('[data-testid=tape-stale]')?.hidden,
+      latency: document.querySelector('[data-testid=latency]')?.dataset.state,
+      latencySend: document.querySelector('[data-testid=latency-send]')?.dataset.state,
+    };
+  });
+
+test('stale marks within 2 s of the server stopping and cleared after it restarts', async () => {
+  const page = await livePage();
+  await until('status live', async () => (await connState(page)) === 'live');
+  const fresh = await until('fresh prices, book and latency', async () => {
+    const m = await staleMarks(page);
+    return m.rows > 0 && m.staleRows === 0 && !m.depth && !m.tape && m.latency === 'ok' && m.latencySend === 'ok' && m;
+  });
+  assert(fresh.ages.every((a) => a === ''), `ages shown on fresh rows: ${fresh.ages}`);
+  await stopServer('SIGKILL');
+  const stoppedAt = Date.now();
+  const marked = await until('every price, the book, the tape and latency marked stale', async () => {
+    const m = await staleMarks(page);
+    return m.staleRows === m.rows && m.depth && m.tape && m.latency === 'stale' && m.latencySend === 'stale' && m;
+  }, 5_000);
+  const within = Date.now() - stoppedAt;
+  log(`    marked stale ${within} ms after the server stopped; depth: "${marked.depthMark}"`);
+  assert(within <= 2_000, `stale marks took ${within} ms (more than 2 s)`);
+  assert(marked.ages.every((a) => /^\d/.test(a)), `rows without an age: ${marked.ages}`);
+  await sleep(1_500);
+  const older = await staleMarks(page);
+  assert(older.ages.some((a, i) => a !== marked.ages[i]), `ages did not advance: ${older.ages}`);
+  await shots(page, 'stale');
+  // The age badges cut no price or volume short, down to a 1280-pixel screen.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForTimeout(100);
+  const cut = await page.$$eval('[data-testid=watchlist-row] td.num, [data-testid=stale-age]', (cells) =>
+    cells.filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent));
+  await page.setViewportSize({ width: 1440, height: 900 });
+  assert(cut.length === 0, `stale watchlist cells cut short at 1280 px: ${cut.join(', ')}`);
+  // Restart on the same port with the same arguments: the marks clear as fresh data arrives.
+  await startServer();
+  const restartedAt = Date.now();
+  await until('stale marks cleared', async () => {
+    const m = await staleMarks(page);
+    return m.staleRows === 0 && !m.depth && !m.tape && m.latency === 'ok' && m;
+  }, 20_000);
+  log(`    marks cleared ${Date.now() - restartedAt} ms after the restart`);
+});
+
 test('reconnects by itself after a server restart', async () => {
   const page = await livePage();
   await until('status live', async () => (await connState(page)) === 'live');
@@ -407,6 +495,272 @@ test('long-polls when WebSocket and EventSource are unavailable', async () => {
   await watchlistUpdates(page, 'prices to update over long-poll');
   await until('depth levels over long-poll', async () => (await summary(page)).bookLevels > 4);
   await shot(page, 'poll');
+});
+
+test('?transport= forces SSE or long-poll; subscription changes show no reconnect', async () => {
+  if (state.ssePage) await closePage(state.ssePage);
+  if (state.pollPage) await closePage(state.pollPage);
+  state.ssePage = state.pollPage = null;
+  for (const transport of ['sse', 'poll']) {
+    const page = await newPage();
+    let sockets = 0;
+    page.on('websocket', () => sockets++);
+    await page.goto(`${url()}?transport=${transport}`);
+    await until(`status ${transport}`, async () => (await connState(page)) === transport, 15_000);
+    await until('watchlist prices', async () => (await watchlistText(page)).filter((t) => !/^\S+ —/.test(t)).length >= 2);
+    // Every state the pill shows from here on.
+    await page.evaluate(() => {
+      const el = document.querySelector('[data-testid=conn-state]');
+      window.__states = [];
+      new MutationObserver(() => window.__states.push(el.dataset.state)).observe(el, { attributes: true, attributeFilter: ['data-state'] });
+    });
+    const s0 = await summary(page);
+    const other = s0.symbols.find((x) => x !== s0.selected);
+    await page.click(`tr[data-symbol="${other}"]`);
+    await page.click('[data-interval="1s"]');
+    await until('the new symbol\'s book and candles', async () => {
+      const s = await summary(page);
+      return s.selected === other && s.candleChannel === `${other} candles.1s` && s.bookLevels > 0 && s;
+    });
+    await watchlistUpdates(page, `prices to update over ${transport} after the change`);
+    await sleep(500);
+    const states = await page.evaluate(() => window.__states);
+    assert(!states.some((x) => x === 'reconnecting' || x === 'connecting'), `the pill showed ${JSON.stringify(states)} for a subscription change`);
+    assert(sockets === 0, `${sockets} WebSocket(s) opened with ?transport=${transport}`);
+    assert((await summary(page)).transport === transport, 'transport changed');
+    await page.click('[data-interval="1m"]'); // leave the stored interval as the other tests expect
+    await closePage(page);
+  }
+});
+
+test('one clock: UTC by default and local on request in a New York browser', async () => {
+  const page = await livePage();
+  await until('status live', async () => (await connState(page)) === 'live');
+  await page.click('[data-interval="1m"]');
+  await until('a 1m bar and trades in the tape', async () => {
+    const s = await summary(page);
+    return s.tape > 0 && s.lastBar && s.lastBar.time % 60 === 0;
+  });
+  const ny = (ms) => new Intl.DateTimeFormat('en-GB', { timeZone: TIMEZONE, hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).format(ms);
+  const nyDate = (ms) => new Intl.DateTimeFormat('en-CA', { timeZone: TIMEZONE, year: 'numeric', month: '2-digit', day: '2-digit' }).format(ms);
+  /** Every time the page shows, with the instant it stands for. */
+  const times = () =>
+    page.evaluate(() => {
+      const tw = window.__tickwire;
+      const row = document.querySelector('[data-testid=tape] tbody tr:not(.empty) td');
+      const notice = document.querySelector('[data-testid=notice-time]');
+      const bar = tw.chart.lastBar;
+      return {
+        tz: Intl.DateTimeFormat().resolvedOptions().timeZone,
+        tape: row?.textContent,
+        tapeMs: tw.store.tape[0]?.tsMs,
+        status: document.querySelector('[data-testid=status-clock]').textContent,
+        depth: document.querySelector('[data-testid=depth-status]').textContent,
+        depthMs: tw.store.bookEventMs,
+        now: Date.now(),
+        notice: notice?.textContent,
+        noticeMs: tw.store.notices[0]?.atMs,
+        from: document.querySelector('[data-testid=replay-from]').value,
+        chart: bar ? { ...tw.chart.labelsFor(bar.time), time: bar.time } : null,
+        day: tw.chart.labelsFor(Date.UTC(2026, 11, 4) / 1000),
+      };
+    });
+  await page.click('[data-testid=tab-operator]');
+  await page.click('[data-testid=tab-markets]');
+  const iso = (ms) => new Date(ms).toISOString();
+  // The tape and the book are drawn in the frame after the data arrives: read until both agree with the store.
+  const u = await until('tape and depth times in UTC', async () => {
+    const t = await times();
+    return t.tape === iso(t.tapeMs).slice(11, 23) && t.depth.endsWith(` · ${iso(t.depthMs).slice(11, 23)}`) && t;
+  }, 5_000);
+  assert(u.tz === TIMEZONE, `browser zone ${u.tz}`);
+  assert(u.tape === iso(u.tapeMs).slice(11, 23), `tape "${u.tape}" is not UTC ${iso(u.tapeMs)}`);
+  assert(new RegExp(`^\\d\\d:\\d\\d:\\d\\d UTC$`).test(u.status) && Math.abs(Date.parse(`${iso(u.now).slice(0, 11)}${u.status.slice(0, 8)}Z`) - u.now) < 3_000, `status clock "${u.status}" is not UTC`);
+  assert(u.notice === iso(u.noticeMs).slice(11, 23), `notice time "${u.notice}" is not UTC ${iso(u.noticeMs)}`);
+  assert(u.depth.endsWith(` · ${iso(u.depthMs).slice(11, 23)}`), `depth time "${u.depth}" is not UTC ${iso(u.depthMs)}`);
+  assert(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(u.from) && Math.abs(Date.parse(u.from.replace(' ', 'T') + 'Z') - (u.now - 300_000)) < 60_000, `replay form "${u.from}" is not UTC (24-hour)`);
+  assert(u.chart && u.chart.crosshair === `${iso(u.chart.time * 1000).slice(0, 10)} ${iso(u.chart.time * 1000).slice(11, 16)}`, `chart label ${JSON.stringify(u.chart)}`);
+  // Daily bars: a date on the axis, never "00:00:00".
+  await page.click('[data-interval="1d"]');
+  const d = (await times()).day;
+  assert(d.tick === '12-04' && d.crosshair === '2026-12-04', `1d axis labels ${JSON.stringify(d)}`);
+  await page.click('[data-interval="1m"]');
+  await shots(page, 'clock-utc');
+
+  await page.click('[data-testid=clock-local]');
+  const l = await until('tape and depth times in New York time', async () => {
+    const t = await times();
+    return t.tape.slice(0, 8) === ny(t.tapeMs) && t.depth.split(' · ')[1]?.slice(0, 8) === ny(t.depthMs) && t;
+  }, 5_000);
+  assert(l.tape === `${ny(l.tapeMs)}.${String(l.tapeMs % 1000 | 0).padStart(3, '0')}` || l.tape.slice(0, 8) === ny(l.tapeMs), `tape "${l.tape}" is not New York time ${ny(l.tapeMs)}`);
+  assert(l.status.endsWith('UTC−05:00') || l.status.endsWith('UTC−04:00'), `status clock "${l.status}" does not name the local zone`);
+  assert(l.status.slice(0, 5) === ny(l.now).slice(0, 5), `status clock "${l.status}" is not New York time ${ny(l.now)}`);
+  assert(l.notice.slice(0, 8) === ny(l.noticeMs), `notice "${l.notice}" is not New York time`);
+  assert(l.depth.split(' · ')[1]?.slice(0, 8) === ny(l.depthMs), `depth time "${l.depth}" is not New York time ${ny(l.depthMs)}`);
+  assert(l.from === `${nyDate(Date.parse(u.from.replace(' ', 'T') + 'Z'))} ${ny(Date.parse(u.from.replace(' ', 'T') + 'Z'))}`, `replay form "${l.from}" was not rewritten in New York time (was "${u.from}" UTC)`);
+  assert(l.chart.crosshair === `${nyDate(l.chart.time * 1000)} ${ny(l.chart.time * 1000).slice(0, 5)}`, `chart label ${JSON.stringify(l.chart)} not New York time`);
+  await page.click('[data-testid=tab-operator]');
+  await shots(page, 'clock-local-operator');
+  await page.click('[data-testid=tab-markets]');
+  await shots(page, 'clock-local');
+  // The choice is kept across reloads.
+  await page.reload();
+  await until('local clock after reload', async () => (await page.getAttribute('[data-testid=clock-local]', 'aria-checked')) === 'true');
+  await page.click('[data-testid=clock-utc]');
+  await until('status live', async () => (await connState(page)) === 'live');
+});
+
+test('keyboard only: add select and remove a symbol; switch tabs', async () => {
+  const page = await livePage();
+  await until('watchlist', async () => (await watchlistText(page)).length >= 8);
+  const active = () => page.evaluate(() => {
+    const a = document.activeElement;
+    return { testid: a?.dataset?.testid ?? a?.closest?.('[data-testid]')?.dataset.testid ?? null, symbol: a?.dataset?.symbol ?? null, tag: a?.tagName };
+  });
+  const tabTo = async (testid, key = 'Tab', max = 25) => {
+    for (let i = 0; i < max; i++) {
+      if ((await active()).testid === testid) return;
+      await page.keyboard.press(key);
+    }
+    throw new Error(`${key} never reached ${testid} (at ${JSON.stringify(await active())})`);
+  };
+  await page.evaluate(() => document.activeElement?.blur());
+  await tabTo('symbol-search');
+  const instruments = await (await fetch(`${url()}v1/instruments`)).json();
+  const listed = new Set((await summary(page)).symbols);
+  const extra = instruments.instruments.map((i) => i.symbol).find((x) => !listed.has(x));
+  await page.keyboard.type(extra);
+  await until('search result', () => page.$(`[data-testid=search-results] li[data-symbol="${extra}"]`));
+  await page.keyboard.press('ArrowDown');
+  assert((await page.getAttribute('[data-testid=symbol-search]', 'aria-activedescendant')) !== null, 'ArrowDown did not mark a result');
+  await page.keyboard.press('Enter');
+  await until(`${extra} added`, () => page.$(`tr[data-symbol="${extra}"]`));
+  // The watchlist is one tab stop (the selected row); arrow keys move the selection.
+  await tabTo('watchlist-row');
+  const before = await summary(page);
+  const order = await page.$$eval('[data-testid=watchlist-row]', (rows) => rows.map((r) => r.dataset.symbol));
+  assert((await active()).symbol === before.selected, `focus on ${(await active()).symbol}, selected ${before.selected}`);
+  await page.keyboard.press('ArrowDown');
+  const next = order[order.indexOf(before.selected) + 1];
+  await until(`ArrowDown selects ${next}`, async () => (await summary(page)).selected === next && (await page.getAttribute(`tr[data-symbol="${next}"]`, 'aria-selected')) === 'true');
+  await page.keyboard.press('End');
+  await until(`End selects ${extra}`, async () => (await summary(page)).selected === extra && (await active()).symbol === extra);
+  await until('chart follows', async () => ((await page.textContent('[data-testid=chart-title]')) ?? '').startsWith(extra));
+  await shots(page, 'keyboard-row-focus');
+  await page.keyboard.press('Delete');
+  await until(`${extra} removed by Delete`, async () => !(await page.$(`tr[data-symbol="${extra}"]`)));
+  const after = await active();
+  assert(after.testid === 'watchlist-row', `focus left the watchlist after Delete: ${JSON.stringify(after)}`);
+  // Tabs: one tab stop, arrow keys switch, ARIA state follows.
+  await tabTo('tab-markets', 'Shift+Tab', 40);
+  await page.keyboard.press('ArrowRight');
+  await until('operator tab shown', async () => !(await page.isHidden('#operator')) && (await page.getAttribute('[data-testid=tab-operator]', 'aria-selected')) === 'true');
+  assert((await active()).testid === 'tab-operator', 'focus did not follow the tab');
+  assert((await page.getAttribute('[data-testid=tab-markets]', 'aria-selected')) === 'false', 'markets tab still aria-selected');
+  await shots(page, 'keyboard-operator-tab');
+  await page.keyboard.press('ArrowLeft');
+  await until('markets tab shown', async () => !(await page.isHidden('#markets')) && (await page.getAttribute('[data-testid=tab-markets]', 'aria-selected')) === 'true');
+});
+
+test('replay workstation: pause resume seek; symbol and interval during replay; end', async () => {
+  const srv = await storeServer();
+  // The store server records from the suite's start; the replay needs 20 s of it.
+  const wait = srv.startedAt + 24_000 - Date.now();
+  if (wait > 0) await sleep(wait);
+  const page = await newPage();
+  const errorsBefore = page.errors.length;
+  await page.goto(`${srv.base}/`);
+  await until('status live', async () => (await connState(page)) === 'live');
+  await page.click('[data-testid=tab-operator]');
+  const to = Date.now() - 2_000;
+  const from = to - 20_000;
+  await page.fill('[data-testid=replay-symbols]', 'BTC-USD,ETH-USD');
+  await page.fill('[data-testid=replay-from]', utcText(from));
+  await page.fill('[data-testid=replay-to]', utcText(to));
+  await page.selectOption('[data-testid=replay-speed]', '1');
+  await page.click('[data-testid=replay-start]');
+  await page.click('[data-testid=tab-markets]');
+  const state = () => page.textContent('[data-testid=replay-state]');
+  const at = async () => Number(await page.getAttribute('[data-testid=replay-clock]', 'data-at-ms'));
+  await until('replay playing', async () => /^playing/.test((await state()) ?? ''));
+  assert(await page.evaluate(() => document.body.classList.contains('replaying')), 'no replay frame');
+  assert(!(await page.isHidden('[data-testid=replay-bar]')), 'replay bar hidden');
+  await until('the replay clock to move', async () => (await at()) > from + 500);
+  assert(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(await page.textContent('[data-testid=replay-clock]')), 'replay clock not in UTC');
+  await until('replayed trades in the tape and chart', async () => {
+    const s = await summary(page);
+    return s.tape > 0 && s.bars > 0;
+  });
+  await shots(page, 'replay-playing');
+
+  // Pause: the clock and the tape stop.
+  await page.click('[data-testid=replay-toggle]');
+  await until('paused', async () => (await state()) === 'paused' && (await connState(page)) === 'replay-paused');
+  const a1 = await at();
+  const t1 = (await summary(page)).tape;
+  await sleep(1_200);
+  assert((await at()) === a1 && (await summary(page)).tape === t1, 'the replay went on while paused');
+  await shots(page, 'replay-paused');
+  await page.click('[data-testid=replay-toggle]');
+  await until('playing again', async () => /^playing/.test((await state()) ?? ''));
+  await until('the clock to move after resume', async () => (await at()) > a1);
+
+  // Seek back by typing a time (UTC, the clock setting).
+  const back = from + 2_000;
+  await page.fill('[data-testid=replay-seek-input]', utcText(back).slice(11));
+  await page.press('[data-testid=replay-seek-input]', 'Enter');
+  await until('the clock at the typed time', async () => {
+    const t = await at();
+    return t >= back - 1 && t < back + 2_500;
+  });
+  const progressBack = await page.textContent('[data-testid=replay-progress]');
+  await until('trades from the new position', async () => {
+    const s = await summary(page);
+    return s.tape > 0 && s.lastTradeMs >= back - 1 && s.lastTradeMs < back + 3_000;
+  });
+
+  // Change the symbol and the interval during the replay: every panel follows.
+  // Paused, so that nothing new arrives: what is drawn must come from what was replayed.
+  await until('ETH-USD trades replayed since the seek', async () =>
+    page.evaluate(() => window.__tickwire.store.symbols.get('ETH-USD')?.last !== undefined));
+  await page.click('[data-testid=replay-toggle]');
+  await until('paused for the changes', async () => (await state()) === 'paused');
+  await page.click('tr[data-symbol="ETH-USD"]');
+  await until('chart titled ETH-USD', async () => (await page.textContent('[data-testid=chart-title]')) === 'ETH-USD · 1m');
+  await until('ETH-USD bars and tape', async () => {
+    const s = await summary(page);
+    return s.selected === 'ETH-USD' && s.bars > 0 && s.tape > 0;
+  });
+  await page.click('[data-interval="1s"]');
+  const bars1s = await until('1s bars drawn at once from the replayed trades', async () => {
+    const n = Number(await page.getAttribute('[data-testid=chart]', 'data-bars'));
+    return (await page.textContent('[data-testid=chart-title]')) === 'ETH-USD · 1s' && n >= 1 && n;
+  }, 1_500);
+  await shots(page, 'replay-eth-1s');
+  await page.click('[data-testid=replay-toggle]');
+  await until('playing after the changes', async () => /^playing/.test((await state()) ?? ''));
+
+  // Seek forward by dragging the timeline.
+  const box = await page.locator('[data-testid=replay-timeline]').boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.3, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.8, y, { steps: 6 });
+  await page.mouse.up();
+  await until('the clock near 80 %', async () => (await at()) >= from + 0.7 * (to - from));
+  const progressFwd = await page.textContent('[data-testid=replay-progress]');
+  log(`    seek back → ${progressBack}, drag forward → ${progressFwd}; ${bars1s} one-second bars after the interval change`);
+
+  // Speed max: the replay finishes, and says so (not a red "closed").
+  await page.selectOption('[data-testid=replay-bar-speed]', 'max');
+  await until('replay finished', async () => /^finished/.test((await state()) ?? ''), 20_000);
+  await until('the end state in the status bar', async () => (await connState(page)) === 'replay-ended');
+  assert((await page.textContent('[data-testid=replay-progress]')) === '100%', 'progress not 100 % at the end');
+  await shots(page, 'replay-ended');
+  await page.click('[data-testid=replay-exit]');
+  await until('back to live', async () => (await connState(page)) === 'live' && !(await page.evaluate(() => document.body.classList.contains('replaying'))));
+  assert(page.errors.length === errorsBefore, `page errors: ${page.errors.join(' | ')}`);
+  await closePage(page);
 });
 
 test('streams with an access token (server started with --auth-token)', async () => {
@@ -608,6 +962,7 @@ async function main() {
   port = await freePort();
   log(`server: ${BIN} on 127.0.0.1:${port}`);
   await startServer();
+  if (!ONLY || ONLY.has('replay workstation: pause resume seek; symbol and interval during replay; end')) void storeServer().catch(() => {});
 
   let passed = 0;
   let failed = 0;
@@ -652,5 +1007,9 @@ try {
   clearTimeout(guard);
   await closeBrowsers();
   await stopServer();
+  if (storeSrv) {
+    await stopServer('SIGTERM', storeSrv.proc);
+    rmSync(storeSrv.dir, { recursive: true, force: true });
+  }
 }
 process.exit(ok ? 0 : 1);

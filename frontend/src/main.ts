@@ -7,11 +7,14 @@ import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
 import { loadPrefs, savePrefs } from './state/prefs';
 import { MarketStore } from './state/store';
-import { type ConnState, StreamClient } from './stream/client';
+import { feedIsDown } from './state/staleness';
+import { type ConnState, StreamClient, type StreamEvent, type TransportKind } from './stream/client';
+import { type ClockZone, clockZone, setClockZone } from './util/clock';
 import { FrameScheduler } from './util/frame';
 import { ChartView } from './views/chart';
 import { DepthView } from './views/depth';
 import { OperatorView, type ReplayParams } from './views/operator';
+import { ReplayBar } from './views/replaybar';
 import { StatusBar } from './views/statusbar';
 import { TapeView } from './views/tape';
 import { WatchlistView } from './views/watchlist';
@@ -19,6 +22,8 @@ import { WatchlistView } from './views/watchlist';
 const DEFAULT_WATCHLIST = 8;
 const LIST_CHANNELS: Channel[] = ['quotes', 'trades'];
 const SNAPSHOT_REFRESH_MS = 30_000;
+/** How often /v1/feeds is read to mark prices of a stale feed. */
+const FEEDS_POLL_MS = 2_000;
 
 const $ = (id: string) => document.getElementById(id)!;
 const baseUrl = location.origin;
@@ -27,10 +32,18 @@ const token = tokenFromSearch(location.search);
 setApiToken(token);
 
 const prefs = loadPrefs();
+setClockZone(prefs.clock);
+/** `?transport=ws|sse|poll` forces one transport (no fallback). */
+const forcedTransport = ((): TransportKind | null => {
+  const t = new URLSearchParams(location.search).get('transport');
+  return t === 'ws' || t === 'sse' || t === 'poll' ? t : null;
+})();
 let watchlist: string[] = prefs.watchlist ?? [];
 let instruments: Instrument[] = [];
 let mode: 'live' | 'replay' = 'live';
 let replayClient: StreamClient | null = null;
+/** Seeks sent whose status reply has not come back yet. */
+let pendingSeeks = 0;
 /** The symbol whose book the live stream is subscribed to (survives a replay). */
 let liveSelected: string | null = null;
 /** The live candle stream the chart follows: the selected symbol at the selected interval. */
@@ -55,13 +68,28 @@ const operator = new OperatorView($('operator'), store, {
   onStopReplay: () => stopReplay('stopped'),
   defaultSymbols: () => (store.selected ? [store.selected] : watchlist.slice(0, 1)),
 });
+const replayBar = new ReplayBar(store, {
+  onPause: () => replayClient?.control({ op: 'pause' }),
+  onResume: () => replayClient?.control({ op: 'resume' }),
+  onSpeed: (speed) => replayClient?.control({ op: 'speed', speed }),
+  onSeek: (atMs) => {
+    // Integer ns inside the range; the reply (a status) marks where the new stream starts.
+    if (replayClient?.control({ op: 'seek', to: Math.floor(atMs) * 1e6 })) pendingSeeks++;
+  },
+  onExit: () => stopReplay('stopped'),
+});
+$('replaybar-slot').append(replayBar.root);
 
 const live = new StreamClient({
   baseUrl,
   token,
+  ...(forcedTransport ? { transports: [forcedTransport] } : {}),
   onEvent: (e) => store.apply(e),
   onState: (s) => {
-    if (mode === 'live') status.setConn(s, 'live');
+    if (mode === 'live') {
+      store.setStreamUp(s.phase === 'live');
+      status.setConn(s, 'live');
+    }
     noteConn(s);
   },
 });
@@ -77,6 +105,8 @@ function renderFrame(): void {
 }
 
 function paint(): void {
+  // This frame draws what arrived since the last: its latency is taken now.
+  store.measureDrawn();
   const d = store.takeDirty();
   watchlistView.render(d.symbols);
   if (d.chartReset || d.bars.length) chart.render(d.chartReset, d.bars);
@@ -86,15 +116,49 @@ function paint(): void {
 }
 
 let lastLabel = '';
+let wasDown = false;
 function noteConn(s: ConnState): void {
   if (s.label === lastLabel) return;
   lastLabel = s.label;
-  store.notice(s.label === 'reconnecting' ? 'warn' : 'info', `stream ${s.label} (${s.transport})`);
+  if (s.phase === 'reconnecting') {
+    wasDown = true;
+    store.notice('warn', `stream lost, reconnecting (${s.transport})`);
+  } else if (s.phase === 'live' && wasDown) {
+    wasDown = false;
+    store.notice('ok', `stream reconnected (${s.transport})`);
+  } else {
+    store.notice('info', `stream ${s.label} (${s.transport})`);
+  }
+}
+
+/** Every view redraws its times in the new zone. */
+function changeClock(z: ClockZone): void {
+  const prev = clockZone();
+  if (z === prev) return;
+  setClockZone(z);
+  for (const b of document.querySelectorAll<HTMLButtonElement>('[data-clock]')) b.setAttribute('aria-checked', String(b.dataset.clock === z));
+  tape.redraw();
+  depth.render();
+  chart.applyClock();
+  operator.applyClock(prev);
+  operator.renderNotices();
+  status.render();
+  replayBar.render();
+  persist();
+}
+
+for (const b of document.querySelectorAll<HTMLButtonElement>('[data-clock]')) {
+  b.setAttribute('aria-checked', String(b.dataset.clock === clockZone()));
+  b.addEventListener('click', () => changeClock(b.dataset.clock as ClockZone));
 }
 
 function persist(): void {
-  if (mode === 'replay') return; // replay borrows the widgets; it is not the user's choice
-  savePrefs({ watchlist, selected: store.selected, interval: store.interval });
+  if (mode === 'replay') {
+    // Replay borrows the widgets (its symbols are not the user's choice); the clock setting is.
+    savePrefs({ ...loadPrefs(), clock: clockZone() });
+    return;
+  }
+  savePrefs({ watchlist, selected: store.selected, interval: store.interval, clock: clockZone() });
 }
 
 // ---- user actions --------------------------------------------------------
@@ -120,6 +184,7 @@ function changeInterval(interval: Interval): void {
   loadChart();
 }
 
+
 /**
  * Keeps the live stream subscribed to exactly one candle channel: the selected
  * symbol's, at the selected interval (none in replay, which has no candles).
@@ -135,6 +200,7 @@ function syncCandles(): void {
 
 function loadChart(): void {
   if (mode === 'replay') {
+    chart.resetView();
     chart.setNote('replay · candles from replayed trades');
     return;
   }
@@ -191,7 +257,13 @@ function startReplay(p: ReplayParams): void {
   store.select(p.symbols.includes(store.selected ?? '') ? store.selected : p.symbols[0]);
   watchlistView.setSelected(store.selected);
   loadChart();
-  setText('mode', `REPLAY ${p.speed}×`);
+  setText('mode', 'REPLAY');
+  document.body.classList.add('replaying');
+  pendingSeeks = 0;
+  store.replayInfo = { state: 'connecting', speed: String(p.speed), fromMs: p.fromMs, toMs: p.toMs, atMs: p.fromMs };
+  depth.replayNote = p.channels.includes('book') ? 'no book in replay: the server sends book deltas without a snapshot' : 'book not replayed';
+  replayBar.show(true, p.speed);
+  replayBar.render();
 
   const q = new URLSearchParams({
     symbols: p.symbols.join(','),
@@ -209,19 +281,25 @@ function startReplay(p: ReplayParams): void {
     reconnect: false,
     sendSubscribe: false,
     heartbeatMs: 0,
-    onEvent: (e) => store.apply(e),
+    onEvent: (e) => onReplayEvent(client, e),
     onState: (s) => {
       if (client !== replayClient) return;
-      status.setConn(s, 'replay');
       if (s.phase === 'live') {
         opened = true;
         operator.setReplayState(true, 'playing…');
       } else if (s.phase === 'closed') {
         // A finished replay stays on screen until "Back to live"; one that never
         // connected (no /v1/replay on this server) goes straight back to live.
-        if (opened) operator.setReplayState(true, 'finished');
-        else stopReplay('replay not available');
+        if (!opened) {
+          stopReplay('replay not available');
+          return;
+        }
+        const ended = store.replayInfo?.state === 'ended';
+        if (!ended && store.replayInfo) store.replayInfo.state = 'failed';
+        operator.setReplayState(true, ended ? 'finished' : 'connection lost before the end');
       }
+      status.setConn(s, 'replay');
+      replayBar.render();
     },
   });
   // The URL selects the data; these subscriptions only filter what is accepted.
@@ -231,6 +309,23 @@ function startReplay(p: ReplayParams): void {
   client.start();
 }
 
+function onReplayEvent(client: StreamClient, e: StreamEvent): void {
+  if (client !== replayClient) return;
+  if (e.kind === 'replay' && pendingSeeks > 0) {
+    // The answer to a seek: what follows starts over from the new position.
+    pendingSeeks--;
+    client.resetSequences();
+    store.clearReplayData();
+  }
+  store.apply(e);
+  if (e.kind === 'replay' || e.kind === 'replay_end') {
+    const info = store.replayInfo;
+    if (info) operator.setReplayState(true, info.state === 'ended' ? 'finished' : info.state === 'paused' ? 'paused' : `playing ${info.speed}×`);
+    status.render();
+    replayBar.render();
+  }
+}
+
 function stopReplay(text: string): void {
   if (mode !== 'replay') return;
   const client = replayClient;
@@ -238,6 +333,10 @@ function stopReplay(text: string): void {
   client?.stop();
   mode = 'live';
   store.replay = false;
+  store.replayInfo = null;
+  depth.replayNote = null;
+  replayBar.show(false);
+  document.body.classList.remove('replaying');
   setText('mode', '');
   for (const s of [...store.symbols.keys()]) if (!watchlist.includes(s)) store.untrack(s);
   for (const s of watchlist) store.track(s);
@@ -251,6 +350,7 @@ function stopReplay(text: string): void {
   watchlistView.setSelected(sel);
   syncCandles();
   operator.setReplayState(false, text);
+  status.setConn(live.state, 'live');
   live.start();
   void refreshStats(watchlist);
   loadChart();
@@ -262,14 +362,61 @@ function setText(id: string, text: string): void {
 
 // ---- tabs ------------------------------------------------------------------
 
-for (const tab of document.querySelectorAll<HTMLButtonElement>('.tab')) {
-  tab.addEventListener('click', () => {
-    const name = tab.dataset.tab;
-    for (const t of document.querySelectorAll<HTMLElement>('.tab')) t.classList.toggle('active', t === tab);
-    $('markets').hidden = name !== 'markets';
-    $('operator').hidden = name !== 'operator';
-    operator.show(name === 'operator');
+const tabs = [...document.querySelectorAll<HTMLButtonElement>('.tab')];
+function showTab(tab: HTMLButtonElement): void {
+  const name = tab.dataset.tab;
+  for (const t of tabs) {
+    const on = t === tab;
+    t.classList.toggle('active', on);
+    t.setAttribute('aria-selected', String(on));
+    t.tabIndex = on ? 0 : -1;
+  }
+  $('markets').hidden = name !== 'markets';
+  $('operator').hidden = name !== 'operator';
+  operator.show(name === 'operator');
+}
+for (const tab of tabs) {
+  tab.addEventListener('click', () => showTab(tab));
+  // Arrow keys move between tabs (and show them), Home/End jump: one tab stop for the tab list.
+  tab.addEventListener('keydown', (ev) => {
+    const i = tabs.indexOf(tab);
+    const to =
+      ev.key === 'ArrowRight' ? tabs[(i + 1) % tabs.length] : ev.key === 'ArrowLeft' ? tabs[(i + tabs.length - 1) % tabs.length] : ev.key === 'Home' ? tabs[0] : ev.key === 'End' ? tabs[tabs.length - 1] : null;
+    if (!to) return;
+    ev.preventDefault();
+    showTab(to);
+    to.focus();
   });
+}
+
+// ---- staleness -------------------------------------------------------------
+
+/** Feed health decides which prices are stale even while the stream is up. */
+const feedStates = new Map<string, string>();
+async function pollFeeds(): Promise<void> {
+  const res = await api.feeds();
+  if (!res.ok || !Array.isArray(res.data.feeds)) return; // unknown: no marks either way
+  store.feedsDown.clear();
+  const venues = new Set([...store.instruments.values()].map((i) => i.venue ?? ''));
+  for (const f of res.data.feeds) {
+    const down = feedIsDown(f);
+    const prev = feedStates.get(f.name);
+    const label = down ? (f.state === 'live' ? 'silent' : f.state) : 'live';
+    if (prev !== undefined && prev !== label) store.notice(down ? 'warn' : 'ok', `feed ${f.name} ${down ? `is ${label}` : 'is live again'}`);
+    feedStates.set(f.name, label);
+    if (!down) continue;
+    // Feeds are named by venue ("binance"); the simulator's venue is "sim".
+    const venue = [...venues].find((v) => v && (f.name.startsWith(v) || v.startsWith(f.name)));
+    store.feedsDown.add(venue ?? '*');
+  }
+}
+
+function renderStale(): void {
+  const now = Date.now();
+  watchlistView.renderStale(now);
+  depth.renderStale(now);
+  tape.renderStale(now);
+  if (mode === 'replay') replayBar.render();
 }
 
 // ---- start -----------------------------------------------------------------
@@ -289,7 +436,11 @@ async function loadInstruments(): Promise<void> {
 
 async function boot(): Promise<void> {
   status.setConn(live.state, 'live');
-  setInterval(() => status.render(), 250);
+  setInterval(() => {
+    status.render();
+    renderStale();
+  }, 250);
+  setInterval(() => void pollFeeds(), FEEDS_POLL_MS);
   await loadInstruments();
   store.setInstruments(instruments);
   watchlistView.setInstruments(instruments);

@@ -116,7 +116,34 @@ export interface LiveMsg {
   type: 'live';
 }
 
-export type ServerMsg = SnapshotMsg | BatchMsg | GapMsg | ErrorMsg | PongMsg | BookInvalidatedMsg | LiveMsg;
+/** A replay session's state: first, and after each control (docs/PROTOCOL.md, Replay). */
+export interface ReplayStatusMsg {
+  type: 'replay';
+  state: 'playing' | 'paused';
+  /** "max" or a factor as a decimal string ("2.5"). */
+  speed: string | number;
+  /** Exchange time of the last event sent (or of the seek target), ns. */
+  at: number;
+  from: number;
+  to: number;
+  instruments?: { instrument_id: number; symbol: string; price_decimals: number; size_decimals: number }[];
+}
+/** The replay reached its end; a close 1000 follows. */
+export interface ReplayEndMsg {
+  type: 'end';
+  events: number;
+  from: number;
+  to: number;
+}
+
+export type ServerMsg = SnapshotMsg | BatchMsg | GapMsg | ErrorMsg | PongMsg | BookInvalidatedMsg | LiveMsg | ReplayStatusMsg | ReplayEndMsg;
+
+/** Replay session controls (sent on the replay WebSocket only). */
+export type ReplayControl =
+  | { op: 'pause' }
+  | { op: 'resume' }
+  | { op: 'speed'; speed: 'max' | number }
+  | { op: 'seek'; to: number };
 
 export type ClientOp =
   | { op: 'subscribe'; channels: Channel[]; symbols: string[]; since?: Record<string, number> }
@@ -167,11 +194,30 @@ export interface FeedHealth {
   state: string;
   last_message_age_ms?: number | null;
   messages_per_sec?: number | null;
+  messages?: number;
   resyncs?: number;
+  reconnects?: number;
   parse_errors?: number;
+  /** Not sent by every server build; shown when present. */
+  last_error?: string | null;
 }
 
+/** GET /v1/stats. Store fields are null when the server runs without a store. */
 export interface ServerStats {
+  /** WebSocket (/v1/ws) connections only: replay, SSE and long-poll are not counted by the server. */
   connections: number;
+  uptime_s?: number;
+  events_published?: number;
+  updates_delivered?: number;
+  conflated?: number;
+  dropped_trades?: number;
+  book_resnapshots?: number;
+  slow_consumer_closes?: number;
   store_lag_ms: number | null;
+  store_written?: number | null;
+  store_queued?: number | null;
+  store_spilled_bytes?: number | null;
+  store_journaled?: number | null;
+  store_written_from_journal?: number | null;
+  store_lost?: number | null;
 }

@@ -516,7 +516,76 @@ describe('fallback to long-polling', () => {
   });
 });
 
+describe('subscription changes over SSE and poll', () => {
+  it('reopen the SSE stream without leaving live (no reconnect banner)', async () => {
+    const { client, states } = setup({ transports: ['sse'] });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeEventSource.last.open();
+    expect(states.at(-1)?.label).toBe('sse');
+    const seen = states.length;
+    client.subscribe(['quotes'], ['ETH-USD']);
+    await flush();
+    expect(FakeEventSource.instances).toHaveLength(2);
+    expect(FakeEventSource.last.url).toContain('symbols=BTC-USD,ETH-USD');
+    FakeEventSource.last.open();
+    expect(states.slice(seen).map((s) => s.label)).not.toContain('reconnecting');
+    expect(client.state.label).toBe('sse');
+    // A reopened stream that fails is a real reconnect.
+    FakeEventSource.last.fail();
+    expect(states.at(-1)?.label).toBe('reconnecting');
+  });
+
+  it('restart the poll without leaving live', async () => {
+    const { client, poll, states } = setup({ transports: ['poll'] });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    await flush();
+    poll.respond({ cursor: 'c1', messages: [] });
+    await flush();
+    const seen = states.length;
+    client.unsubscribe(['quotes'], ['BTC-USD']);
+    client.subscribe(['quotes'], ['ETH-USD']);
+    await flush();
+    expect(states.slice(seen).map((s) => s.label)).not.toContain('reconnecting');
+    expect(client.state.label).toBe('poll');
+  });
+
+  it('a forced transport never falls back', async () => {
+    const { client } = setup({ transports: ['sse'], failuresBeforeFallback: 1 });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeEventSource.last.fail();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(client.transport).toBe('sse');
+    expect(FakeWebSocket.instances).toHaveLength(0);
+  });
+});
+
 describe('one-shot streams (replay)', () => {
+  it('passes replay status and end on, sends controls, and forgets sequences on request', async () => {
+    const { client, events, updates } = setup({ wsPath: '/v1/replay?symbols=BTC-USD', transports: ['ws'], reconnect: false, sendSubscribe: false });
+    client.subscribe(['trades'], ['BTC-USD']);
+    expect(client.control({ op: 'pause' })).toBe(false); // not open yet
+    client.start();
+    const ws = FakeWebSocket.last;
+    ws.open();
+    ws.push({ type: 'replay', state: 'playing', speed: 'max', at: 5, from: 1, to: 9 });
+    ws.push(batch(trade('BTC-USD', 7)));
+    expect(client.control({ op: 'seek', to: 2 })).toBe(true);
+    expect(JSON.parse(ws.sent.at(-1)!)).toEqual({ op: 'seek', to: 2 });
+    ws.push({ type: 'replay', state: 'playing', speed: 'max', at: 2, from: 1, to: 9 });
+    // Without a reset, an earlier seq after a seek back is dropped as a duplicate...
+    ws.push(batch(trade('BTC-USD', 3)));
+    expect(updates()).toHaveLength(1);
+    client.resetSequences();
+    ws.push(batch(trade('BTC-USD', 3)));
+    expect(updates()).toHaveLength(2);
+    ws.push({ type: 'end', events: 2, from: 1, to: 9 });
+    expect(events.filter((e) => e.kind === 'replay')).toHaveLength(2);
+    expect(events.at(-1)).toEqual({ kind: 'replay_end', end: { type: 'end', events: 2, from: 1, to: 9 } });
+  });
+
   it('sends no subscribe ops, filters by its subscriptions and closes for good when the server ends', async () => {
     const { client, states, updates } = setup({ wsPath: '/v1/replay?symbols=BTC-USD&speed=10', transports: ['ws'], reconnect: false, sendSubscribe: false });
     client.subscribe(['trades'], ['BTC-USD']);

@@ -119,9 +119,11 @@ describe('prefs', () => {
   it('round-trips and survives garbage', () => {
     const mem = new Map<string, string>();
     const storage = { getItem: (k: string) => mem.get(k) ?? null, setItem: (k: string, v: string) => void mem.set(k, v) };
-    expect(loadPrefs(storage)).toEqual({ watchlist: null, selected: null, interval: '1m' });
-    savePrefs({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m' }, storage);
-    expect(loadPrefs(storage)).toEqual({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m' });
+    expect(loadPrefs(storage)).toEqual({ watchlist: null, selected: null, interval: '1m', clock: 'utc' });
+    savePrefs({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m', clock: 'local' }, storage);
+    expect(loadPrefs(storage)).toEqual({ watchlist: ['AAPL', 'BTC-USD'], selected: 'AAPL', interval: '5m', clock: 'local' });
+    mem.set('tickwire.prefs.v1', '{"clock":"mars"}');
+    expect(loadPrefs(storage).clock).toBe('utc');
     mem.set('tickwire.prefs.v1', '{not json');
     expect(loadPrefs(storage).watchlist).toBeNull();
   });
@@ -193,6 +195,9 @@ describe('MarketStore', () => {
     expect(d.bars).toEqual([{ time: 60, open: 100, high: 100, low: 100, close: 100, volume: 1 }]);
     expect(st.symbols.get('ETH-USD')!.bid).toBe('100.00');
     expect(st.tape[0].price).toBe('100.00');
+    // Latency is sampled when the frame draws the updates, not on arrival.
+    expect(st.latencyEvent.median()).toBeNull();
+    st.measureDrawn();
     expect(st.latencyEvent.median()).not.toBeNull();
     expect(st.takeDirty().symbols).toEqual([]);
   });
@@ -253,16 +258,25 @@ describe('MarketStore', () => {
     expect(st.candleChannel).toBe('candles.1m');
   });
 
-  it('keeps the book only for the selected symbol and clears it on reset', () => {
+  it('keeps the book only for the selected symbol; on reset keeps its last levels, marked stale, until a snapshot', () => {
     const st = new MarketStore();
     st.track('BTC-USD');
     st.select('BTC-USD');
     st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'BTC-USD', channel: 'book', seq: 1, data: { bids: [['1', '1']], asks: [['2', '1']] }, ...clocks } });
     st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'book', seq: 2, bids: [['1.5', '2']], asks: [], ...clocks } });
     expect(st.book.top(5).bids[0]).toEqual(['1.5', '2']);
-    st.apply({ kind: 'book_reset', symbol: 'BTC-USD', reason: 'x' });
-    expect(st.book.empty).toBe(true);
+    st.setStreamUp(true, Date.now() - 10_000);
+    expect(st.bookStaleness().stale).toBe(false);
+    st.apply({ kind: 'book_reset', symbol: 'BTC-USD', reason: 'invalidated by server' });
+    expect(st.book.empty).toBe(false);
     expect(st.bookStatus).toBe('resync');
+    expect(st.bookStaleness()).toMatchObject({ stale: true, reason: 'book invalidated' });
+    // A delta before the new snapshot is not applied to the invalid book.
+    st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'book', seq: 3, bids: [['1.7', '2']], asks: [], ...clocks } });
+    expect(st.book.top(5).bids[0]).toEqual(['1.5', '2']);
+    st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'BTC-USD', channel: 'book', seq: 9, data: { bids: [['1', '1']], asks: [] }, ...clocks } });
+    expect(st.bookStaleness().stale).toBe(false);
+    expect(st.notices.map((n) => n.level)).toEqual(['ok', 'info']);
   });
 });
 
@@ -303,6 +317,7 @@ describe('ClockOffset', () => {
     const serverNowNs = (Date.now() - 500) * 1e6;
     const clocks = { ts_event: serverNowNs, ts_recv: serverNowNs, ts_send: serverNowNs };
     st.apply({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'trades', seq: 1, price: '1.00', size: '1', side: 'buy', trade_id: 1, ...clocks } });
+    st.measureDrawn();
     expect(Math.abs(st.latencyEvent.median()!)).toBeLessThan(50);
     expect(Math.abs(st.latencySend.median()!)).toBeLessThan(50);
   });

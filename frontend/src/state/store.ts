@@ -8,6 +8,7 @@ import { addDec } from '../util/decimal';
 import { OrderBook } from './book';
 import { type Bar, CandleBuilder, INTERVAL_MS, type Interval } from './candles';
 import { ClockOffset, RateMeter, RollingMedian } from './metrics';
+import { type Staleness, staleness } from './staleness';
 
 export interface SymbolState {
   symbol: string;
@@ -24,6 +25,8 @@ export interface SymbolState {
   statsSeq: number;
   /** The server had no stats yet (no trade this session): the first trade opens it. */
   openFromFirstTrade?: boolean;
+  /** When a quote or trade of this symbol last arrived (browser clock, ms). */
+  lastDataMs?: number;
 }
 
 export interface TapeRow {
@@ -36,14 +39,31 @@ export interface TapeRow {
 
 export type BookStatus = 'waiting' | 'live' | 'resync';
 
+/** `ok`: a normal recovery (reconnected, resynced); `warn`/`error`: faults. */
 export interface Notice {
   atMs: number;
-  level: 'info' | 'warn' | 'error';
+  level: 'info' | 'ok' | 'warn' | 'error';
   text: string;
+}
+
+export function noticeKind(n: Notice): 'fault' | 'recovery' | 'info' {
+  return n.level === 'ok' ? 'recovery' : n.level === 'info' ? 'info' : 'fault';
+}
+
+/** The replay session as the last status message (and the events since) describe it. */
+export interface ReplayInfo {
+  state: 'connecting' | 'playing' | 'paused' | 'ended' | 'failed';
+  speed: string;
+  fromMs: number;
+  toMs: number;
+  /** Exchange time the replay has reached, ms. */
+  atMs: number;
+  events?: number;
 }
 
 const TAPE_MAX = 200;
 const NOTICES_MAX = 50;
+const REPLAY_TRADES_MAX = 200_000;
 
 export class MarketStore {
   readonly instruments = new Map<string, Instrument>();
@@ -60,6 +80,22 @@ export class MarketStore {
 
   /** Replay plays historical clocks: latency numbers would be meaningless. */
   replay = false;
+  replayInfo: ReplayInfo | null = null;
+  /** Every replayed trade per symbol, so a symbol or interval chosen mid-replay redraws at once. */
+  private readonly replayTrades = new Map<string, TapeRow[]>();
+  /** Since when the stream has been up (browser ms); null while it is down. */
+  streamUpSinceMs: number | null = null;
+  /** Venues whose feed /v1/feeds reports not live ('*' when it cannot be told which). */
+  readonly feedsDown = new Set<string>();
+  /** When the selected symbol's book last changed (browser ms). */
+  bookLastMs: number | undefined;
+  /** Exchange time of the book's last change (ms), as the depth panel shows it. */
+  bookEventMs: number | undefined;
+  /** Stamps of updates applied since the last frame: measured when that frame draws them. */
+  private readonly pendingEvent: number[] = [];
+  private readonly pendingSend: number[] = [];
+  /** performance-free wall time of the last latency sample (ms). */
+  lastSampleMs: number | null = null;
   readonly latencyEvent = new RollingMedian(512);
   readonly latencySend = new RollingMedian(512);
   /** Latency compares server stamps with this browser's clock, set to the server's by ping round trips. */
@@ -106,8 +142,10 @@ export class MarketStore {
     this.interval = interval;
     this.book.clear();
     this.bookStatus = 'waiting';
+    this.bookLastMs = this.bookEventMs = undefined;
     this.tape = [];
     this.resetCandles();
+    this.rebuildFromReplay();
     this.dirtyBook = this.dirtyTape = true;
     this.onDirty();
   }
@@ -115,7 +153,25 @@ export class MarketStore {
   setInterval(interval: Interval): void {
     this.interval = interval;
     this.resetCandles();
+    this.rebuildFromReplay();
     this.onDirty();
+  }
+
+  /** In replay, a newly selected symbol or interval is drawn from the trades replayed so far. */
+  private rebuildFromReplay(): void {
+    if (!this.replay || !this.selected) return;
+    const trades = this.replayTrades.get(this.selected);
+    if (!trades?.length) return;
+    for (const t of trades) this.candles.addTrade(Number(t.price), Number(t.size), t.tsMs);
+    this.tape = trades.slice(-TAPE_MAX).reverse();
+    this.dirtyTape = true;
+    this.dirtyChartReset = true;
+  }
+
+  /** A replay seek: what was replayed so far no longer leads up to the new position. */
+  clearReplayData(): void {
+    this.replayTrades.clear();
+    this.clearData();
   }
 
   /** The live channel the chart's bars come from (selected symbol, selected interval). */
@@ -137,9 +193,55 @@ export class MarketStore {
       this.symbols.set(s.symbol, fresh);
       this.dirtySymbols.add(s.symbol);
     }
+    this.replayTrades.clear();
     this.select(this.selected);
     this.latencyEvent.clear();
     this.latencySend.clear();
+    this.pendingEvent.length = this.pendingSend.length = 0;
+    this.lastSampleMs = null;
+  }
+
+  /** The stream went up (true) or down (false). */
+  setStreamUp(up: boolean, nowMs = Date.now()): void {
+    if (up && this.streamUpSinceMs === null) this.streamUpSinceMs = nowMs;
+    if (!up) this.streamUpSinceMs = null;
+  }
+
+  /** How current a symbol's prices are. */
+  symbolStaleness(symbol: string, nowMs = Date.now()): Staleness {
+    const s = this.symbols.get(symbol);
+    const venue = this.instruments.get(symbol)?.venue ?? '';
+    return staleness({
+      nowMs,
+      lastDataMs: s?.lastDataMs,
+      streamUpSinceMs: this.replay ? 0 : this.streamUpSinceMs,
+      feedDown: !this.replay && (this.feedsDown.has('*') || this.feedsDown.has(venue)),
+    });
+  }
+
+  /** How current the selected symbol's book is. */
+  bookStaleness(nowMs = Date.now()): Staleness {
+    const venue = this.selected ? (this.instruments.get(this.selected)?.venue ?? '') : '';
+    return staleness({
+      nowMs,
+      lastDataMs: this.bookLastMs,
+      streamUpSinceMs: this.replay ? 0 : this.streamUpSinceMs,
+      feedDown: !this.replay && (this.feedsDown.has('*') || this.feedsDown.has(venue)),
+      invalidated: this.bookStatus === 'resync',
+    });
+  }
+
+  /**
+   * Takes the latency samples of what this frame draws: call from the
+   * animation frame that paints the updates applied since the last one.
+   */
+  measureDrawn(nowMs = Date.now()): void {
+    if (!this.pendingEvent.length && !this.pendingSend.length) return;
+    const now = nowMs + this.clockOffset.valueMs;
+    for (const t of this.pendingEvent) this.latencyEvent.add(Math.max(0, now - t));
+    for (const t of this.pendingSend) this.latencySend.add(Math.max(0, now - t));
+    this.pendingEvent.length = this.pendingSend.length = 0;
+    this.lastSampleMs = nowMs;
   }
 
   notice(level: Notice['level'], text: string): void {
@@ -198,8 +300,11 @@ export class MarketStore {
           }
         } else if (m.channel === 'book') {
           if (m.symbol === this.selected) {
+            if (this.bookStatus === 'resync') this.notice('ok', `book ${m.symbol} resynced (fresh snapshot at seq ${m.seq})`);
             this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
             this.bookStatus = 'live';
+            this.bookLastMs = Date.now();
+            this.bookEventMs = m.ts_event ? m.ts_event / 1e6 : undefined;
             this.dirtyBook = true;
           }
         } else if (m.data) {
@@ -210,22 +315,49 @@ export class MarketStore {
       case 'update':
         this.applyUpdate(e.update);
         break;
-      case 'gap':
+      case 'gap': {
         this.gaps++;
-        this.notice('warn', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})`);
+        // Lost trades are a fault; a restarted sequence, or a quote, book or
+        // candle stream resynced from a fresh snapshot, is a normal recovery.
+        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset';
+        this.notice(lost ? 'warn' : 'ok', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})${lost ? '' : ': resynced'}`);
         break;
+      }
       case 'book_reset':
         if (e.symbol === this.selected) {
-          this.book.clear();
+          // Keep the last levels on screen, marked stale with their age, until the new snapshot.
           this.bookStatus = 'resync';
           this.dirtyBook = true;
+          this.notice(e.reason === 'invalidated by server' ? 'info' : 'warn', `book ${e.symbol} reset: ${e.reason}`);
         }
         break;
       case 'error':
-        this.notice('error', `${e.code}: ${e.message}`);
+        // A refused resume (the server restarted) is answered by subscribing afresh: a recovery.
+        this.notice(e.code === 'bad_since' ? 'ok' : 'error', `${e.code}: ${e.message}`);
         break;
       case 'live':
-        this.notice('info', 'replay caught up with live data');
+        this.notice('ok', 'stored history caught up with the live stream');
+        break;
+      case 'replay': {
+        const st = e.status;
+        const prev = this.replayInfo;
+        this.replayInfo = {
+          state: st.state === 'paused' ? 'paused' : 'playing',
+          speed: String(st.speed),
+          fromMs: st.from / 1e6,
+          toMs: st.to / 1e6,
+          atMs: st.at / 1e6,
+          events: prev?.events,
+        };
+        break;
+      }
+      case 'replay_end':
+        if (this.replayInfo) {
+          this.replayInfo.state = 'ended';
+          this.replayInfo.events = e.end.events;
+          this.replayInfo.atMs = this.replayInfo.toMs;
+        }
+        this.notice('ok', `replay finished: ${e.end.events} events`);
         break;
       case 'pong':
         if (e.rttMs !== null && e.clockOffsetMs !== null) this.clockOffset.add(e.rttMs, e.clockOffsetMs);
@@ -237,11 +369,13 @@ export class MarketStore {
   private applyUpdate(u: Update): void {
     this.rate.add();
     this.clock(u.ts_event, u.ts_send);
+    if (this.replay && this.replayInfo && u.ts_event) this.replayInfo.atMs = Math.max(this.replayInfo.atMs, u.ts_event / 1e6);
     switch (u.channel) {
       case 'quotes':
         this.setQuote(u.symbol, u);
         break;
       case 'trades': {
+        if (this.replay) this.recordReplayTrade(u);
         const s = this.setLast(u.symbol, u);
         if (s && u.seq > s.statsSeq && s.volume !== undefined) {
           s.volume = addDec(s.volume, u.size) ?? s.volume;
@@ -253,6 +387,8 @@ export class MarketStore {
       case 'book':
         if (u.symbol === this.selected && this.bookStatus === 'live') {
           this.book.apply(u.bids ?? [], u.asks ?? [], u.seq);
+          this.bookLastMs = Date.now();
+          if (u.ts_event) this.bookEventMs = u.ts_event / 1e6;
           this.dirtyBook = true;
         }
         break;
@@ -272,11 +408,19 @@ export class MarketStore {
     else this.dirtyBars.set(change.bar.time, change.bar);
   }
 
+  /** Queues the update's stamps; measureDrawn() takes the samples when the frame draws it. */
   private clock(tsEvent: number | undefined, tsSend: number | undefined): void {
     if (this.replay) return;
-    const now = Date.now() + this.clockOffset.valueMs;
-    if (tsEvent) this.latencyEvent.add(now - tsEvent / 1e6);
-    if (tsSend) this.latencySend.add(now - tsSend / 1e6);
+    if (this.pendingEvent.length >= 1_024) return; // a frame that late measures the frame, not the wire
+    if (tsEvent) this.pendingEvent.push(tsEvent / 1e6);
+    if (tsSend) this.pendingSend.push(tsSend / 1e6);
+  }
+
+  private recordReplayTrade(u: TradeData & { symbol: string; ts_event: number }): void {
+    let list = this.replayTrades.get(u.symbol);
+    if (!list) this.replayTrades.set(u.symbol, (list = []));
+    list.push({ tsMs: u.ts_event / 1e6, price: u.price, size: u.size, side: u.side, tradeId: u.trade_id });
+    if (list.length > REPLAY_TRADES_MAX) list.splice(0, list.length - REPLAY_TRADES_MAX);
   }
 
   private setQuote(symbol: string, q: { bid: string; bid_size: string; ask: string; ask_size: string }): void {
@@ -286,6 +430,7 @@ export class MarketStore {
     s.bidSize = q.bid_size;
     s.ask = q.ask;
     s.askSize = q.ask_size;
+    s.lastDataMs = Date.now();
     this.dirtySymbols.add(symbol);
   }
 
@@ -294,6 +439,7 @@ export class MarketStore {
     if (!s) return undefined;
     s.last = t.price;
     s.lastSide = t.side;
+    s.lastDataMs = Date.now();
     this.dirtySymbols.add(symbol);
     return s;
   }

@@ -7,6 +7,9 @@ import {
   type BookUpdate,
   type Channel,
   type ClientOp,
+  type ReplayControl,
+  type ReplayEndMsg,
+  type ReplayStatusMsg,
   type ServerMsg,
   type SnapshotMsg,
   type Update,
@@ -37,6 +40,8 @@ export type StreamEvent =
   | { kind: 'book_reset'; symbol: string; reason: string }
   | { kind: 'error'; code: string; message: string; symbol?: string; channel?: Channel }
   | { kind: 'live' }
+  | { kind: 'replay'; status: ReplayStatusMsg }
+  | { kind: 'replay_end'; end: ReplayEndMsg }
   /** `clockOffsetMs`: the server's clock minus this browser's, estimated from
    *  the pong's `ts_send` and the round trip's midpoint (null without either). */
   | { kind: 'pong'; id: number; rttMs: number | null; clockOffsetMs: number | null };
@@ -147,6 +152,8 @@ export class StreamClient {
   private es: EventSourceLike | null = null;
   private pollAbort: AbortController | null = null;
   private pollCursor: string | null = null;
+  /** The next connect() reopens an SSE/poll stream for a new subscription: not a reconnect, so no state change. */
+  private quietRestart = false;
 
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private restartTimer: ReturnType<typeof setTimeout> | null = null;
@@ -258,6 +265,26 @@ export class StreamClient {
     return id;
   }
 
+  /** Sends a replay control on the open WebSocket (replay sessions only); false if not sent. */
+  control(op: ReplayControl): boolean {
+    if (!this.ws || this.phase !== 'live') return false;
+    try {
+      this.ws.send(JSON.stringify(op));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Forgets every sequence seen: a replay seek starts the streams over from another point in time. */
+  resetSequences(): void {
+    for (const ch of CHANNELS) {
+      this.lastSeq[ch].clear();
+      this.resuming[ch].clear();
+    }
+    this.bookResync.clear();
+  }
+
   // ---- connection management -------------------------------------------
 
   private label(): ConnLabel {
@@ -277,7 +304,11 @@ export class StreamClient {
     this.bookResync.clear();
     for (const ch of CHANNELS) this.resuming[ch].clear();
     const gen = ++this.gen;
-    this.setPhase(this.attempt === 0 && !this.everOpened[this.transport] ? 'connecting' : 'reconnecting');
+    // Reopening a live SSE/poll stream for a new subscription is not a reconnect:
+    // the state stays live unless the new stream fails.
+    const quiet = this.quietRestart && this.phase === 'live';
+    this.quietRestart = false;
+    if (!quiet) this.setPhase(this.attempt === 0 && !this.everOpened[this.transport] ? 'connecting' : 'reconnecting');
     switch (this.transport) {
       case 'ws':
         return this.connectWs(gen);
@@ -364,6 +395,7 @@ export class StreamClient {
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       this.pollCursor = null;
+      this.quietRestart = true;
       this.connect();
     }, 0);
   }
@@ -619,6 +651,12 @@ export class StreamClient {
       }
       case 'live':
         emit({ kind: 'live' });
+        return;
+      case 'replay':
+        emit({ kind: 'replay', status: msg });
+        return;
+      case 'end':
+        emit({ kind: 'replay_end', end: msg });
         return;
     }
   }

@@ -5,12 +5,6 @@ export function fmtMs(ms: number | null): string {
   return `${ms.toFixed(1)}ms`;
 }
 
-export function fmtTime(ms: number): string {
-  const d = new Date(ms);
-  const p = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
-}
-
 /** Compact volume; volume is a magnitude, so a float is fine here. */
 export function fmtVolume(v: string | undefined): string {
   if (v === undefined) return '—';
@@ -18,8 +12,9 @@ export function fmtVolume(v: string | undefined): string {
   if (!Number.isFinite(n)) return v;
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}K`;
-  return v;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(n >= 1e5 ? 0 : n >= 1e4 ? 1 : 2)}K`;
+  // At most six characters, so the column (narrowed for stale ages) never cuts it.
+  return v.length > 6 ? String(Number(n.toPrecision(5))) : v;
 }
 
 export function fmtRate(n: number): string {

@@ -11,6 +11,7 @@ import {
 import { api, msToNs } from '../api';
 import { type Bar, INTERVALS, INTERVAL_MS, type Interval } from '../state/candles';
 import type { MarketStore } from '../state/store';
+import { fmtAxisTick, fmtBarTime } from '../util/clock';
 import { h } from '../util/dom';
 
 const UP = '#26a69a';
@@ -26,7 +27,7 @@ export class ChartView {
   private readonly chart: IChartApi;
   private readonly candles: ISeriesApi<'Candlestick'>;
   private readonly volume: ISeriesApi<'Histogram'>;
-  private readonly title = h('span', { class: 'chart-title' });
+  private readonly title = h('span', { class: 'chart-title', 'data-testid': 'chart-title' });
   private readonly note = h('span', { class: 'note', 'data-testid': 'chart-note' });
   private readonly buttons = new Map<Interval, HTMLButtonElement>();
   readonly host: HTMLElement;
@@ -43,7 +44,7 @@ export class ChartView {
   ) {
     const switcher = h('div', { class: 'seg', 'data-testid': 'interval-switch' });
     for (const i of INTERVALS) {
-      const b = h('button', { type: 'button', 'data-interval': i }, i);
+      const b = h('button', { type: 'button', 'data-interval': i, 'aria-pressed': 'false' }, i);
       b.addEventListener('click', () => onInterval(i));
       this.buttons.set(i, b);
       switcher.append(b);
@@ -65,6 +66,7 @@ export class ChartView {
       rightPriceScale: { borderColor: '#222831' },
       timeScale: { borderColor: '#222831', timeVisible: true, secondsVisible: true, rightOffset: 4, barSpacing: 9 },
     });
+    this.applyClock();
     this.candles = this.chart.addSeries(CandlestickSeries, {
       upColor: UP,
       downColor: DOWN,
@@ -74,6 +76,35 @@ export class ChartView {
     });
     this.volume = this.chart.addSeries(HistogramSeries, { priceScaleId: 'vol', priceFormat: { type: 'volume' }, lastValueVisible: false, priceLineVisible: false });
     this.chart.priceScale('vol').applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
+  }
+
+  /** Axis and crosshair labels follow the clock setting and the interval (dates for daily bars). */
+  applyClock(): void {
+    const sec = INTERVAL_MS[this.store.interval] / 1000;
+    this.chart.applyOptions({
+      localization: { timeFormatter: (t: unknown) => fmtBarTime(Number(t), sec) },
+      timeScale: { tickMarkFormatter: (t: unknown, type: number) => fmtAxisTick(Number(t), type, sec) },
+    });
+  }
+
+  /** The labels the chart would draw for a bar time (seconds), for the e2e suite. */
+  labelsFor(timeSec: number): { crosshair: string; tick: string } {
+    const o = this.chart.options();
+    const fmt = o.localization.timeFormatter as (t: unknown) => string;
+    const tick = (o.timeScale as unknown as { tickMarkFormatter: (t: unknown, type: number) => string }).tickMarkFormatter;
+    return { crosshair: fmt(timeSec), tick: tick(timeSec, 3) };
+  }
+
+  /** Title and interval buttons for the store's selected symbol and interval (live or replay). */
+  resetView(): void {
+    const { selected: symbol, interval } = this.store;
+    for (const [i, b] of this.buttons) {
+      b.classList.toggle('active', i === interval);
+      b.setAttribute('aria-pressed', String(i === interval));
+    }
+    this.title.textContent = symbol ? `${symbol} · ${interval}` : '—';
+    this.host.dataset.title = this.title.textContent;
+    this.applyClock();
   }
 
   get barCount(): number {
@@ -87,8 +118,7 @@ export class ChartView {
   /** Starts a new chart for the store's selected symbol and interval and loads its history. */
   async loadHistory(): Promise<void> {
     const { selected: symbol, interval } = this.store;
-    for (const [i, b] of this.buttons) b.classList.toggle('active', i === interval);
-    this.title.textContent = symbol ? `${symbol} · ${interval}` : '—';
+    this.resetView();
     this.setNote('');
     this.load?.abort();
     if (!symbol) return;

@@ -2,6 +2,8 @@ import type { Level } from '../protocol';
 import type { MarketStore } from '../state/store';
 import { subDec } from '../util/decimal';
 import { h, setText } from '../util/dom';
+import { fmtAge } from '../state/staleness';
+import { fmtTime } from '../util/clock';
 
 const LEVELS = 14;
 
@@ -18,6 +20,10 @@ export class DepthView {
   private readonly bids: LevelRow[] = [];
   private readonly spread = h('td', { colspan: 3, class: 'spread' });
   private readonly status = h('span', { class: 'note', 'data-testid': 'depth-status' });
+  private readonly mark = h('span', { class: 'stale-mark', 'data-testid': 'depth-stale', hidden: true });
+  private table!: HTMLElement;
+  /** Replay sessions send book deltas but no snapshot to apply them to (a server limitation). */
+  replayNote: string | null = null;
 
   constructor(
     root: HTMLElement,
@@ -34,14 +40,17 @@ export class DepthView {
     for (let i = LEVELS - 1; i >= 0; i--) body.append(this.asks[i].tr);
     body.append(h('tr', { class: 'spread-row' }, this.spread));
     for (const r of this.bids) body.append(r.tr);
-    root.append(
-      h('div', { class: 'panel-head' }, h('span', { class: 'panel-title' }, 'Depth'), this.status),
-      h(
-        'div',
-        { class: 'scroll' },
-        h('table', { class: 'grid depth', 'data-testid': 'depth' }, h('thead', {}, h('tr', {}, h('th', {}, 'Price'), h('th', {}, 'Size'), h('th', {}, 'Total'))), body),
-      ),
-    );
+    this.table = h('table', { class: 'grid depth', 'data-testid': 'depth' }, h('thead', {}, h('tr', {}, h('th', {}, 'Price'), h('th', {}, 'Size'), h('th', {}, 'Total'))), body);
+    root.append(h('div', { class: 'panel-head' }, h('span', { class: 'panel-title' }, 'Depth'), this.mark, this.status), h('div', { class: 'scroll' }, this.table));
+  }
+
+  /** Marks the book stale with its age (stream down, feed stale, invalidated); called a few times a second. */
+  renderStale(nowMs = Date.now()): void {
+    const st = this.store.bookStaleness(nowMs);
+    this.mark.hidden = !st.stale;
+    this.table.classList.toggle('stale', st.stale);
+    this.table.dataset.stale = String(st.stale);
+    if (st.stale) setText(this.mark, `stale ${fmtAge(st.ageMs ?? 0)} · ${st.reason}`);
   }
 
   render(): void {
@@ -54,7 +63,11 @@ export class DepthView {
     fill(this.asks, asks, cumA, max);
     const spread = bids[0] && asks[0] ? subDec(asks[0][0], bids[0][0]) : null;
     setText(this.spread, spread === null ? '' : `spread ${spread}`);
-    setText(this.status, bookStatus === 'live' ? `seq ${book.seq}` : bookStatus === 'resync' ? 'resyncing…' : 'waiting for book…');
+    const waiting = this.replayNote ?? 'waiting for book…';
+    const at = this.store.bookEventMs;
+    const live = `seq ${book.seq}${at ? ` · ${fmtTime(at)}` : ''}`;
+    setText(this.status, bookStatus === 'live' ? live : bookStatus === 'resync' ? 'resyncing…' : waiting);
+    this.status.title = bookStatus === 'live' ? 'sequence and exchange time of the last book change' : bookStatus === 'resync' ? '' : waiting;
   }
 }
 

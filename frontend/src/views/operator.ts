@@ -1,15 +1,15 @@
 import { api } from '../api';
-import type { FeedHealth } from '../protocol';
-import type { MarketStore } from '../state/store';
+import type { FeedHealth, ServerStats } from '../protocol';
+import { type MarketStore, noticeKind } from '../state/store';
+import { fmtDateTime, fmtTime, parseDateTime, zoneLabel } from '../util/clock';
 import { h, setText } from '../util/dom';
-import { fmtTime } from '../util/format';
 
 export interface ReplayParams {
   symbols: string[];
   channels: string[];
   fromMs: number;
   toMs: number;
-  speed: number;
+  speed: number | 'max';
 }
 
 export interface OperatorHandlers {
@@ -26,14 +26,19 @@ export class OperatorView {
   private readonly feedsNote = h('div', { class: 'note', 'data-testid': 'feeds-note' });
   private readonly connections = h('span', { class: 'num big', 'data-testid': 'stat-connections' }, '—');
   private readonly storeLag = h('span', { class: 'num big', 'data-testid': 'stat-store-lag' }, '—');
+  /** Every other /v1/stats figure, by its field name. */
+  private readonly kpis = new Map<string, HTMLElement>();
   private readonly statsNote = h('div', { class: 'note' });
-  private readonly notices = h('ul', { class: 'notices' });
+  private readonly notices = h('ul', { class: 'notices', 'data-testid': 'notices' });
+  private readonly noticeCounts = h('div', { class: 'note', 'data-testid': 'notice-counts' });
+  private readonly faultsOnly = h('input', { type: 'checkbox', 'data-testid': 'faults-only' });
+  private readonly zoneNotes: HTMLElement[] = [];
   private readonly replayStatus = h('span', { class: 'note', 'data-testid': 'replay-status' }, 'idle');
   private readonly inputs = {
     symbols: h('input', { type: 'text', spellcheck: 'false', 'data-testid': 'replay-symbols' }),
-    from: h('input', { type: 'datetime-local', step: '1', 'data-testid': 'replay-from' }),
-    to: h('input', { type: 'datetime-local', step: '1', 'data-testid': 'replay-to' }),
-    speed: h('select', { 'data-testid': 'replay-speed' }, ...['1', '2', '5', '10', '60', '600'].map((s) => h('option', { value: s }, `${s}×`))),
+    from: h('input', { type: 'text', spellcheck: 'false', placeholder: 'YYYY-MM-DD HH:MM:SS', 'data-testid': 'replay-from' }),
+    to: h('input', { type: 'text', spellcheck: 'false', placeholder: 'YYYY-MM-DD HH:MM:SS', 'data-testid': 'replay-to' }),
+    speed: h('select', { 'data-testid': 'replay-speed' }, ...['1', '2', '5', '10', '60', '600', 'max'].map((s) => h('option', { value: s }, s === 'max' ? 'max' : `${s}×`))),
     quotes: h('input', { type: 'checkbox', checked: true }),
     trades: h('input', { type: 'checkbox', checked: true }),
     book: h('input', { type: 'checkbox', checked: true }),
@@ -47,37 +52,84 @@ export class OperatorView {
     private readonly store: MarketStore,
     private readonly handlers: OperatorHandlers,
   ) {
-    const card = (title: string, ...body: (Node | string)[]) => h('section', { class: 'card' }, h('h3', {}, title), ...body);
+    const card = (title: string, ...body: (Node | string)[]) => h('section', { class: title === 'Feeds' || title === 'Gateway' ? 'card wide' : 'card' }, h('h3', {}, title), ...body);
     const { symbols, from, to, speed, quotes, trades, book } = this.inputs;
     const field = (label: string, el: HTMLElement) => h('label', { class: 'field' }, h('span', {}, label), el);
+    const zoned = (label: string, el: HTMLElement) => {
+      const z = h('span', { class: 'dim zone' }, zoneLabel());
+      this.zoneNotes.push(z);
+      return h('label', { class: 'field' }, h('span', {}, label), h('span', { class: 'zoned' }, el, z));
+    };
+    const kpi = (label: string, key: string, title: string) => {
+      const v = h('span', { class: 'num big', 'data-testid': `stat-${key.replace(/_/g, '-')}` }, '—');
+      this.kpis.set(key, v);
+      return h('div', { title }, h('span', { class: 'label' }, label), v);
+    };
     root.append(
       h(
         'div',
         { class: 'op-grid' },
         card(
           'Feeds',
-          h('table', { class: 'grid', 'data-testid': 'feeds' }, h('thead', {}, h('tr', {}, ...['Feed', 'State', 'Last msg', 'Msg/s', 'Resyncs', 'Parse errors'].map((t) => h('th', {}, t)))), this.feeds),
+          h('table', { class: 'grid', 'data-testid': 'feeds' }, h('thead', {}, h('tr', {}, ...['Feed', 'State', 'Lag (last msg)', 'Msg/s', 'Messages', 'Reconnects', 'Resyncs', 'Parse errors', 'Last error'].map((t) => h('th', {}, t)))), this.feeds),
           this.feedsNote,
         ),
-        card('Gateway', h('div', { class: 'kpis' }, h('div', {}, h('span', { class: 'label' }, 'Connected clients'), this.connections), h('div', {}, h('span', { class: 'label' }, 'Store lag'), this.storeLag)), this.statsNote),
+        card(
+          'Gateway',
+          h(
+            'div',
+            { class: 'kpis' },
+            h('div', { title: "the server's count of /v1/ws connections: replay, SSE and long-poll clients are not counted" }, h('span', { class: 'label' }, 'WebSocket clients'), this.connections),
+            kpi('Uptime', 'uptime_s', 'since the server started'),
+            kpi('Published', 'events_published', 'events published to the fan-out'),
+            kpi('Delivered', 'updates_delivered', 'updates delivered to subscribers'),
+            kpi('Conflated', 'conflated', 'updates replaced by a newer one for a client that could not keep up (normal under load)'),
+            kpi('Dropped trades', 'dropped_trades', 'trades dropped for slow clients (each with a gap notice): a fault'),
+            kpi('Book resnapshots', 'book_resnapshots', 'books sent again as snapshots to clients that fell behind'),
+            kpi('Slow-consumer closes', 'slow_consumer_closes', 'connections closed for falling too far behind: a fault'),
+          ),
+          h(
+            'div',
+            { class: 'kpis' },
+            h('div', { title: 'how far the history writer trails the live stream' }, h('span', { class: 'label' }, 'Store lag'), this.storeLag),
+            kpi('Store written', 'store_written', 'records written to the store'),
+            kpi('Store queued', 'store_queued', 'records waiting for the writer'),
+            kpi('Journal', 'store_journaled', 'records spilled to the on-disk journal while the store was slow or down'),
+            kpi('Journal bytes', 'store_spilled_bytes', 'bytes spilled to the journal'),
+            kpi('From journal', 'store_written_from_journal', 'journaled records written to the store since'),
+            kpi('Store lost', 'store_lost', 'records the store lost (history has holes): a fault'),
+          ),
+          this.statsNote,
+        ),
         card(
           'Replay',
           h(
             'div',
             { class: 'form' },
             field('Symbols', symbols),
-            field('From', from),
-            field('To', to),
+            zoned('From', from),
+            zoned('To', to),
             field('Speed', speed),
             h('div', { class: 'field' }, h('span', {}, 'Channels'), h('span', {}, h('label', {}, quotes, ' quotes'), h('label', {}, trades, ' trades'), h('label', {}, book, ' book'))),
             h('div', { class: 'actions' }, this.start, this.stop, this.replayStatus),
           ),
         ),
-        card('Notices', this.notices),
+        card('Notices', h('div', { class: 'notice-head' }, this.noticeCounts, h('label', {}, this.faultsOnly, ' faults only')), this.notices),
       ),
     );
     this.start.addEventListener('click', () => this.startReplay());
     this.stop.addEventListener('click', () => handlers.onStopReplay());
+    this.faultsOnly.addEventListener('change', () => this.renderNotices());
+  }
+
+  /** The clock setting changed: the form's times are rewritten in the new zone. */
+  applyClock(previous: 'utc' | 'local'): void {
+    for (const z of this.zoneNotes) setText(z, zoneLabel());
+    for (const el of [this.inputs.from, this.inputs.to]) {
+      const ms = parseDateTime(el.value, previous);
+      if (ms !== null) el.value = fmtDateTime(ms);
+    }
+    this.renderNotices();
   }
 
   /** Starts polling while the tab is shown; stops when hidden, to spare the server. */
@@ -99,8 +151,24 @@ export class OperatorView {
   }
 
   renderNotices(): void {
+    const all = this.store.notices;
+    const faults = all.filter((n) => noticeKind(n) === 'fault').length;
+    const recoveries = all.filter((n) => noticeKind(n) === 'recovery').length;
+    setText(this.noticeCounts, `${faults} fault${faults === 1 ? '' : 's'} · ${recoveries} recover${recoveries === 1 ? 'y' : 'ies'} · times ${zoneLabel()}`);
+    const shown = this.faultsOnly.checked ? all.filter((n) => noticeKind(n) === 'fault') : all;
     this.notices.replaceChildren(
-      ...this.store.notices.slice(0, 30).map((n) => h('li', { class: n.level }, h('span', { class: 'dim' }, fmtTime(n.atMs)), ' ', n.text)),
+      ...shown.slice(0, 30).map((n) => {
+        const kind = noticeKind(n);
+        return h(
+          'li',
+          { class: `${n.level} ${kind}`, 'data-kind': kind },
+          h('span', { class: 'dim', 'data-testid': 'notice-time' }, fmtTime(n.atMs)),
+          ' ',
+          h('span', { class: `tag ${kind}` }, kind),
+          ' ',
+          n.text,
+        );
+      }),
     );
   }
 
@@ -109,22 +177,22 @@ export class OperatorView {
     if (!symbols.value) symbols.value = this.handlers.defaultSymbols().join(',');
     if (!from.value) {
       const now = Date.now();
-      from.value = localInput(now - 5 * 60_000);
-      to.value = localInput(now);
+      from.value = fmtDateTime(now - 5 * 60_000);
+      to.value = fmtDateTime(now);
     }
   }
 
   private startReplay(): void {
     const { symbols, from, to, speed, quotes, trades, book } = this.inputs;
-    const fromMs = new Date(from.value).getTime();
-    const toMs = new Date(to.value).getTime();
+    const fromMs = parseDateTime(from.value) ?? NaN;
+    const toMs = parseDateTime(to.value, undefined, fromMs) ?? NaN;
     const list = symbols.value.split(/[\s,]+/).map((s) => s.trim().toUpperCase()).filter(Boolean);
     const channels = [quotes.checked && 'quotes', trades.checked && 'trades', book.checked && 'book'].filter(Boolean) as string[];
     if (!list.length || !channels.length || !Number.isFinite(fromMs) || !Number.isFinite(toMs) || toMs <= fromMs) {
       setText(this.replayStatus, 'choose symbols, channels and a valid range');
       return;
     }
-    this.handlers.onReplay({ symbols: list, channels, fromMs, toMs, speed: Number(speed.value) });
+    this.handlers.onReplay({ symbols: list, channels, fromMs, toMs, speed: speed.value === 'max' ? 'max' : Number(speed.value) });
   }
 
   private async refresh(): Promise<void> {
@@ -139,13 +207,32 @@ export class OperatorView {
     if (stats.ok) {
       setText(this.connections, String(stats.data.connections ?? '—'));
       setText(this.storeLag, stats.data.store_lag_ms === null || stats.data.store_lag_ms === undefined ? 'no store' : `${stats.data.store_lag_ms} ms`);
+      for (const [key, el] of this.kpis) {
+        const v = stats.data[key as keyof ServerStats];
+        const text = key === 'uptime_s' ? fmtUptime(v) : v === null ? 'no store' : v === undefined ? NA : String(v);
+        setText(el, text);
+        // Counts that mean something went wrong are flagged when non-zero.
+        el.classList.toggle('fault', FAULT_COUNTS.has(key) && typeof v === 'number' && v > 0);
+      }
       setText(this.statsNote, '');
     } else {
       setText(this.connections, NA);
       setText(this.storeLag, NA);
+      for (const el of this.kpis.values()) setText(el, NA);
       setText(this.statsNote, stats.missing ? `/v1/stats ${NA}` : `/v1/stats failed: ${stats.message}`);
     }
   }
+}
+
+const FAULT_COUNTS = new Set(['dropped_trades', 'slow_consumer_closes', 'store_lost']);
+
+function fmtUptime(v: unknown): string {
+  if (typeof v !== 'number') return NA;
+  const d = Math.floor(v / 86_400);
+  const hh = Math.floor((v % 86_400) / 3_600);
+  const mm = Math.floor((v % 3_600) / 60);
+  const ss = v % 60;
+  return d ? `${d}d ${hh}h ${mm}m` : hh ? `${hh}h ${mm}m ${ss}s` : mm ? `${mm}m ${ss}s` : `${ss}s`;
 }
 
 function feedRow(f: FeedHealth): HTMLElement {
@@ -157,13 +244,10 @@ function feedRow(f: FeedHealth): HTMLElement {
     h('td', {}, h('span', { class: `pill small state-${f.state}` }, f.state)),
     h('td', { class: 'num' }, f.last_message_age_ms === null || f.last_message_age_ms === undefined ? '—' : `${f.last_message_age_ms} ms`),
     h('td', { class: 'num' }, num(f.messages_per_sec, 0)),
+    h('td', { class: 'num' }, num(f.messages)),
+    h('td', { class: 'num' }, num(f.reconnects)),
     h('td', { class: 'num' }, num(f.resyncs)),
     h('td', { class: 'num' }, num(f.parse_errors)),
+    h('td', { class: 'dim', title: f.last_error ?? '' }, f.last_error ? f.last_error : f.last_error === undefined ? 'not reported' : '—'),
   );
-}
-
-/** Value for a datetime-local input (local time, seconds precision). */
-function localInput(ms: number): string {
-  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
-  return d.toISOString().slice(0, 19);
 }

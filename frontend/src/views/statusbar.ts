@@ -1,7 +1,9 @@
 import type { ConnState } from '../stream/client';
 import type { MarketStore } from '../state/store';
+import { type LatencyFigure, clockResolutionMs, latencyFigure } from '../state/latency';
+import { fmtTimeSec, zoneLabel } from '../util/clock';
 import { h, setText } from '../util/dom';
-import { fmtMs, fmtRate } from '../util/format';
+import { fmtRate } from '../util/format';
 
 /** Bottom bar: connection state, end-to-end latency, throughput. Refreshed a few times a second. */
 export class StatusBar {
@@ -11,9 +13,11 @@ export class StatusBar {
   private readonly send = h('span', { class: 'num', 'data-testid': 'latency-send' });
   private readonly rate = h('span', { class: 'num', 'data-testid': 'msg-rate' });
   private readonly gaps = h('span', { class: 'num' });
-  private readonly clock = h('span', { class: 'num dim' });
+  private readonly clock = h('span', { class: 'num dim', 'data-testid': 'status-clock' });
   private conn: ConnState | null = null;
   private mode: 'live' | 'replay' = 'live';
+  /** Latency is measured with Date.now(): whole milliseconds (finer only if this browser's clock is). */
+  private readonly resolutionMs = clockResolutionMs(() => Date.now(), 200_000);
 
   constructor(
     root: HTMLElement,
@@ -23,8 +27,8 @@ export class StatusBar {
     root.append(
       this.state,
       this.detail,
-      item('event→screen', this.lat, 'median of now − ts_event (exchange time to this browser)'),
-      item('send→screen', this.send, 'median of now − ts_send (gateway publish to this browser)'),
+      item('event→screen', this.lat, 'median of (drawn at − ts_event): exchange time to this screen'),
+      item('send→screen', this.send, 'median of (drawn at − ts_send): gateway publish to this screen'),
       item('msg/s', this.rate, 'updates applied per second'),
       item('gaps', this.gaps, 'sequence gaps announced or detected'),
       h('span', { class: 'spacer' }),
@@ -38,25 +42,49 @@ export class StatusBar {
     this.render();
   }
 
+  private label(): string {
+    const s = this.conn;
+    if (this.mode !== 'replay') return s?.label ?? 'connecting';
+    const info = this.store.replayInfo;
+    if (info?.state === 'ended') return 'replay ended';
+    if (s?.phase === 'live') return info?.state === 'paused' ? 'replay paused' : 'replay';
+    return s?.label ?? 'replay';
+  }
+
   render(): void {
     const s = this.conn;
-    const label = this.mode === 'replay' ? (s?.phase === 'live' ? 'replay' : s?.label ?? 'replay') : s?.label ?? 'connecting';
+    const label = this.label();
     setText(this.state, label);
-    this.state.dataset.state = label;
+    this.state.dataset.state = label.replace(/ /g, '-');
     setText(this.detail, s ? `${s.transport}${s.attempt ? ` · retry ${s.attempt}` : ''}` : '');
     const st = this.store;
-    setText(this.lat, st.replay ? 'n/a' : fmtMs(st.latencyEvent.median()));
-    setText(this.send, st.replay ? 'n/a' : fmtMs(st.latencySend.median()));
+    const now = Date.now();
+    const common = {
+      offsetKnown: st.clockOffset.uncertaintyMs !== null,
+      sinceLastSampleMs: st.lastSampleMs === null ? null : now - st.lastSampleMs,
+      resolutionMs: this.resolutionMs,
+      replay: st.replay,
+      streamUp: st.streamUpSinceMs !== null,
+    };
     const within = st.clockOffset.uncertaintyMs;
     const clock =
       within === null
-        ? "this browser's clock is taken as the server's until a ping comes back"
-        : `corrected to the server's clock by ${fmtSigned(st.clockOffset.valueMs)} ms (ping bound ±${within.toFixed(1)} ms)`;
-    this.lat.title = `median of now − ts_event (exchange time to this browser); ${clock}`;
-    this.send.title = `median of now − ts_send (gateway publish to this browser); ${clock}`;
+        ? s && s.transport !== 'ws'
+          ? `no clock sync over ${s.transport} (no ping round trips): figures are withheld`
+          : 'waiting for the first ping round trip to measure the clock offset'
+        : `corrected to the server's clock by ${fmtSigned(st.clockOffset.valueMs)} ms (ping bound ±${within.toFixed(1)} ms); clock resolution ${this.resolutionMs} ms`;
+    this.figure(this.lat, latencyFigure({ medianMs: st.latencyEvent.median(), ...common }), `median of (drawn at − ts_event); ${clock}`);
+    this.figure(this.send, latencyFigure({ medianMs: st.latencySend.median(), ...common }), `median of (drawn at − ts_send); ${clock}`);
     setText(this.rate, fmtRate(st.rate.perSecond()));
     setText(this.gaps, String(st.gaps));
-    setText(this.clock, new Date().toISOString().slice(11, 19) + ' UTC');
+    setText(this.clock, `${fmtTimeSec(now)} ${zoneLabel()}`);
+  }
+
+  private figure(el: HTMLElement, f: LatencyFigure, title: string): void {
+    setText(el, f.text);
+    el.dataset.state = f.state;
+    el.classList.toggle('stale', f.state === 'stale');
+    el.title = f.why ? `${f.why}. ${title}` : title;
   }
 }
 

@@ -1,6 +1,7 @@
 import type { MarketStore } from '../state/store';
 import { h, setText } from '../util/dom';
-import { fmtTime } from '../util/format';
+import { fmtTime } from '../util/clock';
+import { fmtAge } from '../state/staleness';
 
 const ROWS = 60;
 
@@ -8,6 +9,8 @@ const ROWS = 60;
 export class TapeView {
   private readonly rows: { tr: HTMLElement; time: HTMLElement; price: HTMLElement; size: HTMLElement }[] = [];
   private newestId: number | null = null;
+  private readonly mark = h('span', { class: 'stale-mark', 'data-testid': 'tape-stale', hidden: true });
+  private table: HTMLElement;
 
   constructor(
     root: HTMLElement,
@@ -20,14 +23,25 @@ export class TapeView {
       this.rows.push(r);
       body.append(r.tr);
     }
-    root.append(
-      h('div', { class: 'panel-head' }, h('span', { class: 'panel-title' }, 'Trades')),
-      h(
-        'div',
-        { class: 'scroll' },
-        h('table', { class: 'grid tape', 'data-testid': 'tape' }, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'Price'), h('th', {}, 'Size'))), body),
-      ),
-    );
+    this.table = h('table', { class: 'grid tape', 'data-testid': 'tape' }, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'Price'), h('th', {}, 'Size'))), body);
+    root.append(h('div', { class: 'panel-head' }, h('span', { class: 'panel-title' }, 'Trades'), this.mark), h('div', { class: 'scroll' }, this.table));
+  }
+
+  /** Marks the tape stale (stream down, feed stale) with the age of its newest data; called a few times a second. */
+  renderStale(nowMs = Date.now()): void {
+    const sel = this.store.selected;
+    const st = sel ? this.store.symbolStaleness(sel, nowMs) : null;
+    const stale = !!st?.stale;
+    this.mark.hidden = !stale;
+    this.table.classList.toggle('stale', stale);
+    if (stale) setText(this.mark, `stale ${fmtAge(st!.ageMs ?? 0)} · ${st!.reason}`);
+  }
+
+  /** Redraws every row (the clock setting changed). */
+  redraw(): void {
+    this.newestId = null;
+    for (const r of this.rows) r.time.textContent = '';
+    this.render();
   }
 
   render(): void {

@@ -3,6 +3,7 @@ import type { MarketStore, SymbolState } from '../state/store';
 import { signDec, subDec } from '../util/decimal';
 import { Flasher, h, setText } from '../util/dom';
 import { fmtVolume } from '../util/format';
+import { fmtAge, fmtAgeShort } from '../state/staleness';
 
 export interface WatchlistHandlers {
   onSelect(symbol: string): void;
@@ -12,6 +13,8 @@ export interface WatchlistHandlers {
 
 interface Row {
   tr: HTMLTableRowElement;
+  age: HTMLElement;
+  remove: HTMLButtonElement;
   bid: HTMLElement;
   ask: HTMLElement;
   last: HTMLElement;
@@ -33,8 +36,15 @@ export class WatchlistView {
     spellcheck: 'false',
     autocomplete: 'off',
     'data-testid': 'symbol-search',
+    role: 'combobox',
+    'aria-label': 'Add symbol',
+    'aria-autocomplete': 'list',
+    'aria-expanded': 'false',
+    'aria-controls': 'search-results',
   });
-  private readonly results = h('ul', { class: 'search-results', 'data-testid': 'search-results' });
+  private readonly results = h('ul', { class: 'search-results', id: 'search-results', role: 'listbox', 'data-testid': 'search-results' });
+  /** The search result ArrowUp/ArrowDown has moved to (-1: none, Enter takes the first). */
+  private active = -1;
   private instruments: Instrument[] = [];
   private order: string[] = [];
   private selected: string | null = null;
@@ -59,7 +69,7 @@ export class WatchlistView {
     const cols = h('colgroup', {}, ...['sym', 'px', 'px', 'px', 'chg', 'pct', 'vol', 'x'].map((c) => h('col', { class: `c-${c}` })));
     const table = h(
       'table',
-      { class: 'grid watchlist', 'data-testid': 'watchlist' },
+      { class: 'grid watchlist', 'data-testid': 'watchlist', role: 'grid', 'aria-label': 'Watchlist: arrow keys select, Delete removes' },
       cols,
       h(
         'thead',
@@ -80,17 +90,23 @@ export class WatchlistView {
       const tr = target.closest('tr');
       const sym = tr?.dataset.symbol;
       if (!sym) return;
-      if (target.closest('.remove')) handlers.onRemove(sym);
+      if (target.closest('.remove')) this.removeRow(sym);
       else handlers.onSelect(sym);
     });
+    this.tbody.addEventListener('keydown', (ev) => this.onRowKey(ev));
     this.search.addEventListener('input', () => this.renderResults());
     this.search.addEventListener('focus', () => this.renderResults());
     this.search.addEventListener('keydown', (ev) => {
+      const items = [...this.results.querySelectorAll<HTMLElement>('li[data-symbol]')];
       if (ev.key === 'Enter') {
-        const first = this.results.querySelector<HTMLElement>('li[data-symbol]');
-        if (first) this.add(first.dataset.symbol!);
+        const pick = items[this.active] ?? items[0];
+        if (pick) this.add(pick.dataset.symbol!);
       } else if (ev.key === 'Escape') {
         this.closeResults();
+      } else if ((ev.key === 'ArrowDown' || ev.key === 'ArrowUp') && items.length) {
+        ev.preventDefault();
+        this.active = (this.active + (ev.key === 'ArrowDown' ? 1 : items.length - 1 + (this.active < 0 ? 1 : 0))) % items.length;
+        this.markActive(items);
       }
     });
     this.results.addEventListener('mousedown', (ev) => {
@@ -102,6 +118,79 @@ export class WatchlistView {
       }
     });
     this.search.addEventListener('blur', () => setTimeout(() => this.closeResults(), 100));
+  }
+
+  private markActive(items: HTMLElement[]): void {
+    items.forEach((li, i) => li.setAttribute('aria-selected', String(i === this.active)));
+    const cur = items[this.active];
+    if (cur) {
+      this.search.setAttribute('aria-activedescendant', cur.id);
+      cur.scrollIntoView({ block: 'nearest' });
+    } else this.search.removeAttribute('aria-activedescendant');
+  }
+
+  /** Arrow keys move the selection, Home/End jump, Enter/Space select, Delete removes. */
+  private onRowKey(ev: KeyboardEvent): void {
+    const tr = (ev.target as HTMLElement).closest('tr');
+    const sym = tr?.dataset.symbol;
+    if (!sym) return;
+    const i = this.order.indexOf(sym);
+    let next: string | undefined;
+    switch (ev.key) {
+      case 'ArrowDown':
+        next = this.order[Math.min(this.order.length - 1, i + 1)];
+        break;
+      case 'ArrowUp':
+        next = this.order[Math.max(0, i - 1)];
+        break;
+      case 'Home':
+        next = this.order[0];
+        break;
+      case 'End':
+        next = this.order[this.order.length - 1];
+        break;
+      case 'Enter':
+      case ' ':
+        if ((ev.target as HTMLElement).closest('.remove')) return; // the button's own activation
+        next = sym;
+        break;
+      case 'Delete':
+      case 'Backspace':
+        ev.preventDefault();
+        this.removeRow(sym);
+        return;
+      default:
+        return;
+    }
+    ev.preventDefault();
+    if (next) {
+      this.handlers.onSelect(next);
+      this.rows.get(next)?.tr.focus();
+    }
+  }
+
+  /** Removes a row and keeps keyboard focus in the list (on the row that takes its place). */
+  private removeRow(sym: string): void {
+    const i = this.order.indexOf(sym);
+    const hadFocus = this.rows.get(sym)?.tr.contains(document.activeElement) ?? false;
+    this.handlers.onRemove(sym);
+    if (!hadFocus) return;
+    const next = this.order[Math.min(i, this.order.length - 1)];
+    const row = next ? this.rows.get(next) : undefined;
+    if (row) row.tr.focus();
+    else this.search.focus();
+  }
+
+  /** Marks rows whose prices are stale (stream down, feed stale) with their age; called a few times a second. */
+  renderStale(nowMs = Date.now()): void {
+    for (const [sym, row] of this.rows) {
+      if (!this.visible.has(sym)) continue;
+      const st = this.store.symbolStaleness(sym, nowMs);
+      if (row.tr.classList.toggle('stale', st.stale) !== (row.tr.dataset.stale === 'true')) row.tr.dataset.stale = String(st.stale);
+      setText(row.age, st.stale ? fmtAgeShort(st.ageMs ?? 0) : '');
+      const title = st.stale ? `stale: ${st.reason}; last update ${fmtAge(st.ageMs ?? 0)} ago` : '';
+      if (row.age.title !== title) row.age.title = title;
+    }
   }
 
   setInstruments(list: Instrument[]): void {
@@ -137,7 +226,14 @@ export class WatchlistView {
 
   setSelected(symbol: string | null): void {
     this.selected = symbol;
-    for (const [sym, row] of this.rows) row.tr.classList.toggle('selected', sym === symbol);
+    // One tab stop for the whole list (the selected row, else the first): arrow keys move within it.
+    const stop = symbol && this.rows.has(symbol) ? symbol : this.order[0];
+    for (const [sym, row] of this.rows) {
+      row.tr.classList.toggle('selected', sym === symbol);
+      row.tr.setAttribute('aria-selected', String(sym === symbol));
+      row.tr.tabIndex = sym === stop ? 0 : -1;
+      row.remove.tabIndex = sym === stop ? 0 : -1;
+    }
   }
 
   /** Called every frame: repaints changed visible rows and expires flashes. */
@@ -165,11 +261,15 @@ export class WatchlistView {
     this.search.value = '';
     this.closeResults();
     this.handlers.onAdd(symbol);
+    this.setSelected(this.selected);
   }
 
   private closeResults(): void {
     this.results.replaceChildren();
     this.results.classList.remove('open');
+    this.search.setAttribute('aria-expanded', 'false');
+    this.search.removeAttribute('aria-activedescendant');
+    this.active = -1;
   }
 
   private renderResults(): void {
@@ -180,19 +280,29 @@ export class WatchlistView {
       .slice(0, SEARCH_MAX);
     this.results.replaceChildren(
       ...matches.map((i) =>
-        h('li', { 'data-symbol': i.symbol }, h('span', { class: 'sym' }, i.symbol), h('span', { class: 'dim' }, `${i.kind ?? ''} ${i.venue ?? ''}`)),
+        h(
+          'li',
+          { 'data-symbol': i.symbol, id: `result-${i.symbol.replace(/[^\w-]/g, '_')}`, role: 'option', 'aria-selected': 'false' },
+          h('span', { class: 'sym' }, i.symbol),
+          h('span', { class: 'dim' }, `${i.kind ?? ''} ${i.venue ?? ''}`),
+        ),
       ),
     );
     if (matches.length === 0 && this.instruments.length === 0) {
       this.results.append(h('li', { class: 'dim' }, 'instruments not available'));
     }
-    this.results.classList.toggle('open', document.activeElement === this.search && this.results.childElementCount > 0);
+    const open = document.activeElement === this.search && this.results.childElementCount > 0;
+    this.results.classList.toggle('open', open);
+    this.search.setAttribute('aria-expanded', String(open));
+    this.active = -1;
   }
 
   private makeRow(sym: string): Row {
     const cell = (cls: string) => h('td', { class: `num ${cls}` });
     const row: Row = {
-      tr: h('tr', { 'data-symbol': sym, 'data-testid': 'watchlist-row' }),
+      tr: h('tr', { 'data-symbol': sym, 'data-testid': 'watchlist-row', tabindex: -1, 'aria-selected': 'false' }),
+      age: h('span', { class: 'age', 'data-testid': 'stale-age' }),
+      remove: h('button', { type: 'button', class: 'remove-btn', tabindex: -1, 'aria-label': `Remove ${sym}`, title: `Remove ${sym} (Delete)` }, '×'),
       bid: cell('bid'),
       ask: cell('ask'),
       last: cell('last'),
@@ -208,7 +318,7 @@ export class WatchlistView {
       row.chg,
       row.pct,
       row.vol,
-      h('td', { class: 'remove', title: `Remove ${sym}` }, '×'),
+      h('td', { class: 'remove' }, row.age, row.remove),
     );
     return row;
   }
