@@ -67,7 +67,9 @@ pub async fn start_stream(
         StartAt::Time(at) => match history {
             // Candles are derived, not stored: they start from their snapshot.
             _ if !channel.is_stored() => None,
-            Some(history) => Some(SinceCheck::ThisRun(seq_before_time(fanout, history, id, channel, at).await)),
+            // Announced as a resume from an earlier run is: the client has no
+            // snapshot, so the `live` marker tells it this run's epoch.
+            Some(history) => Some(SinceCheck::EarlierRun(seq_before_time(fanout, history, id, channel, at).await)),
             None => {
                 let error = RequestError::new(
                     ErrorCode::BadSince,

@@ -1,41 +1,15 @@
-//! The real PostgreSQL of this machine is stopped mid-run and started again
-//! (`pg_ctlcluster stop` / `start`) while ticks keep flowing. Its own test binary,
-//! with one test, so no other test of this suite runs while the server is down;
-//! the server is started again even when the test fails.
+//! A real PostgreSQL server is stopped mid-run and started again while ticks
+//! keep flowing: a cluster of the test's own (`initdb` in a temporary directory,
+//! on a free port), never the machine's.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::store::{PgDb, TempDir};
+use common::store::{PgCluster, TempDir};
 use common::{Client, Received, get_json, updates};
 use tickwire::model::Channel;
 use tickwire::store::Store;
-
-fn cluster(action: &str) {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .expect("a PostgreSQL cluster on this machine")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
-        .unwrap();
-    let mut args = vec!["--skip-systemctl-redirect", version.as_str(), "main", action];
-    if action == "stop" {
-        args.extend(["-m", "fast"]);
-    }
-    let status = std::process::Command::new("pg_ctlcluster").args(&args).status().expect("pg_ctlcluster runs");
-    assert!(status.success(), "pg_ctlcluster {action}");
-}
-
-/// Starts PostgreSQL again when dropped (also on a failed assertion).
-struct Restart;
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("sh")
-            .args(["-c", "pg_isready -h 127.0.0.1 -q || pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -1) main start"])
-            .status();
-    }
-}
 
 /// Worst delay between ts_send and receipt over a window, and the updates seen.
 async fn watch(client: &mut Client, length: Duration) -> (u64, usize) {
@@ -55,9 +29,9 @@ async fn watch(client: &mut Client, length: Duration) -> (u64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_mid_run_loses_nothing() {
-    let db = PgDb::create();
+    let cluster = PgCluster::start();
     let dir = TempDir::new("pg-stop");
-    let url = db.url();
+    let url = cluster.url();
     let journal = dir.path("journal");
     let server =
         common::start(&["--store", &url, "--journal-dir", &journal, "--rate", "4000", "--symbols", "BTC-USD,AAPL"])
@@ -67,12 +41,10 @@ async fn postgres_stopped_and_started_mid_run_loses_nothing() {
         .send(serde_json::json!({"op":"subscribe","channels":["trades","quotes"],"symbols":["BTC-USD","AAPL"],"delivery":"full"}))
         .await;
     let (_, before) = watch(&mut client, Duration::from_secs(1)).await;
-    let restart = Restart;
-    tokio::task::spawn_blocking(|| cluster("stop")).await.unwrap();
+    tokio::task::block_in_place(|| cluster.down());
     let (worst_ms, during) = watch(&mut client, Duration::from_secs(3)).await;
     let (_, stats) = get_json(server.addr, "/v1/stats").await;
-    tokio::task::spawn_blocking(|| cluster("start")).await.unwrap();
-    drop(restart);
+    tokio::task::block_in_place(|| cluster.up());
     assert!(stats["store_journaled"].as_u64().unwrap() > 0, "the writer spilled while PostgreSQL was down: {stats}");
     assert!(worst_ms < 500, "a live update waited {worst_ms} ms while PostgreSQL was down");
     assert!(during as f64 >= before as f64 * 3.0 * 0.6, "live pace held: {during} in 3 s vs {before} in 1 s");

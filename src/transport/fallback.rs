@@ -7,9 +7,12 @@
 //!   outbox, detached when the client goes away.
 //! - `GET /v1/poll?symbols=&channels=&cursor=&timeout_ms=` answers with what is
 //!   newer than `cursor` (the first call, without one, gets snapshots), or holds the
-//!   request until something is, or the timeout passes. The cursor is the last
-//!   sequence per (symbol, channel), so a poll resumes through the recent-history
-//!   ring exactly like a WebSocket `since`.
+//!   request until something is, or the timeout passes. The cursor is the run's
+//!   epoch and the last sequence per (symbol, channel), so a poll resumes (from
+//!   the ring or the store) exactly like a WebSocket `since` with its `epoch`.
+//!   An SSE stream's event ids are the same cursor: a reconnecting EventSource
+//!   sends the last as `Last-Event-ID` and resumes the same way. Both take
+//!   `since_time=` (ns or RFC 3339) to start from stored history at a time.
 //!
 //! Both take `delivery=full|conflate|snapshot_on_lag` and `conflate_ms=`, checked
 //! as a WebSocket subscribe's are. An SSE stream runs the conflation tick as a
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -34,7 +37,8 @@ use serde_json::Value;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
-use crate::model::{Channel, InstrumentId};
+use crate::model::{Channel, InstrumentId, Nanos, parse_time};
+use crate::session::{StartAt, start_stream};
 
 /// Longest a poll may be held, in milliseconds.
 const MAX_POLL_MS: u64 = 60_000;
@@ -49,6 +53,39 @@ pub struct StreamQuery {
     delivery: Option<String>,
     /// Parsed here, so that a malformed value is a JSON `bad_delivery`.
     conflate_ms: Option<String>,
+    /// Start from stored history at this time (ns or RFC 3339) instead of snapshots.
+    since_time: Option<String>,
+}
+
+/// Where each stream of a request starts: from a cursor (a poll's, or an SSE
+/// stream's `Last-Event-ID` / `cursor=`), from `since_time`, or from snapshots.
+/// Both together are refused, as on the WebSocket.
+fn starts(query: &StreamQuery, cursor: Option<&Cursor>) -> Result<Option<Nanos>, ApiError> {
+    let since_time = match query.since_time.as_deref() {
+        None => None,
+        Some(text) => Some(
+            parse_time(text)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_since", format!("since_time: {e}")))?,
+        ),
+    };
+    if since_time.is_some() && cursor.is_some_and(|c| !c.positions.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_since",
+            "since_time and a cursor cannot be combined: a cursor resumes by sequence, since_time starts at a time",
+        ));
+    }
+    Ok(since_time)
+}
+
+/// A stream's start, from the cursor if it names it, else `since_time`, else a snapshot.
+fn start_of(cursor: Option<&Cursor>, symbol: &str, channel: Channel, since_time: Option<Nanos>) -> StartAt {
+    let seq = cursor.and_then(|c| c.positions.get(&(symbol.to_owned(), channel.as_str().to_owned())).copied());
+    match (seq, since_time) {
+        (Some(seq), _) => StartAt::Since { seq, epoch: cursor.and_then(|c| c.epoch) },
+        (None, Some(at)) => StartAt::Time(at),
+        (None, None) => StartAt::Snapshot,
+    }
 }
 
 /// The delivery a query asks for (the server's default when it names none),
@@ -118,74 +155,131 @@ impl Drop for Attached {
 /// `GET /v1/sse`.
 pub async fn sse(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let pairs = resolve(&app, &query)?;
     let delivery = delivery(&app, &query)?;
+    // EventSource sends the last event id it saw when it reconnects.
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let cursor = match last_event_id.or(query.cursor.as_deref()) {
+        Some(text) => Some(Cursor::decode(text)?),
+        None => None,
+    };
+    let since_time = starts(&query, cursor.as_ref())?;
     let outbox = app.fanout.outbox(Format::Json);
+    let instruments = app.fanout.instruments().clone();
     for (id, channel) in pairs {
-        let _ = app.fanout.subscribe(&outbox, id, channel, None, delivery);
+        let start = start_of(cursor.as_ref(), &instruments.get(id).symbol, channel, since_time);
+        let _ = start_stream(&app.fanout, app.history.as_ref(), &outbox, id, channel, start, delivery).await;
     }
+    let positions = cursor.unwrap_or_default();
     outbox.signal_if_queued(); // the stream below starts by waiting for it
     metrics::counter!("tickwire_sse_streams_total").increment(1);
     // The stream's subscriptions are fixed, and so is its conflation tick.
     let conflation = outbox.conflate_ms().map(super::ws::conflation_interval);
     let attached = Attached { fanout: app.fanout.clone(), outbox };
-    let state = (attached, app, Vec::<SseEvent>::new(), conflation);
-    let stream = futures_util::stream::unfold(state, |(attached, app, mut ready, mut conflation)| async move {
-        loop {
-            if let Some(event) = ready.pop() {
-                return Some((Ok(event), (attached, app, ready, conflation)));
-            }
-            let tick = async {
-                match conflation.as_mut() {
-                    Some(interval) => {
-                        interval.tick().await;
-                    }
-                    None => std::future::pending().await,
+    let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions);
+    let stream =
+        futures_util::stream::unfold(state, |(attached, app, mut ready, mut conflation, mut positions)| async move {
+            loop {
+                if let Some(event) = ready.pop() {
+                    return Some((Ok(event), (attached, app, ready, conflation, positions)));
                 }
-            };
-            tokio::select! {
-                () = attached.outbox.ready() => {}
-                () = tick => app.fanout.release_conflated(&attached.outbox),
-                () = app.shutdown.cancelled() => return None,
+                let tick = async {
+                    match conflation.as_mut() {
+                        Some(interval) => {
+                            interval.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = attached.outbox.ready() => {}
+                    () = tick => app.fanout.release_conflated(&attached.outbox),
+                    () = app.shutdown.cancelled() => return None,
+                }
+                let mut items = Vec::new();
+                if app.fanout.drain(&attached.outbox, &mut items).is_some() {
+                    return None; // closed for lag (policy) or detached
+                }
+                let mut frames = Vec::new();
+                build_frames(&items, Format::Json, app.limits.max_frame_bytes, &mut frames);
+                // Each event's id is the cursor after it (this run's epoch and every
+                // stream's last sequence), which EventSource sends back as
+                // Last-Event-ID when it reconnects: the resume is exact.
+                positions.epoch = Some(app.fanout.line().epoch);
+                let events: Vec<SseEvent> = frames
+                    .iter()
+                    .map(|frame| {
+                        if let Ok(message) = serde_json::from_slice::<Value>(frame) {
+                            positions.advance(&message);
+                        }
+                        SseEvent::default().id(positions.encode()).data(String::from_utf8_lossy(frame))
+                    })
+                    .collect();
+                // Popped from the back: store in reverse to keep order.
+                ready = events.into_iter().rev().collect();
             }
-            let mut items = Vec::new();
-            if app.fanout.drain(&attached.outbox, &mut items).is_some() {
-                return None; // closed for lag (policy) or detached
-            }
-            let mut frames = Vec::new();
-            build_frames(&items, Format::Json, app.limits.max_frame_bytes, &mut frames);
-            // Popped from the back: store in reverse to keep order.
-            ready = frames
-                .into_iter()
-                .rev()
-                .map(|frame| SseEvent::default().data(String::from_utf8_lossy(&frame)))
-                .collect();
-        }
-    });
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Encodes a cursor: `SYMBOL~channel~seq` items joined by `,` (neither character
-/// can appear in a symbol).
-fn encode_cursor(positions: &BTreeMap<(String, String), u64>) -> String {
-    positions.iter().map(|((s, c), seq)| format!("{s}~{c}~{seq}")).collect::<Vec<_>>().join(",")
+/// A resume point for a whole request: the epoch its sequences come from and
+/// the last sequence per (symbol, channel). Written `@EPOCH,SYMBOL~channel~seq,…`
+/// (neither `,` nor `~` can appear in a symbol); a cursor without `@EPOCH` (from
+/// before epochs) names no run, and is honoured only where the server can prove
+/// its sequences continue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cursor {
+    epoch: Option<u64>,
+    positions: BTreeMap<(String, String), u64>,
 }
 
-fn decode_cursor(text: &str) -> Result<BTreeMap<(String, String), u64>, ApiError> {
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", format!("malformed cursor {text:?}"));
-    let mut out = BTreeMap::new();
-    for item in text.split(',').filter(|s| !s.is_empty()) {
-        let mut parts = item.split('~');
-        let (Some(symbol), Some(channel), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        Channel::parse(channel).ok_or_else(bad)?;
-        out.insert((symbol.to_owned(), channel.to_owned()), seq.parse().map_err(|_| bad())?);
+impl Cursor {
+    fn encode(&self) -> String {
+        let mut out = self.epoch.map(|e| format!("@{e}")).into_iter().collect::<Vec<_>>();
+        out.extend(self.positions.iter().map(|((s, c), seq)| format!("{s}~{c}~{seq}")));
+        out.join(",")
     }
-    Ok(out)
+
+    fn decode(text: &str) -> Result<Cursor, ApiError> {
+        let bad = || ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", format!("malformed cursor {text:?}"));
+        let mut out = Cursor::default();
+        for item in text.split(',').filter(|s| !s.is_empty()) {
+            if let Some(epoch) = item.strip_prefix('@') {
+                out.epoch = Some(epoch.parse().map_err(|_| bad())?);
+                continue;
+            }
+            let mut parts = item.split('~');
+            let (Some(symbol), Some(channel), Some(seq), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            Channel::parse(channel).ok_or_else(bad)?;
+            out.positions.insert((symbol.to_owned(), channel.to_owned()), seq.parse().map_err(|_| bad())?);
+        }
+        Ok(out)
+    }
+
+    /// Moves past one message sent to the client: a snapshot, a batch's
+    /// updates, a `live` marker, or a `gap` (its range will never come).
+    fn advance(&mut self, message: &Value) {
+        let mut note = |m: &Value, seq: Option<u64>| {
+            if let (Some(s), Some(c), Some(seq)) = (m["symbol"].as_str(), m["channel"].as_str(), seq) {
+                self.positions.insert((s.to_owned(), c.to_owned()), seq);
+            }
+        };
+        match message["type"].as_str() {
+            Some("batch") => {
+                message["updates"].as_array().into_iter().flatten().for_each(|u| note(u, u["seq"].as_u64()))
+            }
+            Some("snapshot" | "live") => note(message, message["seq"].as_u64()),
+            Some("gap") if message["reason"] == "slow_consumer" => note(message, message["to_seq"].as_u64()),
+            _ => {}
+        }
+    }
 }
 
 /// `GET /v1/poll`.
@@ -193,10 +287,11 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     let arrived = tokio::time::Instant::now();
     let pairs = resolve(&app, &query)?;
     let delivery = delivery(&app, &query)?;
-    let mut positions = match &query.cursor {
-        Some(cursor) => decode_cursor(cursor)?,
-        None => BTreeMap::new(),
+    let cursor = match &query.cursor {
+        Some(cursor) => Some(Cursor::decode(cursor)?),
+        None => None,
     };
+    let since_time = starts(&query, cursor.as_ref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_POLL_MS).min(MAX_POLL_MS));
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox(Format::Json);
@@ -207,17 +302,17 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
         _ => None,
     };
     for &(id, channel) in &pairs {
-        let key = (instruments.get(id).symbol.to_string(), channel.as_str().to_owned());
-        let mut since = positions.get(&key).copied();
+        let mut start = start_of(cursor.as_ref(), &instruments.get(id).symbol, channel, since_time);
         if paced.is_some()
             && channel == Channel::Book
-            && since.is_some_and(|s| s < app.fanout.state().load(id).book.seq)
+            && matches!(start, StartAt::Since { seq, .. } if seq < app.fanout.state().load(id).book.seq)
         {
-            since = None; // a changed book is answered with a fresh snapshot, not its deltas
+            start = StartAt::Snapshot; // a changed book is answered with a fresh snapshot, not its deltas
         }
-        // A cursor ahead of the stream (say, across a restart) starts afresh from a snapshot.
-        let _ = app.fanout.subscribe(&outbox, id, channel, since, delivery);
+        let _ = start_stream(&app.fanout, app.history.as_ref(), &outbox, id, channel, start, delivery).await;
     }
+    let mut positions = cursor.unwrap_or_default();
+    positions.epoch = Some(app.fanout.line().epoch);
     let mut items: Vec<Item> = Vec::new();
     match paced {
         Some(interval_ms) => poll_conflated(&app, &outbox, interval_ms, arrived + timeout, &mut items).await,
@@ -237,18 +332,9 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     build_frames(&items, Format::Json, usize::MAX, &mut frames);
     let messages: Vec<Value> = frames.iter().filter_map(|f| serde_json::from_slice(f).ok()).collect();
     for message in &messages {
-        let mut note = |m: &Value| {
-            if let (Some(s), Some(c), Some(seq)) = (m["symbol"].as_str(), m["channel"].as_str(), m["seq"].as_u64()) {
-                positions.insert((s.to_owned(), c.to_owned()), seq);
-            }
-        };
-        match message["type"].as_str() {
-            Some("batch") => message["updates"].as_array().into_iter().flatten().for_each(&mut note),
-            Some("snapshot") => note(message),
-            _ => {}
-        }
+        positions.advance(message);
     }
-    Ok(Json(serde_json::json!({ "cursor": encode_cursor(&positions), "messages": messages })))
+    Ok(Json(serde_json::json!({ "cursor": positions.encode(), "messages": messages })))
 }
 
 /// A `conflate` poll with a cursor: nothing is answered before `interval_ms`
@@ -308,12 +394,25 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let mut positions = BTreeMap::new();
-        positions.insert(("BTC-USD".to_owned(), "trades".to_owned()), 42);
-        positions.insert(("binance:ETH-USDT".to_owned(), "quotes".to_owned()), 7);
-        assert_eq!(decode_cursor(&encode_cursor(&positions)).unwrap(), positions);
-        for bad in ["x", "A~trades", "A~news~1", "A~trades~one", "A~trades~1~2"] {
-            assert_eq!(decode_cursor(bad).unwrap_err().code, "bad_cursor", "{bad}");
+        let mut cursor = Cursor { epoch: Some(1_733_000_000_000_000), positions: BTreeMap::new() };
+        cursor.positions.insert(("BTC-USD".to_owned(), "trades".to_owned()), 42);
+        cursor.positions.insert(("binance:ETH-USDT".to_owned(), "quotes".to_owned()), 7);
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        let legacy = Cursor::decode("BTC-USD~trades~42").unwrap();
+        assert_eq!((legacy.epoch, legacy.positions.len()), (None, 1), "a cursor from before epochs names no run");
+        for bad in ["x", "A~trades", "A~news~1", "A~trades~one", "A~trades~1~2", "@x,A~trades~1"] {
+            assert_eq!(Cursor::decode(bad).unwrap_err().code, "bad_cursor", "{bad}");
         }
+    }
+
+    #[test]
+    fn cursors_advance_past_what_was_sent() {
+        let mut cursor = Cursor::default();
+        let batch = serde_json::json!({"type":"batch","updates":[
+            {"symbol":"A","channel":"trades","seq":5},{"symbol":"A","channel":"trades","seq":6}]});
+        cursor.advance(&batch);
+        cursor.advance(&serde_json::json!({"type":"live","symbol":"B","channel":"quotes","seq":9,"epoch":3}));
+        cursor.advance(&serde_json::json!({"type":"gap","symbol":"A","channel":"trades","from_seq":7,"to_seq":12,"reason":"slow_consumer"}));
+        assert_eq!(cursor.encode(), "A~trades~12,B~quotes~9");
     }
 }

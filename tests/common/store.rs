@@ -141,3 +141,107 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+/// A PostgreSQL cluster of the test's own (`initdb` in a temporary directory,
+/// on a free port), so that a test may stop and start it without touching the
+/// machine's server. Removed when dropped.
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster (trust auth, user `postgres`, fsync off).
+    pub fn start() -> PgCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
+            .unwrap();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-pgc-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cluster = PgCluster { dir, bin, port };
+        // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
+        cluster.own_by_postgres();
+        cluster.run("initdb", &["-D", &cluster.data(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+        cluster.up();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn is_root() -> bool {
+        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+    }
+
+    fn own_by_postgres(&self) {
+        if Self::is_root() {
+            let ok = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&self.dir).status();
+            assert!(ok.unwrap().success(), "chown the cluster directory");
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let path = self.bin.join(tool);
+        let mut command = if Self::is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            std::process::Command::new(&path)
+        };
+        let out = command.args(args).output().expect("PostgreSQL tool runs");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn up(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "start"]);
+    }
+
+    /// Stops the server at once (`-m fast`: connections are cut, as in an outage).
+    pub fn down(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} {}/pg_ctl -D {} -m immediate -w stop",
+                if Self::is_root() { "runuser -u postgres --" } else { "" },
+                self.bin.display(),
+                self.data()
+            ))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
