@@ -41,7 +41,7 @@ use crate::config::{FeedSpec, ServeArgs};
 use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
-use crate::feed::{EventBatch, FeedHealth, binance, coinbase, kraken, venue_instrument};
+use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, venue_instrument};
 use crate::model::{Channel, InstrumentError, InstrumentId, Instruments, SequenceLine, now_nanos};
 use crate::store::journal::Leftovers;
 use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
@@ -252,7 +252,8 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let mut healths = Vec::new();
     let mut feeds = Vec::new();
     if let Some(sim) = sim {
-        let health = Arc::new(FeedHealth::new("simulator"));
+        let symbols = instruments.iter().filter(|i| &*i.venue == "simulator").map(|i| i.symbol.to_string()).collect();
+        let health = Arc::new(FeedHealth::new("simulator").describing(symbols, None));
         feeds.push(tokio::spawn(simulator::run(sim, args.rate, tx.clone(), health.clone(), stop_feeds.clone())));
         healths.push(health);
     }
@@ -285,10 +286,16 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             VenueFeed::Coinbase(_) => ("coinbase", v.coinbase_ws_url.clone(), None, 0, None),
             VenueFeed::Kraken(_) => ("kraken", v.kraken_ws_url.clone(), None, 0, None),
         };
+        let stale_after = match (v.feed_stale_ms, &venue) {
+            (Some(ms), _) => Duration::from_millis(ms),
+            (None, VenueFeed::Binance(venue)) => venue.stale_limit(),
+            (None, VenueFeed::Coinbase(venue)) => venue.stale_limit(),
+            (None, VenueFeed::Kraken(venue)) => venue.stale_limit(),
+        };
         let config = SupervisorConfig {
             ws_url,
             rest_url,
-            stale_after: Duration::from_millis(v.feed_stale_ms),
+            stale_after,
             backoff_initial: Duration::from_millis(v.feed_backoff_initial_ms),
             backoff_max: Duration::from_millis(v.feed_backoff_max_ms.max(v.feed_backoff_initial_ms)),
             message_interval: Duration::from_millis(interval),
@@ -297,7 +304,8 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             request_timeout: Duration::from_millis(v.feed_timeout_ms),
             book_sync_timeout: Duration::from_millis(v.feed_book_sync_ms),
         };
-        let health = Arc::new(FeedHealth::new(name));
+        let symbols = instruments.iter().filter(|i| &*i.venue == name).map(|i| i.symbol.to_string()).collect();
+        let health = Arc::new(FeedHealth::new(name).describing(symbols, Some(stale_after)));
         let ctx =
             FeedContext { tx: tx.clone(), health: health.clone(), cancel: stop_feeds.clone(), http: http.clone() };
         feeds.push(match venue {

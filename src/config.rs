@@ -118,9 +118,11 @@ pub struct VenueArgs {
     /// Kraken book depth subscribed (10, 25, 100, 500 or 1000).
     #[arg(long, env = "TICKWIRE_KRAKEN_BOOK_DEPTH", default_value_t = 10, value_parser = parse_kraken_depth)]
     pub kraken_book_depth: u32,
-    /// A venue connection silent (not even a ping) for this long is replaced, in milliseconds.
-    #[arg(long, env = "TICKWIRE_FEED_STALE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
-    pub feed_stale_ms: u64,
+    /// A venue connection silent (not even a ping) for this long is replaced, in
+    /// milliseconds. Default: each venue's own limit, a small multiple of its
+    /// heartbeat (Kraken and Coinbase 3 s, Binance 30 s); this overrides all.
+    #[arg(long, env = "TICKWIRE_FEED_STALE_MS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub feed_stale_ms: Option<u64>,
     /// A withdrawn book not synchronised again within this long (the venue never
     /// answered the resubscribe or snapshot request) replaces the connection, in ms.
     #[arg(long, env = "TICKWIRE_FEED_BOOK_SYNC_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]

@@ -226,3 +226,51 @@ async fn clients_see_book_invalidated_then_a_fresh_snapshot() {
     );
     server.shutdown().await;
 }
+
+/// A Kraken connection that goes silent without closing is detected by
+/// Kraken's own heartbeat cadence (no frame for 3 s), not the 30 s it took with
+/// one global limit: clients see `book_invalidated` within seconds, then the
+/// book again from the new connection; `/v1/feeds` names the limit and the
+/// feed's instruments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stall_is_caught_by_krakens_heartbeat_cadence() {
+    let ws = MockWs::start(0, |n| match n {
+        // The first connection stalls after its snapshot: open, and silent.
+        0 => vec![expect(BOOK_SUBSCRIBE), send(VECTOR)],
+        _ => vec![expect(BOOK_SUBSCRIBE), send(VECTOR), send(r#"{"channel":"heartbeat"}"#), Step::Sleep(60_000)],
+    })
+    .await;
+    let url = ws.url();
+    let server = common::start(&["--feed", "kraken:BTC/USD", "--kraken-ws-url", &url]).await;
+    let (_, feeds) = common::get_json(server.addr, "/v1/feeds").await;
+    let kraken = &feeds["feeds"][0];
+    assert_eq!(kraken["stale_limit_ms"], 3000, "{feeds}");
+    assert_eq!(kraken["instruments"], serde_json::json!(["kraken:BTC-USD"]), "{feeds}");
+    let mut client = common::Client::connect(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.subscribe(&["book"], &["kraken:BTC-USD"]).await;
+    let first = client.until_type("snapshot").await;
+    assert!(!first["data"]["bids"].as_array().unwrap().is_empty(), "{first}");
+    let since = std::time::Instant::now();
+    let deadline = since + Duration::from_secs(10);
+    let invalidated = loop {
+        assert!(std::time::Instant::now() < deadline, "the stall was not noticed within 10 s");
+        match client.next(Duration::from_millis(500)).await {
+            Some(common::Received::Json(m)) if m["type"] == "book_invalidated" => break m,
+            _ => {}
+        }
+    };
+    let noticed = since.elapsed();
+    assert_eq!(invalidated["symbol"], "kraken:BTC-USD");
+    assert!(noticed >= Duration::from_millis(2500), "not before the limit: {noticed:?}");
+    assert!(noticed < Duration::from_secs(8), "noticed after {noticed:?}, where the venue's limit is 3 s");
+    // The new connection brings the book back.
+    loop {
+        let snapshot = client.until_type("snapshot").await;
+        if snapshot["data"]["bids"].as_array().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+    }
+    assert!(ws.connections.load(Ordering::SeqCst) >= 2);
+    server.shutdown().await;
+}

@@ -368,6 +368,14 @@ impl Venue for Binance {
         "binance"
     }
 
+    /// Binance has no application heartbeat; its server pings every 20 seconds
+    /// (Binance spot WebSocket Streams, "WebSocket Limits"), the only frame a quiet
+    /// stream guarantees: one and a half ping intervals without a frame is a dead
+    /// connection.
+    fn stale_limit(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
+
     fn subscriptions(&mut self) -> Vec<String> {
         let streams: Vec<String> = self
             .symbols

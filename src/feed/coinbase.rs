@@ -137,6 +137,12 @@ impl Venue for Coinbase {
         "coinbase"
     }
 
+    /// The `heartbeats` channel sends one message a second (Advanced Trade
+    /// WebSocket channels, "Heartbeats channel"): three missed is a dead connection.
+    fn stale_limit(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3)
+    }
+
     fn subscriptions(&mut self) -> Vec<String> {
         let ids: Vec<&str> = self.products.iter().map(|p| p.id.as_str()).collect();
         vec![

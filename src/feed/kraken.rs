@@ -292,6 +292,13 @@ impl Venue for Kraken {
         "kraken"
     }
 
+    /// Kraken sends a `heartbeat` about once a second when a connection has no
+    /// other update (docs.kraken.com/api/docs/websocket-v2/heartbeat): three
+    /// missed in a row is a dead connection.
+    fn stale_limit(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3)
+    }
+
     fn subscriptions(&mut self) -> Vec<String> {
         let symbols: Vec<String> = self.pairs.iter().map(|p| format!("\"{}\"", p.symbol)).collect();
         let list = symbols.join(",");

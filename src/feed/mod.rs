@@ -58,6 +58,11 @@ pub enum Action {
 pub trait Venue: Send + 'static {
     /// Short name (`binance`, …) for logs.
     fn venue(&self) -> &'static str;
+    /// Longest a healthy connection stays silent: a small multiple of the frame
+    /// cadence the venue guarantees (its heartbeat, or its ping). Past it the
+    /// connection is presumed dead: its books are withdrawn for clients
+    /// (`book_invalidated`) and it is replaced. `--feed-stale-ms` overrides it.
+    fn stale_limit(&self) -> std::time::Duration;
     /// Messages that subscribe everything on a new connection.
     fn subscriptions(&mut self) -> Vec<String>;
     /// A connection became the one whose messages are processed: reset whatever
@@ -150,6 +155,10 @@ pub struct FeedHealth {
     parse_errors: AtomicU64,
     reconnects: AtomicU64,
     started_ns: Nanos,
+    /// No frame for this long and the feed is presumed dead (venue feeds).
+    stale_limit_ms: Option<u64>,
+    /// The instruments this feed publishes.
+    instruments: Vec<String>,
 }
 
 /// A point-in-time copy of [`FeedHealth`].
@@ -165,6 +174,11 @@ pub struct FeedHealthView {
     pub resyncs: u64,
     pub parse_errors: u64,
     pub reconnects: u64,
+    /// Not live: what clients hold of its instruments is not current.
+    pub stale: bool,
+    /// The silence after which the feed is presumed dead (venue feeds).
+    pub stale_limit_ms: Option<u64>,
+    pub instruments: Vec<String>,
 }
 
 impl FeedHealth {
@@ -178,7 +192,16 @@ impl FeedHealth {
             parse_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             started_ns: now_nanos(),
+            stale_limit_ms: None,
+            instruments: Vec::new(),
         }
+    }
+
+    /// Names the instruments this feed publishes and its stale limit, for `/v1/feeds`.
+    pub fn describing(mut self, instruments: Vec<String>, stale_limit: Option<std::time::Duration>) -> Self {
+        self.instruments = instruments;
+        self.stale_limit_ms = stale_limit.map(|d| d.as_millis() as u64);
+        self
     }
 
     pub fn set_state(&self, state: FeedState) {
@@ -224,6 +247,9 @@ impl FeedHealth {
             resyncs: self.resyncs.load(Ordering::Relaxed),
             parse_errors: self.parse_errors.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            stale: self.state() != FeedState::Live,
+            stale_limit_ms: self.stale_limit_ms,
+            instruments: self.instruments.clone(),
         }
     }
 }
