@@ -765,9 +765,10 @@ impl Fanout {
             Some(SinceCheck::EarlierRun(since)) => {
                 self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, true)
             }
-            // Ahead of anything this stream has published: a client error, said
-            // as such (`bad_since`) before the fresh snapshot.
-            Some(SinceCheck::OtherRun { since, .. }) if since > self.current_seq(id, channel) => {
+            // Ahead of anything this stream has published, and no run named: as
+            // likely a client's mistake as a restart, said as `bad_since` before
+            // the fresh snapshot. (Naming another run, it is a restart.)
+            Some(SinceCheck::OtherRun { since, named: false, .. }) if since > self.current_seq(id, channel) => {
                 self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, false)
             }
             Some(SinceCheck::OtherRun { from, .. }) => {
@@ -1089,7 +1090,10 @@ impl Fanout {
         let mut inner = outbox.inner.lock();
         std::mem::swap(&mut inner.queue, out);
         inner.epoch += 1;
-        for item in out.iter_mut() {
+        // A book snapshot taken now covers every delta up to its sequence: any
+        // queued behind it (a resume's history or ring part) would repeat them.
+        let mut covered: Vec<(usize, InstrumentId, u64)> = Vec::new();
+        for (index, item) in out.iter_mut().enumerate() {
             if let Item::Resnapshot(id) = *item {
                 let (seq, snapshot) = self.snapshot_message(outbox.format, id, Channel::Book);
                 if let Some(sub) = inner.subs.get_mut(&(id, Channel::Book)) {
@@ -1097,7 +1101,21 @@ impl Fanout {
                     sub.resnapshot_pending = false;
                 }
                 *item = Item::Message(snapshot);
+                covered.push((index, id, seq));
             }
+        }
+        if !covered.is_empty() {
+            let mut index = 0;
+            out.retain(|item| {
+                let keep = match item {
+                    Item::Update(update) if update.channel == Channel::Book => {
+                        !covered.iter().any(|&(at, id, seq)| at < index && id == update.instrument && update.seq <= seq)
+                    }
+                    _ => true,
+                };
+                index += 1;
+                keep
+            });
         }
         if inner.has_gaps {
             inner.has_gaps = false;
@@ -1557,6 +1575,36 @@ mod tests {
         emit(&mut engine, &fanout, 0, Payload::Book(BookDelta::default()));
         let frames = drain_json(&fanout, &outbox);
         assert_eq!(frames[0]["updates"][0]["seq"], 21, "deltas continue after the resnapshot");
+    }
+
+    #[test]
+    fn a_resume_across_a_book_reset_never_repeats_what_its_snapshot_covers() {
+        let (mut engine, fanout) = setup(OutboxConfig::default());
+        let level = |px: i64, size: i64| BookDelta { bids: vec![(Price::from_units(px), Size(size))], asks: vec![] };
+        emit(&mut engine, &fanout, 0, Payload::Book(level(10, 1)));
+        emit(&mut engine, &fanout, 0, Payload::BookReset(level(20, 2)));
+        emit(&mut engine, &fanout, 0, Payload::Book(level(19, 3)));
+        emit(&mut engine, &fanout, 0, Payload::Book(level(18, 4)));
+        // Resuming after seq 1: the ring holds the reset (a fresh snapshot, taken
+        // at drain, when the book is at seq 5) and then deltas 3 to 5 it covers.
+        let outbox = fanout.outbox(Format::Json);
+        fanout.subscribe(&outbox, InstrumentId(0), Channel::Book, Some(1), Delivery::SnapshotOnLag);
+        emit(&mut engine, &fanout, 0, Payload::Book(level(17, 5)));
+        let frames = drain_json(&fanout, &outbox);
+        let snapshot = frames.iter().find(|f| f["type"] == "snapshot").expect("a fresh snapshot");
+        assert_eq!(snapshot["seq"], 5);
+        let seqs = |frames: &[serde_json::Value]| -> Vec<u64> {
+            frames
+                .iter()
+                .skip_while(|f| f["type"] != "snapshot")
+                .filter(|f| f["type"] == "batch")
+                .flat_map(|f| f["updates"].as_array().unwrap().iter().map(|u| u["seq"].as_u64().unwrap()))
+                .collect()
+        };
+        assert!(seqs(&frames).is_empty(), "nothing the snapshot covers follows it: {frames:?}");
+        emit(&mut engine, &fanout, 0, Payload::Book(level(16, 6)));
+        let next = drain_json(&fanout, &outbox);
+        assert_eq!(next[0]["updates"][0]["seq"], 6, "then the deltas after it");
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct DeliveryCounts {
     pub book_resnapshots: u64,
     /// Connections closed as too slow (4008).
     pub slow_consumer_closes: u64,
+    /// Updates the fan-out offered to connections (what clients should receive).
+    pub offered: u64,
 }
 
 impl DeliveryCounts {
@@ -139,6 +141,7 @@ impl DeliveryCounts {
             dropped_trades: stats["dropped_trades"].as_u64()?,
             book_resnapshots: stats["book_resnapshots"].as_u64()?,
             slow_consumer_closes: stats["slow_consumer_closes"].as_u64()?,
+            offered: stats["updates_delivered"].as_u64()?,
         })
     }
 
@@ -148,6 +151,7 @@ impl DeliveryCounts {
             dropped_trades: self.dropped_trades.saturating_sub(before.dropped_trades),
             book_resnapshots: self.book_resnapshots.saturating_sub(before.book_resnapshots),
             slow_consumer_closes: self.slow_consumer_closes.saturating_sub(before.slow_consumer_closes),
+            offered: self.offered.saturating_sub(before.offered),
         }
     }
 }
@@ -954,6 +958,11 @@ pub mod command {
         /// Repeat the run (each with a fresh gateway) and compare the median p99.
         #[arg(long, default_value_t = 1)]
         pub runs: usize,
+        /// Fail unless every run delivered what the server offered (at least
+        /// 95 %, the window's edges aside), with no gap, no dropped trade and no
+        /// slow-consumer close: the CI guard for a server that streams at all.
+        #[arg(long)]
+        pub check_complete: bool,
     }
 
     /// Why `tickwire bench` failed.
@@ -969,6 +978,28 @@ pub mod command {
         Baseline { path: PathBuf, message: String },
         #[error("regression: p99 {now:.0} µs is more than {ratio}× the baseline's {baseline:.0} µs")]
         Regression { now: f64, baseline: f64, ratio: f64 },
+        #[error("incomplete delivery: {0}")]
+        Incomplete(String),
+    }
+
+    /// What `--check-complete` refuses in one run's report.
+    pub fn incomplete(report: &LoadReport) -> Option<String> {
+        let Some(counts) = report.server_counts else {
+            return Some("the server's /v1/stats could not be read".into());
+        };
+        if report.delivered == 0 || counts.offered == 0 {
+            return Some(format!("delivered {} of {} offered updates", report.delivered, counts.offered));
+        }
+        if report.gaps > 0 || counts.dropped_trades > 0 || counts.slow_consumer_closes > 0 {
+            return Some(format!(
+                "{} gaps, {} dropped trades, {} slow-consumer closes at a load that should have none",
+                report.gaps, counts.dropped_trades, counts.slow_consumer_closes
+            ));
+        }
+        if (report.delivered as f64) < counts.offered as f64 * 0.95 {
+            return Some(format!("clients received {} of the {} updates offered", report.delivered, counts.offered));
+        }
+        None
     }
 
     struct Started(Child);
@@ -1002,7 +1033,15 @@ pub mod command {
     pub async fn bench(args: BenchArgs) -> Result<LoadReport, BenchError> {
         let mut reports = Vec::new();
         for _ in 0..args.runs.max(1) {
-            reports.push(bench_once(&args).await?);
+            let report = bench_once(&args).await?;
+            if args.check_complete {
+                if let Some(problem) = incomplete(&report) {
+                    return Err(BenchError::Incomplete(problem));
+                }
+                let offered = report.server_counts.map_or(0, |c| c.offered);
+                println!("  complete: {} of {offered} offered updates received, no gap", report.delivered);
+            }
+            reports.push(report);
         }
         reports.sort_by(|a, b| a.total_us.p99.total_cmp(&b.total_us.p99));
         let median = reports.swap_remove(reports.len() / 2);

@@ -734,7 +734,9 @@ pub enum SinceCheck {
     EarlierRun(u64),
     /// From another run, past where this run began (or another server): the
     /// sequences do not continue here; `from` is the first this run reassigned.
-    OtherRun { since: u64, from: u64 },
+    /// `named`: the client said which run (without an epoch, a `since` ahead of
+    /// the stream may just as well be a client's mistake).
+    OtherRun { since: u64, from: u64, named: bool },
 }
 
 impl SequenceLine {
@@ -763,7 +765,7 @@ impl SequenceLine {
         match epoch {
             Some(epoch) if epoch == self.epoch => SinceCheck::ThisRun(since),
             _ if since <= base => SinceCheck::EarlierRun(since),
-            _ => SinceCheck::OtherRun { since, from: base + 1 },
+            _ => SinceCheck::OtherRun { since, from: base + 1, named: epoch.is_some() },
         }
     }
 }
@@ -781,10 +783,16 @@ mod sequence_line_tests {
         assert_eq!(line.check(b, Channel::Trades, 150, Some(line.epoch)), SinceCheck::ThisRun(150));
         assert_eq!(line.check(b, Channel::Trades, 100, Some(line.epoch - 1)), SinceCheck::EarlierRun(100));
         assert_eq!(line.check(b, Channel::Trades, 90, None), SinceCheck::EarlierRun(90));
-        assert_eq!(line.check(b, Channel::Trades, 101, None), SinceCheck::OtherRun { since: 101, from: 101 });
-        assert_eq!(line.check(a, Channel::Trades, 5, Some(7)), SinceCheck::OtherRun { since: 5, from: 1 });
+        assert_eq!(
+            line.check(b, Channel::Trades, 101, None),
+            SinceCheck::OtherRun { since: 101, from: 101, named: false }
+        );
+        assert_eq!(line.check(a, Channel::Trades, 5, Some(7)), SinceCheck::OtherRun { since: 5, from: 1, named: true });
         // Candles are never stored: their base is 0 and any foreign since is a break.
-        assert_eq!(line.check(b, Channel::Candles1m, 3, None), SinceCheck::OtherRun { since: 3, from: 1 });
+        assert_eq!(
+            line.check(b, Channel::Candles1m, 3, None),
+            SinceCheck::OtherRun { since: 3, from: 1, named: false }
+        );
         assert_eq!(line.check(a, Channel::Quotes, 0, None), SinceCheck::EarlierRun(0));
     }
 }
