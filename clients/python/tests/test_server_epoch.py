@@ -196,9 +196,10 @@ def test_restart_with_a_store_resumes_exactly_from_history(fmt, channels):
 
         since, events, before, client = asyncio.run(session2())
     finally:
-        stop_server(srv)
+        # srv2 first: stopping srv removes the store directory they share.
         if srv2 is not None:
             stop_server(srv2)
+        stop_server(srv)
     assert old_epoch is not None and since.epoch == old_epoch
     first = [ev for c, ev in events if c == 1]
     assert not [ev for ev in first if isinstance(ev, (Gap, ServerError))], [
