@@ -57,24 +57,34 @@ class Server:
             return ""
 
 
-def start_server(*extra: str, rate: int = 2000, store: bool = False) -> Server:
-    """Starts the binary on an ephemeral port. ``store=True`` keeps history in a
-    SQLite file of a fresh temporary directory (journal beside it), so parallel
-    servers never share one; otherwise ``--store none``."""
+def start_server(
+    *extra: str,
+    rate: int = 2000,
+    store: bool = False,
+    store_dir: str | None = None,
+    listen: str = "127.0.0.1:0",
+) -> Server:
+    """Starts the binary on an ephemeral port (or ``listen``). ``store=True``
+    keeps history in a SQLite file of a fresh temporary directory (journal in
+    it too), so parallel servers never share one; ``store_dir=`` reuses the
+    directory of a stopped server (a restart); otherwise ``--store none``."""
     binary = tickwire_bin()
     if not binary.exists():
         pytest.fail(f"tickwire binary not found at {binary}: build it (cargo build) or set TICKWIRE_BIN")
     out = tempfile.NamedTemporaryFile(prefix="tickwire-stdout-", suffix=".log", delete=False)
     err = tempfile.NamedTemporaryFile(prefix="tickwire-stderr-", suffix=".log", delete=False)
-    store_dir = tempfile.mkdtemp(prefix="tickwire-store-") if store else None
+    if store and store_dir is None:
+        store_dir = tempfile.mkdtemp(prefix="tickwire-store-")
     store_url = f"sqlite://{store_dir}/tickwire.db" if store_dir else "none"
+    journal = ["--journal-dir", f"{store_dir}/journal"] if store_dir else []
     args = [
         str(binary), "serve",
-        "--listen", "127.0.0.1:0",
+        "--listen", listen,
         "--static-dir", "/nonexistent",
         "--rate", str(rate),
         "--symbols", ",".join(SYMBOLS),
         "--store", store_url,
+        *journal,
         *extra,
     ]
     process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
@@ -95,7 +105,7 @@ def start_server(*extra: str, rate: int = 2000, store: bool = False) -> Server:
     pytest.fail(f"{binary} printed no listening line within 30 s")
 
 
-def stop_server(server: Server) -> None:
+def stop_server(server: Server, keep_store: bool = False) -> None:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
@@ -103,7 +113,7 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
-    if server.store_dir:
+    if server.store_dir and not keep_store:
         shutil.rmtree(server.store_dir, ignore_errors=True)
 
 

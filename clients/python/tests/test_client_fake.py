@@ -370,3 +370,86 @@ def test_token_goes_in_the_authorization_header_and_a_refusal_is_final():
     assert isinstance(ev, Snapshot)
     # One attempt each: a 401 is not retried.
     assert seen == [None, "Bearer wrong", "Bearer s3cret"]
+
+
+def test_from_time_then_epochs_from_live_markers_and_fresh_snapshots():
+    """The first subscribe asks since_time; the live marker's epoch goes with
+    the next resume; a gap epoch_changed drops the old position, the fresh
+    snapshot's epoch is adopted and sent with the resume after it."""
+    f = Frames("json")
+    requests = []
+    key = ("BTC-USD", "trades")
+
+    def live(seq, epoch):
+        return json.dumps({"type": "live", "symbol": "BTC-USD", "channel": "trades", "seq": seq, "epoch": epoch})
+
+    def snapshot(seq, epoch):
+        return json.dumps({**json.loads(f.snapshot(seq)), "epoch": epoch})
+
+    async def conn1(ws):
+        requests.append(json.loads(await ws.recv()))
+        await ws.send(f.trades([5, 6]))  # stored history
+        await ws.send(live(6, 9))
+        await ws.send(f.trades([7]))
+        await asyncio.sleep(0.2)
+        ws.transport.abort()
+
+    async def conn2(ws):  # as if the server restarted and could not continue
+        requests.append(json.loads(await ws.recv()))
+        await ws.send(json.dumps({"type": "gap", "symbol": "BTC-USD", "channel": "trades", "from_seq": 1,
+                                  "to_seq": 3, "reason": "epoch_changed"}))
+        await ws.send(snapshot(3, 10))
+        await ws.send(f.trades([4]))
+        await asyncio.sleep(0.2)
+        ws.transport.abort()
+
+    async def conn3(ws):
+        requests.append(json.loads(await ws.recv()))
+        await ws.send(f.trades([5]))
+        await hold(ws)
+
+    async def main():
+        server, url = await scripted_server([conn1, conn2, conn3])
+        got = []
+        async with TickwireClient(url, ["BTC-USD"], ["trades"], "json", backoff_initial=0.01,
+                                  from_time="2025-12-01T00:00:00.5Z") as client:
+            async for ev in client:
+                got.append((client.connection, ev))
+                if client.connection == 3 and isinstance(ev, Trade):
+                    break
+            result = got, client.stats, client.last_seqs, client.epoch
+        server.close()
+        await server.wait_closed()
+        return result
+
+    got, stats, last, epoch = asyncio.run(asyncio.wait_for(main(), 20))
+    t = 1_764_547_200_500_000_000
+    assert requests[0]["since_time"] == t and "since" not in requests[0] and "epoch" not in requests[0]
+    assert requests[1]["since"] == {"BTC-USD": {"trades": 7}} and requests[1]["epoch"] == 9
+    assert "since_time" not in requests[1]
+    assert requests[2]["since"] == {"BTC-USD": {"trades": 4}} and requests[2]["epoch"] == 10
+    trades = [(c, ev.seq) for c, ev in got if isinstance(ev, Trade)]
+    assert trades == [(1, 5), (1, 6), (1, 7), (2, 4), (3, 5)]
+    assert [ev for _, ev in got if type(ev).__name__ == "Live"][0].epoch == 9
+    assert stats.gaps == 1 and stats.epoch_changes == 1 and stats.lives == 1 and stats.duplicates == 0, stats
+    assert epoch == 10 and last == {key: 5} and last.epochs == {key: 10} and last.epoch == 10
+
+
+def test_streams_of_different_epochs_resume_in_separate_requests():
+    """A cut between two streams' fresh snapshots (a restart half handled)
+    leaves resume points of two runs: each goes with its own epoch."""
+    from tickwire_client import ResumePoint
+
+    since = ResumePoint({("A", "trades"): 40, ("A", "quotes"): 3, ("B", "trades"): 7},
+                        {("A", "trades"): 1, ("A", "quotes"): 2, ("B", "trades"): 1})
+    client = TickwireClient("ws://127.0.0.1:1/v1/ws", ["A", "B"], ["quotes", "trades"], "json", since=since)
+    frames = sorted((json.loads(fr) for fr in client._subscribe_frames()), key=lambda m: (m.get("epoch") or 0, m["symbols"]))
+    assert [(m["symbols"], m["channels"], m.get("since"), m.get("epoch")) for m in frames] == [
+        (["B"], ["quotes"], None, None),  # no resume point: a snapshot
+        (["A", "B"], ["trades"], {"A": {"trades": 40}, "B": {"trades": 7}}, 1),
+        (["A"], ["quotes"], {"A": {"quotes": 3}}, 2),
+    ]
+    # A plain mapping with epoch= applies it to every resume point.
+    client = TickwireClient("ws://127.0.0.1:1/v1/ws", ["A"], ["trades"], "json", since={"A": 40}, epoch=5)
+    [frame] = client._subscribe_frames()
+    assert json.loads(frame)["epoch"] == 5 and client.epoch == 5 and client.last_seqs.epochs == {("A", "trades"): 5}

@@ -99,7 +99,9 @@ def test_proto_control_messages():
         ServerError("unknown_symbol", "no instrument X", "subscribe")
     ]
     assert d.decode(msg(pong=pb.Pong(id=7, ts_send=99))) == [Pong(7, 99)]
-    assert d.decode(msg(live=pb.Live())) == [Live()]
+    assert d.decode(msg(live=pb.Live(symbol="A", channel=pb.CHANNEL_TRADES, seq=12, epoch=77))) == [
+        Live("A", "trades", 12, 77)
+    ]
     assert d.decode(b"") == []  # an empty ServerMessage: nothing to deliver
     # A snapshot before the channel's first event has no data.
     [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_TRADES, seq=0))
@@ -311,3 +313,68 @@ def test_http_base_from_stream_urls():
     assert http_base("wss://example.com/api/v1/ws?format=proto") == "https://example.com/api"
     assert http_base("http://h:1") == "http://h:1"
     assert http_base("https://h/v1") == "https://h"
+
+
+def test_epochs_decode_from_snapshots_and_live_markers_in_both_formats():
+    d = Decoder()
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_TRADES, seq=5, epoch=1234))
+    assert (snap.seq, snap.epoch) == (5, 1234)
+    # A protobuf snapshot from a server without epochs (field 14 unset).
+    [snap] = d.decode(snapshot_frame(channel=pb.CHANNEL_TRADES, seq=5))
+    assert snap.epoch is None
+    [snap] = d.decode('{"type":"snapshot","symbol":"BTC-USD","channel":"quotes","seq":3,"epoch":99,"data":null,'
+                      '"ts_event":1,"ts_recv":2,"ts_send":3}')
+    assert (snap.seq, snap.epoch) == (3, 99)
+    assert d.decode('{"type":"live","symbol":"BTC-USD","channel":"trades","seq":5120,"epoch":99}') == [
+        Live("BTC-USD", "trades", 5120, 99)
+    ]
+    assert d.decode('{"type":"gap","symbol":"A","channel":"book","from_seq":8,"to_seq":3,"reason":"epoch_changed"}') == [
+        Gap("A", "book", 8, 3, "epoch_changed")
+    ]
+
+
+def test_subscribe_carries_the_epoch_with_since_and_since_time_alone():
+    since = {("BTC-USD", "trades"): 40}
+    msg = json.loads(encode_subscribe("json", ["BTC-USD"], ["trades"], since, epoch=7))
+    assert msg["since"] == {"BTC-USD": {"trades": 40}} and msg["epoch"] == 7 and "since_time" not in msg
+    sub = pb.ClientMessage.FromString(encode_subscribe("proto", ["BTC-USD"], ["trades"], since, epoch=7)).subscribe
+    assert (sub.epoch, sub.since_time, [s.seq for s in sub.since]) == (7, 0, [40])
+    # No since: no epoch (it names the run of the since sequences only).
+    assert "epoch" not in json.loads(encode_subscribe("json", ["A"], ["trades"], epoch=7))
+    t = 1_764_547_200_123_456_789
+    msg = json.loads(encode_subscribe("json", ["A"], ["trades", "quotes"], since_time=t))
+    assert msg["since_time"] == t and "since" not in msg and "epoch" not in msg
+    sub = pb.ClientMessage.FromString(encode_subscribe("proto", ["A"], ["trades"], since_time=t)).subscribe
+    assert sub.since_time == t and not sub.since and sub.epoch == 0
+    with pytest.raises(ValueError):
+        encode_subscribe("json", ["A"], ["trades"], since, since_time=t)
+
+
+def test_times_convert_to_ns_exactly():
+    from datetime import datetime, timedelta, timezone
+
+    from tickwire_client import to_ns
+
+    assert to_ns(1_764_547_200_000_000_001) == 1_764_547_200_000_000_001
+    assert to_ns("2025-12-01T00:00:00Z") == 1_764_547_200 * 10**9
+    assert to_ns("2025-12-01T00:00:00.123456789Z") == 1_764_547_200_123_456_789
+    assert to_ns("2025-12-01T01:00:00.5+01:00") == 1_764_547_200_500_000_000
+    aware = datetime(2025, 12, 1, 1, 0, 0, 250, tzinfo=timezone(timedelta(hours=1)))
+    assert to_ns(aware) == 1_764_547_200_000_250_000
+    assert to_ns(datetime(2025, 12, 1)) == 1_764_547_200 * 10**9  # naive: UTC
+    for bad in ("2025-12-01", "yesterday", -1, 1.5, True):
+        with pytest.raises((ValueError, TypeError)):
+            to_ns(bad)
+
+
+def test_resume_point_keeps_epochs_and_round_trips_through_json():
+    from tickwire_client import ResumePoint
+
+    rp = ResumePoint({("BTC-USD", "trades"): 40, ("BTC-USD", "quotes"): 12}, {("BTC-USD", "trades"): 7,
+                                                                             ("BTC-USD", "quotes"): 7})
+    assert rp[("BTC-USD", "trades")] == 40 and rp == {("BTC-USD", "trades"): 40, ("BTC-USD", "quotes"): 12}
+    assert rp.epoch == 7
+    again = ResumePoint.from_json(json.loads(json.dumps(rp.to_json())))
+    assert again == rp and again.epochs == rp.epochs
+    mixed = ResumePoint(rp, {("BTC-USD", "trades"): 7, ("BTC-USD", "quotes"): 8})
+    assert mixed.epoch is None

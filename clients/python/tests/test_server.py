@@ -257,8 +257,9 @@ def test_bad_since_on_one_stream_restarts_only_that_stream(server, fmt):
             saved = a.last_seqs
         since = {**saved, ("ETH-USD", "candles.1s"): 10**12}
         events: list = []
+        # A plain dict copy loses the epochs of last_seqs: hand it over with epoch=.
         async with TickwireClient(server.ws_url, ["ETH-USD"], ["quotes", "trades", "candles.1s"], format=fmt,
-                                  since=since) as b:
+                                  since=since, epoch=saved.epoch) as b:
             async def run():
                 async for ev in b:
                     events.append((ev, b.last_seqs))

@@ -16,7 +16,7 @@
 """
 
 from .book import OrderBook
-from .client import ClientStats, TickwireClient, TickwireError, backoff_delay
+from .client import ClientStats, ResumePoint, TickwireClient, TickwireError, backoff_delay, to_ns
 from .codec import Decoder, Instrument, ProtocolError, encode_ping, encode_subscribe, encode_unsubscribe, to_decimal
 from .events import (
     CANDLE_INTERVALS,
@@ -45,7 +45,9 @@ __all__ = [
     "TickwireClient",
     "TickwireError",
     "ClientStats",
+    "ResumePoint",
     "backoff_delay",
+    "to_ns",
     "OrderBook",
     "Decoder",
     "Instrument",

@@ -14,10 +14,13 @@ the server's slow-consumer policy (conflation, gap notices) take over.
 
 When a connection drops, the next iteration reconnects with jittered
 exponential backoff and subscribes again with ``since`` = the last sequence
-seen per (symbol, channel). The server replays what was missed from its
+seen per (symbol, channel) and the epoch (server run) those sequences come
+from. The server replays what was missed from its
 recent-history ring, or announces a :class:`Gap` and sends a fresh
 :class:`Snapshot`. Updates whose sequence was already delivered are dropped, so
-every sequence reaches the caller at most once, in order.
+every sequence reaches the caller at most once, in order. A resume point from
+another server run that the server cannot continue is answered with a
+:class:`Gap` (``reason="epoch_changed"``) and a fresh snapshot of the new run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Iterable, Mapping, Optional, Union
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -45,10 +49,22 @@ from .codec import (
     encode_subscribe,
     encode_unsubscribe,
 )
-from .events import CHANNELS, DEFAULT_CHANNELS, BookUpdate, Candle, Event, Gap, Quote, ServerError, Snapshot, Trade
+from .events import (
+    CHANNELS,
+    DEFAULT_CHANNELS,
+    BookUpdate,
+    Candle,
+    Event,
+    Gap,
+    Live,
+    Quote,
+    ServerError,
+    Snapshot,
+    Trade,
+)
 from .rest import auth_headers, fetch_instruments
 
-__all__ = ["TickwireClient", "TickwireError", "ClientStats", "backoff_delay"]
+__all__ = ["TickwireClient", "TickwireError", "ClientStats", "ResumePoint", "backoff_delay", "to_ns"]
 
 log = logging.getLogger("tickwire_client")
 
@@ -67,6 +83,85 @@ FATAL_CLOSE_CODES = {
 _BAD_SINCE = re.compile(r"ahead of (?P<symbol>\S+) (?P<channel>quotes|trades|book|candles\.\w+)(?=\s|$)")
 
 SinceArg = Mapping[Union[str, tuple[str, str]], Union[int, Mapping[str, int]]]
+TimeArg = Union[datetime, str, int]
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,9}))?"
+    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def to_ns(value: TimeArg) -> int:
+    """Nanoseconds since the Unix epoch from an ``int`` (already ns), an aware
+    :class:`~datetime.datetime` (a naive one is taken as UTC), or an RFC 3339
+    string such as ``"2026-12-04T15:40:00.123456789Z"`` (nanosecond digits kept)."""
+    if isinstance(value, bool):
+        raise TypeError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a time before 1970 is not a valid since_time: {value}")
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        ns = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+        return to_ns(ns)
+    if isinstance(value, str):
+        m = _RFC3339.fullmatch(value.strip())
+        if not m:
+            raise ValueError(f"not an RFC 3339 time (e.g. 2026-12-04T15:40:00Z): {value!r}")
+        tz = "+00:00" if m["tz"] in ("Z", "z") else m["tz"]
+        whole = datetime.fromisoformat(f"{m['date']}T{m['time']}{tz}")
+        frac = (m["frac"] or "").ljust(9, "0")
+        return to_ns(whole) + int(frac or 0)
+    raise TypeError(f"a time is a datetime, an RFC 3339 string or ns since the epoch, not {type(value).__name__}")
+
+
+class ResumePoint(dict):
+    """Resume points: ``{(symbol, channel): last seq}``, plus the epoch (server
+    run) each sequence belongs to in :attr:`epochs`.
+
+    It is what :attr:`TickwireClient.last_seqs` returns, and a plain ``dict``
+    for code that reads it as one. Handed to a new client as ``since=``, the
+    epochs go with it. To keep it across processes, save :meth:`to_json` and
+    load it with :meth:`from_json` (a plain ``dict`` copy loses the epochs; pass
+    ``epoch=`` to the client then).
+    """
+
+    def __init__(self, seqs=(), epochs: Optional[Mapping[tuple[str, str], Optional[int]]] = None) -> None:
+        super().__init__(seqs)
+        #: The epoch per (symbol, channel); ``None`` where unknown.
+        self.epochs: dict[tuple[str, str], Optional[int]] = {k: (epochs or {}).get(k) for k in self}
+
+    @property
+    def epoch(self) -> Optional[int]:
+        """The epoch of every resume point when they share one (the usual case:
+        one server run), else ``None``."""
+        values = set(self.epochs.values())
+        return values.pop() if len(values) == 1 else None
+
+    def to_json(self) -> dict:
+        """A JSON-ready form: ``{"streams": [{"symbol", "channel", "seq", "epoch"}]}``."""
+        return {
+            "streams": [
+                {"symbol": s, "channel": c, "seq": seq, "epoch": self.epochs.get((s, c))}
+                for (s, c), seq in sorted(self.items())
+            ]
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "ResumePoint":
+        seqs, epochs = {}, {}
+        for item in data["streams"]:
+            key = (item["symbol"], item["channel"])
+            seqs[key] = int(item["seq"])
+            epoch = item.get("epoch")
+            epochs[key] = None if epoch is None else int(epoch)
+        return cls(seqs, epochs)
+
+    def __repr__(self) -> str:
+        return f"ResumePoint({dict(self)!r}, epochs={self.epochs!r})"
 
 
 class TickwireError(Exception):
@@ -86,7 +181,14 @@ class ClientStats:
     updates: int = 0
     #: Updates dropped because their sequence had already been delivered.
     duplicates: int = 0
+    #: Gap notices, whatever the reason (``epoch_changed`` included), and
+    #: skips the client announced itself.
     gaps: int = 0
+    #: Of ``gaps``: resume points the server could not continue because they
+    #: came from another server run (``epoch_changed``).
+    epoch_changes: int = 0
+    #: ``live`` markers: streams served from stored history that caught up.
+    lives: int = 0
     snapshots: int = 0
     errors: int = 0
 
@@ -124,8 +226,21 @@ class TickwireClient:
         (the default) and the live candles ``candles.1s``, ``candles.1m``,
         ``candles.5m``, ``candles.1h``, ``candles.1d`` (yielded as :class:`Candle`).
     :param format: ``"proto"`` (binary protobuf frames) or ``"json"``.
-    :param since: resume points to start from, e.g. saved ``client.last_seqs``:
+    :param since: resume points to start from, e.g. saved ``client.last_seqs``
+        (a :class:`ResumePoint`, which carries the epochs too), or
         ``{(symbol, channel): seq}``, ``{symbol: {channel: seq}}`` or ``{symbol: seq}``.
+    :param epoch: the server run (``client.epoch``) the sequences of a plain
+        ``since`` mapping come from; overrides the epochs of a :class:`ResumePoint`.
+        Without one, the server honours ``since`` only where it can prove the
+        sequences continue, and otherwise answers ``Gap(reason="epoch_changed")``
+        and a fresh snapshot.
+    :param from_time: start from stored history at this exchange time instead
+        of a snapshot (a :class:`~datetime.datetime`, an RFC 3339 string, or ns
+        since the Unix epoch): the stored updates from then on, a :class:`Live`
+        marker, then the live stream. Applies to the streams without a resume
+        point in ``since``; reconnects resume by sequence. Needs a server with a
+        store (otherwise it answers ``bad_since`` and a snapshot); candles are not
+        stored and start from a snapshot.
     :param delivery: the subscription's slow-consumer policy: ``"full"``,
         ``"conflate"`` (with ``conflate_ms``) or ``"snapshot_on_lag"``; default:
         the server's.
@@ -148,6 +263,8 @@ class TickwireClient:
         format: str = "proto",
         *,
         since: Optional[SinceArg] = None,
+        epoch: Optional[int] = None,
+        from_time: Optional[TimeArg] = None,
         delivery: Optional[str] = None,
         conflate_ms: Optional[int] = None,
         reconnect: bool = True,
@@ -190,6 +307,24 @@ class TickwireClient:
         for s in symbols:
             self._add_sub(s, channels)
         self._last: dict[tuple[str, str], int] = _normalise_since(since, channels)
+        # The epoch of each resume point in `_last` (None: unknown).
+        self._epochs: dict[tuple[str, str], Optional[int]] = {
+            key: (epoch if epoch is not None else getattr(since, "epochs", {}).get(key)) for key in self._last
+        }
+        #: The epoch (server run) of the latest snapshot or live marker received,
+        #: or of the resume points given; ``None`` before any.
+        self.epoch: Optional[int] = epoch if epoch is not None else getattr(since, "epoch", None)
+        # Streams that start from stored history at this time (ns) while they
+        # have no resume point.
+        self._start_time: dict[tuple[str, str], int] = {}
+        if from_time is not None:
+            self.from_time = to_ns(from_time)
+            for s in self._subs:
+                for ch in self._subs[s]:
+                    if (s, ch) not in self._last:
+                        self._start_time[(s, ch)] = self.from_time
+        else:
+            self.from_time = None
         self._decoder = Decoder()
         self._ws: Optional[ClientConnection] = None
         self._pending: collections.deque[Event] = collections.deque()
@@ -241,13 +376,26 @@ class TickwireClient:
         if ws is not None:
             await ws.close()
 
-    async def subscribe(self, symbols: Iterable[str], channels: Iterable[str] = DEFAULT_CHANNELS) -> None:
-        """Adds symbols (kept across reconnects)."""
+    async def subscribe(
+        self,
+        symbols: Iterable[str],
+        channels: Iterable[str] = DEFAULT_CHANNELS,
+        *,
+        from_time: Optional[TimeArg] = None,
+    ) -> None:
+        """Adds symbols (kept across reconnects). ``from_time`` starts the new
+        streams from stored history, as the constructor's does."""
         symbols, channels = list(symbols), list(channels)
+        at = None if from_time is None else to_ns(from_time)
         for s in symbols:
             self._add_sub(s, channels)
+            if at is not None:
+                for ch in channels:
+                    if (s, ch) not in self._last:
+                        self._start_time[(s, ch)] = at
         if self._ws is not None:
-            await self._send(self._subscribe_frame(symbols, channels))
+            for frame in self._subscribe_frames({(s, c) for s in symbols for c in channels}):
+                await self._send(frame)
 
     async def unsubscribe(self, symbols: Iterable[str], channels: Optional[Iterable[str]] = None) -> None:
         """Removes channels of symbols (default: every channel they are subscribed to)."""
@@ -274,10 +422,11 @@ class TickwireClient:
         return ping_id
 
     @property
-    def last_seqs(self) -> dict[tuple[str, str], int]:
-        """The last sequence delivered per (symbol, channel): the resume points
-        (pass them as ``since=`` to a new client to continue where this one stopped)."""
-        return dict(self._last)
+    def last_seqs(self) -> ResumePoint:
+        """The last sequence delivered per (symbol, channel): the resume points,
+        as a :class:`ResumePoint` (a ``dict``) that also holds the epoch of each.
+        Pass it as ``since=`` to a new client to continue where this one stopped."""
+        return ResumePoint(self._last, self._epochs)
 
     @property
     def subscriptions(self) -> dict[str, list[str]]:
@@ -303,21 +452,48 @@ class TickwireClient:
             if ch not in have:
                 have.append(ch)
 
-    def _subscribe_frame(self, symbols: list[str], channels: list[str]):
-        since = {
-            (s, c): seq
-            for (s, c), seq in self._last.items()
-            if s in symbols and c in channels and seq > 0
-        }
-        return encode_subscribe(self.format, symbols, channels, since, self.delivery, self.conflate_ms)
+    def _start_of(self, key: tuple[str, str]) -> tuple:
+        """How a stream starts: ``("seq", epoch)`` resumes, ``("time", ns)``
+        starts from stored history, ``("snapshot",)`` from a snapshot."""
+        seq = self._last.get(key)
+        if seq is not None and seq > 0:
+            return ("seq", self._epochs.get(key))
+        if key in self._start_time:
+            return ("time", self._start_time[key])
+        return ("snapshot",)
 
-    def _subscribe_frames(self) -> list:
-        # One request per distinct channel set (usually exactly one).
-        groups: dict[tuple[str, ...], list[str]] = {}
+    def _subscribe_frames(self, only: Optional[set[tuple[str, str]]] = None) -> list:
+        """The subscribe requests for every subscribed stream (or those in
+        ``only``). A request carries one epoch or one since_time for all its
+        streams, so streams are grouped by how they start; usually that is one
+        request (per distinct channel set)."""
+        groups: dict[tuple, list[str]] = {}
         for s, chans in self._subs.items():
-            if chans:
-                groups.setdefault(tuple(chans), []).append(s)
-        return [self._subscribe_frame(syms, list(chans)) for chans, syms in groups.items()]
+            chans = [c for c in chans if only is None or (s, c) in only]
+            if not chans:
+                continue
+            starts = {c: self._start_of((s, c)) for c in chans}
+            if len(set(starts.values())) == 1:
+                groups.setdefault((tuple(chans), starts[chans[0]]), []).append(s)
+            else:  # rare: one symbol's channels start differently
+                for c in chans:
+                    groups.setdefault(((c,), starts[c]), []).append(s)
+        frames = []
+        for (chans, start), syms in groups.items():
+            since = {(s, c): self._last[(s, c)] for s in syms for c in chans} if start[0] == "seq" else None
+            frames.append(
+                encode_subscribe(
+                    self.format,
+                    syms,
+                    list(chans),
+                    since,
+                    self.delivery,
+                    self.conflate_ms,
+                    epoch=start[1] if start[0] == "seq" else None,
+                    since_time=start[1] if start[0] == "time" else None,
+                )
+            )
+        return frames
 
     async def _send(self, frame) -> None:
         ws = self._ws
@@ -401,8 +577,10 @@ class TickwireClient:
         # Resuming a protobuf stream without ever having seen a snapshot of the
         # symbol (a `since=` handed to a new client): updates name instruments
         # by id only, so learn the table from GET /v1/instruments.
+        # The same for streams that start from stored history (from_time).
         known = {i.symbol for i in self._decoder.instruments.values()}
-        return any(s not in known for (s, _c) in self._last if s in self._subs)
+        streams = [*self._last, *self._start_time]
+        return any(s not in known for (s, _c) in streams if s in self._subs)
 
     async def _load_instruments(self) -> None:
         try:
@@ -459,16 +637,48 @@ class TickwireClient:
                     log.warning("tickwire: %s trades jumped from %d to %d with no gap notice", ev.symbol, seen, ev.seq)
                     stats.gaps += 1
                     pending.append(gap)
+                if key not in last:
+                    # The first update of a stream started from stored history
+                    # (from_time): it is from the run that wrote that history;
+                    # its epoch is unknown until the live marker.
+                    self._epochs[key] = None
+                    self._start_time.pop(key, None)
                 last[key] = ev.seq
                 stats.updates += 1
             elif isinstance(ev, Snapshot):
                 # The stream continues at seq + 1, whatever came before (a fresh
-                # snapshot after a gap, or after a server restart).
-                last[(ev.symbol, ev.channel)] = ev.seq
+                # snapshot after a gap, or after a server restart), in its epoch.
+                key = (ev.symbol, ev.channel)
+                last[key] = ev.seq
+                self._epochs[key] = ev.epoch
+                self._start_time.pop(key, None)
+                if ev.epoch is not None:
+                    self.epoch = ev.epoch
                 stats.snapshots += 1
+            elif isinstance(ev, Live):
+                # Stored history caught up: what follows is the live stream of
+                # the server's current run, so the resume point is of its epoch.
+                if ev.symbol is not None and ev.channel is not None:
+                    key = (ev.symbol, ev.channel)
+                    self._start_time.pop(key, None)
+                    if key not in last and ev.seq:
+                        # Nothing stored after from_time: live continues after seq.
+                        last[key] = ev.seq
+                    # (A live seq past the last update received is a skip: the
+                    # next update shows it, and a trade skip becomes a Gap.)
+                    self._epochs[key] = ev.epoch
+                if ev.epoch is not None:
+                    self.epoch = ev.epoch
+                stats.lives += 1
             elif isinstance(ev, Gap):
                 key = (ev.symbol, ev.channel)
-                if ev.to_seq > last.get(key, 0):
+                if ev.reason == "epoch_changed":
+                    # The resume point belongs to another run: forget it (the
+                    # fresh snapshot that follows sets the stream's new one).
+                    last.pop(key, None)
+                    self._epochs.pop(key, None)
+                    stats.epoch_changes += 1
+                elif ev.to_seq > last.get(key, 0):
                     last[key] = ev.to_seq
                 stats.gaps += 1
             elif isinstance(ev, ServerError):
@@ -500,4 +710,7 @@ class TickwireClient:
             keys = {k for k in self._last if k[0] in self._subs}
         for key in keys:
             self._last.pop(key, None)
+            self._epochs.pop(key, None)
+            # A refused since_time (no store) is not asked for again.
+            self._start_time.pop(key, None)
         log.warning("tickwire: the server refused to resume %s (%s); the server restarts them from snapshots", sorted(keys), error.message)

@@ -118,12 +118,25 @@ def encode_subscribe(
     since: Optional[SinceMap] = None,
     delivery: Optional[str] = None,
     conflate_ms: Optional[int] = None,
+    *,
+    epoch: Optional[int] = None,
+    since_time: Optional[int] = None,
 ) -> Frame:
     """A ``subscribe`` request. ``since`` maps (symbol, channel) to the last
-    sequence seen; those streams resume instead of starting from a snapshot."""
+    sequence seen; those streams resume instead of starting from a snapshot.
+    ``epoch`` is the server run those sequences come from (the ``epoch`` of the
+    snapshot or live marker they continue); it is sent only with ``since``.
+    ``since_time`` (ns since the Unix epoch) starts from stored history at that
+    exchange time instead of a snapshot; it cannot be combined with ``since``."""
     symbols = list(symbols)
     channels = [_check_channel(c) for c in channels]
     since = dict(since or {})
+    if since and since_time is not None:
+        raise ValueError("since and since_time cannot be combined in one subscribe")
+    if since_time is not None and (isinstance(since_time, bool) or not isinstance(since_time, int) or since_time < 0):
+        raise ValueError(f"since_time must be a non-negative integer of ns, not {since_time!r}")
+    if not since:
+        epoch = None
     if delivery is not None and delivery not in _DELIVERY_TO_PB:
         raise ValueError(f"unknown delivery {delivery!r} (one of {', '.join(_DELIVERY_TO_PB)})")
     if fmt == "proto":
@@ -139,6 +152,10 @@ def encode_subscribe(
             sub.delivery = _DELIVERY_TO_PB[delivery]
         if conflate_ms is not None:
             sub.conflate_ms = conflate_ms
+        if epoch is not None:
+            sub.epoch = epoch
+        if since_time is not None:
+            sub.since_time = since_time
         return pb.ClientMessage(subscribe=sub).SerializeToString()
     if fmt == "json":
         msg: dict = {"op": "subscribe", "channels": channels, "symbols": symbols}
@@ -147,6 +164,10 @@ def encode_subscribe(
             for (s, c), seq in sorted(since.items()):
                 per_symbol.setdefault(s, {})[_check_channel(c)] = seq
             msg["since"] = per_symbol
+            if epoch is not None:
+                msg["epoch"] = epoch
+        if since_time is not None:
+            msg["since_time"] = since_time
         if delivery is not None:
             msg["delivery"] = delivery
         if conflate_ms is not None:
@@ -272,7 +293,10 @@ class Decoder:
             channel = _PB_TO_CHANNEL.get(s.channel, "unspecified")
             data = self._pb_data(s.WhichOneof("data"), s, inst, s.seq, clocks, channel)
             return [
-                Snapshot(s.symbol, channel, s.seq, data, *clocks, s.instrument_id, s.price_decimals, s.size_decimals)
+                Snapshot(
+                    s.symbol, channel, s.seq, data, *clocks, s.instrument_id, s.price_decimals, s.size_decimals,
+                    s.epoch or None,
+                )
             ]
         if kind == "gap":
             g = msg.gap
@@ -285,7 +309,8 @@ class Decoder:
         if kind == "pong":
             return [Pong(msg.pong.id, msg.pong.ts_send)]
         if kind == "live":
-            return [Live()]
+            lv = msg.live
+            return [Live(lv.symbol or None, _PB_TO_CHANNEL.get(lv.channel), lv.seq, lv.epoch or None)]
         # An empty message, or a kind newer than this schema: nothing to deliver.
         return []
 
@@ -317,6 +342,7 @@ class Decoder:
                         msg.get("instrument_id"),
                         msg.get("price_decimals"),
                         msg.get("size_decimals"),
+                        _epoch(msg.get("epoch")),
                     )
                 ]
             if kind == "gap":
@@ -336,7 +362,7 @@ class Decoder:
             if kind == "pong":
                 return [Pong(msg.get("id"), msg.get("ts_send"))]
             if kind == "live":
-                return [Live()]
+                return [Live(msg.get("symbol"), msg.get("channel"), msg.get("seq"), _epoch(msg.get("epoch")))]
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ProtocolError(f"malformed {kind} message: {exc!r}") from exc
         return []  # a message type newer than this client
@@ -344,6 +370,14 @@ class Decoder:
     def _json_update(self, u: dict) -> Update:
         clocks = (u["ts_event"], u["ts_recv"], u["ts_send"])
         return _json_data(u["channel"], u["symbol"], u["seq"], u, clocks)
+
+
+def _epoch(value) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"epoch must be an integer, not {value!r}")
+    return value
 
 
 def _levels(levels) -> tuple:

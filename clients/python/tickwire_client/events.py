@@ -173,15 +173,20 @@ class Snapshot:
     instrument_id: Optional[int] = None
     price_decimals: Optional[int] = None
     size_decimals: Optional[int] = None
+    #: The server run that assigned ``seq`` (``None`` from servers without
+    #: epochs); a resume by sequence sends it back.
+    epoch: Optional[int] = None
 
 
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Sequences ``from_seq..=to_seq`` of (symbol, channel) will never arrive.
 
-    ``reason`` is ``"slow_consumer"`` (the client fell behind) or
+    ``reason`` is ``"slow_consumer"`` (the client fell behind),
     ``"history_exhausted"`` (a resume reached further back than the server's
-    recent-history ring; a fresh ``Snapshot`` follows). The client itself
+    history; a fresh ``Snapshot`` follows) or ``"epoch_changed"`` (the resume
+    point comes from another server run whose sequences do not continue here;
+    a fresh ``Snapshot`` of the new run follows). The client itself
     reports ``"unannounced"`` when trade sequences jump with no notice from
     the server (trades are never conflated, so that is a server fault).
     """
@@ -228,7 +233,15 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class Live:
-    """A stored stream has caught up and continues live."""
+    """A stream served from stored history (a resume, or ``from_time``) has
+    caught up: ``seq`` is the last stored update sent, live updates follow from
+    ``seq + 1``. ``epoch`` is the server run of what follows (the client adopts
+    it for the stream's resume point)."""
+
+    symbol: Optional[str] = None
+    channel: Optional[str] = None
+    seq: Optional[int] = None
+    epoch: Optional[int] = None
 
 
 #: Anything the client yields.
