@@ -779,7 +779,7 @@ impl Fanout {
                 self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
                 let mut gap = Vec::with_capacity(128);
                 let symbol = &self.instruments.get(id).symbol;
-                outbox.format.encode_gap(&mut gap, symbol, channel, from, seq.max(from), GapReason::EpochChanged);
+                outbox.format.encode_gap(&mut gap, symbol, channel, from, seq, GapReason::EpochChanged);
                 inner.queue.push(Item::Message(Bytes::from(gap)));
                 inner.subs.insert((id, channel), SubState::new(delivery, seq));
                 inner.queue.push(Item::Message(snapshot));
@@ -816,16 +816,17 @@ impl Fanout {
         let outcome = match (since, replay) {
             (Some(since), Some((last_seq, updates))) => {
                 let count = updates.len();
+                inner.queue.extend(updates);
                 if after_history {
+                    // What the ring held was history too: the marker follows it.
                     let symbol = &self.instruments.get(id).symbol;
                     inner.queue.push(Item::Message(Bytes::from(outbox.format.encode_live(
                         symbol,
                         channel,
-                        since,
+                        last_seq.max(since),
                         self.line.epoch,
                     ))));
                 }
-                inner.queue.extend(updates);
                 inner.subs.insert((id, channel), SubState::new(delivery, last_seq.max(since)));
                 self.stats.resumed.fetch_add(1, Ordering::Relaxed);
                 Resume::Replayed(count)

@@ -79,7 +79,12 @@ def check_resumes_in_run(events, client, conn: int, before: dict, epoch: int):
         if channel == "trades":
             assert ups, f"no {symbol} trade after the cut"
         if ups and not any(isinstance(ev, Snapshot) for ev in mine):
-            assert ups[0] == seq + 1, (symbol, channel, seq, ups[:3])
+            # Trades continue exactly; a quote may be conflated by design when
+            # the replayed backlog passes the server's conflation threshold.
+            if channel == "trades":
+                assert ups[0] == seq + 1, (symbol, channel, seq, ups[:3])
+            else:
+                assert ups[0] > seq, (symbol, channel, seq, ups[:3])
     assert client.stats.duplicates == 0, client.stats
     assert client.epoch == epoch and set(client.last_seqs.epochs.values()) == {epoch}
 
@@ -89,14 +94,7 @@ def check_resumes_in_run(events, client, conn: int, before: dict, epoch: int):
     [
         ("proto", 2.5),
         ("json", 2.5),
-        pytest.param(
-            "json", 0.0,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server bug: a since from another epoch that is numerically ahead of the new run "
-                "gets error bad_since instead of gap epoch_changed (the client still recovers: snapshot)",
-            ),
-        ),
+        ("json", 0.0),
     ],
 )
 def test_restart_without_a_store_gets_epoch_changed_and_a_fresh_snapshot(fmt, head_start):
@@ -149,8 +147,10 @@ def test_restart_without_a_store_gets_epoch_changed_and_a_fresh_snapshot(fmt, he
         mine = [ev for c, ev in stream_events(events, key) if 2 <= c <= conn]
         gap, snap = mine[0], mine[1]
         assert isinstance(gap, Gap) and gap.reason == "epoch_changed", (key, mine[:2])
-        # The range is in the new run's numbering: what it sent before the snapshot.
-        assert 1 <= gap.from_seq <= gap.to_seq, (key, gap)
+        # The range is in the new run's numbering: from its first sequence (1
+        # without a store) to the snapshot's (empty while the new run has
+        # published nothing on the stream yet).
+        assert gap.from_seq == 1 and gap.to_seq >= 0, (key, gap)
         assert isinstance(snap, Snapshot) and snap.epoch == new_epoch and snap.seq == gap.to_seq, (key, snap)
         check_once_in_order(mine[2:], key, snap.seq + 1)
     assert client.stats.epoch_changes == len(old) and client.stats.gaps >= len(old), client.stats
@@ -158,10 +158,7 @@ def test_restart_without_a_store_gets_epoch_changed_and_a_fresh_snapshot(fmt, he
     assert client.connection == conn + 1
 
 
-@pytest.mark.parametrize("fmt, channels", [("proto", EXACT), ("json", EXACT), pytest.param(
-    "json", ("book",), marks=pytest.mark.xfail(strict=True, reason=(
-        "server bug: after a store restart the book gets its live marker, then a snapshot at S, then "
-        "updates with seq <= S (already in the snapshot; the client drops them as duplicates)")))])
+@pytest.mark.parametrize("fmt, channels", [("proto", EXACT), ("json", EXACT), ("json", ("book",))])
 def test_restart_with_a_store_resumes_exactly_from_history(fmt, channels):
     """Session 1 saves its resume point (JSON, epochs included); the server
     restarts on the same store and journal; session 2, a new client, gets the
@@ -299,8 +296,6 @@ def test_from_time_streams_stored_history_then_live_in_both_formats(from_time_ru
         assert len(common) >= 20 and all(p[s] == j[s] for s in common), key
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: since_time sends no live marker, so the client never "
-                   "learns the epoch of a from_time stream and its first resume gets gap epoch_changed")
 def test_from_time_ends_history_with_a_live_marker_and_resumes_in_the_run(from_time_run):
     from_ns, connected_ns, runs = from_time_run
     for fmt, (events, before, client) in runs.items():
