@@ -414,24 +414,16 @@ async fn since_time_over_proto(addr: SocketAddr, since_time: u64) -> Sequence {
 }
 
 async fn since_time_over_sse(addr: SocketAddr, since_time: &str) -> Sequence {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/sse?symbols=BTC-USD&channels=trades&since_time={since_time} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(stream).lines();
-    let mut sequence = Sequence::default();
-    let mut last_id = None;
-    while !sequence.live_and_then(50) {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
-        if let Some(data) = line.strip_prefix("data: ") {
-            sequence.push_json(&serde_json::from_str(data).unwrap());
-        } else if let Some(id) = line.strip_prefix("id: ") {
-            last_id = Some(id.to_owned());
-        }
-    }
-    let id = last_id.expect("SSE events carry ids");
+    let query = format!("symbols=BTC-USD&channels=trades&since_time={since_time}");
+    let done = |messages: &[Value]| {
+        let mut sequence = Sequence::default();
+        messages.iter().for_each(|m| sequence.push_json(m));
+        sequence.live_and_then(50)
+    };
+    let (messages, id) = sse_read(addr, &query, None, done).await;
     assert!(id.starts_with('@') && id.contains("BTC-USD~trades~"), "the id is a cursor with the epoch: {id}");
+    let mut sequence = Sequence::default();
+    messages.iter().for_each(|m| sequence.push_json(m));
     sequence
 }
 
