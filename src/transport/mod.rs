@@ -55,6 +55,8 @@ pub struct AppState {
     /// Tokens and origins the API accepts.
     pub access: access::AccessPolicy,
     connections: AtomicUsize,
+    /// What `/readyz` last saw of the history writer.
+    store_watch: parking_lot::Mutex<rest::StoreWatch>,
     /// Writer shards for plain-TCP WebSocket sessions, started with the first.
     writers: std::sync::OnceLock<writer::WriterShards>,
     /// How many writer shards to start (0: one per core).
@@ -85,6 +87,7 @@ impl AppState {
             history: None,
             access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
+            store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
         }
@@ -173,7 +176,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(rest::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         // Probes need no token.
-        .route("/healthz", get(rest::health));
+        .route("/healthz", get(rest::health))
+        .route("/readyz", get(rest::ready));
     let site = match &state.static_dir {
         Some(dir) if dir.join("index.html").is_file() => Router::new()
             .fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)),

@@ -1,0 +1,101 @@
+//! Operability against the real server: readiness (`/readyz`), CORS preflights
+//! for allowed origins, and every streaming transport counted against
+//! `--max-connections`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::store::{PgDb, Proxy, TempDir};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// One request with extra headers: (status, raw head, JSON body or Null).
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    (status, head.to_ascii_lowercase(), serde_json::from_str(&body[start..end]).unwrap_or(Value::Null))
+}
+
+/// Polls `/readyz` until its status is `want`, within `within`; returns the body.
+async fn readyz_becomes(addr: SocketAddr, want: u16, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, _, body) = request(addr, "GET", "/readyz", &[]).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status} (wanted {want}): {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn ready_when_a_feed_is_live_and_not_while_none_is() {
+    let server = common::start(&["--rate", "100", "--symbols", "BTC-USD"]).await;
+    let body = readyz_becomes(server.addr, 200, Duration::from_secs(5)).await;
+    assert_eq!(body, serde_json::json!({"ready": true, "missing": []}));
+    let (status, _, health) = request(server.addr, "GET", "/healthz", &[]).await;
+    assert_eq!((status, &health["status"]), (200, &Value::from("ok")), "{health}");
+    server.shutdown().await;
+
+    // A venue that cannot be reached: alive, but not ready, and says why.
+    let server = common::start(&[
+        "--feed",
+        "binance:BTCUSDT",
+        "--binance-ws-url",
+        "ws://127.0.0.1:9/stream",
+        "--binance-rest-url",
+        "http://127.0.0.1:9",
+    ])
+    .await;
+    let (status, _, body) = request(server.addr, "GET", "/readyz", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    let missing = body["missing"].as_array().unwrap();
+    assert!(missing.len() == 1 && missing[0].as_str().unwrap().starts_with("feed: binance not live"), "{body}");
+    let (status, _, _) = request(server.addr, "GET", "/healthz", &[]).await;
+    assert_eq!(status, 200, "alive all the same");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_the_store_is_unreachable_and_ready_again_after() {
+    let db = PgDb::create();
+    let dir = TempDir::new("readyz");
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = db.url_via(proxy.addr);
+    let journal = dir.path("journal");
+    let server =
+        common::start(&["--store", &url, "--journal-dir", &journal, "--rate", "1000", "--symbols", "BTC-USD"]).await;
+    readyz_becomes(server.addr, 200, Duration::from_secs(5)).await;
+
+    proxy.cut();
+    let body = readyz_becomes(server.addr, 503, Duration::from_secs(15)).await;
+    let missing: Vec<&str> = body["missing"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(missing.len() == 1 && missing[0].starts_with("store: writes failing for "), "{body}");
+    // Still alive: a load balancer should stop sending, not restart it.
+    let (status, _, _) = request(server.addr, "GET", "/healthz", &[]).await;
+    assert_eq!(status, 200);
+
+    proxy.restore();
+    // The writer retries at most 5 s apart (plus jitter).
+    let body = readyz_becomes(server.addr, 200, Duration::from_secs(20)).await;
+    assert_eq!(body["missing"], serde_json::json!([]));
+    server.shutdown().await;
+}
