@@ -99,3 +99,54 @@ async fn not_ready_while_the_store_is_unreachable_and_ready_again_after() {
     assert_eq!(body["missing"], serde_json::json!([]));
     server.shutdown().await;
 }
+
+/// The value of `name` in a lower-cased response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflights_from_allowed_origins_are_answered_and_others_refused() {
+    let server =
+        common::start(&["--rate", "100", "--auth-token", "s3cret", "--allowed-origin", "http://desk.example"]).await;
+    let addr = server.addr;
+    let preflight = |origin: &'static str| {
+        [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ]
+    };
+
+    // Allowed origin: answered before the token check (a preflight has none).
+    let (status, head, _) = request(addr, "OPTIONS", "/v1/instruments", &preflight("http://desk.example")).await;
+    assert_eq!(status, 204, "{head}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("http://desk.example"), "{head}");
+    assert!(header(&head, "access-control-allow-methods").is_some_and(|m| m.contains("get")), "{head}");
+    assert!(header(&head, "access-control-allow-headers").is_some_and(|h| h.contains("authorization")), "{head}");
+    assert!(header(&head, "vary").is_some_and(|v| v.contains("origin")), "{head}");
+
+    // Any other origin: refused, and nothing that would let the browser go on.
+    let (status, head, body) = request(addr, "OPTIONS", "/v1/instruments", &preflight("http://evil.example")).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("origin_not_allowed")), "{head}");
+    assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+
+    // The actual requests: the allowed origin may read the answer (and a refusal).
+    let desk = [("Origin", "http://desk.example"), ("Authorization", "Bearer s3cret")];
+    let (status, head, body) = request(addr, "GET", "/v1/instruments", &desk).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("http://desk.example"), "{head}");
+    assert!(header(&head, "vary").is_some_and(|v| v.contains("origin")), "{head}");
+    let (status, head, _) = request(addr, "GET", "/v1/instruments", &desk[..1]).await;
+    assert_eq!(status, 401);
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("http://desk.example"), "{head}");
+    let evil = [("Origin", "http://evil.example"), ("Authorization", "Bearer s3cret")];
+    let (status, head, _) = request(addr, "GET", "/v1/instruments", &evil).await;
+    assert_eq!(status, 403);
+    assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+    // Not a browser: as before.
+    let (status, head, _) = request(addr, "GET", "/v1/instruments", &[("Authorization", "Bearer s3cret")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+    server.shutdown().await;
+}

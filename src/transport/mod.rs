@@ -175,6 +175,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replay", get(replay::upgrade))
         .route("/metrics", get(rest::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
+        // Outside the guard: a preflight carries no token.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::cors))
         // Probes need no token.
         .route("/healthz", get(rest::health))
         .route("/readyz", get(rest::ready));
