@@ -175,7 +175,8 @@ pub struct ServeArgs {
     /// Directory of the built dashboard served at `/` (a plain page when missing).
     #[arg(long, env = "TICKWIRE_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
-    /// Most WebSocket connections held at once; more are refused with 503.
+    /// Most streaming connections held at once (WebSocket, SSE, held long-polls,
+    /// replay); more are refused with 503 `too_many_connections`.
     #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Tasks that write WebSocket connections (each owns a share of them); 0: one per core.

@@ -150,3 +150,82 @@ async fn preflights_from_allowed_origins_are_answered_and_others_refused() {
     assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
     server.shutdown().await;
 }
+
+/// Opens an SSE stream and reads its response head; the stream stays open
+/// while the returned socket lives.
+async fn open_sse(addr: SocketAddr) -> (u16, String, TcpStream) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let text = format!("GET /v1/sse?symbols=BTC-USD&channels=quotes HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed during the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head, stream)
+}
+
+async fn connections(addr: SocketAddr) -> u64 {
+    request(addr, "GET", "/v1/stats", &[]).await.2["connections"].as_u64().unwrap()
+}
+
+async fn connections_become(addr: SocketAddr, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections(addr).await != want {
+        assert!(Instant::now() < deadline, "connections stayed {} (wanted {want})", connections(addr).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_and_held_polls_count_against_max_connections() {
+    let server = common::start(&["--rate", "500", "--symbols", "BTC-USD", "--max-connections", "2"]).await;
+    let addr = server.addr;
+    let refused = |(status, _, body): (u16, String, Value)| {
+        assert_eq!((status, body["code"].as_str()), (503, Some("too_many_connections")), "{body}");
+    };
+
+    // Two SSE streams take both places: a third, a poll and a WebSocket are refused.
+    let (first, _, first_stream) = open_sse(addr).await;
+    let (second, _, _second_stream) = open_sse(addr).await;
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(connections(addr).await, 2);
+    let (third, head, _) = open_sse(addr).await;
+    assert!(third == 503 && head.contains("application/json"), "{head}");
+    refused(request(addr, "GET", "/v1/poll?symbols=BTC-USD", &[]).await);
+    let ws = tokio_tungstenite::connect_async(common::ws_url(addr)).await;
+    assert!(ws.is_err_and(|e| e.to_string().contains("503")), "the WebSocket is refused too");
+
+    // A stream that goes away gives its place back.
+    drop(first_stream);
+    connections_become(addr, 1).await;
+    let (again, _, _again_stream) = open_sse(addr).await;
+    assert_eq!(again, 200);
+    drop((_second_stream, _again_stream));
+    connections_become(addr, 0).await;
+
+    // A poll counts while it is held: `conflate` polls with a cursor wait at
+    // least `conflate_ms`.
+    let (status, _, first) = request(addr, "GET", "/v1/poll?symbols=BTC-USD&channels=quotes", &[]).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(connections(addr).await, 0, "an answered poll holds nothing");
+    let cursor = first["cursor"].as_str().unwrap().replace('@', "%40").replace('~', "%7E");
+    let held = format!("/v1/poll?symbols=BTC-USD&channels=quotes&delivery=conflate&conflate_ms=2000&cursor={cursor}");
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let held = held.clone();
+            tokio::spawn(async move { request(addr, "GET", &held, &[]).await })
+        })
+        .collect();
+    connections_become(addr, 2).await;
+    refused(request(addr, "GET", "/v1/poll?symbols=BTC-USD", &[]).await);
+    assert_eq!(open_sse(addr).await.0, 503);
+    for poll in polls {
+        let (status, _, body) = poll.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    connections_become(addr, 0).await;
+    server.shutdown().await;
+}

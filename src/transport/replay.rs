@@ -130,10 +130,17 @@ pub async fn upgrade(
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };
+    let slot = match app.open_connection("replay") {
+        Ok(slot) => slot,
+        Err(error) => return error.into_response(),
+    };
     let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
-        sessions.track_future(session(socket, app, plan, format))
+        sessions.track_future(async move {
+            let _slot = slot; // held until the replay ends
+            session(socket, app, plan, format).await
+        })
     })
 }
 

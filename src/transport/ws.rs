@@ -78,7 +78,6 @@ struct ReaderEnd {
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
 pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
-    app.connection_opened();
     let outbox = app.fanout.outbox(format);
     let (read, write) = split(upgraded);
     let (connection, mut stream_sink) = match write {
@@ -193,7 +192,6 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     }
     connection.finish();
     app.fanout.detach(&outbox);
-    app.connection_closed();
 }
 
 /// The tick of a `conflate` period: first after one period, then every period,
