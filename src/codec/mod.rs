@@ -22,8 +22,6 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No pong or message within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
-    /// Authentication failed.
-    pub const UNAUTHORIZED: u16 = 4001;
     /// The client fell too far behind under the `close` slow-consumer policy.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
