@@ -145,11 +145,13 @@ pub struct VenueArgs {
     pub binance_message_interval_ms: u64,
 }
 
-/// `--default-delivery` values.
+/// `--default-delivery` values. Each also takes its wire spelling
+/// (`snapshot_on_lag`, as in a subscribe's `delivery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeliveryArg {
     Full,
     Conflate,
+    #[value(alias = "snapshot_on_lag")]
     SnapshotOnLag,
 }
 
@@ -435,6 +437,20 @@ mod tests {
         assert_eq!(args.rate, 5000);
         assert_eq!(args.symbols, vec!["BTC-USD", "AAPL"]);
         assert_eq!(args.feeds(), [FeedSpec::Simulator]);
+    }
+
+    #[test]
+    fn default_delivery_takes_both_spellings() {
+        for spelling in ["snapshot-on-lag", "snapshot_on_lag"] {
+            let args = ServeArgs::parse_from_args(["--default-delivery", spelling]).unwrap();
+            assert_eq!(args.default_delivery, DeliveryArg::SnapshotOnLag, "{spelling}");
+        }
+        let args = ServeArgs::parse_from_args(["--default-delivery", "conflate"]).unwrap();
+        assert_eq!(
+            args.limits().default_delivery,
+            Delivery::Conflate { interval_ms: crate::codec::DEFAULT_CONFLATE_MS }
+        );
+        assert!(ServeArgs::parse_from_args(["--default-delivery", "snapshot"]).is_err());
     }
 
     #[test]
