@@ -194,6 +194,15 @@ impl Format {
         }
     }
 
+    /// The answer to an applied subscribe (`subscribed: true`) or unsubscribe:
+    /// the symbols and channels it made active or inactive.
+    pub fn encode_ack(self, subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+        match self {
+            Format::Json => json::encode_ack(subscribed, symbols, channels),
+            Format::Proto => proto::encode_ack(subscribed, symbols, channels),
+        }
+    }
+
     pub fn encode_pong(self, id: Option<&serde_json::Value>, ts_send: crate::model::Nanos) -> Vec<u8> {
         match self {
             Format::Json => json::encode_pong(id, ts_send),
