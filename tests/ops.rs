@@ -229,3 +229,27 @@ async fn sse_streams_and_held_polls_count_against_max_connections() {
     connections_become(addr, 0).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sockets_count_against_max_connections() {
+    let dir = TempDir::new("ops-replay");
+    let (url, journal) = (dir.sqlite_url(), dir.path("journal"));
+    let from = tickwire::model::now_nanos();
+    let flags = ["--store", &url, "--journal-dir", &journal, "--rate", "2000", "--symbols", "BTC-USD"];
+    let server = common::start(&[&flags[..], &["--max-connections", "1"]].concat()).await;
+    let addr = server.addr;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let to = tickwire::model::now_nanos();
+    let replay = format!("ws://{addr}/v1/replay?symbols=BTC-USD&channels=trades&from={from}&to={to}&speed=1");
+    let mut client = common::Client { socket: tokio_tungstenite::connect_async(&replay).await.unwrap().0 };
+    client.send(serde_json::json!({"op":"pause"})).await;
+    connections_become(addr, 1).await;
+    let second = tokio_tungstenite::connect_async(&replay).await;
+    assert!(second.is_err_and(|e| e.to_string().contains("503")), "a second replay is refused");
+    let (status, _, _) = open_sse(addr).await;
+    assert_eq!(status, 503);
+    client.send_raw(tokio_tungstenite::tungstenite::Message::Close(None)).await;
+    drop(client);
+    connections_become(addr, 0).await;
+    server.shutdown().await;
+}
