@@ -171,7 +171,8 @@ pub struct StoreWatch {
 }
 
 /// Past this age of the oldest event not yet stored, the store counts as not
-/// writable even without a failed attempt (a write hanging, say).
+/// writable even without a failed attempt (a write hanging, or a long backlog
+/// still being written after an outage).
 const STORE_STALL_MS: u64 = 30_000;
 
 impl StoreWatch {
@@ -218,7 +219,7 @@ pub(super) fn readiness(app: &AppState) -> Vec<String> {
         if failing {
             missing.push(format!("store: writes failing for {} s", lag_ms / 1000));
         } else if lag_ms >= STORE_STALL_MS {
-            missing.push(format!("store: no write has gone through for {} s", lag_ms / 1000));
+            missing.push(format!("store: {} s behind (oldest event not yet stored)", lag_ms / 1000));
         }
     }
     missing
