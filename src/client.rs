@@ -423,7 +423,8 @@ impl StreamClient {
                 });
             }
             // Replay messages belong to /v1/replay, not to this stream.
-            Some(Kind::Pong(_) | Kind::Replay(_) | Kind::End(_)) | None => {}
+            Some(Kind::Pong(_) | Kind::Replay(_) | Kind::End(_) | Kind::Subscribed(_) | Kind::Unsubscribed(_))
+            | None => {}
         }
         Ok(())
     }

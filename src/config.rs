@@ -147,11 +147,13 @@ pub struct VenueArgs {
     pub binance_message_interval_ms: u64,
 }
 
-/// `--default-delivery` values.
+/// `--default-delivery` values. Each also takes its wire spelling
+/// (`snapshot_on_lag`, as in a subscribe's `delivery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeliveryArg {
     Full,
     Conflate,
+    #[value(alias = "snapshot_on_lag")]
     SnapshotOnLag,
 }
 
@@ -177,7 +179,8 @@ pub struct ServeArgs {
     /// Directory of the built dashboard served at `/` (a plain page when missing).
     #[arg(long, env = "TICKWIRE_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
-    /// Most WebSocket connections held at once; more are refused with 503.
+    /// Most streaming connections held at once (WebSocket, SSE, held long-polls,
+    /// replay); more are refused with 503 `too_many_connections`.
     #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Tasks that write WebSocket connections (each owns a share of them); 0: one per core.
@@ -436,6 +439,20 @@ mod tests {
         assert_eq!(args.rate, 5000);
         assert_eq!(args.symbols, vec!["BTC-USD", "AAPL"]);
         assert_eq!(args.feeds(), [FeedSpec::Simulator]);
+    }
+
+    #[test]
+    fn default_delivery_takes_both_spellings() {
+        for spelling in ["snapshot-on-lag", "snapshot_on_lag"] {
+            let args = ServeArgs::parse_from_args(["--default-delivery", spelling]).unwrap();
+            assert_eq!(args.default_delivery, DeliveryArg::SnapshotOnLag, "{spelling}");
+        }
+        let args = ServeArgs::parse_from_args(["--default-delivery", "conflate"]).unwrap();
+        assert_eq!(
+            args.limits().default_delivery,
+            Delivery::Conflate { interval_ms: crate::codec::DEFAULT_CONFLATE_MS }
+        );
+        assert!(ServeArgs::parse_from_args(["--default-delivery", "snapshot"]).is_err());
     }
 
     #[test]

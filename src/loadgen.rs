@@ -1025,7 +1025,7 @@ pub mod command {
         let mut line = String::new();
         let stdout = child.stdout.take().ok_or_else(|| BenchError::Spawn(std::io::Error::other("no stdout")))?;
         std::io::BufReader::new(stdout).read_line(&mut line).map_err(BenchError::Spawn)?;
-        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_owned();
+        let addr = line.trim().rsplit("://").next().unwrap_or_default().to_owned();
         Ok((Started(child), format!("ws://{addr}/v1/ws")))
     }
 

@@ -38,7 +38,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let server = tickwire::app::start(&args).await?;
-            println!("tickwire listening on http://{}", server.addr);
+            // Tests and `tickwire bench` read the address from this line.
+            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+            println!("tickwire listening on {scheme}://{}", server.addr);
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}

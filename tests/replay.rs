@@ -245,7 +245,8 @@ async fn replay_controls_work_and_refuse_bad_input_in_json() {
         (r#"{"op":"rewind"}"#, "unknown_op"),
         (r#"{"op":"speed","speed":-2}"#, "bad_speed"),
         (r#"{"op":"seek","to":"yesterday"}"#, "bad_seek"),
-        ("not json", "bad_request"),
+        ("not json", "invalid_json"),
+        (r#"{"speed":2}"#, "bad_request"),
     ] {
         client.send_raw(Message::text(control)).await;
         let error = client.until_type("error").await;

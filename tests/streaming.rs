@@ -372,3 +372,80 @@ async fn client_pings_get_pongs() {
     assert_eq!(&pong[..], b"are you there");
     client.round_trip(2).await;
 }
+
+/// Every subscribe and unsubscribe is answered, after the snapshots it caused
+/// (and the error about symbols it could not take), with what it changed; in
+/// JSON and in protobuf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_and_unsubscribes_are_acknowledged_after_their_snapshots() {
+    let server = start(&["--rate", "200", "--symbols", "BTC-USD,AAPL"]).await;
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(json!({"op":"subscribe","channels":["quotes","book"],"symbols":["BTC-USD","NO-SUCH","AAPL","BTC-USD"]}))
+        .await;
+    let mut snapshots = Vec::new();
+    let error = loop {
+        let message = client.json().await;
+        match message["type"].as_str() {
+            Some("snapshot") => snapshots.push((message["symbol"].clone(), message["channel"].clone())),
+            Some("batch") => {}
+            Some("error") => break message,
+            _ => panic!("before the ack, snapshots, data and the error only: {message}"),
+        }
+    };
+    assert_eq!((error["code"].as_str(), error["op"].as_str()), (Some("unknown_symbol"), Some("subscribe")), "{error}");
+    assert_eq!(snapshots.len(), 4, "one snapshot per stream, before the ack: {snapshots:?}");
+    let ack = client.until_type("subscribed").await;
+    assert_eq!(ack, json!({"type":"subscribed","symbols":["BTC-USD","AAPL"],"channels":["quotes","book"]}));
+
+    client.send(json!({"op":"unsubscribe","channels":["book"],"symbols":["AAPL"]})).await;
+    let ack = client.until_type("unsubscribed").await;
+    assert_eq!(ack, json!({"type":"unsubscribed","symbols":["AAPL"],"channels":["book"]}));
+    // Refused whole: an error, no ack.
+    client.send(json!({"op":"subscribe","channels":["quotes"],"symbols":["AAPL"],"delivery":"sometimes"})).await;
+    assert_eq!(client.until_type("error").await["code"], "bad_delivery");
+    let after = client.round_trip(1).await;
+    assert!(after.iter().all(|m| m["type"] != "subscribed"), "no ack for a refused subscribe: {after:?}");
+
+    // Protobuf: the same answers, as ServerMessage.subscribed / .unsubscribed.
+    use futures_util::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use tickwire::codec::proto::pb;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/v1/ws?format=proto", server.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let request = |op| pb::ClientMessage { op: Some(op) }.encode_to_vec();
+    let subscribe = pb::Subscribe {
+        channels: vec![pb::Channel::Trades as i32],
+        symbols: vec!["AAPL".into()],
+        ..Default::default()
+    };
+    socket.send(Message::binary(request(pb::client_message::Op::Subscribe(subscribe)))).await.unwrap();
+    let mut seen_snapshot = false;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let Message::Binary(bytes) = frame else { continue };
+        match pb::ServerMessage::decode(bytes.as_ref()).unwrap().kind {
+            Some(pb::server_message::Kind::Snapshot(_)) => seen_snapshot = true,
+            Some(pb::server_message::Kind::Subscribed(ack)) => {
+                assert!(seen_snapshot, "the snapshot comes first");
+                assert_eq!((ack.symbols, ack.channels), (vec!["AAPL".to_owned()], vec![pb::Channel::Trades as i32]));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let unsubscribe = pb::Unsubscribe { channels: vec![pb::Channel::Trades as i32], symbols: vec!["AAPL".into()] };
+    socket.send(Message::binary(request(pb::client_message::Op::Unsubscribe(unsubscribe)))).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let Message::Binary(bytes) = frame else { continue };
+        if let Some(pb::server_message::Kind::Unsubscribed(ack)) =
+            pb::ServerMessage::decode(bytes.as_ref()).unwrap().kind
+        {
+            assert_eq!(ack.symbols, vec!["AAPL".to_owned()]);
+            break;
+        }
+    }
+    server.shutdown().await;
+}

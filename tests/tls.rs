@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use common::Process;
 use common::store::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -98,4 +99,17 @@ async fn bad_tls_settings_stop_the_start() {
         let error = tickwire::app::start(&args).await.err().expect("refused").to_string();
         assert!(error.contains(expect), "{flags:?}: {error}");
     }
+}
+
+/// The binary says where it listens with the scheme it serves, and the test
+/// harness (like `tickwire bench`) still finds the address in that line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listening_line_names_https_under_tls() {
+    let pki = pki();
+    let (cert, key) = (pki.dir.path("cert.pem"), pki.dir.path("key.pem"));
+    let server = Process::serve(&["--rate", "100", "--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(server.listening, format!("tickwire listening on https://{}", server.addr));
+    assert_eq!(https_status(server.addr, &pki.client, "/healthz").await, "HTTP/1.1 200 OK");
+    let plain = Process::serve(&["--rate", "100"]);
+    assert_eq!(plain.listening, format!("tickwire listening on http://{}", plain.addr));
 }

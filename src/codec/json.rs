@@ -266,6 +266,14 @@ pub fn encode_error(err: &RequestError) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
+/// A `subscribed` or `unsubscribed` acknowledgement.
+pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+    let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    let kind = if subscribed { "subscribed" } else { "unsubscribed" };
+    let value = serde_json::json!({ "type": kind, "symbols": symbols, "channels": channels });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
 /// A `pong` answering a `ping`, echoing its `id`.
 pub fn encode_pong(id: Option<&serde_json::Value>, ts_send: Nanos) -> Vec<u8> {
     let value = serde_json::json!({ "type": "pong", "id": id, "ts_send": ts_send });

@@ -22,8 +22,6 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No pong or message within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
-    /// Authentication failed.
-    pub const UNAUTHORIZED: u16 = 4001;
     /// The client fell too far behind under the `close` slow-consumer policy.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
@@ -193,6 +191,15 @@ impl Format {
         match self {
             Format::Json => json::encode_error(err),
             Format::Proto => proto::encode_error(err),
+        }
+    }
+
+    /// The answer to an applied subscribe (`subscribed: true`) or unsubscribe:
+    /// the symbols and channels it made active or inactive.
+    pub fn encode_ack(self, subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+        match self {
+            Format::Json => json::encode_ack(subscribed, symbols, channels),
+            Format::Proto => proto::encode_ack(subscribed, symbols, channels),
         }
     }
 

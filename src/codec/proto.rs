@@ -208,6 +208,16 @@ pub fn encode_error(err: &RequestError) -> Vec<u8> {
     }))
 }
 
+pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+    let symbols: Vec<String> = symbols.iter().map(|s| (*s).to_owned()).collect();
+    let channels: Vec<i32> = channels.iter().map(|&c| channel(c) as i32).collect();
+    server(if subscribed {
+        pb::server_message::Kind::Subscribed(pb::Subscribed { symbols, channels })
+    } else {
+        pb::server_message::Kind::Unsubscribed(pb::Unsubscribed { symbols, channels })
+    })
+}
+
 pub fn encode_pong(id: u64, ts_send: Nanos) -> Vec<u8> {
     server(pb::server_message::Kind::Pong(pb::Pong { id, ts_send }))
 }

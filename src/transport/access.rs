@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -146,6 +146,66 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
         }
     }
     next.run(request).await
+}
+
+/// Methods the API answers (every route is a `GET`; preflights are `OPTIONS`).
+const CORS_METHODS: &str = "GET, OPTIONS";
+/// Request headers a browser may send cross-origin: the bearer token, and the
+/// resume point an EventSource sends on reconnect.
+const CORS_HEADERS: &str = "authorization, content-type, last-event-id";
+/// Response headers a cross-origin page may read besides the simple ones.
+const CORS_EXPOSE: &str = "x-next-cursor";
+/// How long a browser may cache a preflight answer, in seconds.
+const CORS_MAX_AGE: &str = "600";
+
+/// CORS for the API routes, by the same origin rule as [`guard`] (which it runs
+/// before). A preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) carries no token, so it is answered here:
+/// `204` with the allowed methods and headers when the origin is allowed, `403`
+/// without `Access-Control-Allow-Origin` when not. Other responses to an allowed
+/// origin (refusals included, so a page can read why) carry
+/// `Access-Control-Allow-Origin`. Every answer that depends on `Origin` says so
+/// with `Vary: Origin`.
+pub async fn cors(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        let mut response = next.run(request).await;
+        response.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+        return response;
+    };
+    let allowed = origin.to_str().is_ok_and(|o| app.access.origin_ok(o));
+    let preflight =
+        request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        if !allowed {
+            metrics::counter!("tickwire_access_refused_total", "reason" => "origin").increment(1);
+            tracing::info!(origin = ?origin, path = request.uri().path(), "preflight from a disallowed origin refused");
+            let mut response = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                format!("origin {} is not allowed", String::from_utf8_lossy(origin.as_bytes())),
+            )
+            .into_response();
+            response.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+            return response;
+        }
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(CORS_METHODS));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_HEADERS));
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(CORS_MAX_AGE));
+        response
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if allowed {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if !preflight {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CORS_EXPOSE));
+        }
+    }
+    response
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ fn resolve(app: &AppState, query: &StreamQuery) -> Result<Vec<(InstrumentId, Cha
 struct Attached {
     fanout: Arc<Fanout>,
     outbox: Arc<Outbox>,
+    /// The request's place among `--max-connections`, given back with the outbox.
+    _slot: super::ConnectionSlot,
 }
 
 impl Drop for Attached {
@@ -167,6 +169,7 @@ pub async fn sse(
         None => None,
     };
     let since_time = starts(&query, cursor.as_ref())?;
+    let slot = app.open_connection("sse")?;
     let outbox = app.fanout.outbox(Format::Json);
     let instruments = app.fanout.instruments().clone();
     for (id, channel) in pairs {
@@ -178,7 +181,7 @@ pub async fn sse(
     metrics::counter!("tickwire_sse_streams_total").increment(1);
     // The stream's subscriptions are fixed, and so is its conflation tick.
     let conflation = outbox.conflate_ms().map(super::ws::conflation_interval);
-    let attached = Attached { fanout: app.fanout.clone(), outbox };
+    let attached = Attached { fanout: app.fanout.clone(), outbox, _slot: slot };
     let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions);
     let stream =
         futures_util::stream::unfold(state, |(attached, app, mut ready, mut conflation, mut positions)| async move {
@@ -293,9 +296,11 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     };
     let since_time = starts(&query, cursor.as_ref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_POLL_MS).min(MAX_POLL_MS));
+    // Held (the answer may wait up to `timeout_ms`), a poll is a connection.
+    let slot = app.open_connection("poll")?;
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox(Format::Json);
-    let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone() };
+    let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone(), _slot: slot };
     // A `conflate` poll with a cursor is paced: see `poll_conflated`.
     let paced = match delivery {
         Delivery::Conflate { interval_ms } if query.cursor.is_some() => Some(interval_ms),

@@ -40,7 +40,7 @@ pub struct AppState {
     pub fanout: Arc<Fanout>,
     pub feeds: Vec<Arc<FeedHealth>>,
     pub limits: SessionLimits,
-    /// Upgraded connections beyond this are refused with 503.
+    /// Streaming connections (WebSocket, SSE, held polls, replay) beyond this are refused with 503.
     pub max_connections: usize,
     /// Cancelled when the server shuts down: sessions close with 1001.
     pub shutdown: CancellationToken,
@@ -55,6 +55,8 @@ pub struct AppState {
     /// Tokens and origins the API accepts.
     pub access: access::AccessPolicy,
     connections: AtomicUsize,
+    /// What `/readyz` last saw of the history writer.
+    store_watch: parking_lot::Mutex<rest::StoreWatch>,
     /// Writer shards for plain-TCP WebSocket sessions, started with the first.
     writers: std::sync::OnceLock<writer::WriterShards>,
     /// How many writer shards to start (0: one per core).
@@ -85,6 +87,7 @@ impl AppState {
             history: None,
             access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
+            store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
         }
@@ -123,13 +126,37 @@ impl AppState {
         })
     }
 
-    fn connection_opened(&self) {
-        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("tickwire_ws_connections").set(now as f64);
+    /// Takes a place among `--max-connections` for a streaming client (a
+    /// WebSocket, an SSE stream, a held long-poll, a replay socket), released
+    /// when the slot is dropped; refused with 503 `too_many_connections` when
+    /// every place is taken.
+    pub(crate) fn open_connection(self: &Arc<Self>, transport: &'static str) -> Result<ConnectionSlot, ApiError> {
+        let max = self.max_connections;
+        match self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
+            Ok(before) => {
+                metrics::gauge!("tickwire_ws_connections").set((before + 1) as f64);
+                Ok(ConnectionSlot { app: self.clone() })
+            }
+            Err(_) => {
+                metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_connections",
+                    format!("the server holds its maximum of {max} connections"),
+                ))
+            }
+        }
     }
+}
 
-    fn connection_closed(&self) {
-        let now = self.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+/// A streaming client's place among `--max-connections`; given back on drop.
+pub(crate) struct ConnectionSlot {
+    app: Arc<AppState>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let now = self.app.connections.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!("tickwire_ws_connections").set(now as f64);
     }
 }
@@ -172,8 +199,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replay", get(replay::upgrade))
         .route("/metrics", get(rest::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
+        // Outside the guard: a preflight carries no token.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::cors))
         // Probes need no token.
-        .route("/healthz", get(rest::health));
+        .route("/healthz", get(rest::health))
+        .route("/readyz", get(rest::ready));
     let site = match &state.static_dir {
         Some(dir) if dir.join("index.html").is_file() => Router::new()
             .fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)),
@@ -228,15 +258,13 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
     }
-    if app.connections() >= app.max_connections {
-        metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!("the server holds its maximum of {} connections", app.max_connections),
-        )
-        .into_response();
-    }
+    let slot = match app.open_connection("ws") {
+        Ok(slot) => slot,
+        Err(error) => {
+            metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);
+            return error.into_response();
+        }
+    };
     let handshake = match upgrade::Handshake::check(&mut request) {
         Ok(handshake) => handshake,
         Err(error) => {
@@ -255,6 +283,7 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
     let (response, on_upgrade) = handshake.accept(echo_protocol.then(|| format.subprotocol()));
     let sessions = app.sessions.clone();
     sessions.spawn(async move {
+        let _slot = slot; // held until the session ends
         match on_upgrade.await {
             Ok(upgraded) => ws::run(upgraded, app, format).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),

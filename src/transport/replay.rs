@@ -130,10 +130,17 @@ pub async fn upgrade(
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };
+    let slot = match app.open_connection("replay") {
+        Ok(slot) => slot,
+        Err(error) => return error.into_response(),
+    };
     let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
-        sessions.track_future(session(socket, app, plan, format))
+        sessions.track_future(async move {
+            let _slot = slot; // held until the replay ends
+            session(socket, app, plan, format).await
+        })
     })
 }
 
@@ -174,8 +181,12 @@ fn scalar_text(value: Option<&serde_json::Value>) -> String {
 }
 
 fn parse_json_control(text: &str) -> Result<Control, ControlError> {
+    // Not JSON at all is `invalid_json`, as on `/v1/ws`; JSON that is not a
+    // control is `bad_request`.
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ("invalid_json", format!("not JSON: {e}")))?;
     let control: JsonControl =
-        serde_json::from_str(text).map_err(|e| ("bad_request", format!("not a replay control: {e}")))?;
+        serde_json::from_value(value).map_err(|e| ("bad_request", format!("not a replay control: {e}")))?;
     Ok(match control.op.as_str() {
         "pause" => Control::Pause,
         "resume" => Control::Resume,

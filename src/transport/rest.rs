@@ -160,6 +160,79 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// What `/readyz` last saw of the history writer, to tell whether its latest
+/// write attempt failed: the writer counts failed attempts and written events,
+/// and retries a failing batch (50 ms to 5 s apart) until it goes through.
+#[derive(Debug, Default)]
+pub struct StoreWatch {
+    write_errors: u64,
+    written: u64,
+    failing: bool,
+}
+
+/// Past this age of the oldest event not yet stored, the store counts as not
+/// writable even without a failed attempt (a write hanging, or a long backlog
+/// still being written after an outage).
+const STORE_STALL_MS: u64 = 30_000;
+
+impl StoreWatch {
+    /// Whether the writer is failing, from its counters now and at the last look:
+    /// failed attempts and nothing written since means failing; writes and no
+    /// failure means not; both (failures, then recovery, or the reverse) is
+    /// decided by the backlog's age; neither keeps the last verdict.
+    fn failing(&mut self, write_errors: u64, written: u64, lag_ms: u64) -> bool {
+        let failed = write_errors > self.write_errors;
+        let wrote = written > self.written;
+        self.failing = match (failed, wrote) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) => lag_ms >= 1_000,
+            (false, false) => self.failing,
+        };
+        self.write_errors = write_errors;
+        self.written = written;
+        self.failing
+    }
+}
+
+/// Why the server is not ready for traffic: empty when it is. Ready means at
+/// least one feed is live, and the history store, when this server records
+/// one, is taking writes.
+pub(super) fn readiness(app: &AppState) -> Vec<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut missing = Vec::new();
+    if app.shutdown.is_cancelled() {
+        missing.push("server: shutting down".to_owned());
+    }
+    if !app.feeds.iter().any(|f| f.state() == crate::feed::FeedState::Live) {
+        if app.feeds.is_empty() {
+            missing.push("feed: none configured".to_owned());
+        }
+        for feed in &app.feeds {
+            missing.push(format!("feed: {} not live ({})", feed.name, feed.state().as_str()));
+        }
+    }
+    if let Some(writer) = app.history.as_ref().and_then(|h| h.writer.as_deref()) {
+        let lag_ms = writer.lag_ms();
+        let failing =
+            app.store_watch.lock().failing(writer.write_errors.load(Relaxed), writer.written.load(Relaxed), lag_ms);
+        if failing {
+            missing.push(format!("store: writes failing for {} s", lag_ms / 1000));
+        } else if lag_ms >= STORE_STALL_MS {
+            missing.push(format!("store: {} s behind (oldest event not yet stored)", lag_ms / 1000));
+        }
+    }
+    missing
+}
+
+/// `GET /readyz`: 200 `{"ready":true,"missing":[]}` when the server can serve
+/// (see [`readiness`]), else 503 with what is missing.
+pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    let missing = readiness(&app);
+    let status = if missing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": missing.is_empty(), "missing": missing }))).into_response()
+}
+
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
@@ -174,4 +247,22 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     metrics::gauge!("tickwire_fanout_book_resnapshots").set(s.resnapshots.load(Relaxed) as f64);
     metrics::gauge!("tickwire_fanout_slow_consumer_closes").set(s.slow_consumer_closes.load(Relaxed) as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_watch_follows_the_latest_attempt() {
+        let mut watch = StoreWatch::default();
+        assert!(!watch.failing(0, 0, 0), "nothing tried yet");
+        assert!(!watch.failing(0, 100, 0), "writing");
+        assert!(watch.failing(1, 100, 200), "an attempt failed, nothing written since");
+        assert!(watch.failing(1, 100, 5_000), "no news: still failing");
+        assert!(watch.failing(3, 100, 9_000), "retries failing");
+        assert!(!watch.failing(3, 900, 0), "the retry went through");
+        assert!(!watch.failing(5, 1_000, 20), "failed and recovered between two looks");
+        assert!(watch.failing(7, 1_100, 4_000), "recovered, then failing again");
+    }
 }

@@ -78,7 +78,6 @@ struct ReaderEnd {
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
 pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
-    app.connection_opened();
     let outbox = app.fanout.outbox(format);
     let (read, write) = split(upgraded);
     let (connection, mut stream_sink) = match write {
@@ -193,7 +192,6 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
     }
     connection.finish();
     app.fanout.detach(&outbox);
-    app.connection_closed();
 }
 
 /// The tick of a `conflate` period: first after one period, then every period,
@@ -347,11 +345,16 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     }
     let instruments = app.fanout.instruments();
     let mut unknown = Vec::new();
+    let mut known: Vec<&str> = Vec::new();
     for symbol in &sub.symbols {
         let Some(id) = instruments.lookup(symbol) else {
             unknown.push(symbol.as_str());
             continue;
         };
+        if known.contains(&symbol.as_str()) {
+            continue; // named twice: subscribed once
+        }
+        known.push(symbol);
         let since = sub.since.get(symbol);
         for &channel in &sub.channels {
             let start = match (since.and_then(|s| s.for_channel(channel)), sub.since_time) {
@@ -368,17 +371,34 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if !unknown.is_empty() {
         reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
     }
+    // Last: behind the snapshots (or resumes) and errors this request caused.
+    acknowledge(outbox, true, &known, &sub.channels);
     outbox.signal_if_queued();
+}
+
+/// Answers an applied subscribe or unsubscribe with what it changed.
+fn acknowledge(outbox: &Outbox, subscribed: bool, symbols: &[&str], channels: &[crate::model::Channel]) {
+    let mut distinct = Vec::with_capacity(channels.len());
+    for &channel in channels {
+        if !distinct.contains(&channel) {
+            distinct.push(channel);
+        }
+    }
+    outbox.push_message(Bytes::from(outbox.format().encode_ack(subscribed, symbols, &distinct)));
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
     let mut unknown = Vec::new();
+    let mut known: Vec<&str> = Vec::new();
     for symbol in &sub.symbols {
         let Some(id) = instruments.lookup(symbol) else {
             unknown.push(symbol.as_str());
             continue;
         };
+        if !known.contains(&symbol.as_str()) {
+            known.push(symbol);
+        }
         for &channel in &sub.channels {
             app.fanout.unsubscribe(outbox, id, channel);
         }
@@ -386,4 +406,5 @@ fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if !unknown.is_empty() {
         reject(outbox, &unknown_symbols_error(&unknown, "unsubscribe"));
     }
+    acknowledge(outbox, false, &known, &sub.channels);
 }

@@ -274,6 +274,8 @@ impl RawClient {
 pub struct Process {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The line the server printed once listening (`tickwire listening on SCHEME://ADDR`).
+    pub listening: String,
 }
 
 impl Process {
@@ -291,9 +293,8 @@ impl Process {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().rsplit("http://").next().unwrap().parse().unwrap_or_else(|_| panic!("address in {line:?}"));
-        Process { child, addr }
+        let addr = line.trim().rsplit("://").next().unwrap().parse().unwrap_or_else(|_| panic!("address in {line:?}"));
+        Process { child, addr, listening: line.trim().to_owned() }
     }
 
     /// Resident set size of the server, in bytes.
