@@ -317,9 +317,11 @@ export class MarketStore {
         break;
       case 'gap': {
         this.gaps++;
-        // Lost trades are a fault; a restarted sequence, or a quote, book or
-        // candle stream resynced from a fresh snapshot, is a normal recovery.
-        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset';
+        // Lost trades are a fault; a restarted sequence, a server restart
+        // (`epoch_changed`: our sequences are another run's, a fresh snapshot
+        // follows), or a quote, book or candle stream resynced from a fresh
+        // snapshot, is a normal recovery.
+        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset' && e.reason !== 'epoch_changed';
         this.notice(lost ? 'warn' : 'ok', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})${lost ? '' : ': resynced'}`);
         break;
       }
@@ -336,7 +338,7 @@ export class MarketStore {
         this.notice(e.code === 'bad_since' ? 'ok' : 'error', `${e.code}: ${e.message}`);
         break;
       case 'live':
-        this.notice('ok', 'stored history caught up with the live stream');
+        this.notice('ok', `${e.symbol} ${e.channel}: stored history caught up with the live stream (seq ${e.seq})`);
         break;
       case 'replay': {
         const st = e.status;
