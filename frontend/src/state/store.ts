@@ -35,6 +35,8 @@ export interface TapeRow {
   size: string;
   side: Side;
   tradeId: number;
+  /** The trade's sequence (per symbol), when known. */
+  seq?: number;
 }
 
 export type BookStatus = 'waiting' | 'live' | 'resync';
@@ -296,7 +298,7 @@ export class MarketStore {
             this.setLast(m.symbol, m.data);
             // Seed an empty tape and chart with the last trade; a snapshot after a
             // reconnect must not put an old trade on top of newer ones.
-            if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade(m.data, m.ts_event / 1e6);
+            if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade({ ...m.data, seq: m.seq }, m.ts_event / 1e6);
           }
         } else if (m.channel === 'book') {
           if (m.symbol === this.selected) {
@@ -446,13 +448,19 @@ export class MarketStore {
     return s;
   }
 
-  private addSelectedTrade(t: TradeData, tsMs: number): void {
-    this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id });
+  private addSelectedTrade(t: TradeData & { seq?: number }, tsMs: number): void {
+    this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id, seq: t.seq });
     if (this.tape.length > TAPE_MAX) this.tape.length = TAPE_MAX;
     this.dirtyTape = true;
     // Live bars come from the candle channel; replay carries no candles, so
     // its bars are built from the replayed trades.
-    if (!this.replay) return;
+    if (!this.replay) {
+      // Except trades from stored history after a page load (CandleBuilder.fillFrom).
+      const change = this.candles.fillTrade(Number(t.price), Number(t.size), tsMs);
+      if (change?.historical) this.dirtyChartReset = true;
+      else if (change) this.dirtyBars.set(change.bar.time, change.bar);
+      return;
+    }
     const bar = this.candles.addTrade(Number(t.price), Number(t.size), tsMs);
     if (bar) this.dirtyBars.set(bar.time, bar);
   }

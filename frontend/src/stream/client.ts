@@ -723,6 +723,10 @@ export class StreamClient {
       case 'error': {
         const about = typeof msg.symbol === 'string' && msg.symbol ? { symbol: msg.symbol, channel: msg.channel } : {};
         emit({ kind: 'error', code: msg.code, message: msg.message, ...about });
+        if (msg.code === 'bad_since' && about.symbol && about.channel && this.startAt[about.channel]?.delete(about.symbol)) {
+          // A refused since_time (no store): the server sends the snapshot itself.
+          return;
+        }
         if (msg.code === 'bad_since') this.restartResumes(about.symbol, about.channel);
         return;
       }
