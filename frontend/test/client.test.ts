@@ -727,3 +727,21 @@ describe('subscribeOps', () => {
     expect(subscribeOps('quotes', ['A'], st([['A', 5]], [['A', 1]]), false)).toEqual([{ op: 'subscribe', channels: ['quotes'], symbols: ['A'] }]);
   });
 });
+
+describe('epochs of streams the server sends no epoch for', () => {
+  it('a since_time start served from the ring (no snapshot, no live marker) takes the epoch of its connection', async () => {
+    const { client } = setup();
+    client.startFrom('trades', 'BTC-USD', 0);
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 7))); // before any epoch is known on this connection
+    FakeWebSocket.last.push({ ...snapshot('BTC-USD', 'quotes', 3), epoch: 77 });
+    expect(client.epochOf('trades', 'BTC-USD')).toBe(77);
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops[1]).toEqual({ op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'], since: { 'BTC-USD': 7 }, epoch: 77 });
+  });
+});

@@ -193,6 +193,15 @@ export class StreamClient {
   private readonly lastSeq: SeqTable = emptySeqTable();
   /** Epoch of each stream's sequences, from its latest snapshot or `live` marker; sent back with `since`. */
   private readonly epochs: SeqTable = emptySeqTable();
+  /**
+   * The epoch of the server run on the current connection (from any snapshot
+   * or live marker on it), and the streams that got sequences on it without an
+   * epoch of their own: a `since_time` start the server served from its ring
+   * sends neither a snapshot nor a live marker. Their sequences are that run's,
+   * so they take its epoch.
+   */
+  private connEpoch: number | undefined = undefined;
+  private readonly unEpoched = new Set<string>();
   /** Streams to start from stored history at a time (RFC 3339) until they have a sequence of their own. */
   private readonly startAt: Record<Channel, Map<string, string>> = perChannel(() => new Map<string, string>());
   /** Books dropped after a sequence break, waiting for a fresh snapshot. */
@@ -383,6 +392,8 @@ export class StreamClient {
     this.teardown();
     this.bookResync.clear();
     for (const ch of CHANNELS) this.resuming[ch].clear();
+    this.connEpoch = undefined;
+    this.unEpoched.clear();
     const gen = ++this.gen;
     // Reopening a live SSE/poll stream for a new subscription is not a reconnect:
     // the state stays live unless the new stream fails.
@@ -684,8 +695,10 @@ export class StreamClient {
         this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
         // A snapshot restarts the stream's state, in the epoch it names (one
         // from a server without epochs leaves the stream without one).
-        if (typeof msg.epoch === 'number') this.epochs[msg.channel].set(msg.symbol, msg.epoch);
-        else this.epochs[msg.channel].delete(msg.symbol);
+        if (typeof msg.epoch === 'number') {
+          this.epochs[msg.channel].set(msg.symbol, msg.epoch);
+          this.learnConnEpoch(msg.epoch);
+        } else this.epochs[msg.channel].delete(msg.symbol);
         // A stream started from a time that the server answered with a snapshot (no store) is started.
         this.startAt[msg.channel].delete(msg.symbol);
         if (msg.channel === 'book') this.bookResync.delete(msg.symbol);
@@ -748,7 +761,10 @@ export class StreamClient {
         if (!this.subs[msg.channel]?.has(msg.symbol)) return;
         // Stored history has caught up: the live updates that follow are of
         // this epoch (a new one after a server restart), and continue after seq.
-        if (typeof msg.epoch === 'number') this.epochs[msg.channel].set(msg.symbol, msg.epoch);
+        if (typeof msg.epoch === 'number') {
+          this.epochs[msg.channel].set(msg.symbol, msg.epoch);
+          this.learnConnEpoch(msg.epoch);
+        }
         const last = this.lastSeq[msg.channel].get(msg.symbol);
         if (typeof msg.seq === 'number' && (last === undefined || msg.seq > last)) this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
         this.resuming[msg.channel].delete(msg.symbol);
@@ -815,7 +831,22 @@ export class StreamClient {
     }
     seqs.set(u.symbol, u.seq);
     this.startAt[u.channel].delete(u.symbol);
+    if (!this.epochs[u.channel].has(u.symbol)) {
+      if (this.connEpoch !== undefined) this.epochs[u.channel].set(u.symbol, this.connEpoch);
+      else this.unEpoched.add(`${u.channel}\n${u.symbol}`);
+    }
     this.opts.onEvent({ kind: 'update', update: u });
+  }
+
+  /** The first epoch seen on this connection also names the sequences that came on it without one. */
+  private learnConnEpoch(epoch: number): void {
+    if (this.connEpoch !== undefined) return;
+    this.connEpoch = epoch;
+    for (const key of this.unEpoched) {
+      const [ch, symbol] = key.split('\n') as [Channel, string];
+      if (this.lastSeq[ch].has(symbol) && !this.epochs[ch].has(symbol)) this.epochs[ch].set(symbol, epoch);
+    }
+    this.unEpoched.clear();
   }
 
   private handleBookUpdate(u: BookUpdate, last: number | undefined): void {
