@@ -573,6 +573,7 @@ test('stale marks within 2 s of the server stopping and cleared after it restart
 test('reconnects by itself after a server restart', async () => {
   const page = await livePage();
   await until('status live', async () => (await connState(page)) === 'live');
+  const noticesBefore = await page.evaluate(() => window.__tickwire.store.notices.length);
   await stopServer('SIGKILL');
   await until('status to leave live', async () => (await connState(page)) !== 'live', 10_000);
   log(`    status while down: ${await connState(page)}`);
@@ -585,6 +586,14 @@ test('reconnects by itself after a server restart', async () => {
   await until('a trade after the restart', async () => (await summary(page)).lastTradeMs > restartedAt - 1_000);
   const s = await summary(page);
   assert(s.transport === 'ws', `expected to stay on WebSocket, got ${s.transport}`);
+  // Without a store the new run's sequences do not continue the old ones: the
+  // server says so (epoch_changed, or bad_since when ours are ahead of its
+  // new ones) and the fresh snapshots restart the streams: recoveries, not faults.
+  const notices = await page.evaluate((n) => window.__tickwire.store.notices.slice(0, -n || undefined), noticesBefore);
+  const restarts = notices.filter((x) => /epoch_changed|bad_since|sequence_reset/.test(x.text));
+  log(`    restart notices: ${restarts.map((x) => `${x.level}:${x.text}`).join(' | ') || 'none'}`);
+  assert(restarts.every((x) => x.level === 'ok'), `a server restart shown as a fault: ${restarts.filter((x) => x.level !== 'ok').map((x) => x.text).join('; ')}`);
+  assert(notices.some((x) => x.level === 'ok' && /reconnected/.test(x.text)), 'no recovery notice after the restart');
   await shot(page, 'after-restart');
 });
 
