@@ -377,6 +377,10 @@ test('resumes after a dropped connection without losing trades', async () => {
   const page = await livePage();
   await until('status live', async () => (await connState(page)) === 'live');
   const before = await page.evaluate(() => window.__tickwire.store.notices.length);
+  const sent = recordSent(page);
+  const sel = await page.evaluate(() => window.__tickwire.store.selected);
+  const epoch = await page.evaluate((s) => window.__tickwire.client.epochOf('trades', s), sel);
+  assert(typeof epoch === 'number' && epoch > 0, `no epoch for ${sel} trades: ${epoch}`);
   await page.evaluate(() => window.__tickwire.client.dropConnection());
   const droppedAt = Date.now();
   await until('status live again', async () => (await connState(page)) === 'live', 15_000);
@@ -388,6 +392,127 @@ test('resumes after a dropped connection without losing trades', async () => {
   assert(lost.length === 0, `trades lost across the resume: ${lost.join('; ')}`);
   const gaps = notices.filter((t) => /^gap /.test(t));
   if (gaps.length) log(`    server gaps: ${gaps.join('; ')}`);
+  // The resume names the run its sequences come from; the same server run takes them as they are.
+  const resume = sent.subscribes().find((op) => op.channels[0] === 'trades' && op.since?.[sel] !== undefined);
+  assert(resume && resume.epoch === epoch, `trades resume without the epoch ${epoch}: ${JSON.stringify(resume)}`);
+  sent.stop();
+  assert(!notices.some((t) => /epoch_changed/.test(t)), `the same server took our sequences for another run's: ${notices.join('; ')}`);
+});
+
+/** Records the JSON frames the page sends on its WebSockets from now on. */
+function recordSent(page) {
+  const frames = [];
+  const onWs = (ws) => ws.on('framesent', (f) => typeof f.payload === 'string' && frames.push(f.payload));
+  page.on('websocket', onWs);
+  return {
+    frames,
+    subscribes: () => frames.map((f) => JSON.parse(f)).filter((op) => op.op === 'subscribe'),
+    stop: () => page.off('websocket', onWs),
+  };
+}
+
+/** The selected symbol's tape as sequences (newest first), and what the client holds for its trades stream. */
+const tapeState = (page) =>
+  page.evaluate(() => {
+    const tw = window.__tickwire;
+    const sel = tw.store.selected;
+    return {
+      sel,
+      seqs: tw.store.tape.map((r) => r.seq),
+      times: tw.store.tape.map((r) => r.tsMs),
+      epoch: tw.client.epochOf('trades', sel),
+      conn: tw.client.state.label,
+      bars: tw.chart.barCount,
+      notices: tw.store.notices.map((n) => ({ level: n.level, text: n.text })),
+    };
+  });
+
+/** Tape sequences newest first: each one below the last by exactly 1 (no duplicate, no hole). */
+function tapeBreaks(seqs) {
+  const out = [];
+  for (let i = 1; i < seqs.length; i++) if (seqs[i] !== seqs[i - 1] - 1) out.push(`${seqs[i - 1]}→${seqs[i]}`);
+  return out;
+}
+
+/** A server with its own SQLite store and journal on a fixed port, restartable with the same arguments. */
+async function historyServer() {
+  const atPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-epoch-'));
+  const args = ['--store', `sqlite://${dir}/tickwire.db`, '--journal-dir', join(dir, 'journal')];
+  const srv = { dir, port: atPort, base: `http://127.0.0.1:${atPort}/`, proc: null };
+  srv.start = async () => {
+    srv.proc = spawnServer(atPort, args, 'server-epoch.log');
+    await waitHealthy(30_000, srv.proc, atPort, 'server-epoch.log');
+  };
+  srv.stop = async () => {
+    await stopServer('SIGTERM', srv.proc);
+    srv.proc = null;
+  };
+  srv.close = async () => {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await srv.start();
+  return srv;
+}
+
+test('reload and server restart with a store: trades continue by time and by epoch with no gap or duplicate', async () => {
+  const srv = await historyServer();
+  let page = null;
+  try {
+    await sleep(3_000); // some stored history before the page loads
+    page = await newPage();
+    await page.goto(srv.base);
+    await until('tape rows', async () => (await tapeState(page)).seqs.length >= 5);
+
+    // A reload: history from REST, then the selected symbol's trades start from
+    // the last history candle (since_time), so trades from before the stream
+    // opened are on the tape, each once.
+    const sent = recordSent(page);
+    const reloadAt = Date.now();
+    await page.reload();
+    await until('tape rows after the reload', async () => (await tapeState(page)).seqs.length >= 10);
+    const sel = (await tapeState(page)).sel;
+    const start = sent.subscribes().find((op) => op.channels[0] === 'trades' && op.symbols.includes(sel) && op.since_time !== undefined);
+    assert(start && !start.since && Date.parse(start.since_time) <= reloadAt, `no since_time start for ${sel} trades: ${JSON.stringify(sent.subscribes())}`);
+    sent.stop();
+    await sleep(1_500);
+    let st = await tapeState(page);
+    const older = st.times.filter((t) => t < reloadAt).length;
+    assert(older >= 2, `only ${older} trades from before the reload on the tape (since_time ${start.since_time})`);
+    assert(tapeBreaks(st.seqs).length === 0, `tape after the reload has gaps or duplicates: ${tapeBreaks(st.seqs).join(', ')}`);
+    assert(st.bars > 0, 'no chart bars after the reload');
+    assert(typeof st.epoch === 'number', `no epoch for ${sel} trades after a since_time start`);
+    log(`    reload: ${older} trades from before the reload, ${st.seqs.length} on the tape, since_time ${start.since_time}`);
+
+    // A restart on the same port with the same store and journal: the client
+    // resumes with the old run's epoch, the server serves the missed trades
+    // from its store and hands over its new epoch.
+    const oldEpoch = st.epoch;
+    const noticesBefore = st.notices.length;
+    const resent = recordSent(page);
+    await srv.stop();
+    await until('status to leave live', async () => (await tapeState(page)).conn !== 'live', 10_000);
+    await srv.start();
+    const restartedAt = Date.now();
+    await until('status live again', async () => (await tapeState(page)).conn === 'live', 20_000);
+    await until('trades after the restart', async () => (await tapeState(page)).times[0] > restartedAt);
+    await sleep(1_500);
+    st = await tapeState(page);
+    resent.stop();
+    const resume = resent.subscribes().find((op) => op.channels[0] === 'trades' && op.since?.[sel] !== undefined);
+    assert(resume && resume.epoch === oldEpoch, `trades resume after the restart without the old epoch ${oldEpoch}: ${JSON.stringify(resume)}`);
+    assert(typeof st.epoch === 'number' && st.epoch !== oldEpoch, `the client kept the old epoch ${oldEpoch} (now ${st.epoch})`);
+    assert(tapeBreaks(st.seqs).length === 0, `tape across the restart has gaps or duplicates: ${tapeBreaks(st.seqs).join(', ')}`);
+    const notices = st.notices.slice(0, st.notices.length - noticesBefore);
+    const faults = notices.filter((n) => n.level !== 'ok' && n.level !== 'info' && /gap|epoch|sequence|bad_since/.test(n.text));
+    assert(faults.length === 0, `faults after the restart: ${faults.map((n) => n.text).join('; ')}`);
+    assert(notices.some((n) => n.level === 'ok' && /reconnected/.test(n.text)), `no recovery notice: ${notices.map((n) => n.text).join('; ')}`);
+    log(`    restart: epoch ${oldEpoch} → ${st.epoch}; notices: ${notices.map((n) => `${n.level}:${n.text}`).join(' | ')}`);
+  } finally {
+    if (page) await closePage(page);
+    await srv.close();
+  }
 });
 
 /** What the page marks stale: watchlist rows (with an age), the book, the tape and the latency figures. */
@@ -448,6 +573,7 @@ test('stale marks within 2 s of the server stopping and cleared after it restart
 test('reconnects by itself after a server restart', async () => {
   const page = await livePage();
   await until('status live', async () => (await connState(page)) === 'live');
+  const noticesBefore = await page.evaluate(() => window.__tickwire.store.notices.length);
   await stopServer('SIGKILL');
   await until('status to leave live', async () => (await connState(page)) !== 'live', 10_000);
   log(`    status while down: ${await connState(page)}`);
@@ -460,6 +586,14 @@ test('reconnects by itself after a server restart', async () => {
   await until('a trade after the restart', async () => (await summary(page)).lastTradeMs > restartedAt - 1_000);
   const s = await summary(page);
   assert(s.transport === 'ws', `expected to stay on WebSocket, got ${s.transport}`);
+  // Without a store the new run's sequences do not continue the old ones: the
+  // server says so (epoch_changed, or bad_since when ours are ahead of its
+  // new ones) and the fresh snapshots restart the streams: recoveries, not faults.
+  const notices = await page.evaluate((n) => window.__tickwire.store.notices.slice(0, -n || undefined), noticesBefore);
+  const restarts = notices.filter((x) => /epoch_changed|bad_since|sequence_reset/.test(x.text));
+  log(`    restart notices: ${restarts.map((x) => `${x.level}:${x.text}`).join(' | ') || 'none'}`);
+  assert(restarts.every((x) => x.level === 'ok'), `a server restart shown as a fault: ${restarts.filter((x) => x.level !== 'ok').map((x) => x.text).join('; ')}`);
+  assert(notices.some((x) => x.level === 'ok' && /reconnected/.test(x.text)), 'no recovery notice after the restart');
   await shot(page, 'after-restart');
 });
 

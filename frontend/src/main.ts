@@ -198,13 +198,41 @@ function syncCandles(): void {
   liveCandles = want;
 }
 
+/** The chart's latest history load (resolved once its bars are in the store). */
+let chartLoad: Promise<void> = Promise.resolve();
+
 function loadChart(): void {
   if (mode === 'replay') {
     chart.resetView();
     chart.setNote('replay · candles from replayed trades');
     return;
   }
-  void chart.loadHistory().then(() => scheduler.request());
+  chartLoad = chart.loadHistory().then(() => scheduler.request());
+}
+
+/** How long the first stream waits for the chart's history before starting without it. */
+const HISTORY_WAIT_MS = 3_000;
+
+/**
+ * After a page load the chart has REST history up to its last candle, then
+ * follows the live stream, which starts later: trades in between would be
+ * missing from the tape, and a candle that closed in between would keep the
+ * value REST read. So, once history has loaded, the selected symbol's trades
+ * start from stored history at the last history candle's start (or the REST
+ * read time when there was none): `since_time`, then the server's `live`
+ * marker, then live trades, with no gap and no duplicate (the stream client
+ * drops any sequence it already has). Those trades fill the tape and rebuild
+ * the chart's buckets from that time up to the first live candle (see
+ * CandleBuilder.fillFrom). A server without a store refuses `since_time`
+ * (bad_since) and sends the usual snapshot instead.
+ */
+async function startFromHistory(symbol: string | undefined): Promise<void> {
+  if (!symbol) return;
+  await Promise.race([chartLoad, new Promise((r) => setTimeout(r, HISTORY_WAIT_MS))]);
+  const end = chart.historyEnd;
+  if (!end || end.symbol !== symbol || store.selected !== symbol || end.interval !== store.interval) return;
+  live.startFrom('trades', symbol, end.atMs);
+  store.candles.fillFrom(end.atMs);
 }
 
 function addSymbol(symbol: string): void {
@@ -453,6 +481,7 @@ async function boot(): Promise<void> {
   const first = prefs.selected && watchlist.includes(prefs.selected) ? prefs.selected : watchlist[0];
   if (first) select(first);
   else loadChart();
+  await startFromHistory(first);
   live.start();
   persist();
   void refreshStats(watchlist);

@@ -69,6 +69,15 @@ interface UpdateBase extends Clocks {
   symbol: string;
   seq: number;
 }
+/**
+ * The server run that assigned a snapshot's or `live` marker's sequences
+ * (microseconds since the Unix epoch at the server's start: exact in a JS
+ * number). A resume sends it back with `since`, so that a restarted server
+ * never takes another run's sequences for its own.
+ */
+interface Epoch {
+  epoch?: number;
+}
 export type QuoteUpdate = UpdateBase & QuoteData & { channel: 'quotes' };
 export type TradeUpdate = UpdateBase & TradeData & { channel: 'trades' };
 export type BookUpdate = UpdateBase & BookData & { channel: 'book' };
@@ -76,10 +85,10 @@ export type CandleUpdate = UpdateBase & CandleData & { channel: CandleChannel };
 export type Update = QuoteUpdate | TradeUpdate | BookUpdate | CandleUpdate;
 
 export type SnapshotMsg =
-  | (UpdateBase & { type: 'snapshot'; channel: 'quotes'; data: QuoteData | null })
-  | (UpdateBase & { type: 'snapshot'; channel: 'trades'; data: TradeData | null })
-  | (UpdateBase & { type: 'snapshot'; channel: 'book'; data: BookData | null })
-  | (UpdateBase & { type: 'snapshot'; channel: CandleChannel; data: CandleData | null });
+  | (UpdateBase & Epoch & { type: 'snapshot'; channel: 'quotes'; data: QuoteData | null })
+  | (UpdateBase & Epoch & { type: 'snapshot'; channel: 'trades'; data: TradeData | null })
+  | (UpdateBase & Epoch & { type: 'snapshot'; channel: 'book'; data: BookData | null })
+  | (UpdateBase & Epoch & { type: 'snapshot'; channel: CandleChannel; data: CandleData | null });
 
 export interface BatchMsg {
   type: 'batch';
@@ -112,8 +121,13 @@ export interface BookInvalidatedMsg {
   type: 'book_invalidated';
   symbol: string;
 }
-export interface LiveMsg {
+/** A resume or `since_time` start served from stored history has caught up: what follows is live. */
+export interface LiveMsg extends Epoch {
   type: 'live';
+  symbol: string;
+  channel: Channel;
+  /** The last stored sequence sent; live updates continue after it. */
+  seq: number;
 }
 
 /** A replay session's state: first, and after each control (docs/PROTOCOL.md, Replay). */
@@ -146,7 +160,17 @@ export type ReplayControl =
   | { op: 'seek'; to: number };
 
 export type ClientOp =
-  | { op: 'subscribe'; channels: Channel[]; symbols: string[]; since?: Record<string, number> }
+  | {
+      op: 'subscribe';
+      channels: Channel[];
+      symbols: string[];
+      /** Resume after these sequences (per symbol) instead of a snapshot. */
+      since?: Record<string, number>;
+      /** The epoch the `since` sequences come from (only with `since`). */
+      epoch?: number;
+      /** Start from stored history at this exchange time (RFC 3339 or ns) instead of a snapshot; never with `since`. */
+      since_time?: string | number;
+    }
   | { op: 'unsubscribe'; channels: Channel[]; symbols: string[] }
   | { op: 'ping'; id: number };
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_BACKOFF, backoffDelay } from '../src/stream/backoff';
-import { type ConnState, StreamClient, type StreamClientOptions, type StreamEvent } from '../src/stream/client';
+import { type ConnState, StreamClient, type StreamClientOptions, type StreamEvent, subscribeOps } from '../src/stream/client';
 import { FakeEventSource, FakePoll, FakeWebSocket, clocks } from './fakes';
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
@@ -600,5 +600,148 @@ describe('one-shot streams (replay)', () => {
     expect(FakeWebSocket.instances).toHaveLength(1);
     expect(updates()).toHaveLength(1);
     expect(states.at(-1)?.label).toBe('closed');
+  });
+});
+
+describe('epochs: resumes name the server run their sequences come from', () => {
+  const tradeSnap = (symbol: string, seq: number, epoch?: number) => ({
+    ...snapshot(symbol, 'trades', seq, { price: '1', size: '1', side: 'buy', trade_id: 1 }),
+    ...(epoch === undefined ? {} : { epoch }),
+  });
+
+  it('sends the epoch of the last snapshot with since on every resume', async () => {
+    const { client } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(tradeSnap('BTC-USD', 10, 1_796_401_165_372_073));
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 11)));
+    expect(client.epochOf('trades', 'BTC-USD')).toBe(1_796_401_165_372_073);
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'], since: { 'BTC-USD': 11 }, epoch: 1_796_401_165_372_073 },
+    ]);
+    // And again on the next resume, from the same run.
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 12)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops[0]).toMatchObject({ since: { 'BTC-USD': 12 }, epoch: 1_796_401_165_372_073 });
+  });
+
+  it('adopts the new epoch of a live marker (a restarted server served the resume from its store)', async () => {
+    const { client, events } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(tradeSnap('BTC-USD', 10, 111));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops[0]).toMatchObject({ since: { 'BTC-USD': 10 }, epoch: 111 });
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 11), trade('BTC-USD', 12)));
+    FakeWebSocket.last.push({ type: 'live', symbol: 'BTC-USD', channel: 'trades', seq: 12, epoch: 222 });
+    expect(events.at(-1)).toEqual({ kind: 'live', symbol: 'BTC-USD', channel: 'trades', seq: 12 });
+    expect(client.epochOf('trades', 'BTC-USD')).toBe(222);
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 13)));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops[0]).toMatchObject({ since: { 'BTC-USD': 13 }, epoch: 222 });
+  });
+
+  it('an epoch_changed gap is a recovery: the fresh snapshot restarts the stream in the new epoch', async () => {
+    const { client, events, updates } = setup();
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(tradeSnap('BTC-USD', 500, 111));
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push({ type: 'gap', symbol: 'BTC-USD', channel: 'trades', from_seq: 1, to_seq: 3, reason: 'epoch_changed' });
+    FakeWebSocket.last.push(tradeSnap('BTC-USD', 3, 333));
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 4), trade('BTC-USD', 4), trade('BTC-USD', 5)));
+    expect(updates().map((u) => u.seq)).toEqual([4, 5]);
+    expect(events.filter((e) => e.kind === 'gap')).toHaveLength(1); // the server's, not a client-detected one too
+    expect(client.seqOf('trades', 'BTC-USD')).toBe(5);
+    expect(client.epochOf('trades', 'BTC-USD')).toBe(333);
+  });
+
+  it('starts a stream from a time with since_time, then resumes it by sequence', async () => {
+    const { client, updates } = setup();
+    client.startFrom('trades', 'BTC-USD', Date.UTC(2026, 11, 4, 16, 19));
+    client.subscribe(['trades'], ['BTC-USD', 'ETH-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['ETH-USD'] },
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'], since_time: '2026-12-04T16:19:00.000Z' },
+    ]);
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 7), trade('BTC-USD', 8)));
+    FakeWebSocket.last.push({ type: 'live', symbol: 'BTC-USD', channel: 'trades', seq: 8, epoch: 42 });
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 8), trade('BTC-USD', 9)));
+    expect(updates().map((u) => u.seq)).toEqual([7, 8, 9]);
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD', 'ETH-USD'], since: { 'BTC-USD': 9 }, epoch: 42 },
+    ]);
+  });
+});
+
+describe('subscribeOps', () => {
+  const st = (lastSeq: [string, number][], epochs: [string, number][] = [], startAt: [string, string][] = []) => ({
+    lastSeq: new Map(lastSeq),
+    epochs: new Map(epochs),
+    startAt: new Map(startAt),
+  });
+
+  it('puts since and its epoch together; no epoch key when none is known', () => {
+    expect(subscribeOps('trades', ['A', 'B'], st([['A', 5]], [['A', 9]]))).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['A', 'B'], since: { A: 5 }, epoch: 9 },
+    ]);
+    expect(subscribeOps('trades', ['A'], st([['A', 5]]))).toEqual([{ op: 'subscribe', channels: ['trades'], symbols: ['A'], since: { A: 5 } }]);
+  });
+
+  it('splits streams of different epochs into separate requests (one epoch per request)', () => {
+    expect(subscribeOps('trades', ['A', 'B', 'C'], st([['A', 5], ['B', 6], ['C', 7]], [['A', 1], ['B', 2], ['C', 1]]))).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['A', 'C'], since: { A: 5, C: 7 }, epoch: 1 },
+      { op: 'subscribe', channels: ['trades'], symbols: ['B'], since: { B: 6 }, epoch: 2 },
+    ]);
+  });
+
+  it('never combines since_time with since; a sequence wins over a start time', () => {
+    const ops = subscribeOps('trades', ['A', 'B', 'C'], st([['A', 5]], [['A', 1]], [['A', 'T0'], ['B', 'T1'], ['C', 'T1']]));
+    expect(ops).toEqual([
+      { op: 'subscribe', channels: ['trades'], symbols: ['A'], since: { A: 5 }, epoch: 1 },
+      { op: 'subscribe', channels: ['trades'], symbols: ['B', 'C'], since_time: 'T1' },
+    ]);
+    for (const op of ops) expect('since' in op && 'since_time' in op).toBe(false);
+  });
+
+  it('without resume (a new subscription or a snapshot channel), nothing resumes', () => {
+    expect(subscribeOps('quotes', ['A'], st([['A', 5]], [['A', 1]]), false)).toEqual([{ op: 'subscribe', channels: ['quotes'], symbols: ['A'] }]);
+  });
+});
+
+describe('epochs of streams the server sends no epoch for', () => {
+  it('a since_time start served from the ring (no snapshot, no live marker) takes the epoch of its connection', async () => {
+    const { client } = setup();
+    client.startFrom('trades', 'BTC-USD', 0);
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeWebSocket.last.open();
+    FakeWebSocket.last.push(batch(trade('BTC-USD', 7))); // before any epoch is known on this connection
+    FakeWebSocket.last.push({ ...snapshot('BTC-USD', 'quotes', 3), epoch: 77 });
+    expect(client.epochOf('trades', 'BTC-USD')).toBe(77);
+    FakeWebSocket.last.drop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeWebSocket.last.open();
+    expect(FakeWebSocket.last.ops[1]).toEqual({ op: 'subscribe', channels: ['trades'], symbols: ['BTC-USD'], since: { 'BTC-USD': 7 }, epoch: 77 });
   });
 });

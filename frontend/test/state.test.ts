@@ -322,3 +322,61 @@ describe('ClockOffset', () => {
     expect(Math.abs(st.latencySend.median()!)).toBeLessThan(50);
   });
 });
+
+describe('chart fill after a page load (trades from since_time)', () => {
+  const M = 60_000;
+  const hist = (t: number, close: string, volume = '1') => ({ t: t * 1e6, open: '10', high: '12', low: '9', close, volume });
+
+  it('rebuilds the buckets from the last history candle on, until the candle channel takes over', () => {
+    const c = new CandleBuilder(M);
+    c.setHistory([hist(0, '11'), hist(M, '11', '0.5')], 2 * M - 1);
+    c.fillFrom(M);
+    // A trade before the start is inside history already.
+    expect(c.fillTrade(99, 1, M - 1)).toBeNull();
+    // The last history bucket is rebuilt from its trades (REST saw only part of it).
+    expect(c.fillTrade(20, 1, M + 10)).toMatchObject({ bar: { time: 60, open: 20, high: 20, low: 20, close: 20, volume: 1 }, historical: false });
+    c.fillTrade(22, 2, M + 20);
+    expect(c.bars[1]).toMatchObject({ open: 20, high: 22, close: 22, volume: 3 });
+    // A bucket that closed before the live stream began is added from its trades.
+    c.fillTrade(21, 1, 2 * M + 5);
+    expect(c.bars.map((b) => b.time)).toEqual([0, 60, 120]);
+    // The live candle of the open bucket wins over what trades built there, and owns later buckets.
+    c.applyCandle({ start: 120e9, open: '21', high: '25', low: '20', close: '24', volume: '4', trades: 3, closed: false });
+    expect(c.fillTrade(30, 1, 2 * M + 30)).toBeNull();
+    expect(c.fillTrade(30, 1, 3 * M)).toBeNull();
+    expect(c.bars[2]).toMatchObject({ close: 24, volume: 4 });
+    // A late stored trade of an older bucket still lands there (a redraw).
+    expect(c.fillTrade(19, 1, M + 50)).toMatchObject({ bar: { time: 60, low: 19, close: 19, volume: 4 }, historical: true });
+  });
+
+  it('without fillFrom, live trades never touch the bars (they come from the candle channel)', () => {
+    const c = new CandleBuilder(M);
+    c.setHistory([hist(0, '11')], M);
+    expect(c.fillTrade(20, 1, M + 10)).toBeNull();
+    expect(c.bars).toHaveLength(1);
+  });
+
+  it('the store puts filled trades on the tape (with their seq) and on the chart', () => {
+    const store = new MarketStore();
+    store.setInstruments([{ symbol: 'BTC-USD' }]);
+    store.track('BTC-USD');
+    store.select('BTC-USD', '1m');
+    store.candles.setHistory([hist(0, '11')], M);
+    store.candles.fillFrom(0);
+    store.takeDirty();
+    const t = (seq: number, ms: number, price: string) =>
+      ({ kind: 'update', update: { symbol: 'BTC-USD', channel: 'trades', seq, price, size: '1', side: 'buy', trade_id: seq, ts_event: ms * 1e6 } }) as const;
+    store.apply(t(7, 10, '20'));
+    store.apply(t(8, M + 10, '21'));
+    expect(store.tape.map((r) => r.seq)).toEqual([8, 7]);
+    expect(store.candles.bars).toMatchObject([{ time: 0, open: 20, volume: 1 }, { time: 60, open: 21 }]);
+    expect(store.takeDirty().bars.map((b) => b.time)).toEqual([0, 60]);
+  });
+
+  it('an epoch_changed gap is a recovery notice, a lost trade a fault', () => {
+    const store = new MarketStore();
+    store.apply({ kind: 'gap', symbol: 'BTC-USD', channel: 'trades', from_seq: 1, to_seq: 3, reason: 'epoch_changed', origin: 'server' });
+    store.apply({ kind: 'gap', symbol: 'BTC-USD', channel: 'trades', from_seq: 4, to_seq: 5, reason: 'slow_consumer', origin: 'server' });
+    expect(store.notices.map((n) => n.level)).toEqual(['warn', 'ok']);
+  });
+});

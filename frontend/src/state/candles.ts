@@ -32,6 +32,12 @@ export class CandleBuilder {
   bars: Bar[] = [];
   /** Trades at or before this time (ms) are already inside the history candles. */
   private historyUntilMs = 0;
+  /** fillFrom(): trades at or after this time (ms) rebuild their bars; null: trades do not touch live bars. */
+  private fillFromMs: number | null = null;
+  /** Buckets rebuilt from trades so far (their history value replaced). */
+  private readonly refilled = new Set<number>();
+  /** Bucket (s) of the first live candle: it and later ones come from the candle channel only. */
+  private liveFrom: number | null = null;
 
   constructor(
     readonly intervalMs: number,
@@ -63,12 +69,60 @@ export class CandleBuilder {
     this.historyUntilMs = untilMs;
   }
 
+  /**
+   * After a page load, history (REST) ends at its last candle, and the live
+   * candle channel starts with the candle open at subscribe time: a bucket
+   * that closed in between would stay as REST saw it (the store writes trades
+   * a moment after they stream). So the trades stream starts from stored
+   * history at the last history candle's start (`since_time`), and those
+   * trades rebuild their buckets here, from that start, up to the first
+   * bucket the candle channel sends (it owns that one and later ones: its
+   * value is the whole candle, so it replaces anything built from trades).
+   * Trades come exactly once and in order (the stream client drops repeated
+   * sequences), so the rebuilt bars neither miss nor double a trade.
+   */
+  fillFrom(atMs: number): void {
+    this.fillFromMs = atMs;
+    this.refilled.clear();
+  }
+
+  /** A trade of the stream started with fillFrom(): the bar it rebuilt, or null if the candle channel covers it. */
+  fillTrade(price: number, size: number, tsMs: number): CandleChange | null {
+    if (this.fillFromMs === null || tsMs < this.fillFromMs || !Number.isFinite(price) || !Number.isFinite(size)) return null;
+    const time = this.bucketOf(tsMs);
+    if (this.liveFrom !== null && time >= this.liveFrom) return null;
+    const bars = this.bars;
+    let i = bars.length - 1;
+    while (i >= 0 && bars[i].time > time) i--;
+    const historical = i < bars.length - 1;
+    if (i >= 0 && bars[i].time === time) {
+      const bar = bars[i];
+      if (!this.refilled.has(time)) {
+        // The first trade of a bucket from the start on: the history value is dropped, the trades rebuild it.
+        this.refilled.add(time);
+        Object.assign(bar, { open: price, high: price, low: price, close: price, volume: size });
+      } else {
+        bar.high = Math.max(bar.high, price);
+        bar.low = Math.min(bar.low, price);
+        bar.close = price;
+        bar.volume += size;
+      }
+      return { bar, historical };
+    }
+    this.refilled.add(time);
+    const bar = { time, open: price, high: price, low: price, close: price, volume: size };
+    bars.splice(i + 1, 0, bar);
+    if (bars.length > this.maxBars) bars.splice(0, bars.length - this.maxBars);
+    return { bar, historical };
+  }
+
   /** Applies a live candle (its value so far, or its final one); returns what changed. */
   applyCandle(c: CandleData): CandleChange | null {
     const open = Number(c.open);
     const close = Number(c.close);
     if (!Number.isFinite(open) || !Number.isFinite(close) || !Number.isFinite(c.start)) return null;
     const time = Math.round(c.start / 1e9);
+    if (this.liveFrom === null) this.liveFrom = time;
     const bar: Bar = { time, open, high: Number(c.high), low: Number(c.low), close, volume: Number(c.volume) };
     const bars = this.bars;
     const last = bars[bars.length - 1];

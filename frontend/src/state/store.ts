@@ -35,6 +35,8 @@ export interface TapeRow {
   size: string;
   side: Side;
   tradeId: number;
+  /** The trade's sequence (per symbol), when known. */
+  seq?: number;
 }
 
 export type BookStatus = 'waiting' | 'live' | 'resync';
@@ -296,7 +298,7 @@ export class MarketStore {
             this.setLast(m.symbol, m.data);
             // Seed an empty tape and chart with the last trade; a snapshot after a
             // reconnect must not put an old trade on top of newer ones.
-            if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade(m.data, m.ts_event / 1e6);
+            if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade({ ...m.data, seq: m.seq }, m.ts_event / 1e6);
           }
         } else if (m.channel === 'book') {
           if (m.symbol === this.selected) {
@@ -317,9 +319,11 @@ export class MarketStore {
         break;
       case 'gap': {
         this.gaps++;
-        // Lost trades are a fault; a restarted sequence, or a quote, book or
-        // candle stream resynced from a fresh snapshot, is a normal recovery.
-        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset';
+        // Lost trades are a fault; a restarted sequence, a server restart
+        // (`epoch_changed`: our sequences are another run's, a fresh snapshot
+        // follows), or a quote, book or candle stream resynced from a fresh
+        // snapshot, is a normal recovery.
+        const lost = e.channel === 'trades' && e.reason !== 'sequence_reset' && e.reason !== 'epoch_changed';
         this.notice(lost ? 'warn' : 'ok', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})${lost ? '' : ': resynced'}`);
         break;
       }
@@ -336,7 +340,7 @@ export class MarketStore {
         this.notice(e.code === 'bad_since' ? 'ok' : 'error', `${e.code}: ${e.message}`);
         break;
       case 'live':
-        this.notice('ok', 'stored history caught up with the live stream');
+        this.notice('ok', `${e.symbol} ${e.channel}: stored history caught up with the live stream (seq ${e.seq})`);
         break;
       case 'replay': {
         const st = e.status;
@@ -444,13 +448,19 @@ export class MarketStore {
     return s;
   }
 
-  private addSelectedTrade(t: TradeData, tsMs: number): void {
-    this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id });
+  private addSelectedTrade(t: TradeData & { seq?: number }, tsMs: number): void {
+    this.tape.unshift({ tsMs, price: t.price, size: t.size, side: t.side, tradeId: t.trade_id, seq: t.seq });
     if (this.tape.length > TAPE_MAX) this.tape.length = TAPE_MAX;
     this.dirtyTape = true;
     // Live bars come from the candle channel; replay carries no candles, so
     // its bars are built from the replayed trades.
-    if (!this.replay) return;
+    if (!this.replay) {
+      // Except trades from stored history after a page load (CandleBuilder.fillFrom).
+      const change = this.candles.fillTrade(Number(t.price), Number(t.size), tsMs);
+      if (change?.historical) this.dirtyChartReset = true;
+      else if (change) this.dirtyBars.set(change.bar.time, change.bar);
+      return;
+    }
     const bar = this.candles.addTrade(Number(t.price), Number(t.size), tsMs);
     if (bar) this.dirtyBars.set(bar.time, bar);
   }

@@ -39,7 +39,7 @@ export type StreamEvent =
   | { kind: 'gap'; symbol: string; channel: Channel; from_seq: number; to_seq: number; reason: string; origin: 'server' | 'client' }
   | { kind: 'book_reset'; symbol: string; reason: string }
   | { kind: 'error'; code: string; message: string; symbol?: string; channel?: Channel }
-  | { kind: 'live' }
+  | { kind: 'live'; symbol: string; channel: Channel; seq: number }
   | { kind: 'replay'; status: ReplayStatusMsg }
   | { kind: 'replay_end'; end: ReplayEndMsg }
   /** `clockOffsetMs`: the server's clock minus this browser's, estimated from
@@ -123,6 +123,63 @@ function resumes(channel: Channel): boolean {
   return channel === 'trades' || isCandleChannel(channel);
 }
 
+/** Where each stream of one channel stands: what a (re)subscribe is built from. */
+export interface ResumeState {
+  /** Last sequence seen per symbol. */
+  lastSeq: ReadonlyMap<string, number>;
+  /** Epoch of those sequences per symbol (from the stream's latest snapshot or `live` marker). */
+  epochs: ReadonlyMap<string, number>;
+  /** Symbols to start from stored history at this exchange time (RFC 3339) rather than a snapshot. */
+  startAt: ReadonlyMap<string, string>;
+}
+
+/**
+ * The subscribe ops for one channel's symbols after a (re)connect. A stream
+ * with a last sequence resumes with `since` and the epoch that sequence came
+ * from; the server takes one epoch per request, so streams of different
+ * epochs (or of none known) go in separate requests. A stream without one
+ * that should start from a point in time gets `since_time` (which cannot be
+ * combined with `since`); the rest start from snapshots.
+ */
+export function subscribeOps(channel: Channel, symbols: readonly string[], st: ResumeState, resume = true): ClientOp[] {
+  const plain: string[] = [];
+  const bySince = new Map<number | undefined, Record<string, number>>();
+  const byTime = new Map<string, string[]>();
+  for (const s of symbols) {
+    const seq = resume ? st.lastSeq.get(s) : undefined;
+    const at = st.startAt.get(s);
+    if (seq !== undefined) {
+      const epoch = st.epochs.get(s);
+      if (!bySince.has(epoch)) bySince.set(epoch, {});
+      bySince.get(epoch)![s] = seq;
+    } else if (at !== undefined) {
+      if (!byTime.has(at)) byTime.set(at, []);
+      byTime.get(at)!.push(s);
+    } else {
+      plain.push(s);
+    }
+  }
+  const ops: ClientOp[] = [];
+  const withSince = [...bySince].map(([epoch, since]) => {
+    const names = Object.keys(since);
+    return { names, op: { op: 'subscribe', channels: [channel], symbols: names, since, ...(epoch === undefined ? {} : { epoch }) } as ClientOp };
+  });
+  // The request with the snapshot-started symbols carries the first `since`
+  // group (as it always has); further groups and time starts follow.
+  if (plain.length || withSince.length) {
+    const first = withSince.shift();
+    if (first) {
+      const op = first.op as Extract<ClientOp, { op: 'subscribe' }>;
+      ops.push({ ...op, symbols: [...plain, ...first.names].sort((a, b) => symbols.indexOf(a) - symbols.indexOf(b)) });
+    } else {
+      ops.push({ op: 'subscribe', channels: [channel], symbols: plain });
+    }
+  }
+  for (const w of withSince) ops.push(w.op);
+  for (const [at, names] of byTime) ops.push({ op: 'subscribe', channels: [channel], symbols: names, since_time: at });
+  return ops;
+}
+
 export class StreamClient {
   private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token'>> & {
     onState?: (s: ConnState) => void;
@@ -134,6 +191,19 @@ export class StreamClient {
 
   private readonly subs: Record<Channel, Set<string>> = perChannel(() => new Set<string>());
   private readonly lastSeq: SeqTable = emptySeqTable();
+  /** Epoch of each stream's sequences, from its latest snapshot or `live` marker; sent back with `since`. */
+  private readonly epochs: SeqTable = emptySeqTable();
+  /**
+   * The epoch of the server run on the current connection (from any snapshot
+   * or live marker on it), and the streams that got sequences on it without an
+   * epoch of their own: a `since_time` start the server served from its ring
+   * sends neither a snapshot nor a live marker. Their sequences are that run's,
+   * so they take its epoch.
+   */
+  private connEpoch: number | undefined = undefined;
+  private readonly unEpoched = new Set<string>();
+  /** Streams to start from stored history at a time (RFC 3339) until they have a sequence of their own. */
+  private readonly startAt: Record<Channel, Map<string, string>> = perChannel(() => new Map<string, string>());
   /** Books dropped after a sequence break, waiting for a fresh snapshot. */
   private readonly bookResync = new Set<string>();
   /** Streams resumed with `since` on this connection whose first message is still to come. */
@@ -198,6 +268,11 @@ export class StreamClient {
     return this.lastSeq[channel].get(symbol);
   }
 
+  /** Epoch of that sequence (what a resume sends as `epoch`). */
+  epochOf(channel: Channel, symbol: string): number | undefined {
+    return this.epochs[channel].get(symbol);
+  }
+
   subscribed(channel: Channel): string[] {
     return [...this.subs[channel]];
   }
@@ -227,15 +302,26 @@ export class StreamClient {
         this.subs[ch].add(s);
         // A new subscription starts from the server's snapshot, never from stale state.
         this.lastSeq[ch].delete(s);
+        this.epochs[ch].delete(s);
         (added[ch] ??= []).push(s);
       }
     }
     if (Object.keys(added).length === 0) return;
     if (this.transport === 'ws') {
-      for (const ch of CHANNELS) if (added[ch]) this.send({ op: 'subscribe', channels: [ch], symbols: added[ch]! });
+      for (const ch of CHANNELS) if (added[ch]) for (const op of this.opsFor(ch, added[ch]!, false)) this.send(op);
     } else {
       this.scheduleRestart();
     }
+  }
+
+  /**
+   * The stream (WebSocket only) starts from stored history at `atMs` (exchange
+   * time) instead of a snapshot: `since_time` on its subscribe. Call before
+   * subscribing it (or before start()); once the stream has a sequence of its
+   * own, reconnects resume with `since` as usual.
+   */
+  startFrom(channel: Channel, symbol: string, atMs: number): void {
+    this.startAt[channel].set(symbol, new Date(Math.floor(atMs)).toISOString());
   }
 
   unsubscribe(channels: Channel[], symbols: string[]): void {
@@ -244,6 +330,8 @@ export class StreamClient {
       for (const s of symbols) {
         if (!this.subs[ch].delete(s)) continue;
         this.lastSeq[ch].delete(s);
+        this.epochs[ch].delete(s);
+        this.startAt[ch].delete(s);
         if (ch === 'book') this.bookResync.delete(s);
         (removed[ch] ??= []).push(s);
       }
@@ -280,6 +368,7 @@ export class StreamClient {
   resetSequences(): void {
     for (const ch of CHANNELS) {
       this.lastSeq[ch].clear();
+      this.epochs[ch].clear();
       this.resuming[ch].clear();
     }
     this.bookResync.clear();
@@ -303,6 +392,8 @@ export class StreamClient {
     this.teardown();
     this.bookResync.clear();
     for (const ch of CHANNELS) this.resuming[ch].clear();
+    this.connEpoch = undefined;
+    this.unEpoched.clear();
     const gen = ++this.gen;
     // Reopening a live SSE/poll stream for a new subscription is not a reconnect:
     // the state stays live unless the new stream fails.
@@ -451,22 +542,20 @@ export class StreamClient {
     for (const ch of CHANNELS) {
       const symbols = [...this.subs[ch]];
       if (symbols.length === 0) continue;
-      const op: ClientOp = { op: 'subscribe', channels: [ch], symbols };
       if (resumes(ch)) {
-        const since: Record<string, number> = {};
-        for (const s of symbols) {
-          const seq = this.lastSeq[ch].get(s);
-          if (seq !== undefined) {
-            since[s] = seq;
-            this.resuming[ch].add(s);
-          }
-        }
-        if (Object.keys(since).length > 0) op.since = since;
+        for (const s of symbols) if (this.lastSeq[ch].has(s)) this.resuming[ch].add(s);
       } else {
-        for (const s of symbols) this.lastSeq[ch].delete(s);
+        for (const s of symbols) {
+          this.lastSeq[ch].delete(s);
+          this.epochs[ch].delete(s);
+        }
       }
-      this.send(op);
+      for (const op of this.opsFor(ch, symbols, resumes(ch))) this.send(op);
     }
+  }
+
+  private opsFor(ch: Channel, symbols: string[], resume: boolean): ClientOp[] {
+    return subscribeOps(ch, symbols, { lastSeq: this.lastSeq[ch], epochs: this.epochs[ch], startAt: this.startAt[ch] }, resume);
   }
 
   private send(op: ClientOp): void {
@@ -604,6 +693,14 @@ export class StreamClient {
         if (!this.subs[msg.channel]?.has(msg.symbol)) return;
         this.resuming[msg.channel].delete(msg.symbol);
         this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
+        // A snapshot restarts the stream's state, in the epoch it names (one
+        // from a server without epochs leaves the stream without one).
+        if (typeof msg.epoch === 'number') {
+          this.epochs[msg.channel].set(msg.symbol, msg.epoch);
+          this.learnConnEpoch(msg.epoch);
+        } else this.epochs[msg.channel].delete(msg.symbol);
+        // A stream started from a time that the server answered with a snapshot (no store) is started.
+        this.startAt[msg.channel].delete(msg.symbol);
         if (msg.channel === 'book') this.bookResync.delete(msg.symbol);
         emit({ kind: 'snapshot', msg });
         return;
@@ -616,6 +713,13 @@ export class StreamClient {
         const last = this.lastSeq[msg.channel].get(msg.symbol);
         if (msg.channel === 'book') {
           this.dropBook(msg.symbol, `gap ${msg.from_seq}-${msg.to_seq}`);
+        } else if (msg.reason === 'epoch_changed') {
+          // Our sequences came from another server run and do not continue
+          // here: the fresh snapshot that follows restarts the stream (and
+          // brings the new epoch). Until it does, accept whatever comes.
+          this.resuming[msg.channel].delete(msg.symbol);
+          this.lastSeq[msg.channel].delete(msg.symbol);
+          this.epochs[msg.channel].delete(msg.symbol);
         } else if (last === undefined || msg.to_seq > last) {
           // The server has told us about the hole; do not report it twice.
           this.lastSeq[msg.channel].set(msg.symbol, msg.to_seq);
@@ -632,6 +736,10 @@ export class StreamClient {
       case 'error': {
         const about = typeof msg.symbol === 'string' && msg.symbol ? { symbol: msg.symbol, channel: msg.channel } : {};
         emit({ kind: 'error', code: msg.code, message: msg.message, ...about });
+        if (msg.code === 'bad_since' && about.symbol && about.channel && this.startAt[about.channel]?.delete(about.symbol)) {
+          // A refused since_time (no store): the server sends the snapshot itself.
+          return;
+        }
         if (msg.code === 'bad_since') this.restartResumes(about.symbol, about.channel);
         return;
       }
@@ -649,9 +757,21 @@ export class StreamClient {
         });
         return;
       }
-      case 'live':
-        emit({ kind: 'live' });
+      case 'live': {
+        if (!this.subs[msg.channel]?.has(msg.symbol)) return;
+        // Stored history has caught up: the live updates that follow are of
+        // this epoch (a new one after a server restart), and continue after seq.
+        if (typeof msg.epoch === 'number') {
+          this.epochs[msg.channel].set(msg.symbol, msg.epoch);
+          this.learnConnEpoch(msg.epoch);
+        }
+        const last = this.lastSeq[msg.channel].get(msg.symbol);
+        if (typeof msg.seq === 'number' && (last === undefined || msg.seq > last)) this.lastSeq[msg.channel].set(msg.symbol, msg.seq);
+        this.resuming[msg.channel].delete(msg.symbol);
+        this.startAt[msg.channel].delete(msg.symbol);
+        emit({ kind: 'live', symbol: msg.symbol, channel: msg.channel, seq: msg.seq });
         return;
+      }
       case 'replay':
         emit({ kind: 'replay', status: msg });
         return;
@@ -710,7 +830,23 @@ export class StreamClient {
       // Quotes and candles skip sequences by design when conflated: just take the newest.
     }
     seqs.set(u.symbol, u.seq);
+    this.startAt[u.channel].delete(u.symbol);
+    if (!this.epochs[u.channel].has(u.symbol)) {
+      if (this.connEpoch !== undefined) this.epochs[u.channel].set(u.symbol, this.connEpoch);
+      else this.unEpoched.add(`${u.channel}\n${u.symbol}`);
+    }
     this.opts.onEvent({ kind: 'update', update: u });
+  }
+
+  /** The first epoch seen on this connection also names the sequences that came on it without one. */
+  private learnConnEpoch(epoch: number): void {
+    if (this.connEpoch !== undefined) return;
+    this.connEpoch = epoch;
+    for (const key of this.unEpoched) {
+      const [ch, symbol] = key.split('\n') as [Channel, string];
+      if (this.lastSeq[ch].has(symbol) && !this.epochs[ch].has(symbol)) this.epochs[ch].set(symbol, epoch);
+    }
+    this.unEpoched.clear();
   }
 
   private handleBookUpdate(u: BookUpdate, last: number | undefined): void {

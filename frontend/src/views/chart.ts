@@ -36,6 +36,12 @@ export class ChartView {
   private drawn = 0;
   /** The newest bar as last drawn (a copy), for the e2e suite and debugging. */
   private lastDrawn: Bar | null = null;
+  /**
+   * Where the loaded history ends, for the symbol and interval it was loaded
+   * for: the last history candle's start (ms), or the time of the REST read
+   * when there was none. Null when history did not load.
+   */
+  historyEnd: { symbol: string; interval: Interval; atMs: number } | null = null;
 
   constructor(
     root: HTMLElement,
@@ -121,6 +127,7 @@ export class ChartView {
     this.resetView();
     this.setNote('');
     this.load?.abort();
+    this.historyEnd = null;
     if (!symbol) return;
     const inst = this.store.instruments.get(symbol);
     if (inst?.price_decimals !== undefined) {
@@ -136,6 +143,8 @@ export class ChartView {
     if (res.ok && Array.isArray(res.data.candles)) {
       this.store.candles.setHistory(res.data.candles, now);
       this.store.dirtyChartReset = true;
+      const last = res.data.candles.reduce((t, c) => (Number.isFinite(c.t) && c.t > t ? c.t : t), -Infinity);
+      this.historyEnd = { symbol, interval, atMs: Number.isFinite(last) ? Math.floor(last / 1e6) : now };
       if (res.data.candles.length === 0) this.setNote('no history yet · live');
     } else {
       // History is a nicety; the live candle channel keeps the chart useful.
