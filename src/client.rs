@@ -117,10 +117,10 @@ pub struct StreamClient {
     /// Last sequence delivered per (symbol, channel): the resume point and the
     /// duplicate filter.
     last_seq: HashMap<(Arc<str>, Channel), u64>,
-    /// The epoch of the sequences in `last_seq` (from the latest snapshot or
-    /// `live` marker); sent back with them, so a server that restarted never
-    /// continues them with another run's updates.
-    epoch: Option<u64>,
+    /// The epoch of each stream's sequence in `last_seq` (from its latest
+    /// snapshot or `live` marker); sent back with it, so a server that restarted
+    /// never continues it with another run's updates.
+    epochs: HashMap<(Arc<str>, Channel), u64>,
     /// Protobuf: symbol and decimals per instrument id, learnt from snapshots.
     instruments: HashMap<u32, (Arc<str>, u8, u8)>,
     pending: std::collections::VecDeque<StreamEvent>,
@@ -145,7 +145,7 @@ impl StreamClient {
             config,
             socket: None,
             last_seq: HashMap::new(),
-            epoch: None,
+            epochs: HashMap::new(),
             instruments: HashMap::new(),
             pending: Default::default(),
             attempt: 0,
@@ -167,45 +167,75 @@ impl StreamClient {
         let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
             .await
             .map_err(connect_error)?;
-        socket.send(self.subscribe_message()).await.map_err(Box::new)?;
+        for message in self.subscribe_messages() {
+            socket.send(message).await.map_err(Box::new)?;
+        }
         self.socket = Some(socket);
         Ok(())
     }
 
-    fn subscribe_message(&self) -> Message {
-        let resume: Vec<(&str, Channel, u64)> = self
+    /// The subscribe requests for a (re)connection. Each stream resumes with the
+    /// epoch of its own last snapshot or `live` marker; a request carries one
+    /// epoch, so when streams hold different epochs (a connection lost during a
+    /// server restart) each goes in a request of its own.
+    fn subscribe_messages(&self) -> Vec<Message> {
+        let resume: Vec<(&str, Channel, u64, Option<u64>)> = self
             .last_seq
             .iter()
             .filter(|((symbol, _), _)| self.config.symbols.iter().any(|s| s.as_str() == &**symbol))
-            .map(|((symbol, channel), seq)| (&**symbol, *channel, *seq))
+            .map(|((symbol, channel), seq)| {
+                (&**symbol, *channel, *seq, self.epochs.get(&(symbol.clone(), *channel)).copied())
+            })
             .collect();
+        let mut epochs: Vec<Option<u64>> = resume.iter().map(|r| r.3).collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        if epochs.len() <= 1 {
+            let symbols: Vec<&str> = self.config.symbols.iter().map(String::as_str).collect();
+            return vec![self.request(&symbols, &self.config.channels, &resume)];
+        }
+        let mut requests = Vec::new();
+        for symbol in &self.config.symbols {
+            for &channel in &self.config.channels {
+                let mine: Vec<_> = resume.iter().filter(|r| r.0 == symbol && r.1 == channel).copied().collect();
+                requests.push(self.request(&[symbol.as_str()], &[channel], &mine));
+            }
+        }
+        requests
+    }
+
+    /// One subscribe request: `resume` entries (all of one epoch) resume, the
+    /// other streams start from a snapshot or from `from_time`.
+    fn request(&self, symbols: &[&str], channels: &[Channel], resume: &[(&str, Channel, u64, Option<u64>)]) -> Message {
+        let epoch = resume.iter().find_map(|r| r.3);
+        let since_time = if resume.is_empty() { self.config.from_time } else { None };
         match self.config.format {
             Format::Json => {
                 let mut since: HashMap<&str, serde_json::Map<String, Value>> = HashMap::new();
-                for (symbol, channel, seq) in resume {
+                for &(symbol, channel, seq, _) in resume {
                     since.entry(symbol).or_default().insert(channel_name(channel).to_owned(), seq.into());
                 }
-                let channels: Vec<_> = self.config.channels.iter().map(|c| channel_name(*c)).collect();
+                let channels: Vec<_> = channels.iter().map(|c| channel_name(*c)).collect();
                 let mut request = serde_json::json!({
-                    "op": "subscribe", "channels": channels, "symbols": self.config.symbols, "since": since,
+                    "op": "subscribe", "channels": channels, "symbols": symbols, "since": since,
                 });
-                match (since.is_empty(), self.epoch, self.config.from_time) {
-                    (false, Some(epoch), _) => request["epoch"] = epoch.into(),
-                    (true, _, Some(at)) => request["since_time"] = at.into(),
-                    _ => {}
+                if let Some(epoch) = epoch {
+                    request["epoch"] = epoch.into();
+                }
+                if let Some(at) = since_time {
+                    request["since_time"] = at.into();
                 }
                 Message::text(request.to_string())
             }
             Format::Proto => {
-                let since_time = if resume.is_empty() { self.config.from_time.unwrap_or(0) } else { 0 };
                 let subscribe = pb::Subscribe {
-                    epoch: if resume.is_empty() { 0 } else { self.epoch.unwrap_or(0) },
-                    since_time,
-                    channels: self.config.channels.iter().map(|c| crate::codec::proto::channel(*c) as i32).collect(),
-                    symbols: self.config.symbols.clone(),
+                    epoch: epoch.unwrap_or(0),
+                    since_time: since_time.unwrap_or(0),
+                    channels: channels.iter().map(|c| crate::codec::proto::channel(*c) as i32).collect(),
+                    symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
                     since: resume
-                        .into_iter()
-                        .map(|(symbol, channel, seq)| pb::Since {
+                        .iter()
+                        .map(|&(symbol, channel, seq, _)| pb::Since {
                             symbol: symbol.to_owned(),
                             channel: crate::codec::proto::channel(channel) as i32,
                             seq,
@@ -284,6 +314,12 @@ impl StreamClient {
         }
     }
 
+    fn note_epoch(&mut self, symbol: &Arc<str>, channel: Channel, epoch: Option<u64>) {
+        if let Some(epoch) = epoch {
+            self.epochs.insert((symbol.clone(), channel), epoch);
+        }
+    }
+
     /// Delivers an update unless its sequence was already delivered.
     fn deliver(&mut self, update: Update, snapshot: bool) {
         let key = (update.symbol.clone(), update.channel);
@@ -305,8 +341,8 @@ impl StreamClient {
         let decode = |e: String| ClientError::Decode(format!("{e} in {text}"));
         match value["type"].as_str() {
             Some("snapshot") => {
-                self.epoch = value["epoch"].as_u64().or(self.epoch);
                 let update = json_update(&value, Some(&value["data"])).map_err(decode)?;
+                self.note_epoch(&update.symbol, update.channel, value["epoch"].as_u64());
                 self.deliver(update, true);
             }
             Some("batch") => {
@@ -323,7 +359,10 @@ impl StreamClient {
                 reason: value["reason"].as_str().unwrap_or_default().to_owned(),
             }),
             Some("live") => {
-                self.epoch = value["epoch"].as_u64().or(self.epoch);
+                if let Some(channel) = Channel::parse(value["channel"].as_str().unwrap_or_default()) {
+                    let symbol: Arc<str> = value["symbol"].as_str().unwrap_or_default().into();
+                    self.note_epoch(&symbol, channel, value["epoch"].as_u64());
+                }
                 self.pending.push_back(StreamEvent::Live {
                     symbol: value["symbol"].as_str().unwrap_or_default().to_owned(),
                     channel: Channel::parse(value["channel"].as_str().unwrap_or_default()).unwrap_or(Channel::Trades),
@@ -348,10 +387,8 @@ impl StreamClient {
         let message = pb::ServerMessage::decode(bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
         match message.kind {
             Some(Kind::Snapshot(s)) => {
-                if s.epoch != 0 {
-                    self.epoch = Some(s.epoch);
-                }
                 let symbol: Arc<str> = s.symbol.as_str().into();
+                self.note_epoch(&symbol, proto_channel(s.channel)?, (s.epoch != 0).then_some(s.epoch));
                 let (pd, sd) = (s.price_decimals, s.size_decimals);
                 self.instruments.insert(s.instrument_id, (symbol.clone(), pd as u8, sd as u8));
                 let data = s.data.map(|d| match d {
@@ -413,9 +450,8 @@ impl StreamClient {
             }
             Some(Kind::Error(e)) => self.pending.push_back(StreamEvent::Error { code: e.code, message: e.message }),
             Some(Kind::Live(live)) => {
-                if live.epoch != 0 {
-                    self.epoch = Some(live.epoch);
-                }
+                let channel = proto_channel(live.channel)?;
+                self.note_epoch(&Arc::from(live.symbol.as_str()), channel, (live.epoch != 0).then_some(live.epoch));
                 self.pending.push_back(StreamEvent::Live {
                     symbol: live.symbol,
                     channel: proto_channel(live.channel)?,
@@ -619,4 +655,64 @@ pub async fn tail(
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(format: Format) -> StreamClient {
+        StreamClient {
+            config: ClientConfig {
+                url: "ws://127.0.0.1:1/v1/ws".into(),
+                format,
+                symbols: vec!["A".into(), "B".into()],
+                channels: vec![Channel::Trades],
+                reconnect: true,
+                max_backoff: Duration::from_secs(1),
+                from_time: Some(7),
+            },
+            socket: None,
+            last_seq: HashMap::new(),
+            epochs: HashMap::new(),
+            instruments: HashMap::new(),
+            pending: Default::default(),
+            attempt: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn json(message: &Message) -> Value {
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn each_stream_resumes_with_its_own_epoch() {
+        let mut c = client(Format::Json);
+        let first = c.subscribe_messages();
+        assert_eq!(first.len(), 1);
+        assert_eq!(json(&first[0])["since_time"], 7, "a first subscribe starts at from_time");
+
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        c.last_seq.insert((a.clone(), Channel::Trades), 10);
+        c.last_seq.insert((b.clone(), Channel::Trades), 20);
+        c.epochs.insert((a.clone(), Channel::Trades), 5);
+        c.epochs.insert((b.clone(), Channel::Trades), 5);
+        let same = c.subscribe_messages();
+        assert_eq!(same.len(), 1, "one epoch, one request");
+        let request = json(&same[0]);
+        assert_eq!((request["epoch"].as_u64(), request["since"]["B"]["trades"].as_u64()), (Some(5), Some(20)));
+        assert!(request.get("since_time").is_none(), "a resume is by sequence");
+
+        // Cut during a restart: B already saw the new run.
+        c.epochs.insert((b, Channel::Trades), 6);
+        let split: Vec<Value> = c.subscribe_messages().iter().map(json).collect();
+        assert_eq!(split.len(), 2, "one request per epoch: {split:?}");
+        for request in &split {
+            let symbol = request["symbols"][0].as_str().unwrap();
+            let expected = if symbol == "A" { 5 } else { 6 };
+            assert_eq!(request["epoch"], expected, "{request}");
+            assert_eq!(request["symbols"].as_array().unwrap().len(), 1);
+        }
+    }
 }
