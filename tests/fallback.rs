@@ -97,3 +97,42 @@ async fn long_poll_resumes_from_its_cursor() {
     quiet.shutdown().await;
     server.shutdown().await;
 }
+
+/// A client that polls again as soon as it has an answer makes a handful of
+/// requests a second at the default rate, not one per update: a poll gathers
+/// for `gather_ms` (200) once something is newer than its cursor, and loses
+/// nothing meanwhile. (With `gather_ms=0` the same client made 326 a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_gathers_instead_of_answering_every_update() {
+    let symbols = "BTC-USD,ETH-USD,SOL-USD,AAPL,MSFT,NVDA,TSLA,AMZN";
+    let server = start(&["--symbols", symbols]).await;
+    let path = format!("/v1/poll?symbols={symbols}&channels=trades,quotes");
+    let (_, first) = get_json(server.addr, &path).await;
+    let mut cursor = first["cursor"].as_str().unwrap().to_owned();
+    let mut last_trade = std::collections::HashMap::new();
+    for (_, symbol, channel, seq, _) in updates(first["messages"].as_array().unwrap()) {
+        if channel == "trades" {
+            last_trade.insert(symbol, seq);
+        }
+    }
+    let started = Instant::now();
+    let (mut requests, mut trades) = (0, 0);
+    while started.elapsed() < Duration::from_secs(3) {
+        let (status, body) = get_json(server.addr, &format!("{path}&cursor={cursor}")).await;
+        assert_eq!(status, 200);
+        requests += 1;
+        for (kind, symbol, channel, seq, _) in updates(body["messages"].as_array().unwrap()) {
+            assert_eq!(kind, "update");
+            if channel == "trades" {
+                let last = last_trade.insert(symbol.clone(), seq).unwrap();
+                assert_eq!(seq, last + 1, "{symbol}: every trade once across polls");
+                trades += 1;
+            }
+        }
+        cursor = body["cursor"].as_str().unwrap().to_owned();
+    }
+    let per_second = f64::from(requests) / started.elapsed().as_secs_f64();
+    assert!(trades > 20, "trades flowed: {trades}");
+    assert!(per_second < 10.0, "{per_second:.1} polls a second (about one per update before gathering)");
+    server.shutdown().await;
+}

@@ -43,6 +43,9 @@ use crate::session::{StartAt, start_stream};
 /// Longest a poll may be held, in milliseconds.
 const MAX_POLL_MS: u64 = 60_000;
 const DEFAULT_POLL_MS: u64 = 25_000;
+/// How long a poll with a cursor gathers once it has something (`gather_ms=`).
+const DEFAULT_GATHER_MS: u64 = 200;
+const MAX_GATHER_MS: u64 = 5_000;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -50,6 +53,8 @@ pub struct StreamQuery {
     channels: Option<String>,
     cursor: Option<String>,
     timeout_ms: Option<u64>,
+    /// How long a poll with a cursor gathers after its first update, in ms.
+    gather_ms: Option<u64>,
     delivery: Option<String>,
     /// Parsed here, so that a malformed value is a JSON `bad_delivery`.
     conflate_ms: Option<String>,
@@ -329,6 +334,20 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
                     () = app.shutdown.cancelled() => {}
                 }
                 app.fanout.drain(&outbox, &mut items);
+            }
+            // Once something is newer than the cursor, gather a little longer:
+            // a client then polls a few times a second instead of once per
+            // update, and loses nothing (the outbox holds what arrives).
+            let gather = Duration::from_millis(query.gather_ms.unwrap_or(DEFAULT_GATHER_MS).min(MAX_GATHER_MS));
+            let until = (tokio::time::Instant::now() + gather).min(arrived + timeout);
+            if query.cursor.is_some() && !items.is_empty() && !gather.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = app.shutdown.cancelled() => {}
+                }
+                let mut more = Vec::new();
+                app.fanout.drain(&outbox, &mut more);
+                items.append(&mut more);
             }
         }
     }
