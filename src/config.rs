@@ -6,32 +6,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 
 use crate::codec::Delivery;
 use crate::fanout::{OutboxConfig, RingConfig, SlowConsumerPolicy};
 use crate::transport::SessionLimits;
-
-#[derive(Debug, Parser)]
-#[command(name = "tickwire", version, about = "Live market-data streaming gateway")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the gateway: feeds, fan-out, WebSocket, REST and the dashboard.
-    Serve(Box<ServeArgs>),
-    /// Print a live stream from a running gateway in the terminal.
-    Tail(TailArgs),
-    /// End-to-end load bench: N clients, latency per leg, throughput, server CPU and RSS.
-    Bench(Box<crate::loadgen::command::BenchArgs>),
-    /// Create or update the history store's schema, then exit.
-    Migrate(StoreArgs),
-    /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
-    Replay(ReplayArgs),
-}
 
 /// A market-data source given with `--feed`: `simulator`, or a venue and its
 /// symbols in the venue's own spelling (`binance:BTCUSDT,ETHUSDT`,

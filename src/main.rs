@@ -2,8 +2,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tickwire::config::{Cli, Command};
+use clap::{Parser, Subcommand};
+use tickwire::config::{ReplayArgs, ServeArgs, StoreArgs, TailArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "tickwire", version, about = "Live market-data streaming gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: feeds, fan-out, WebSocket, REST and the dashboard.
+    Serve(Box<ServeArgs>),
+    /// Print a live stream from a running gateway in the terminal.
+    Tail(TailArgs),
+    /// End-to-end load bench: N clients, latency per leg, throughput, server CPU and RSS.
+    Bench(Box<tickwire::loadgen::command::BenchArgs>),
+    /// Create or update the history store's schema, then exit.
+    Migrate(StoreArgs),
+    /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
+    Replay(ReplayArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
