@@ -141,7 +141,14 @@ fn scale(mantissa: i64, decimals: u32) -> i64 {
 impl StreamClient {
     /// Connects and subscribes.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let mut client = Self {
+        let mut client = Self::new(config);
+        client.open().await?;
+        Ok(client)
+    }
+
+    /// A client not connected yet.
+    fn new(config: ClientConfig) -> Self {
+        Self {
             config,
             socket: None,
             last_seq: HashMap::new(),
@@ -150,9 +157,7 @@ impl StreamClient {
             pending: Default::default(),
             attempt: 0,
             duplicates: 0,
-        };
-        client.open().await?;
-        Ok(client)
+        }
     }
 
     async fn open(&mut self) -> Result<(), ClientError> {
@@ -662,24 +667,15 @@ mod tests {
     use super::*;
 
     fn client(format: Format) -> StreamClient {
-        StreamClient {
-            config: ClientConfig {
-                url: "ws://127.0.0.1:1/v1/ws".into(),
-                format,
-                symbols: vec!["A".into(), "B".into()],
-                channels: vec![Channel::Trades],
-                reconnect: true,
-                max_backoff: Duration::from_secs(1),
-                from_time: Some(7),
-            },
-            socket: None,
-            last_seq: HashMap::new(),
-            epochs: HashMap::new(),
-            instruments: HashMap::new(),
-            pending: Default::default(),
-            attempt: 0,
-            duplicates: 0,
-        }
+        StreamClient::new(ClientConfig {
+            url: "ws://127.0.0.1:1/v1/ws".into(),
+            format,
+            symbols: vec!["A".into(), "B".into()],
+            channels: vec![Channel::Trades],
+            reconnect: true,
+            max_backoff: Duration::from_secs(1),
+            from_time: Some(7),
+        })
     }
 
     fn json(message: &Message) -> Value {

@@ -365,6 +365,20 @@ pub enum Resume {
     Ahead { since: u64, current: u64 },
 }
 
+/// Where [`Fanout::subscribe_locked`] starts a stream.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// A snapshot, then the updates after it.
+    Snapshot,
+    /// The updates after `since` from the ring (else a `history_exhausted` gap
+    /// and a snapshot); `announce`: a `live` marker naming this run's epoch
+    /// follows them (the client comes from stored history or an earlier run).
+    After { since: u64, announce: bool },
+    /// The client's sequences from `from` on name updates this run never sent:
+    /// an `epoch_changed` gap and a snapshot.
+    Break { from: u64 },
+}
+
 /// Recent events of one instrument, oldest first.
 #[derive(Debug, Default)]
 struct Ring {
@@ -499,8 +513,7 @@ impl Fanout {
     /// gets a gap and a fresh snapshot (the latest candle) instead of a silent skip.
     pub fn publish_deferred(&self, event: &Event, wake: &mut Vec<Arc<Outbox>>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let subscribers = self.slot(event.instrument, event.channel()).load();
-        if subscribers.list.is_empty() && !event.channel().is_stored() {
+        if !event.channel().is_stored() && self.slot(event.instrument, event.channel()).load().list.is_empty() {
             self.rings[event.instrument.index()].lock().last[event.channel().index()] = event.seq;
             return 0;
         }
@@ -738,7 +751,8 @@ impl Fanout {
         delivery: Delivery,
     ) -> Resume {
         let mut inner = outbox.inner.lock();
-        self.subscribe_locked(outbox, &mut inner, id, channel, since, delivery, false)
+        let start = since.map_or(Start::Snapshot, |since| Start::After { since, announce: false });
+        self.subscribe_locked(outbox, &mut inner, id, channel, start, delivery)
     }
 
     /// Subscribes from where a client's `since` stands in this run's sequence
@@ -757,54 +771,41 @@ impl Fanout {
         delivery: Delivery,
     ) -> Resume {
         let mut inner = outbox.inner.lock();
-        match since {
-            None => self.subscribe_locked(outbox, &mut inner, id, channel, None, delivery, false),
-            Some(SinceCheck::ThisRun(since)) => {
-                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, false)
-            }
-            Some(SinceCheck::EarlierRun(since)) => {
-                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, true)
-            }
+        let start = match since {
+            None => Start::Snapshot,
+            Some(SinceCheck::ThisRun(since)) => Start::After { since, announce: false },
+            Some(SinceCheck::EarlierRun(since)) => Start::After { since, announce: true },
             // Ahead of anything this stream has published, and no run named: as
             // likely a client's mistake as a restart, said as `bad_since` before
             // the fresh snapshot. (Naming another run, it is a restart.)
             Some(SinceCheck::OtherRun { since, named: false, .. }) if since > self.current_seq(id, channel) => {
-                self.subscribe_locked(outbox, &mut inner, id, channel, Some(since), delivery, false)
+                Start::After { since, announce: false }
             }
-            Some(SinceCheck::OtherRun { from, .. }) => {
-                let (seq, snapshot) = self.snapshot_message(outbox.format, id, channel);
-                if !inner.subs.contains_key(&(id, channel)) {
-                    self.add_to_slot(outbox, id, channel);
-                }
-                self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
-                let mut gap = Vec::with_capacity(128);
-                let symbol = &self.instruments.get(id).symbol;
-                outbox.format.encode_gap(&mut gap, symbol, channel, from, seq, GapReason::EpochChanged);
-                inner.queue.push(Item::Message(Bytes::from(gap)));
-                inner.subs.insert((id, channel), SubState::new(delivery, seq));
-                inner.queue.push(Item::Message(snapshot));
-                inner.note_delivery(delivery);
-                Resume::Gap { from, to: seq }
-            }
-        }
+            Some(SinceCheck::OtherRun { from, .. }) => Start::Break { from },
+        };
+        self.subscribe_locked(outbox, &mut inner, id, channel, start, delivery)
     }
 
     /// [`Self::subscribe`] with the outbox already locked: registration and
     /// snapshot (or replay) happen under that lock, so an event published
     /// meanwhile waits and then lands behind them, and one already covered is
-    /// filtered by its sequence. `after_history`: stored history up to `since` is
-    /// queued already, and a `live` message marks the seam.
-    #[allow(clippy::too_many_arguments)]
+    /// filtered by its sequence. With `Start::After { announce: true }`, what
+    /// came before `since` (stored history, an earlier run) is the client's
+    /// already, and a `live` message marks the seam.
     fn subscribe_locked(
         &self,
         outbox: &Arc<Outbox>,
         inner: &mut OutboxInner,
         id: InstrumentId,
         channel: Channel,
-        since: Option<u64>,
+        start: Start,
         delivery: Delivery,
-        after_history: bool,
     ) -> Resume {
+        let (since, after_history, broken) = match start {
+            Start::Snapshot => (None, false, None),
+            Start::After { since, announce } => (Some(since), announce, None),
+            Start::Break { from } => (None, false, Some(from)),
+        };
         let current_seq = self.current_seq(id, channel);
         let ahead = since.filter(|&since| since > current_seq);
         let since = if ahead.is_some() { None } else { since };
@@ -833,15 +834,19 @@ impl Fanout {
             }
             (since, _) => {
                 let (seq, snapshot) = self.snapshot_message(outbox.format, id, channel);
-                let outcome = match since {
-                    Some(since) => {
+                let gap = match (since, broken) {
+                    (Some(since), _) => Some((since + 1, GapReason::HistoryExhausted)),
+                    (None, Some(from)) => Some((from, GapReason::EpochChanged)),
+                    (None, None) => None,
+                };
+                let outcome = match gap {
+                    Some((from, reason)) => {
                         self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
-                        let (from, to) = (since + 1, seq);
                         let mut gap = Vec::with_capacity(128);
                         let symbol = &self.instruments.get(id).symbol;
-                        outbox.format.encode_gap(&mut gap, symbol, channel, from, to, GapReason::HistoryExhausted);
+                        outbox.format.encode_gap(&mut gap, symbol, channel, from, seq, reason);
                         inner.queue.push(Item::Message(Bytes::from(gap)));
-                        Resume::Gap { from, to }
+                        Resume::Gap { from, to: seq }
                     }
                     None => match ahead {
                         Some(since) => {
@@ -952,7 +957,14 @@ impl Fanout {
                 self.stats.resumed.fetch_add(1, Ordering::Relaxed);
                 Resume::Replayed(count)
             }
-            _ => self.subscribe_locked(outbox, inner, id, channel, Some(last), delivery, last > since),
+            _ => self.subscribe_locked(
+                outbox,
+                inner,
+                id,
+                channel,
+                Start::After { since: last, announce: last > since },
+                delivery,
+            ),
         };
         let wake = !inner.queue.is_empty();
         drop(guard);

@@ -105,15 +105,14 @@ async fn seq_before_time(
     at: Nanos,
 ) -> u64 {
     let store_id = history.ids.store_id(id);
-    match history.store.first_seq_at(store_id, channel, at, history.line_started).await {
-        Ok(Some(first)) => first.saturating_sub(1),
-        Ok(None) => {
-            fanout.first_ring_seq_at(id, channel, at).map_or_else(|| fanout.current_seq(id, channel), |s| s - 1)
-        }
-        Err(error) => {
+    let stored =
+        history.store.first_seq_at(store_id, channel, at, history.line_started).await.unwrap_or_else(|error| {
             tracing::warn!(%error, "since_time: the store could not be read; starting from the ring");
-            fanout.first_ring_seq_at(id, channel, at).map_or_else(|| fanout.current_seq(id, channel), |s| s - 1)
-        }
+            None
+        });
+    match stored.or_else(|| fanout.first_ring_seq_at(id, channel, at)) {
+        Some(first) => first.saturating_sub(1),
+        None => fanout.current_seq(id, channel),
     }
 }
 

@@ -450,15 +450,12 @@ async fn since_time_over_poll(addr: SocketAddr, since_time: &str) -> Sequence {
     sequence
 }
 
-/// `since_time` over WebSocket (JSON and protobuf), SSE and long-poll: the
-/// stored updates from that time, a `live` marker, then the live stream, with
-/// no gap and no duplicate; a time before the first trade starts at the first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn since_time_streams_history_then_live_on_every_transport() {
-    let dir = TempDir::new("integrity-since-time");
-    let store = dir.sqlite_url();
-    let journal = dir.path("journal");
-    let server = start(&[
+/// A server of BTC-USD at 2,000 events/s with a SQLite store of its own and a
+/// short recent-history ring, so that resumes are served from the store.
+async fn start_with_store(tag: &str, ring_depth: &str) -> (TempDir, tickwire::app::Server) {
+    let dir = TempDir::new(tag);
+    let (store, journal) = (dir.sqlite_url(), dir.path("journal"));
+    let flags = [
         "--store",
         &store,
         "--journal-dir",
@@ -468,9 +465,18 @@ async fn since_time_streams_history_then_live_on_every_transport() {
         "--symbols",
         "BTC-USD",
         "--ring-depth",
-        "100",
-    ])
-    .await;
+        ring_depth,
+    ];
+    let server = start(&flags).await;
+    (dir, server)
+}
+
+/// `since_time` over WebSocket (JSON and protobuf), SSE and long-poll: the
+/// stored updates from that time, a `live` marker, then the live stream, with
+/// no gap and no duplicate; a time before the first trade starts at the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_time_streams_history_then_live_on_every_transport() {
+    let (_dir, server) = start_with_store("integrity-since-time", "100").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let thirty_s_ago = now_nanos() - 30_000_000_000;
     let rfc3339 =
@@ -539,22 +545,7 @@ async fn sse_read(
 /// and a fresh snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_and_poll_cursors_resume_by_epoch() {
-    let dir = TempDir::new("integrity-cursors");
-    let store = dir.sqlite_url();
-    let journal = dir.path("journal");
-    let server = start(&[
-        "--store",
-        &store,
-        "--journal-dir",
-        &journal,
-        "--rate",
-        "2000",
-        "--symbols",
-        "BTC-USD",
-        "--ring-depth",
-        "50",
-    ])
-    .await;
+    let (_dir, server) = start_with_store("integrity-cursors", "50").await;
     let query = "symbols=BTC-USD&channels=trades";
     let (first, id) = sse_read(server.addr, query, None, |m| updates(m).len() > 50).await;
     let last = updates(&first).last().unwrap().3;
