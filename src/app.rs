@@ -37,6 +37,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::book::Engine;
+use crate::cluster::gateway::BusSource;
+use crate::cluster::ingest::BusTap;
+use crate::cluster::{Bus, BusError, Role};
 use crate::config::{FeedSpec, ServeArgs};
 use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
@@ -75,6 +78,10 @@ pub enum StartError {
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("TLS needs both --tls-cert and --tls-key")]
     TlsHalf,
+    #[error("cluster settings: {0}")]
+    Cluster(String),
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
 }
 
 /// A venue feed ready to spawn.
@@ -157,11 +164,23 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         (None, None) => None,
         _ => return Err(StartError::TlsHalf),
     };
+    let role = args.cluster.role;
+    let bus = match args.cluster.bus().map_err(StartError::Cluster)? {
+        Some(config) => Some(Bus::connect(config, role.as_str()).await?),
+        None if role != Role::All => return Err(BusError::NoBus(role.as_str()).into()),
+        None => None,
+    };
     if args.feeds().contains(&FeedSpec::Simulator) {
         // Refuse bad symbols before touching the store (which may create files).
         simulator::select_universe(&args.symbols)?;
     }
-    let store_url = args.history.store.url();
+    // In a cluster one role writes history: an ingest node keeps none, and a
+    // gateway reads one only when told where (--store), to resume from it.
+    let store_url = match role {
+        Role::All | Role::Store => args.history.store.url(),
+        Role::Gateway if args.history.store.store.is_some() => args.history.store.url(),
+        Role::Gateway | Role::Ingest => None,
+    };
     let store = match &store_url {
         Some(url) => Some(Store::open(url).await?),
         None => None,
@@ -221,7 +240,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let stop_background = CancellationToken::new();
     // Replayed events are history already: recording them again would store each
     // tick twice under new sequences.
-    if let (Some(store), Some(ids), Some(url), None) = (&store, &ids, &store_url, &replay) {
+    if let (Some(store), Some(ids), Some(url), None, true) = (&store, &ids, &store_url, &replay, role.sequences()) {
         let history = HistoryWriter::new(store.clone(), StoreIds::clone(ids), args.history.writer(url))?;
         line = continue_line(store, ids, &instruments, &history.leftovers).await?;
         let (history_tap, stats, task) = history.into_parts();
@@ -241,15 +260,56 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         _ => None,
     };
 
+    let stop_feeds = CancellationToken::new();
+    let mut bus_tap = None;
+    let mut healths = Vec::new();
+    match (&bus, role) {
+        (Some(bus), Role::All | Role::Ingest) => {
+            // Sequences continue from the bus (and the store): one line for the cluster.
+            let store_line = writer.is_some().then_some(&line);
+            line = crate::cluster::ingest::continue_line(bus, &instruments, store_line).await?;
+            let (tap, _stats, task) = crate::cluster::ingest::publisher(bus.clone(), instruments.clone(), line.epoch);
+            bus_tap = Some(tap);
+            background.push(tokio::spawn(task));
+        }
+        (Some(bus), Role::Gateway) => {
+            let Some(epoch) = crate::cluster::gateway::wait_for_epoch(bus, &stop_feeds).await else {
+                return Err(StartError::Cluster("stopped before the bus had a sequence epoch".into()));
+            };
+            line = SequenceLine::with_epoch(epoch, vec![[0; Channel::COUNT]; instruments.len()]);
+        }
+        _ => {}
+    }
     let mut engine = Engine::new(&instruments, args.book_depth as usize);
     engine.continue_line(&line);
-    tracing::info!(epoch = line.epoch, "sequence epoch of this run");
-    let fanout =
-        Arc::new(Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()).with_line(line));
+    tracing::info!(epoch = line.epoch, role = role.as_str(), "sequence epoch of this run");
+    let mut fanout =
+        Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()).with_line(line);
+    let mut mirror = None;
+    if let (Some(bus), Role::Gateway) = (&bus, role) {
+        let (source, start) = BusSource::start(bus.clone(), instruments.clone(), engine, stop_feeds.clone()).await?;
+        healths.push(bus_health(bus, "bus", Some(source.clone()), stop_background.clone(), &mut background));
+        fanout = fanout.with_source(source);
+        mirror = Some(start);
+        engine = Engine::new(&instruments, args.book_depth as usize); // unused: the mirror owns the real one
+    }
+    if let (Some(bus), Role::Store, Some(store), Some(ids)) = (&bus, role, &store, &ids) {
+        healths.push(bus_health(bus, "bus", None, stop_background.clone(), &mut background));
+        let stats = Arc::new(crate::cluster::store::StoreRoleStats::default());
+        background.push(tokio::spawn(crate::cluster::store::run(
+            bus.clone(),
+            store.clone(),
+            ids.clone(),
+            instruments.clone(),
+            stats,
+            stop_background.clone(),
+        )));
+    }
+    let fanout = Arc::new(fanout);
     let (tx, rx) = mpsc::channel::<EventBatch>(FEED_CHANNEL_BATCHES);
+    // Only the sequencing roles run feeds; the others built the instrument table.
+    let (sim, replay, venues) = if role.sequences() { (sim, replay, venues) } else { (None, None, Vec::new()) };
 
-    let stop_feeds = CancellationToken::new();
-    let mut healths = Vec::new();
     let mut feeds = Vec::new();
     if let Some(sim) = sim {
         let symbols = instruments.iter().filter(|i| &*i.venue == "simulator").map(|i| i.symbol.to_string()).collect();
@@ -316,7 +376,13 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         healths.push(health);
     }
     drop(tx);
-    let engine = tokio::spawn(run_engine(engine, fanout.clone(), rx, tap));
+    let engine = match mirror {
+        Some(mirror) => {
+            drop(rx);
+            tokio::spawn(mirror.run(fanout.clone()))
+        }
+        None => tokio::spawn(run_engine(engine, fanout.clone(), rx, tap, bus_tap)),
+    };
 
     let shutdown = CancellationToken::new();
     let static_dir = Some(args.static_dir.clone());
@@ -324,7 +390,8 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
             .with_history(history)
             .with_access(access)
-            .with_writer_shards(args.writer_shards),
+            .with_writer_shards(args.writer_shards)
+            .with_role(role.as_str()),
     );
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;
@@ -375,12 +442,27 @@ async fn run_engine(
     fanout: Arc<Fanout>,
     mut rx: mpsc::Receiver<EventBatch>,
     mut history: Option<HistoryTap>,
+    mut bus: Option<BusTap>,
 ) {
     let mut refused: u64 = 0;
     let mut wake = Vec::new();
     let mut candles = Vec::new();
     let mut sequenced = Vec::new();
-    while let Some(batch) = rx.recv().await {
+    let mut checkpoints = tokio::time::interval(Duration::from_millis(100));
+    checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = checkpoints.tick(), if bus.is_some() => {
+                if let Some(bus) = &mut bus {
+                    bus.checkpoint(&engine);
+                }
+                continue;
+            }
+        };
         sequenced.clear();
         for mut event in batch {
             match engine.apply(&mut event) {
@@ -397,6 +479,9 @@ async fn run_engine(
         if let Some(tap) = &mut history {
             tap.record(&sequenced);
         }
+        if let Some(bus) = &mut bus {
+            bus.record(&sequenced);
+        }
         for (index, event) in sequenced.iter().enumerate() {
             // Wake-ups wait for the end of the batch, but never more than this many
             // events, so a huge batch does not hold the first updates back.
@@ -406,11 +491,50 @@ async fn run_engine(
             fanout.publish_deferred(event, &mut wake);
         }
         engine.drain_candles(&mut candles);
+        if let Some(bus) = &mut bus {
+            bus.record(&candles);
+        }
         for event in candles.drain(..) {
             fanout.publish_deferred(&event, &mut wake);
         }
         wake_all(&mut wake);
     }
+}
+
+/// The health of this node's bus connection, as a feed (`/v1/feeds`,
+/// `/readyz`): live while NATS is connected; its messages are what the
+/// gateway received; its instruments are those it takes now.
+fn bus_health(
+    bus: &Bus,
+    name: &str,
+    source: Option<Arc<BusSource>>,
+    stop: CancellationToken,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Arc<FeedHealth> {
+    let health = Arc::new(FeedHealth::new(name).describing(bus.config.urls.clone(), None));
+    let (client, watched) = (bus.client.clone(), health.clone());
+    background.push(tokio::spawn(async move {
+        use crate::feed::FeedState;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut seen = 0;
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            watched.set_state(if connected { FeedState::Live } else { FeedState::Connecting });
+            if let Some(source) = &source {
+                let received = source.stats.received.load(Relaxed);
+                if received > seen {
+                    watched.record_messages(received - seen, now_nanos());
+                    seen = received;
+                }
+            }
+        }
+    }));
+    health
 }
 
 /// The sequence line of a run that records history: every stored stream

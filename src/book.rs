@@ -154,6 +154,12 @@ impl L2Book {
     pub fn depth(&self) -> (usize, usize) {
         (self.bids.len(), self.asks.len())
     }
+
+    /// Every level of both sides, best first: the whole book, as a reset.
+    pub fn full(&self) -> BookDelta {
+        let (bids, asks) = self.top(usize::MAX);
+        BookDelta { bids, asks }
+    }
 }
 
 fn set_level<K: Ord>(side: &mut BTreeMap<K, Size>, key: K, size: Size) {
@@ -162,6 +168,25 @@ fn set_level<K: Ord>(side: &mut BTreeMap<K, Size>, key: K, size: Size) {
     } else {
         side.insert(key, size);
     }
+}
+
+/// Everything the engine knows of one instrument, whole: what a node that
+/// mirrors the engine from the bus (a cluster gateway) starts from before it
+/// applies the sequenced events that follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The sequence line's epoch the sequences belong to.
+    pub epoch: u64,
+    /// Last sequence per channel (index = `Channel::index`).
+    pub seqs: [u64; Channel::COUNT],
+    pub quote: Option<Stamped<Quote>>,
+    pub last_trade: Option<Stamped<Trade>>,
+    pub stats: Option<SessionStats>,
+    /// The whole L2 book (not only the published depth), at `book_clock`.
+    pub book: BookDelta,
+    /// `seq`, `ts_event`, `ts_recv`, `ts_send` of the book's last change.
+    pub book_clock: [u64; 4],
+    pub candles: [Option<Stamped<Candle>>; CandleInterval::COUNT],
 }
 
 /// Lock-free read access to the latest state of every instrument. Cheap to clone.
@@ -287,12 +312,81 @@ impl Engine {
         self.track_candles(event);
         self.advance_venue_clock(event.instrument, event.ts_event);
         let slot = &self.states[index];
-        let current = slot.load();
-        let mut next = InstrumentState::clone(&current);
+        let mut next = InstrumentState::clone(&slot.load());
         let channel = event.channel().index();
         next.seqs[channel] += 1;
         event.seq = next.seqs[channel];
         event.ts_send = now_nanos().max(event.ts_recv);
+        self.store_state(index, next, event);
+        Ok(())
+    }
+
+    /// Applies an event another engine has sequenced (a cluster gateway applies
+    /// what the ingest node published): the sequence is the event's own, candles
+    /// arrive made, and only `ts_send` is stamped here, where clients are served.
+    pub fn apply_sequenced(&mut self, event: &mut Event) -> Result<(), BookError> {
+        let index = event.instrument.index();
+        if index >= self.states.len() {
+            return Err(BookError::UnknownInstrument(event.instrument.0));
+        }
+        match &event.payload {
+            Payload::Book(delta) => self.books[index].apply(delta)?,
+            Payload::BookReset(levels) => {
+                let mut fresh = L2Book::default();
+                fresh.apply(levels)?;
+                self.books[index] = fresh;
+            }
+            Payload::Quote(_) | Payload::Trade(_) | Payload::Candle(_) => {}
+        }
+        let slot = &self.states[index];
+        let mut next = InstrumentState::clone(&slot.load());
+        next.seqs[event.channel().index()] = event.seq;
+        event.ts_send = now_nanos().max(event.ts_recv);
+        self.store_state(index, next, event);
+        Ok(())
+    }
+
+    /// The whole state of `id`, for a mirror to start from.
+    pub fn checkpoint(&self, id: InstrumentId, epoch: u64) -> Checkpoint {
+        let state = self.states[id.index()].load();
+        let book = &state.book;
+        Checkpoint {
+            epoch,
+            seqs: state.seqs,
+            quote: state.quote,
+            last_trade: state.last_trade,
+            stats: state.stats,
+            book: self.books[id.index()].full(),
+            book_clock: [book.seq, book.ts_event, book.ts_recv, book.ts_send],
+            candles: *state.candles,
+        }
+    }
+
+    /// Replaces the state of `id` with `checkpoint` (a mirror's start, or its
+    /// resynchronisation after a hole in what it was sent).
+    pub fn restore(&mut self, id: InstrumentId, checkpoint: &Checkpoint) -> Result<(), BookError> {
+        let index = id.index();
+        if index >= self.states.len() {
+            return Err(BookError::UnknownInstrument(id.0));
+        }
+        let mut book = L2Book::default();
+        book.apply(&checkpoint.book)?;
+        let (bids, asks) = book.top(self.depth);
+        self.books[index] = book;
+        let [seq, ts_event, ts_recv, ts_send] = checkpoint.book_clock;
+        self.states[index].store(Arc::new(InstrumentState {
+            seqs: checkpoint.seqs,
+            quote: checkpoint.quote,
+            last_trade: checkpoint.last_trade,
+            stats: checkpoint.stats,
+            book: Arc::new(BookLevels { seq, ts_event, ts_recv, ts_send, bids, asks }),
+            candles: Arc::new(checkpoint.candles),
+        }));
+        Ok(())
+    }
+
+    /// Stores `next` (whose sequences already count `event`) with what `event` changed.
+    fn store_state(&self, index: usize, mut next: InstrumentState, event: &Event) {
         fn stamp<T>(value: T, event: &Event) -> Stamped<T> {
             Stamped { value, seq: event.seq, ts_event: event.ts_event, ts_recv: event.ts_recv, ts_send: event.ts_send }
         }
@@ -317,7 +411,11 @@ impl Engine {
                     },
                 });
             }
-            Payload::Candle(_) => {}
+            Payload::Candle(candle) => {
+                let mut candles = *next.candles;
+                candles[candle.interval.index()] = Some(stamp(**candle, event));
+                next.candles = Arc::new(candles);
+            }
             Payload::Book(_) | Payload::BookReset(_) => {
                 let (bids, asks) = self.books[index].top(self.depth);
                 next.book = Arc::new(BookLevels {
@@ -330,8 +428,7 @@ impl Engine {
                 });
             }
         }
-        slot.store(Arc::new(next));
-        Ok(())
+        self.states[index].store(Arc::new(next));
     }
 
     /// Folds a trade into the instrument's candles, and closes candles whose bucket

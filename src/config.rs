@@ -234,6 +234,108 @@ pub struct ServeArgs {
     pub history: HistoryArgs,
     #[command(flatten)]
     pub venues: VenueArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Scale-out on NATS JetStream (`docs/DEPLOY.md`). Without `--nats`, one
+/// process does everything, as `--role all`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// What this node does: `all` (everything, one process), `ingest` (feeds
+    /// and the engine, publishing to the bus), `gateway` (clients, fed from the
+    /// bus), `store` (history, written from the bus).
+    #[arg(long, env = "TICKWIRE_ROLE", value_enum, default_value_t = crate::cluster::Role::All)]
+    pub role: crate::cluster::Role,
+    /// NATS servers with JetStream, comma-separated (`nats://host:4222,…`).
+    #[arg(long, env = "TICKWIRE_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "TICKWIRE_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "TICKWIRE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "TICKWIRE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS credentials file (JWT and NKey seed).
+    #[arg(long, env = "TICKWIRE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// JetStream stream of every event and checkpoint.
+    #[arg(long, env = "TICKWIRE_BUS_STREAM", default_value = "TICKWIRE")]
+    pub bus_stream: String,
+    /// First token of every bus subject (`{prefix}.{venue}.{symbol}.{channel}`).
+    #[arg(long, env = "TICKWIRE_BUS_PREFIX", default_value = "tw")]
+    pub bus_prefix: String,
+    /// Oldest message the stream keeps, in seconds (a gateway or store node
+    /// away longer than this misses history: gap).
+    #[arg(long, env = "TICKWIRE_BUS_MAX_AGE_S", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..))]
+    pub bus_max_age_s: u64,
+    /// Largest the stream grows, in bytes; the oldest messages go first.
+    #[arg(long, env = "TICKWIRE_BUS_MAX_BYTES", default_value_t = 8 << 30)]
+    pub bus_max_bytes: u64,
+    /// Copies of the stream in a NATS cluster (3 in production, 1 on one server).
+    #[arg(long, env = "TICKWIRE_BUS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub bus_replicas: u64,
+    /// How often each changed instrument's whole state is published (where a
+    /// gateway starts), in milliseconds.
+    #[arg(long, env = "TICKWIRE_BUS_CHECKPOINT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub bus_checkpoint_ms: u64,
+    /// Recent history a gateway loads into its ring when it takes an
+    /// instrument, in milliseconds (a client moving from another gateway
+    /// resumes from it without a gap).
+    #[arg(long, env = "TICKWIRE_BUS_BACKFILL_MS", default_value_t = 30_000)]
+    pub bus_backfill_ms: u64,
+    /// Durable consumer the store role writes history from (one per cluster).
+    #[arg(long, env = "TICKWIRE_BUS_STORE_CONSUMER", default_value = "tickwire-store")]
+    pub bus_store_consumer: String,
+}
+
+impl ClusterArgs {
+    /// The bus settings, when `--nats` is given.
+    pub fn bus(&self) -> Result<Option<crate::cluster::BusConfig>, String> {
+        use crate::cluster::{BusConfig, Credentials};
+        if self.nats.is_empty() {
+            return Ok(None);
+        }
+        let reserved = |s: &str| s.is_empty() || s.contains(['.', '*', '>', ' ']);
+        if reserved(&self.bus_prefix) {
+            return Err(format!(
+                "--bus-prefix {:?} must be one subject token (no '.', '*', '>' or spaces)",
+                self.bus_prefix
+            ));
+        }
+        if reserved(&self.bus_stream) {
+            return Err(format!(
+                "--bus-stream {:?} must be a stream name (no '.', '*', '>' or spaces)",
+                self.bus_stream
+            ));
+        }
+        let credentials = match (&self.nats_user, &self.nats_password, &self.nats_token, &self.nats_creds) {
+            (None, None, None, None) => Credentials::None,
+            (Some(user), Some(password), None, None) => Credentials::UserPassword(user.clone(), password.clone()),
+            (None, None, Some(token), None) => Credentials::Token(token.clone()),
+            (None, None, None, Some(path)) => Credentials::CredsFile(path.clone()),
+            _ => {
+                return Err(
+                    "give one NATS credential: --nats-user with --nats-password, --nats-token, or --nats-creds".into(),
+                );
+            }
+        };
+        Ok(Some(BusConfig {
+            urls: self.nats.clone(),
+            credentials,
+            stream: self.bus_stream.clone(),
+            prefix: self.bus_prefix.clone(),
+            max_age: Duration::from_secs(self.bus_max_age_s),
+            max_bytes: i64::try_from(self.bus_max_bytes).unwrap_or(i64::MAX),
+            replicas: self.bus_replicas as usize,
+            checkpoint_interval: Duration::from_millis(self.bus_checkpoint_ms),
+            backfill: Duration::from_millis(self.bus_backfill_ms),
+            store_consumer: self.bus_store_consumer.clone(),
+        }))
+    }
 }
 
 /// Where tick history lives.

@@ -389,6 +389,14 @@ struct Ring {
 }
 
 /// The subscription registry, the recent-history rings, and the publisher.
+/// Where a node that runs no engine gets an instrument's events (a cluster
+/// gateway takes them from the bus only while its clients want them).
+pub trait EventSource: Send + Sync {
+    /// Starts taking `id` if not taken yet; the receiver turns `true` once its
+    /// state is current, and a stream may start from it.
+    fn want(&self, id: InstrumentId) -> tokio::sync::watch::Receiver<bool>;
+}
+
 pub struct Fanout {
     instruments: Arc<Instruments>,
     state: StateReader,
@@ -398,8 +406,12 @@ pub struct Fanout {
     rings: Box<[Mutex<Ring>]>,
     ring: RingConfig,
     config: OutboxConfig,
-    /// What this run's sequences mean: its epoch, and where each stream began.
-    line: SequenceLine,
+    /// What this run's sequences mean: its epoch, and where each stream began
+    /// (swapped only when a cluster's bus starts a new epoch).
+    line: ArcSwap<SequenceLine>,
+    /// Where events come from when not from this process's engine (a cluster
+    /// gateway): asked for each instrument before a stream starts.
+    source: Option<Arc<dyn EventSource>>,
     pub default_delivery: Delivery,
     pub stats: FanoutStats,
 }
@@ -443,7 +455,8 @@ impl Fanout {
             rings,
             ring,
             config,
-            line,
+            line: ArcSwap::from_pointee(line),
+            source: None,
             default_delivery: Delivery::SnapshotOnLag,
             stats: FanoutStats::default(),
         }
@@ -457,12 +470,83 @@ impl Fanout {
         for (ring, base) in self.rings.iter().zip(line.bases()) {
             ring.lock().last = *base;
         }
-        self.line = line;
+        self.line = ArcSwap::from_pointee(line);
         self
     }
 
-    pub fn line(&self) -> &SequenceLine {
-        &self.line
+    /// Events come from `source` rather than from an engine in this process.
+    pub fn with_source(mut self, source: Arc<dyn EventSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    pub fn source(&self) -> Option<&Arc<dyn EventSource>> {
+        self.source.as_ref()
+    }
+
+    pub fn line(&self) -> Arc<SequenceLine> {
+        self.line.load_full()
+    }
+
+    /// A new sequence line (a cluster's bus started a new epoch): every ring is
+    /// emptied, since its sequences belong to the old line.
+    pub fn replace_line(&self, line: SequenceLine) {
+        for (ring, base) in self.rings.iter().zip(line.bases()) {
+            let mut ring = ring.lock();
+            ring.events.clear();
+            ring.last = *base;
+        }
+        self.line.store(Arc::new(line));
+    }
+
+    /// Empties one instrument's ring (a mirror that lets go of it: what it takes
+    /// later starts a new stretch).
+    pub fn clear_ring(&self, id: InstrumentId) {
+        self.rings[id.index()].lock().events.clear();
+    }
+
+    /// Asks every connection with a subscription to close (`code`, `reason`).
+    pub fn close_subscribers(&self, code: u16, reason: &'static str) {
+        for slot in self.slots.iter() {
+            for outbox in &slot.load().list {
+                outbox.request_close(code, reason);
+            }
+        }
+    }
+
+    /// Tells every subscriber of one stream that `from..=to` will never be sent
+    /// (a hole in what the bus delivered): a `gap` (`history_exhausted`) each.
+    /// The ring keeps the hole, so a resume across it gets a gap too.
+    pub fn publish_gap(&self, id: InstrumentId, channel: Channel, from: u64, to: u64, wake: &mut Vec<Arc<Outbox>>) {
+        {
+            let mut ring = self.rings[id.index()].lock();
+            let last = &mut ring.last[channel.index()];
+            *last = (*last).max(to);
+        }
+        let subscribers = self.slot(id, channel).load();
+        for outbox in &subscribers.list {
+            let mut guard = outbox.inner.lock();
+            let inner = &mut *guard;
+            if inner.close.is_some() {
+                continue;
+            }
+            let Some(sub) = inner.subs.get_mut(&(id, channel)) else { continue };
+            if to <= sub.last_seq {
+                continue;
+            }
+            let first = from.max(sub.last_seq + 1);
+            sub.last_seq = to;
+            let message =
+                Item::Message(self.gap_message(outbox.format, id, channel, first, to, GapReason::HistoryExhausted));
+            if let Some(held) = &mut sub.held {
+                held.items.push(message);
+                continue;
+            }
+            if inner.queue.is_empty() {
+                wake.push(outbox.clone());
+            }
+            inner.queue.push(message);
+        }
     }
 
     pub fn instruments(&self) -> &Arc<Instruments> {
@@ -666,6 +750,7 @@ impl Fanout {
                         queue.push(Item::Message(self.gap_message(
                             outbox.format,
                             encoded.instrument,
+                            Channel::Trades,
                             from,
                             to,
                             GapReason::SlowConsumer,
@@ -715,17 +800,25 @@ impl Fanout {
         }
     }
 
-    fn gap_message(&self, format: Format, id: InstrumentId, from: u64, to: u64, reason: GapReason) -> Bytes {
+    fn gap_message(
+        &self,
+        format: Format,
+        id: InstrumentId,
+        channel: Channel,
+        from: u64,
+        to: u64,
+        reason: GapReason,
+    ) -> Bytes {
         let mut out = Vec::with_capacity(128);
         let symbol = &self.instruments.get(id).symbol;
-        format.encode_gap(&mut out, symbol, Channel::Trades, from, to, reason);
+        format.encode_gap(&mut out, symbol, channel, from, to, reason);
         Bytes::from(out)
     }
 
     fn snapshot_message(&self, format: Format, id: InstrumentId, channel: Channel) -> (u64, Bytes) {
         let state = self.state.load(id);
         let mut out = Vec::with_capacity(256);
-        format.encode_snapshot(&mut out, self.instruments.get(id), channel, &state, self.line.epoch);
+        format.encode_snapshot(&mut out, self.instruments.get(id), channel, &state, self.line.load().epoch);
         let seq = match channel {
             Channel::Book => state.book.seq,
             other => state.seqs[other.index()],
@@ -825,7 +918,7 @@ impl Fanout {
                         symbol,
                         channel,
                         last_seq.max(since),
-                        self.line.epoch,
+                        self.line.load().epoch,
                     ))));
                 }
                 inner.subs.insert((id, channel), SubState::new(delivery, last_seq.max(since)));
@@ -949,7 +1042,7 @@ impl Fanout {
                     symbol,
                     channel,
                     last,
-                    self.line.epoch,
+                    self.line.load().epoch,
                 ))));
                 count += ring_items.len() + held.items.len();
                 inner.queue.extend(ring_items);
@@ -1136,7 +1229,14 @@ impl Fanout {
                 inner.subs.iter_mut().filter_map(|(key, sub)| sub.gap.take().map(|g| (key.0, *g))).collect();
             gaps.sort_unstable_by_key(|(id, _)| *id);
             for (id, (from, to)) in gaps {
-                out.push(Item::Message(self.gap_message(outbox.format, id, from, to, GapReason::SlowConsumer)));
+                out.push(Item::Message(self.gap_message(
+                    outbox.format,
+                    id,
+                    Channel::Trades,
+                    from,
+                    to,
+                    GapReason::SlowConsumer,
+                )));
             }
         }
         inner.close

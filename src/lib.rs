@@ -12,6 +12,7 @@
 pub mod app;
 pub mod book;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod fanout;

@@ -750,6 +750,11 @@ impl SequenceLine {
         Self { epoch: (now_nanos() / 1_000).max(1), bases }
     }
 
+    /// A line continuing from `bases` in a given epoch (a cluster's, kept on its bus).
+    pub fn with_epoch(epoch: u64, bases: Vec<[u64; Channel::COUNT]>) -> Self {
+        Self { epoch, bases }
+    }
+
     /// The last sequence of a stream before this run (0 when it starts at 1).
     pub fn base(&self, id: InstrumentId, channel: Channel) -> u64 {
         self.bases.get(id.index()).map_or(0, |b| b[channel.index()])

@@ -61,6 +61,9 @@ pub async fn start_stream(
     start: StartAt,
     delivery: Delivery,
 ) -> Resume {
+    if let Some(source) = fanout.source() {
+        wait_until_ready(source.want(id), fanout, id).await;
+    }
     let check = match start {
         StartAt::Snapshot => None,
         StartAt::Since { seq, epoch } => Some(fanout.line().check(id, channel, seq, epoch)),
@@ -91,6 +94,24 @@ pub async fn start_stream(
             fanout.release_hold(outbox, id, channel, after, &stored)
         }
         check => fanout.subscribe_checked(outbox, id, channel, check, delivery),
+    }
+}
+
+/// Longest a stream waits for a cluster gateway to take its instrument from the bus.
+const SOURCE_READY: Duration = Duration::from_secs(10);
+
+/// Waits until the instrument's state is current (a cluster gateway has
+/// restored it from the bus and caught up). Past [`SOURCE_READY`] the stream
+/// starts anyway: the snapshot is what the gateway has, and when the
+/// instrument catches up, the client is told of what it did not get (`gap`,
+/// `book_invalidated`).
+async fn wait_until_ready(mut ready: tokio::sync::watch::Receiver<bool>, fanout: &Fanout, id: InstrumentId) {
+    if *ready.borrow() {
+        return;
+    }
+    if tokio::time::timeout(SOURCE_READY, ready.wait_for(|ready| *ready)).await.is_err() {
+        metrics::counter!("tickwire_bus_not_ready_total").increment(1);
+        tracing::warn!(symbol = %fanout.instruments().get(id).symbol, "the instrument is not current on the bus yet; the stream starts from what this gateway has");
     }
 }
 

@@ -20,6 +20,9 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A message larger than the configured maximum.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The service restarted its sequences (a cluster's bus began a new epoch):
+    /// reconnect and resume; the resume is answered with `epoch_changed`.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// No pong or message within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
     /// The client fell too far behind under the `close` slow-consumer policy.

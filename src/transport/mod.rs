@@ -61,6 +61,8 @@ pub struct AppState {
     writers: std::sync::OnceLock<writer::WriterShards>,
     /// How many writer shards to start (0: one per core).
     writer_shards: usize,
+    /// This node's cluster role (`all` for a single process).
+    pub role: &'static str,
 }
 
 impl AppState {
@@ -90,7 +92,14 @@ impl AppState {
             store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
+            role: "all",
         }
+    }
+
+    /// Names this node's cluster role (`/v1/feeds`, `/v1/stats`).
+    pub fn with_role(mut self, role: &'static str) -> Self {
+        self.role = role;
+        self
     }
 
     /// Sets who may use the API.

@@ -114,7 +114,7 @@ pub async fn snapshot(
 
 pub async fn feeds(State(app): State<Arc<AppState>>) -> Json<Value> {
     let feeds: Vec<_> = app.feeds.iter().map(|f| f.view()).collect();
-    Json(json!({ "feeds": feeds }))
+    Json(json!({ "role": app.role, "feeds": feeds }))
 }
 
 pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {

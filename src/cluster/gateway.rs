@@ -1,0 +1,493 @@
+//! The gateway role's side of the bus: it takes an instrument from JetStream
+//! only while a client wants it, mirrors the ingest node's state of it, and
+//! fans out the ingest node's events under the ingest node's sequences.
+//!
+//! Per instrument in demand, one task follows an ordered consumer on
+//! `{prefix}.{venue}.{symbol}.*`, starting at the later of (now − backfill) and
+//! the instrument's last checkpoint, whichever is earlier: the events before the
+//! first checkpoint fill the ring (so that a client moving from another gateway
+//! resumes without a gap); the checkpoint restores the state; the events after
+//! it are applied. The instrument is ready (a stream may start from it) once it
+//! is restored and the consumer has caught up with the stream.
+//!
+//! One mirror task owns the [`Engine`] (as the engine task does on an ingest
+//! node) and checks every event's sequence against what it published:
+//! - a sequence already published is dropped (a consumer restarted, a
+//!   republish): counted as a duplicate;
+//! - a hole (the stream no longer held the events, the ingest node dropped
+//!   them) is told to subscribers as `gap` (`history_exhausted`); a book with a
+//!   hole waits for the next checkpoint and is then sent as `book_invalidated`
+//!   and a fresh snapshot;
+//! - each checkpoint is also a check: a mirror that is behind it (events lost
+//!   without a later one to show it) resynchronises from it the same way;
+//! - a checkpoint of another epoch (the stream was recreated and sequences
+//!   started again) replaces the sequence line and closes every client with
+//!   1012, so that clients reconnect and are told `epoch_changed`.
+//!
+//! The ordered consumer itself notices missed deliveries (NATS disconnects, a
+//! slow-consumer cut) and recreates itself where it left off, so a hole on the
+//! bus is refilled from the stream before the sequence check ever sees it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::stream::Stream;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::Bus;
+use super::wire::{self, CHECKPOINT_TOKEN, channel_of_token, checkpoint_subject, instrument_filter};
+use crate::book::{Checkpoint, Engine};
+use crate::codec::close;
+use crate::fanout::{EventSource, Fanout, wake_all};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine};
+
+/// Counters of a gateway's bus side.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    pub received: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub holes: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub bad_messages: AtomicU64,
+    pub consumer_restarts: AtomicU64,
+    pub instruments: AtomicU64,
+    pub epoch_changes: AtomicU64,
+}
+
+enum MirrorItem {
+    Event(Event),
+    Checkpoint(InstrumentId, Box<Checkpoint>),
+    CaughtUp(InstrumentId),
+    Forget(InstrumentId),
+}
+
+/// An instrument the gateway takes from the bus.
+struct Taken {
+    cancel: CancellationToken,
+    /// The last time a client asked for it (interest is kept a while after).
+    wanted: Instant,
+}
+
+/// How long an instrument nobody subscribes to is still taken.
+const LINGER: Duration = Duration::from_secs(10);
+/// Items queued from the consumers to the mirror.
+const MIRROR_QUEUE: usize = 8192;
+
+/// The gateway's [`EventSource`]: instruments in demand, each followed on the bus.
+pub struct BusSource {
+    stream: Stream,
+    bus: Bus,
+    instruments: Arc<Instruments>,
+    taken: Mutex<Vec<Option<Taken>>>,
+    ready: Arc<[watch::Sender<bool>]>,
+    mirror: mpsc::Sender<MirrorItem>,
+    stop: CancellationToken,
+    pub stats: Arc<GatewayStats>,
+}
+
+impl EventSource for BusSource {
+    fn want(&self, id: InstrumentId) -> watch::Receiver<bool> {
+        let mut taken = self.taken.lock();
+        match &mut taken[id.index()] {
+            Some(t) => t.wanted = Instant::now(),
+            slot @ None => {
+                let cancel = self.stop.child_token();
+                *slot = Some(Taken { cancel: cancel.clone(), wanted: Instant::now() });
+                self.stats.instruments.fetch_add(1, Ordering::Relaxed);
+                metrics::gauge!("tickwire_bus_interest_instruments").increment(1.0);
+                let inst = self.instruments.get(id);
+                tracing::info!(symbol = %inst.symbol, "taking an instrument from the bus");
+                tokio::spawn(follow(
+                    self.stream.clone(),
+                    self.bus.config.prefix.clone(),
+                    self.bus.config.backfill,
+                    id,
+                    (inst.venue.to_string(), inst.symbol.to_string()),
+                    self.mirror.clone(),
+                    cancel,
+                    self.stats.clone(),
+                ));
+            }
+        }
+        self.ready[id.index()].subscribe()
+    }
+}
+
+impl BusSource {
+    /// Starts the mirror over `engine` (which must be the engine `fanout` reads
+    /// its state from) and returns the source to give the fan-out, plus the
+    /// mirror and interest tasks.
+    pub async fn start(
+        bus: Bus,
+        instruments: Arc<Instruments>,
+        engine: Engine,
+        stop: CancellationToken,
+    ) -> Result<(Arc<BusSource>, MirrorStart), super::BusError> {
+        let stream = bus.stream().await?;
+        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
+        let ready: Arc<[watch::Sender<bool>]> = (0..instruments.len()).map(|_| watch::channel(false).0).collect();
+        let source = Arc::new(BusSource {
+            stream,
+            bus,
+            instruments: instruments.clone(),
+            taken: Mutex::new((0..instruments.len()).map(|_| None).collect()),
+            ready: ready.clone(),
+            mirror: tx,
+            stop,
+            stats: Arc::new(GatewayStats::default()),
+        });
+        Ok((source.clone(), MirrorStart { engine, rx, ready, source }))
+    }
+
+    /// The instruments taken now (`/v1/feeds`).
+    pub fn taken(&self) -> Vec<InstrumentId> {
+        let taken = self.taken.lock();
+        (0..taken.len()).filter(|i| taken[*i].is_some()).map(|i| InstrumentId(i as u32)).collect()
+    }
+
+    /// Lets go of instruments no client has wanted for [`LINGER`].
+    fn release_unwanted(&self, fanout: &Fanout) {
+        let mut taken = self.taken.lock();
+        for (index, slot) in taken.iter_mut().enumerate() {
+            let Some(t) = slot else { continue };
+            let id = InstrumentId(index as u32);
+            if Channel::ALL.iter().any(|c| fanout.subscribers(id, *c) > 0) {
+                t.wanted = Instant::now();
+                continue;
+            }
+            if t.wanted.elapsed() < LINGER {
+                continue;
+            }
+            t.cancel.cancel();
+            *slot = None;
+            self.stats.instruments.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("tickwire_bus_interest_instruments").decrement(1.0);
+            tracing::info!(symbol = %self.instruments.get(id).symbol, "no client wants the instrument: no longer taken from the bus");
+            let _ = self.mirror.try_send(MirrorItem::Forget(id));
+        }
+    }
+}
+
+/// What the mirror task needs; [`MirrorStart::run`] is the task.
+pub struct MirrorStart {
+    engine: Engine,
+    rx: mpsc::Receiver<MirrorItem>,
+    ready: Arc<[watch::Sender<bool>]>,
+    source: Arc<BusSource>,
+}
+
+/// What the mirror knows of one instrument.
+#[derive(Debug, Clone, Copy, Default)]
+struct Track {
+    restored: bool,
+    book_ok: bool,
+    caught_up: bool,
+    /// Last sequence given to the fan-out, per channel.
+    published: [u64; Channel::COUNT],
+}
+
+impl MirrorStart {
+    /// Applies what the consumers deliver and fans it out, until `stop`.
+    pub async fn run(self, fanout: Arc<Fanout>) {
+        let MirrorStart { mut engine, mut rx, ready, source } = self;
+        let stop = source.stop.clone();
+        let stats = source.stats.clone();
+        let mut tracks = vec![Track::default(); fanout.instruments().len()];
+        let mut wake = Vec::new();
+        let mut sweep = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let item = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sweep.tick() => {
+                    source.release_unwanted(&fanout);
+                    continue;
+                }
+                item = rx.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
+            let mut next = Some(item);
+            // Everything queued now goes out before the writers are woken.
+            for _ in 0..1024 {
+                let Some(item) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+                apply(&mut engine, &fanout, &mut tracks, &ready, &stats, item, &mut wake);
+            }
+            wake_all(&mut wake);
+        }
+    }
+}
+
+fn apply(
+    engine: &mut Engine,
+    fanout: &Fanout,
+    tracks: &mut [Track],
+    ready: &[watch::Sender<bool>],
+    stats: &GatewayStats,
+    item: MirrorItem,
+    wake: &mut Vec<Arc<crate::fanout::Outbox>>,
+) {
+    match item {
+        MirrorItem::Event(mut event) => {
+            let id = event.instrument;
+            let t = &mut tracks[id.index()];
+            let channel = event.channel();
+            let ch = channel.index();
+            if event.seq <= t.published[ch] {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_duplicates_total").increment(1);
+                return;
+            }
+            if !t.restored {
+                // Before the first checkpoint: recent history for the ring only
+                // (nobody is subscribed until the instrument is ready).
+                t.published[ch] = event.seq;
+                fanout.publish_deferred(&event, wake);
+                return;
+            }
+            if channel == Channel::Book && !t.book_ok {
+                return; // waits for the next checkpoint
+            }
+            let expected = t.published[ch] + 1;
+            if event.seq > expected {
+                stats.holes.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_holes_total").increment(1);
+                tracing::warn!(
+                    symbol = %fanout.instruments().get(id).symbol,
+                    channel = channel.as_str(),
+                    from = expected,
+                    to = event.seq - 1,
+                    "events missing on the bus"
+                );
+                if channel == Channel::Book {
+                    t.book_ok = false;
+                    return;
+                }
+                fanout.publish_gap(id, channel, expected, event.seq - 1, wake);
+            }
+            if let Err(error) = engine.apply_sequenced(&mut event) {
+                tracing::warn!(%error, "a bus event the mirror cannot apply; the book waits for the next checkpoint");
+                t.book_ok = false;
+                return;
+            }
+            t.published[ch] = event.seq;
+            fanout.publish_deferred(&event, wake);
+        }
+        MirrorItem::Checkpoint(id, checkpoint) => {
+            if checkpoint.epoch != fanout.line().epoch {
+                stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_epoch_changes_total").increment(1);
+                tracing::error!(
+                    old = fanout.line().epoch,
+                    new = checkpoint.epoch,
+                    "the bus began a new sequence epoch (its stream was recreated): closing every client with 1012"
+                );
+                fanout.replace_line(SequenceLine::with_epoch(
+                    checkpoint.epoch,
+                    vec![[0; Channel::COUNT]; fanout.instruments().len()],
+                ));
+                fanout.close_subscribers(close::SERVICE_RESTART, "sequences restarted; reconnect and resume");
+                for t in tracks.iter_mut() {
+                    *t = Track { caught_up: t.caught_up, ..Track::default() };
+                }
+            }
+            let t = &mut tracks[id.index()];
+            let behind = Channel::ALL.iter().any(|c| t.published[c.index()] < checkpoint.seqs[c.index()]);
+            if t.restored && t.book_ok && !behind {
+                return; // consistent with what was applied
+            }
+            if let Err(error) = engine.restore(id, &checkpoint) {
+                stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "a checkpoint the mirror cannot apply");
+                return;
+            }
+            if t.restored {
+                stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_resyncs_total").increment(1);
+                for channel in Channel::ALL {
+                    let (from, to) = (t.published[channel.index()] + 1, checkpoint.seqs[channel.index()]);
+                    if channel != Channel::Book && to >= from {
+                        fanout.publish_gap(id, channel, from, to, wake);
+                    }
+                }
+                let book_seq = checkpoint.seqs[Channel::Book.index()];
+                if book_seq > 0 && (!t.book_ok || book_seq > t.published[Channel::Book.index()]) {
+                    // Subscribers' books are wrong: `book_invalidated` and a fresh snapshot.
+                    let [seq, ts_event, ts_recv, ts_send] = checkpoint.book_clock;
+                    let reset = Event {
+                        instrument: id,
+                        seq,
+                        ts_event,
+                        ts_recv,
+                        ts_send,
+                        payload: Payload::BookReset(checkpoint.book.clone()),
+                    };
+                    fanout.publish_deferred(&reset, wake);
+                }
+            }
+            for (published, seq) in t.published.iter_mut().zip(checkpoint.seqs) {
+                *published = (*published).max(seq);
+            }
+            t.restored = true;
+            t.book_ok = true;
+            if t.caught_up {
+                ready[id.index()].send_replace(true);
+            }
+        }
+        MirrorItem::CaughtUp(id) => {
+            let t = &mut tracks[id.index()];
+            t.caught_up = true;
+            if t.restored {
+                ready[id.index()].send_replace(true);
+            }
+        }
+        MirrorItem::Forget(id) => {
+            tracks[id.index()] = Track::default();
+            fanout.clear_ring(id);
+            ready[id.index()].send_replace(false);
+        }
+    }
+}
+
+/// Follows one instrument on the bus until `cancel`: recreates the consumer
+/// (after a backoff) whenever it fails.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    stream: Stream,
+    prefix: String,
+    backfill: Duration,
+    id: InstrumentId,
+    (venue, symbol): (String, String),
+    mirror: mpsc::Sender<MirrorItem>,
+    cancel: CancellationToken,
+    stats: Arc<GatewayStats>,
+) {
+    let checkpoints = checkpoint_subject(&prefix, &venue, &symbol);
+    let filter = instrument_filter(&prefix, &venue, &symbol);
+    let mut backoff = Duration::from_millis(100);
+    let mut reported = false;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = follow_once(&stream, &checkpoints, &filter, backfill, id, &mirror, &stats) => outcome,
+        };
+        match outcome {
+            Ok(()) => return, // the mirror is gone
+            Err(error) => {
+                stats.consumer_restarts.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_consumer_restarts_total").increment(1);
+                if !reported || started.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!(%symbol, %error, retry_in = ?backoff, "following the instrument on the bus failed; retrying");
+                    reported = true;
+                }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One consumer's life: from the start point until it fails (`Err`) or the
+/// mirror is gone (`Ok`).
+async fn follow_once(
+    stream: &Stream,
+    checkpoints: &str,
+    filter: &str,
+    backfill: Duration,
+    id: InstrumentId,
+    mirror: &mpsc::Sender<MirrorItem>,
+    stats: &GatewayStats,
+) -> Result<(), String> {
+    let last = stream
+        .get_last_raw_message_by_subject(checkpoints)
+        .await
+        .map_err(|e| format!("no checkpoint of the instrument on the bus yet ({e})"))?;
+    let start_time = last.time.min(time::OffsetDateTime::now_utc() - backfill);
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| format!("cannot consume: {e}"))?;
+    let mut caught_up = false;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| format!("consumer failed: {e}"))?;
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tickwire_bus_received_total").increment(1);
+        let pending = message.info().map(|info| info.pending).unwrap_or(0);
+        let token = message.subject.rsplit('.').next().unwrap_or_default();
+        let item = if token == CHECKPOINT_TOKEN {
+            wire::decode_checkpoint(&message.payload).map(|cp| MirrorItem::Checkpoint(id, Box::new(cp)))
+        } else {
+            match channel_of_token(token) {
+                Some(channel) => wire::decode_event(&message.payload, id).and_then(|event| {
+                    if event.channel() == channel {
+                        Ok(MirrorItem::Event(event))
+                    } else {
+                        Err(wire::WireError::Malformed)
+                    }
+                }),
+                None => Err(wire::WireError::Malformed),
+            }
+        };
+        match item {
+            Ok(item) => {
+                if mirror.send(item).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                let bad = stats.bad_messages.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!("tickwire_bus_bad_messages_total").increment(1);
+                if bad.is_power_of_two() {
+                    tracing::warn!(subject = %message.subject, %error, bad, "a bus message that does not decode: skipped");
+                }
+            }
+        }
+        if !caught_up && pending == 0 {
+            caught_up = true;
+            if mirror.send(MirrorItem::CaughtUp(id)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Err("the consumer ended".into())
+}
+
+/// The cluster's epoch, once an ingest node has set it: waits (logging) until then.
+pub async fn wait_for_epoch(bus: &Bus, stop: &CancellationToken) -> Option<u64> {
+    let mut logged = false;
+    loop {
+        match bus.epoch().await {
+            Ok(Some(epoch)) => return Some(epoch),
+            Ok(None) if !logged => {
+                tracing::warn!("no ingest node has started on this bus yet; waiting for its sequence epoch");
+                logged = true;
+            }
+            Err(error) if !logged => {
+                tracing::warn!(%error, "cannot read the bus's sequence epoch yet; retrying");
+                logged = true;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

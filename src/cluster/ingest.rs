@@ -1,0 +1,280 @@
+//! The ingest role's side of the bus: every sequenced event, encoded once,
+//! published to JetStream on its instrument's subject, and a checkpoint of
+//! each changed instrument every `checkpoint_interval` (where a gateway starts).
+//!
+//! The engine task hands batches to the [`BusTap`] after the journal and before
+//! its own fan-out; the tap never waits: when the publisher cannot keep up
+//! (NATS away longer than its queue lasts), batches are dropped, counted
+//! (`tickwire_bus_dropped_events_total`) and every instrument gets a checkpoint
+//! at the next tick, so gateways see the hole by sequence, tell their clients
+//! (`gap`, `book_invalidated`) and resynchronise from the checkpoint.
+//!
+//! Publishing is asynchronous with a bounded window of acknowledgements in
+//! flight; every event carries `Nats-Msg-Id` = `symbol/channel/seq`, so an
+//! event published twice (a restarted ingest) is stored once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishAckFuture;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::wire::{self, checkpoint_subject, event_subject};
+use super::{Bus, BusError};
+use crate::book::{Checkpoint, Engine};
+use crate::model::{Channel, Event, InstrumentId, Instruments, SequenceLine, now_nanos};
+
+/// Items queued from the engine to the publisher.
+pub enum BusItem {
+    Events(Vec<Event>),
+    Checkpoint(InstrumentId, Box<Checkpoint>),
+}
+
+/// Batches the publisher may fall behind by before batches are dropped.
+const QUEUE_ITEMS: usize = 4096;
+/// Acknowledgements awaited at once; past it, publishing waits for the oldest.
+const ACKS_IN_FLIGHT: usize = 8192;
+/// Every instrument gets a checkpoint at least this often, changed or not, so
+/// that the stream's age limit never leaves a quiet instrument without one.
+const CHECKPOINT_ALL_EVERY: Duration = Duration::from_secs(60);
+
+/// Counters of the publisher, for `/v1/feeds` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+/// The engine's handle on the publisher.
+pub struct BusTap {
+    tx: mpsc::Sender<BusItem>,
+    epoch: u64,
+    interval: Duration,
+    last_checkpoint: Instant,
+    last_full: Instant,
+    /// Instruments changed since their last checkpoint.
+    dirty: Vec<bool>,
+    stats: Arc<PublishStats>,
+}
+
+impl BusTap {
+    /// Queues a sequenced batch for the bus; never waits.
+    pub fn record(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            self.dirty[event.instrument.index()] = true;
+        }
+        if let Err(error) = self.tx.try_send(BusItem::Events(events.to_vec())) {
+            let lost = events.len() as u64;
+            self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_dropped_events_total").increment(lost);
+            if self.stats.dropped.load(Ordering::Relaxed) == lost {
+                tracing::error!(
+                    "the bus publisher is behind (or gone): events dropped from the bus; gateways resynchronise from the next checkpoints"
+                );
+            }
+            if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                // Checkpoint everything as soon as there is room again.
+                self.last_full = Instant::now() - CHECKPOINT_ALL_EVERY;
+            }
+        }
+    }
+
+    /// Publishes checkpoints of the instruments that changed, when they are due.
+    pub fn checkpoint(&mut self, engine: &Engine) {
+        let now = Instant::now();
+        if now.duration_since(self.last_checkpoint) < self.interval {
+            return;
+        }
+        let all = now.duration_since(self.last_full) >= CHECKPOINT_ALL_EVERY;
+        if self.tx.capacity() < self.dirty.len() {
+            return; // no room for them now; they stay due
+        }
+        self.last_checkpoint = now;
+        if all {
+            self.last_full = now;
+        }
+        for (index, dirty) in self.dirty.iter_mut().enumerate() {
+            if !(*dirty || all) {
+                continue;
+            }
+            *dirty = false;
+            let id = InstrumentId(index as u32);
+            let checkpoint = Box::new(engine.checkpoint(id, self.epoch));
+            if self.tx.try_send(BusItem::Checkpoint(id, checkpoint)).is_err() {
+                self.dirty[index] = true;
+                break;
+            }
+        }
+    }
+}
+
+/// Builds the tap and the publisher task.
+pub fn publisher(
+    bus: Bus,
+    instruments: Arc<Instruments>,
+    epoch: u64,
+) -> (BusTap, Arc<PublishStats>, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = mpsc::channel(QUEUE_ITEMS);
+    let stats = Arc::new(PublishStats::default());
+    let long_ago = Instant::now() - CHECKPOINT_ALL_EVERY * 2;
+    let tap = BusTap {
+        tx,
+        epoch,
+        interval: bus.config.checkpoint_interval,
+        last_checkpoint: long_ago,
+        last_full: long_ago,
+        dirty: vec![true; instruments.len()],
+        stats: stats.clone(),
+    };
+    (tap, stats.clone(), run_publisher(bus, instruments, rx, stats))
+}
+
+/// Publishes queued items in order until the tap is dropped and the queue is drained.
+async fn run_publisher(
+    bus: Bus,
+    instruments: Arc<Instruments>,
+    mut rx: mpsc::Receiver<BusItem>,
+    stats: Arc<PublishStats>,
+) {
+    let prefix = bus.config.prefix.clone();
+    let subjects: Vec<[String; Channel::COUNT]> = instruments
+        .iter()
+        .map(|inst| Channel::ALL.map(|channel| event_subject(&prefix, &inst.venue, &inst.symbol, channel)))
+        .collect();
+    let checkpoints: Vec<String> =
+        instruments.iter().map(|inst| checkpoint_subject(&prefix, &inst.venue, &inst.symbol)).collect();
+    let mut acks: FuturesUnordered<<PublishAckFuture as IntoFuture>::IntoFuture> = FuturesUnordered::new();
+    let mut body = Vec::with_capacity(256);
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            Some(ack) = acks.next(), if !acks.is_empty() => {
+                settle(ack, &stats);
+                continue;
+            }
+        };
+        let messages: Vec<(String, Option<HeaderMap>, Bytes)> = match item {
+            BusItem::Events(events) => events
+                .iter()
+                .map(|event| {
+                    body.clear();
+                    wire::encode_event(&mut body, event);
+                    let inst = instruments.get(event.instrument);
+                    let mut headers = HeaderMap::new();
+                    let id = format!("{}/{}/{}", inst.symbol, event.channel().as_str(), event.seq);
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                    let subject = subjects[event.instrument.index()][event.channel().index()].clone();
+                    (subject, Some(headers), Bytes::copy_from_slice(&body))
+                })
+                .collect(),
+            BusItem::Checkpoint(id, checkpoint) => {
+                body.clear();
+                wire::encode_checkpoint(&mut body, &checkpoint);
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                vec![(checkpoints[id.index()].clone(), None, Bytes::copy_from_slice(&body))]
+            }
+        };
+        for (subject, headers, payload) in messages {
+            while acks.len() >= ACKS_IN_FLIGHT {
+                if let Some(ack) = acks.next().await {
+                    settle(ack, &stats);
+                }
+            }
+            let sent = match headers {
+                Some(headers) => bus.js.publish_with_headers(subject, headers, payload).await,
+                None => bus.js.publish(subject, payload).await,
+            };
+            match sent {
+                Ok(ack) => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tickwire_bus_published_total").increment(1);
+                    acks.push(ack.into_future());
+                }
+                Err(error) => failed(&stats, &error.to_string()),
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        settle(ack, &stats);
+    }
+}
+
+fn settle(
+    ack: Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>,
+    stats: &PublishStats,
+) {
+    match ack {
+        Ok(_) => {
+            stats.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => failed(stats, &error.to_string()),
+    }
+}
+
+fn failed(stats: &PublishStats, error: &str) {
+    let errors = stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::counter!("tickwire_bus_publish_errors_total").increment(1);
+    if errors.is_power_of_two() {
+        tracing::warn!(error, errors, "publishing to the bus failed; gateways see the hole and resynchronise");
+    }
+}
+
+/// The sequence line an ingest node continues: every stream after the last
+/// sequence the bus holds for it (and after `store_bases`, when this node also
+/// keeps history), in the cluster's epoch. A new (empty) stream starts a new epoch.
+pub async fn continue_line(
+    bus: &Bus,
+    instruments: &Instruments,
+    store_bases: Option<&SequenceLine>,
+) -> Result<SequenceLine, BusError> {
+    let mut stream = bus.stream().await?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| BusError::Stream { stream: bus.config.stream.clone(), message: e.to_string() })?;
+    let empty = info.state.messages == 0;
+    let epoch = match bus.epoch().await? {
+        Some(epoch) if !empty => epoch,
+        _ => {
+            let epoch = (now_nanos() / 1_000).max(1);
+            tracing::info!(epoch, "the bus stream is new: a new sequence epoch");
+            epoch
+        }
+    };
+    let mut bases = vec![[0u64; Channel::COUNT]; instruments.len()];
+    if !empty {
+        for inst in instruments.iter() {
+            for channel in Channel::ALL {
+                let subject = event_subject(&bus.config.prefix, &inst.venue, &inst.symbol, channel);
+                if let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await {
+                    match wire::event_seq(&message.payload) {
+                        Ok(seq) => bases[inst.id.index()][channel.index()] = seq,
+                        Err(error) => tracing::warn!(%subject, %error, "last bus message unreadable"),
+                    }
+                }
+            }
+        }
+    }
+    if let Some(stored) = store_bases {
+        for (base, stored) in bases.iter_mut().zip(stored.bases()) {
+            for (b, s) in base.iter_mut().zip(stored) {
+                *b = (*b).max(*s);
+            }
+        }
+    }
+    Ok(SequenceLine::with_epoch(epoch, bases))
+}

@@ -1,0 +1,203 @@
+//! Roles on NATS JetStream: past one machine, ingest nodes (the only
+//! sequencers) publish every sequenced event to a JetStream stream, gateway
+//! nodes consume what their clients ask for and fan it out, and store nodes
+//! write history from a durable consumer.
+//!
+//! ```text
+//! ingest: feeds ─► engine ─► journal ─► fan-out (its own clients)
+//!                        └─► BusTap ─► publisher task ─► JetStream stream (file storage)
+//! gateway: JetStream ─► one ordered consumer per instrument in demand ─► mirror task
+//!          (book::Engine::apply_sequenced, same sequences) ─► fan-out ─► clients
+//! store:   JetStream ─► durable consumer ─► Store::write (idempotent) ─► ack
+//! ```
+//! [`wire`] fixes the subjects and bodies; [`ingest`], [`gateway`] and [`store`]
+//! are the three roles' tasks. Without `--nats` none of this runs.
+
+pub mod gateway;
+pub mod ingest;
+pub mod store;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// What one node does in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything in one process (feeds, engine, clients, history); with
+    /// `--nats`, it also publishes to the bus.
+    All,
+    /// Feeds and the engine: publishes every sequenced event to the bus.
+    Ingest,
+    /// Client connections only, fed from the bus.
+    Gateway,
+    /// History only, written from the bus.
+    Store,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Ingest => "ingest",
+            Role::Gateway => "gateway",
+            Role::Store => "store",
+        }
+    }
+
+    /// Whether this role runs the feeds and the engine (sequences events).
+    pub fn sequences(self) -> bool {
+        matches!(self, Role::All | Role::Ingest)
+    }
+}
+
+/// How to reach the bus and how the stream is laid out.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Server URLs (`nats://host:4222`), any of which may be used.
+    pub urls: Vec<String>,
+    pub credentials: Credentials,
+    /// JetStream stream holding every event and checkpoint.
+    pub stream: String,
+    /// First subject token.
+    pub prefix: String,
+    /// Oldest message the stream keeps.
+    pub max_age: Duration,
+    /// Largest the stream grows, in bytes (the oldest messages go first).
+    pub max_bytes: i64,
+    /// Copies of the stream in a NATS cluster (1 on a single server; 3 in production).
+    pub replicas: usize,
+    /// Instruments with changes get a checkpoint this often.
+    pub checkpoint_interval: Duration,
+    /// How much recent history a gateway loads into its ring when it starts
+    /// taking an instrument, so that a client moving from another gateway
+    /// resumes without a gap.
+    pub backfill: Duration,
+    /// Name of the store role's durable consumer (one history writer per cluster).
+    pub store_consumer: String,
+}
+
+impl BusConfig {
+    /// The stream's subjects: everything under the prefix.
+    pub fn subjects(&self) -> String {
+        format!("{}.>", self.prefix)
+    }
+}
+
+/// Optional credentials for a secured NATS.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    UserPassword(String, String),
+    Token(String),
+    CredsFile(PathBuf),
+}
+
+/// Why the bus could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect { urls: String, source: async_nats::ConnectError },
+    #[error("cannot read the NATS credentials file {path}: {source}")]
+    Credentials { path: PathBuf, source: std::io::Error },
+    #[error("bad NATS URL {url}: {message}")]
+    Url { url: String, message: String },
+    #[error("JetStream stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("--role {0} needs --nats")]
+    NoBus(&'static str),
+}
+
+/// A connection to the bus and the stream every role uses.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub config: BusConfig,
+}
+
+impl Bus {
+    /// Connects (retrying in the background when the first attempt fails is
+    /// NATS's own reconnect logic; a first failure is reported here).
+    pub async fn connect(config: BusConfig, name: &str) -> Result<Bus, BusError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("tickwire-{name}"))
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        metrics::counter!("tickwire_bus_disconnects_total").increment(1);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                    }
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        metrics::counter!("tickwire_bus_slow_consumer_total").increment(1);
+                        tracing::warn!(
+                            sid,
+                            "NATS says this node is a slow consumer; the hole is refilled from the stream"
+                        );
+                    }
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            });
+        options = match &config.credentials {
+            Credentials::None => options,
+            Credentials::UserPassword(user, password) => options.user_and_password(user.clone(), password.clone()),
+            Credentials::Token(token) => options.token(token.clone()),
+            Credentials::CredsFile(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(|source| BusError::Credentials { path: path.clone(), source })?,
+        };
+        let urls = config.urls.join(",");
+        let addrs: Vec<async_nats::ServerAddr> = config
+            .urls
+            .iter()
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| BusError::Url { url: u.clone(), message: e.to_string() })
+            })
+            .collect::<Result<_, _>>()?;
+        let client = options.connect(addrs).await.map_err(|source| BusError::Connect { urls, source })?;
+        let js = jetstream::new(client.clone());
+        Ok(Bus { client, js, config })
+    }
+
+    /// The event stream, created with the configured limits when missing.
+    pub async fn stream(&self) -> Result<stream::Stream, BusError> {
+        let c = &self.config;
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: c.stream.clone(),
+                subjects: vec![c.subjects()],
+                max_age: c.max_age,
+                max_bytes: c.max_bytes,
+                storage: stream::StorageType::File,
+                num_replicas: c.replicas,
+                // Republished events (a restarted or failed-over ingest) are dropped by id.
+                duplicate_window: Duration::from_secs(120),
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Stream { stream: c.stream.clone(), message: e.to_string() })
+    }
+
+    /// The cluster's sequence epoch: the one in the stream's latest
+    /// checkpoint (every checkpoint carries it), if there is one.
+    pub async fn epoch(&self) -> Result<Option<u64>, BusError> {
+        let stream = self.stream().await?;
+        let any_checkpoint = format!("{}.*.*.{}", self.config.prefix, wire::CHECKPOINT_TOKEN);
+        match stream.get_last_raw_message_by_subject(&any_checkpoint).await {
+            Ok(message) => Ok(wire::decode_checkpoint(&message.payload).ok().map(|cp| cp.epoch)),
+            Err(error) if error.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(error) => Err(BusError::Stream { stream: self.config.stream.clone(), message: error.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The store role: history written from a durable JetStream consumer.
+//!
+//! One durable pull consumer (`--bus-store-consumer`, `tickwire-store` by
+//! default) serves every store node of the cluster, so each event goes to one
+//! writer. A node fetches a batch, writes it to the store in one transaction
+//! (idempotently: rows already stored are skipped), and only then acknowledges
+//! it (acknowledge-all up to the batch's last message, confirmed by the
+//! server). A store that is down is retried with backoff and nothing is
+//! acknowledged meanwhile; a node killed between the write and the
+//! acknowledgement gets the batch again, and the idempotent write stores each
+//! event once. Candles and checkpoints are derived data and are not stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
+use futures_util::StreamExt;
+use rustc_hash::FxHashMap;
+use tokio_util::sync::CancellationToken;
+
+use super::Bus;
+use super::wire::{self, CHECKPOINT_TOKEN, channel_of_token, token};
+use crate::model::{Event, InstrumentId, Instruments, now_nanos};
+use crate::store::{Store, StoreIds};
+
+/// Counters of the store role.
+#[derive(Debug, Default)]
+pub struct StoreRoleStats {
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub skipped: AtomicU64,
+    /// `ts_recv` of the newest event written (ns); the store's lag is its age.
+    pub newest_ns: AtomicU64,
+}
+
+/// Most messages per fetch (and per store transaction).
+const BATCH: usize = 5_000;
+
+/// Writes history from the bus until `stop`; the current batch is finished first.
+pub async fn run(
+    bus: Bus,
+    store: Store,
+    ids: Arc<StoreIds>,
+    instruments: Arc<Instruments>,
+    stats: Arc<StoreRoleStats>,
+    stop: CancellationToken,
+) {
+    let by_token: FxHashMap<(String, String), InstrumentId> =
+        instruments.iter().map(|inst| ((token(&inst.venue), token(&inst.symbol)), inst.id)).collect();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let consumer = match consumer(&bus).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "store role: cannot open the durable consumer; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                batch = consumer.fetch().max_messages(BATCH).expires(Duration::from_millis(500)).messages() => batch,
+            };
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "store role: fetch failed; reopening the consumer");
+                    break;
+                }
+            };
+            let mut messages = Vec::new();
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => messages.push(message),
+                    Err(error) => {
+                        tracing::debug!(%error, "store role: fetch ended early");
+                        break;
+                    }
+                }
+            }
+            let Some(last) = messages.last() else { continue };
+            let mut events = Vec::with_capacity(messages.len());
+            for message in &messages {
+                if message.info().is_ok_and(|info| info.delivered > 1) {
+                    stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tickwire_bus_redeliveries_total").increment(1);
+                }
+                match decode(&message.subject, &message.payload, &by_token) {
+                    Decoded::Event(mut event) => {
+                        event.instrument = InstrumentId(ids.store_id(event.instrument) as u32);
+                        events.push(event);
+                    }
+                    Decoded::NotStored => {}
+                    Decoded::Bad(reason) => {
+                        let skipped = stats.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                        metrics::counter!("tickwire_bus_bad_messages_total").increment(1);
+                        if skipped.is_power_of_two() {
+                            tracing::warn!(subject = %message.subject, reason, skipped, "store role: a bus message it cannot store: skipped");
+                        }
+                    }
+                }
+            }
+            let newest = events.iter().map(|e| e.ts_recv).max().unwrap_or(0);
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match store.write(&events, true).await {
+                    Ok(written) => {
+                        stats.written.fetch_add(written, Ordering::Relaxed);
+                        stats.batches.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("tickwire_store_written_total").increment(written);
+                        break;
+                    }
+                    Err(error) => {
+                        let errors = stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        metrics::counter!("tickwire_store_write_errors_total").increment(1);
+                        if errors.is_power_of_two() {
+                            tracing::warn!(%error, errors, "store role: write failed; retrying (nothing is acknowledged meanwhile)");
+                        }
+                        tokio::select! {
+                            // Unacknowledged: redelivered to the next writer.
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if newest > 0 {
+                stats.newest_ns.fetch_max(newest, Ordering::Relaxed);
+                metrics::gauge!("tickwire_store_lag_ms").set(now_nanos().saturating_sub(newest) as f64 / 1e6);
+            }
+            // Acknowledges the whole batch (ack policy "all"), confirmed by the server.
+            if let Err(error) = last.double_ack().await {
+                tracing::warn!(%error, "store role: acknowledgement not confirmed; the batch may come again (stored once)");
+            }
+        }
+    }
+}
+
+async fn consumer(bus: &Bus) -> Result<Consumer<pull::Config>, String> {
+    let stream = bus.stream().await.map_err(|e| e.to_string())?;
+    let name = bus.config.store_consumer.clone();
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some("tickwire store role: history writer".into()),
+                filter_subject: bus.config.subjects(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: (BATCH * 4) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+enum Decoded {
+    Event(Event),
+    NotStored,
+    Bad(&'static str),
+}
+
+fn decode(subject: &str, payload: &[u8], by_token: &FxHashMap<(String, String), InstrumentId>) -> Decoded {
+    let mut tokens = subject.split('.');
+    let (Some(_prefix), Some(venue), Some(symbol), Some(last), None) =
+        (tokens.next(), tokens.next(), tokens.next(), tokens.next(), tokens.next())
+    else {
+        return Decoded::Bad("subject is not prefix.venue.symbol.channel");
+    };
+    if last == CHECKPOINT_TOKEN {
+        return Decoded::NotStored;
+    }
+    let Some(channel) = channel_of_token(last) else { return Decoded::Bad("unknown channel") };
+    if !channel.is_stored() {
+        return Decoded::NotStored;
+    }
+    let Some(id) = by_token.get(&(venue.to_string(), symbol.to_string())) else {
+        return Decoded::Bad("an instrument this node does not know (start it with the ingest node's --feed)");
+    };
+    match wire::decode_event(payload, *id) {
+        Ok(event) if event.channel() == channel => Decoded::Event(event),
+        Ok(_) => Decoded::Bad("event of another channel than its subject"),
+        Err(_) => Decoded::Bad("does not decode"),
+    }
+}
