@@ -95,6 +95,8 @@ pub enum StreamEvent {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Gateway WebSocket URL; several, comma-separated, are tried in turn when
+    /// one cannot be reached (gateways of one cluster resume each other's streams).
     pub url: String,
     pub format: Format,
     pub symbols: Vec<String>,
@@ -125,6 +127,8 @@ pub struct StreamClient {
     instruments: HashMap<u32, (Arc<str>, u8, u8)>,
     pending: std::collections::VecDeque<StreamEvent>,
     attempt: u32,
+    /// Which of the configured URLs is in use.
+    url_index: usize,
     /// Updates the server sent twice (dropped here); zero on a correct server.
     pub duplicates: u64,
 }
@@ -142,8 +146,15 @@ impl StreamClient {
     /// Connects and subscribes.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let mut client = Self::new(config);
-        client.open().await?;
-        Ok(client)
+        let urls = client.config.url.split(',').filter(|u| !u.trim().is_empty()).count().max(1);
+        let mut opened = client.open().await;
+        for _ in 1..urls {
+            if opened.is_ok() {
+                break;
+            }
+            opened = client.open().await;
+        }
+        opened.map(|()| client)
     }
 
     /// A client not connected yet.
@@ -156,12 +167,27 @@ impl StreamClient {
             instruments: HashMap::new(),
             pending: Default::default(),
             attempt: 0,
+            url_index: 0,
             duplicates: 0,
         }
     }
 
+    /// The URL connections go to now.
+    pub fn url(&self) -> &str {
+        let urls: Vec<&str> = self.config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        urls.get(self.url_index % urls.len().max(1)).copied().unwrap_or(&self.config.url)
+    }
+
     async fn open(&mut self) -> Result<(), ClientError> {
-        let url = &self.config.url;
+        let opened = self.open_current().await;
+        if opened.is_err() {
+            self.url_index += 1; // the next attempt tries the next gateway
+        }
+        opened
+    }
+
+    async fn open_current(&mut self) -> Result<(), ClientError> {
+        let url = self.url().to_owned();
         let connect_error = |source| ClientError::Connect { url: url.clone(), source: Box::new(source) };
         let mut request = url.as_str().into_client_request().map_err(connect_error)?;
         let protocol = self.config.format.subprotocol().parse().expect("a valid header value");

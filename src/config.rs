@@ -287,6 +287,10 @@ pub struct ClusterArgs {
     /// resumes from it without a gap).
     #[arg(long, env = "TICKWIRE_BUS_BACKFILL_MS", default_value_t = 30_000)]
     pub bus_backfill_ms: u64,
+    /// How long a gateway keeps taking an instrument no client subscribes to
+    /// any more, in milliseconds.
+    #[arg(long, env = "TICKWIRE_BUS_LINGER_MS", default_value_t = 10_000)]
+    pub bus_linger_ms: u64,
     /// Durable consumer the store role writes history from (one per cluster).
     #[arg(long, env = "TICKWIRE_BUS_STORE_CONSUMER", default_value = "tickwire-store")]
     pub bus_store_consumer: String,
@@ -333,6 +337,7 @@ impl ClusterArgs {
             replicas: self.bus_replicas as usize,
             checkpoint_interval: Duration::from_millis(self.bus_checkpoint_ms),
             backfill: Duration::from_millis(self.bus_backfill_ms),
+            linger: Duration::from_millis(self.bus_linger_ms),
             store_consumer: self.bus_store_consumer.clone(),
         }))
     }
@@ -474,7 +479,8 @@ pub struct TailArgs {
     /// Symbols to follow.
     #[arg(required = true)]
     pub symbols: Vec<String>,
-    /// Gateway WebSocket URL.
+    /// Gateway WebSocket URL; several, comma-separated, are tried in turn
+    /// (the gateways of one cluster resume each other's streams).
     #[arg(long, env = "TICKWIRE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub url: String,
     /// Channels to follow, comma-separated.

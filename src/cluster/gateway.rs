@@ -73,8 +73,6 @@ struct Taken {
     wanted: Instant,
 }
 
-/// How long an instrument nobody subscribes to is still taken.
-const LINGER: Duration = Duration::from_secs(10);
 /// Items queued from the consumers to the mirror.
 const MIRROR_QUEUE: usize = 8192;
 
@@ -150,7 +148,7 @@ impl BusSource {
         (0..taken.len()).filter(|i| taken[*i].is_some()).map(|i| InstrumentId(i as u32)).collect()
     }
 
-    /// Lets go of instruments no client has wanted for [`LINGER`].
+    /// Lets go of instruments no client has wanted for the configured linger.
     fn release_unwanted(&self, fanout: &Fanout) {
         let mut taken = self.taken.lock();
         for (index, slot) in taken.iter_mut().enumerate() {
@@ -160,7 +158,7 @@ impl BusSource {
                 t.wanted = Instant::now();
                 continue;
             }
-            if t.wanted.elapsed() < LINGER {
+            if t.wanted.elapsed() < self.bus.config.linger {
                 continue;
             }
             t.cancel.cancel();
@@ -199,7 +197,7 @@ impl MirrorStart {
         let stats = source.stats.clone();
         let mut tracks = vec![Track::default(); fanout.instruments().len()];
         let mut wake = Vec::new();
-        let mut sweep = tokio::time::interval(Duration::from_secs(2));
+        let mut sweep = tokio::time::interval(Duration::from_millis(500));
         loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => return,

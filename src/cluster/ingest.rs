@@ -156,7 +156,20 @@ async fn run_publisher(
         instruments.iter().map(|inst| checkpoint_subject(&prefix, &inst.venue, &inst.symbol)).collect();
     let mut acks: FuturesUnordered<<PublishAckFuture as IntoFuture>::IntoFuture> = FuturesUnordered::new();
     let mut body = Vec::with_capacity(256);
+    let mut last_check = Instant::now();
+    let mut errors_seen = 0;
     loop {
+        // Failures may mean the stream is gone (deleted by an operator): make
+        // sure it exists, at most once a second, and carry on into it.
+        let errors = stats.errors.load(Ordering::Relaxed);
+        if errors > errors_seen && last_check.elapsed() >= Duration::from_secs(1) {
+            errors_seen = errors;
+            last_check = Instant::now();
+            match bus.stream().await {
+                Ok(_) => tracing::info!("bus stream checked after publish failures"),
+                Err(error) => tracing::warn!(%error, "the bus stream cannot be created"),
+            }
+        }
         let item = tokio::select! {
             item = rx.recv() => match item {
                 Some(item) => item,

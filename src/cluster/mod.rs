@@ -75,6 +75,8 @@ pub struct BusConfig {
     /// taking an instrument, so that a client moving from another gateway
     /// resumes without a gap.
     pub backfill: Duration,
+    /// How long a gateway keeps an instrument nobody subscribes to any more.
+    pub linger: Duration,
     /// Name of the store role's durable consumer (one history writer per cluster).
     pub store_consumer: String,
 }

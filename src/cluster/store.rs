@@ -4,8 +4,7 @@
 //! default) serves every store node of the cluster, so each event goes to one
 //! writer. A node fetches a batch, writes it to the store in one transaction
 //! (idempotently: rows already stored are skipped), and only then acknowledges
-//! it (acknowledge-all up to the batch's last message, confirmed by the
-//! server). A store that is down is retried with backoff and nothing is
+//! each of its messages (the last confirmed by the server). A store that is down is retried with backoff and nothing is
 //! acknowledged meanwhile; a node killed between the write and the
 //! acknowledgement gets the batch again, and the idempotent write stores each
 //! event once. Candles and checkpoints are derived data and are not stored.
@@ -38,6 +37,9 @@ pub struct StoreRoleStats {
 
 /// Most messages per fetch (and per store transaction).
 const BATCH: usize = 5_000;
+/// A batch not acknowledged within this goes to another writer (or again to
+/// this one); a writer that is retrying says so before it runs out.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Writes history from the bus until `stop`; the current batch is finished first.
 pub async fn run(
@@ -114,6 +116,7 @@ pub async fn run(
             }
             let newest = events.iter().map(|e| e.ts_recv).max().unwrap_or(0);
             let mut delay = Duration::from_millis(50);
+            let mut progress = tokio::time::Instant::now();
             loop {
                 match store.write(&events, true).await {
                     Ok(written) => {
@@ -134,6 +137,13 @@ pub async fn run(
                             _ = tokio::time::sleep(delay) => {}
                         }
                         delay = (delay * 2).min(Duration::from_secs(5));
+                        if progress.elapsed() >= ACK_WAIT / 2 {
+                            // Still ours: the server waits another ACK_WAIT.
+                            progress = tokio::time::Instant::now();
+                            for message in &messages {
+                                let _ = message.ack_with(async_nats::jetstream::AckKind::Progress).await;
+                            }
+                        }
                     }
                 }
             }
@@ -141,7 +151,14 @@ pub async fn run(
                 stats.newest_ns.fetch_max(newest, Ordering::Relaxed);
                 metrics::gauge!("tickwire_store_lag_ms").set(now_nanos().saturating_sub(newest) as f64 / 1e6);
             }
-            // Acknowledges the whole batch (ack policy "all"), confirmed by the server.
+            // Every message is acknowledged on its own ("explicit"): acknowledging
+            // only the last would also acknowledge messages delivered to a
+            // writer that died before storing them. The last is confirmed.
+            for message in &messages[..messages.len() - 1] {
+                if let Err(error) = message.ack().await {
+                    tracing::debug!(%error, "store role: acknowledgement not sent; the message comes again (stored once)");
+                }
+            }
             if let Err(error) = last.double_ack().await {
                 tracing::warn!(%error, "store role: acknowledgement not confirmed; the batch may come again (stored once)");
             }
@@ -160,8 +177,8 @@ async fn consumer(bus: &Bus) -> Result<Consumer<pull::Config>, String> {
                 description: Some("tickwire store role: history writer".into()),
                 filter_subject: bus.config.subjects(),
                 deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(30),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
                 max_ack_pending: (BATCH * 4) as i64,
                 ..Default::default()
             },

@@ -1,6 +1,7 @@
 //! Shared helpers: start the real server on port 0, and a WebSocket client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod nats;
 pub mod store;
 
 use std::net::SocketAddr;
