@@ -6,7 +6,7 @@ FRONTEND := frontend
 HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
-.PHONY: bench-guard bench-load peers
+.PHONY: bench-guard bench-load peers cluster
 .PHONY: fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
@@ -16,6 +16,12 @@ run: build
 ## Release binary and built dashboard.
 build: frontend
 	$(CARGO) build --release --locked
+
+## The cluster on one machine: nats-server (started, or the one on :4222), one
+## ingest node, two gateways with the dashboard (:8080, :8081), one store node.
+## Ctrl-C stops them all. See docs/DEPLOY.md.
+cluster: build
+	scripts/cluster.sh
 
 ## Every check CI runs: formatting, lints, Rust tests, dashboard unit and browser tests.
 test: lint rust-test python-test bench-guard frontend-test e2e

@@ -58,7 +58,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // get the graceful path, not the default action.
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-            let server = tickwire::app::start(&args).await?;
+            // Starting may wait (a gateway waits for its bus's first ingest
+            // node): a signal meanwhile stops it there.
+            let server = tokio::select! {
+                server = tickwire::app::start(&args) => server?,
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+            };
             // Tests and `tickwire bench` read the address from this line.
             let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
             println!("tickwire listening on {scheme}://{}", server.addr);

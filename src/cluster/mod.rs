@@ -143,7 +143,7 @@ impl Bus {
                             "NATS says this node is a slow consumer; the hole is refilled from the stream"
                         );
                     }
-                    other => tracing::info!(event = %other, "NATS event"),
+                    other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
         options = match &config.credentials {

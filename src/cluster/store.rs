@@ -41,8 +41,23 @@ const BATCH: usize = 5_000;
 /// this one); a writer that is retrying says so before it runs out.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
-/// Writes history from the bus until `stop`; the current batch is finished first.
+/// Writes history from the bus until `stop`. Stopping anywhere is safe: what
+/// is not acknowledged comes again, and is stored once.
 pub async fn run(
+    bus: Bus,
+    store: Store,
+    ids: Arc<StoreIds>,
+    instruments: Arc<Instruments>,
+    stats: Arc<StoreRoleStats>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = write_from_bus(bus, store, ids, instruments, stats, stop.clone()) => {}
+    }
+}
+
+async fn write_from_bus(
     bus: Bus,
     store: Store,
     ids: Arc<StoreIds>,
