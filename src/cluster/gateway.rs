@@ -14,10 +14,13 @@
 //! node) and checks every event's sequence against what it published:
 //! - a sequence already published is dropped (a consumer restarted, a
 //!   republish): counted as a duplicate;
-//! - a hole (the stream no longer held the events, the ingest node dropped
-//!   them) is told to subscribers as `gap` (`history_exhausted`); a book with a
-//!   hole waits for the next checkpoint and is then sent as `book_invalidated`
-//!   and a fresh snapshot;
+//! - a hole holds the stream's later events for up to [`HOLE_WAIT`]: an
+//!   ingest node that republishes after a bus failure lands the missing events
+//!   late, and they are then delivered in order; a hole that stays (the stream
+//!   no longer holds the events, the ingest node dropped them) is told to
+//!   subscribers as `gap` (`history_exhausted`); a book with a hole waits for
+//!   the next checkpoint and is then sent as `book_invalidated` and a fresh
+//!   snapshot;
 //! - each checkpoint is also a check: a mirror that is behind it (events lost
 //!   without a later one to show it) resynchronises from it the same way;
 //! - a checkpoint of another epoch (the stream was recreated and sequences
@@ -28,6 +31,7 @@
 //! slow-consumer cut) and recreates itself where it left off, so a hole on the
 //! bus is refilled from the stream before the sequence check ever sees it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +40,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +48,7 @@ use super::Bus;
 use super::wire::{self, CHECKPOINT_TOKEN, channel_of_token, checkpoint_subject, instrument_filter};
 use crate::book::{Checkpoint, Engine};
 use crate::codec::close;
-use crate::fanout::{EventSource, Fanout, wake_all};
+use crate::fanout::{EventSource, Fanout, Outbox, wake_all};
 use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine};
 
 /// Counters of a gateway's bus side.
@@ -189,20 +194,52 @@ struct Track {
     published: [u64; Channel::COUNT],
 }
 
+/// How long a stream waits for events missing before later ones (a
+/// republish after a bus failure lands them late) before it calls the hole a
+/// gap: longer than the ingest node's acknowledgement timeout and reconnect.
+const HOLE_WAIT: Duration = Duration::from_secs(5);
+/// Most events held behind one hole; past it the hole is called at once.
+const HOLE_MAX_EVENTS: usize = 100_000;
+
+/// Events held behind a hole in one stream.
+struct Hole {
+    since: Instant,
+    pending: BTreeMap<u64, Event>,
+}
+
+/// The mirror task's state: the engine, and what it published of each stream.
+struct Mirror {
+    engine: Engine,
+    fanout: Arc<Fanout>,
+    tracks: Vec<Track>,
+    holes: FxHashMap<(InstrumentId, Channel), Hole>,
+    ready: Arc<[watch::Sender<bool>]>,
+    stats: Arc<GatewayStats>,
+    wake: Vec<Arc<Outbox>>,
+}
+
 impl MirrorStart {
     /// Applies what the consumers deliver and fans it out, until `stop`.
     pub async fn run(self, fanout: Arc<Fanout>) {
-        let MirrorStart { mut engine, mut rx, ready, source } = self;
+        let MirrorStart { engine, mut rx, ready, source } = self;
         let stop = source.stop.clone();
-        let stats = source.stats.clone();
-        let mut tracks = vec![Track::default(); fanout.instruments().len()];
-        let mut wake = Vec::new();
+        let mut mirror = Mirror {
+            engine,
+            tracks: vec![Track::default(); fanout.instruments().len()],
+            fanout,
+            holes: FxHashMap::default(),
+            ready,
+            stats: source.stats.clone(),
+            wake: Vec::new(),
+        };
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
         loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = sweep.tick() => {
-                    source.release_unwanted(&fanout);
+                    source.release_unwanted(&mirror.fanout);
+                    mirror.call_old_holes();
+                    wake_all(&mut mirror.wake);
                     continue;
                 }
                 item = rx.recv() => match item {
@@ -214,140 +251,202 @@ impl MirrorStart {
             // Everything queued now goes out before the writers are woken.
             for _ in 0..1024 {
                 let Some(item) = next.take().or_else(|| rx.try_recv().ok()) else { break };
-                apply(&mut engine, &fanout, &mut tracks, &ready, &stats, item, &mut wake);
+                mirror.apply(item);
             }
-            wake_all(&mut wake);
+            wake_all(&mut mirror.wake);
         }
     }
 }
 
-fn apply(
-    engine: &mut Engine,
-    fanout: &Fanout,
-    tracks: &mut [Track],
-    ready: &[watch::Sender<bool>],
-    stats: &GatewayStats,
-    item: MirrorItem,
-    wake: &mut Vec<Arc<crate::fanout::Outbox>>,
-) {
-    match item {
-        MirrorItem::Event(mut event) => {
-            let id = event.instrument;
-            let t = &mut tracks[id.index()];
-            let channel = event.channel();
-            let ch = channel.index();
-            if event.seq <= t.published[ch] {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_duplicates_total").increment(1);
-                return;
-            }
-            if !t.restored {
-                // Before the first checkpoint: recent history for the ring only
-                // (nobody is subscribed until the instrument is ready).
-                t.published[ch] = event.seq;
-                fanout.publish_deferred(&event, wake);
-                return;
-            }
-            if channel == Channel::Book && !t.book_ok {
-                return; // waits for the next checkpoint
-            }
-            let expected = t.published[ch] + 1;
-            if event.seq > expected {
-                stats.holes.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_holes_total").increment(1);
-                tracing::warn!(
-                    symbol = %fanout.instruments().get(id).symbol,
-                    channel = channel.as_str(),
-                    from = expected,
-                    to = event.seq - 1,
-                    "events missing on the bus"
-                );
-                if channel == Channel::Book {
-                    t.book_ok = false;
-                    return;
+impl Mirror {
+    fn apply(&mut self, item: MirrorItem) {
+        match item {
+            MirrorItem::Event(event) => self.on_event(event),
+            MirrorItem::Checkpoint(id, checkpoint) => self.on_checkpoint(id, &checkpoint),
+            MirrorItem::CaughtUp(id) => {
+                let t = &mut self.tracks[id.index()];
+                t.caught_up = true;
+                if t.restored {
+                    self.ready[id.index()].send_replace(true);
                 }
-                fanout.publish_gap(id, channel, expected, event.seq - 1, wake);
             }
-            if let Err(error) = engine.apply_sequenced(&mut event) {
-                tracing::warn!(%error, "a bus event the mirror cannot apply; the book waits for the next checkpoint");
+            MirrorItem::Forget(id) => {
+                self.tracks[id.index()] = Track::default();
+                self.holes.retain(|(hid, _), _| *hid != id);
+                self.fanout.clear_ring(id);
+                self.ready[id.index()].send_replace(false);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let id = event.instrument;
+        let channel = event.channel();
+        let t = &mut self.tracks[id.index()];
+        if event.seq <= t.published[channel.index()] {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_duplicates_total").increment(1);
+            return;
+        }
+        if !t.restored {
+            // Before the first checkpoint: recent history for the ring only
+            // (nobody is subscribed until the instrument is ready).
+            t.published[channel.index()] = event.seq;
+            self.fanout.publish_deferred(&event, &mut self.wake);
+            return;
+        }
+        let key = (id, channel);
+        if let Some(hole) = self.holes.get_mut(&key) {
+            hole.pending.insert(event.seq, event);
+            if hole.pending.len() > HOLE_MAX_EVENTS {
+                hole.since = Instant::now() - HOLE_WAIT;
+            }
+            self.drain(key);
+            return;
+        }
+        if event.seq > t.published[channel.index()] + 1 {
+            // Events missing: wait for them a while (they may come late).
+            self.stats.holes.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_holes_total").increment(1);
+            let pending = BTreeMap::from([(event.seq, event)]);
+            self.holes.insert(key, Hole { since: Instant::now(), pending });
+            return;
+        }
+        self.deliver(event);
+    }
+
+    /// Applies and publishes the next event of its stream.
+    fn deliver(&mut self, mut event: Event) {
+        let id = event.instrument;
+        let channel = event.channel();
+        let t = &mut self.tracks[id.index()];
+        t.published[channel.index()] = event.seq;
+        if channel == Channel::Book && !t.book_ok {
+            return; // waits for the next checkpoint
+        }
+        if let Err(error) = self.engine.apply_sequenced(&mut event) {
+            tracing::warn!(%error, "a bus event the mirror cannot apply; the book waits for the next checkpoint");
+            t.book_ok = false;
+            return;
+        }
+        self.fanout.publish_deferred(&event, &mut self.wake);
+    }
+
+    /// Delivers what a hole held once it continues the stream.
+    fn drain(&mut self, key: (InstrumentId, Channel)) {
+        loop {
+            let next = self.tracks[key.0.index()].published[key.1.index()] + 1;
+            let Some(hole) = self.holes.get_mut(&key) else { return };
+            let Some(entry) = hole.pending.first_entry() else {
+                self.holes.remove(&key);
+                return;
+            };
+            if *entry.key() < next {
+                entry.remove(); // a duplicate
+                continue;
+            }
+            if *entry.key() > next {
+                return; // still missing
+            }
+            let event = entry.remove();
+            self.deliver(event);
+        }
+    }
+
+    /// Holes older than [`HOLE_WAIT`] are gaps: subscribers are told
+    /// (`gap`; a book waits for the next checkpoint) and what follows flows.
+    fn call_old_holes(&mut self) {
+        let old: Vec<_> =
+            self.holes.iter().filter(|(_, hole)| hole.since.elapsed() >= HOLE_WAIT).map(|(key, _)| *key).collect();
+        for key @ (id, channel) in old {
+            let Some(first) = self.holes.get(&key).and_then(|h| h.pending.keys().next().copied()) else {
+                self.holes.remove(&key);
+                continue;
+            };
+            let t = &mut self.tracks[id.index()];
+            let from = t.published[channel.index()] + 1;
+            tracing::warn!(
+                symbol = %self.fanout.instruments().get(id).symbol,
+                channel = channel.as_str(),
+                from,
+                to = first - 1,
+                "events missing on the bus: told to subscribers as a gap"
+            );
+            metrics::counter!("tickwire_bus_gaps_total").increment(1);
+            if channel == Channel::Book {
                 t.book_ok = false;
-                return;
+            } else {
+                self.fanout.publish_gap(id, channel, from, first - 1, &mut self.wake);
             }
-            t.published[ch] = event.seq;
-            fanout.publish_deferred(&event, wake);
+            t.published[channel.index()] = first - 1;
+            if let Some(hole) = self.holes.get_mut(&key) {
+                hole.since = Instant::now(); // for a further hole behind this one
+            }
+            self.drain(key);
         }
-        MirrorItem::Checkpoint(id, checkpoint) => {
-            if checkpoint.epoch != fanout.line().epoch {
-                stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_epoch_changes_total").increment(1);
-                tracing::error!(
-                    old = fanout.line().epoch,
-                    new = checkpoint.epoch,
-                    "the bus began a new sequence epoch (its stream was recreated): closing every client with 1012"
-                );
-                fanout.replace_line(SequenceLine::with_epoch(
-                    checkpoint.epoch,
-                    vec![[0; Channel::COUNT]; fanout.instruments().len()],
-                ));
-                fanout.close_subscribers(close::SERVICE_RESTART, "sequences restarted; reconnect and resume");
-                for t in tracks.iter_mut() {
-                    *t = Track { caught_up: t.caught_up, ..Track::default() };
+    }
+
+    fn on_checkpoint(&mut self, id: InstrumentId, checkpoint: &Checkpoint) {
+        if checkpoint.epoch != self.fanout.line().epoch {
+            self.stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_epoch_changes_total").increment(1);
+            tracing::error!(
+                old = self.fanout.line().epoch,
+                new = checkpoint.epoch,
+                "the bus began a new sequence epoch (its stream was recreated): closing every client with 1012"
+            );
+            let count = self.fanout.instruments().len();
+            self.fanout.replace_line(SequenceLine::with_epoch(checkpoint.epoch, vec![[0; Channel::COUNT]; count]));
+            self.fanout.close_subscribers(close::SERVICE_RESTART, "sequences restarted; reconnect and resume");
+            for t in self.tracks.iter_mut() {
+                *t = Track { caught_up: t.caught_up, ..Track::default() };
+            }
+            self.holes.clear();
+        }
+        let t = &mut self.tracks[id.index()];
+        if t.restored && self.holes.keys().any(|(hid, _)| *hid == id) {
+            return; // events are late; a later checkpoint checks the state
+        }
+        let behind = Channel::ALL.iter().any(|c| t.published[c.index()] < checkpoint.seqs[c.index()]);
+        if t.restored && t.book_ok && !behind {
+            return; // consistent with what was applied
+        }
+        if let Err(error) = self.engine.restore(id, checkpoint) {
+            self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "a checkpoint the mirror cannot apply");
+            return;
+        }
+        if t.restored {
+            self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_resyncs_total").increment(1);
+            for channel in Channel::ALL {
+                let (from, to) = (t.published[channel.index()] + 1, checkpoint.seqs[channel.index()]);
+                if channel != Channel::Book && to >= from {
+                    self.fanout.publish_gap(id, channel, from, to, &mut self.wake);
                 }
             }
-            let t = &mut tracks[id.index()];
-            let behind = Channel::ALL.iter().any(|c| t.published[c.index()] < checkpoint.seqs[c.index()]);
-            if t.restored && t.book_ok && !behind {
-                return; // consistent with what was applied
-            }
-            if let Err(error) = engine.restore(id, &checkpoint) {
-                stats.bad_messages.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "a checkpoint the mirror cannot apply");
-                return;
-            }
-            if t.restored {
-                stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_resyncs_total").increment(1);
-                for channel in Channel::ALL {
-                    let (from, to) = (t.published[channel.index()] + 1, checkpoint.seqs[channel.index()]);
-                    if channel != Channel::Book && to >= from {
-                        fanout.publish_gap(id, channel, from, to, wake);
-                    }
-                }
-                let book_seq = checkpoint.seqs[Channel::Book.index()];
-                if book_seq > 0 && (!t.book_ok || book_seq > t.published[Channel::Book.index()]) {
-                    // Subscribers' books are wrong: `book_invalidated` and a fresh snapshot.
-                    let [seq, ts_event, ts_recv, ts_send] = checkpoint.book_clock;
-                    let reset = Event {
-                        instrument: id,
-                        seq,
-                        ts_event,
-                        ts_recv,
-                        ts_send,
-                        payload: Payload::BookReset(checkpoint.book.clone()),
-                    };
-                    fanout.publish_deferred(&reset, wake);
-                }
-            }
-            for (published, seq) in t.published.iter_mut().zip(checkpoint.seqs) {
-                *published = (*published).max(seq);
-            }
-            t.restored = true;
-            t.book_ok = true;
-            if t.caught_up {
-                ready[id.index()].send_replace(true);
+            let book_seq = checkpoint.seqs[Channel::Book.index()];
+            if book_seq > 0 && (!t.book_ok || book_seq > t.published[Channel::Book.index()]) {
+                // Subscribers' books are wrong: `book_invalidated` and a fresh snapshot.
+                let [seq, ts_event, ts_recv, ts_send] = checkpoint.book_clock;
+                let reset = Event {
+                    instrument: id,
+                    seq,
+                    ts_event,
+                    ts_recv,
+                    ts_send,
+                    payload: Payload::BookReset(checkpoint.book.clone()),
+                };
+                self.fanout.publish_deferred(&reset, &mut self.wake);
             }
         }
-        MirrorItem::CaughtUp(id) => {
-            let t = &mut tracks[id.index()];
-            t.caught_up = true;
-            if t.restored {
-                ready[id.index()].send_replace(true);
-            }
+        for (published, seq) in t.published.iter_mut().zip(checkpoint.seqs) {
+            *published = (*published).max(seq);
         }
-        MirrorItem::Forget(id) => {
-            tracks[id.index()] = Track::default();
-            fanout.clear_ring(id);
-            ready[id.index()].send_replace(false);
+        t.restored = true;
+        t.book_ok = true;
+        if t.caught_up {
+            self.ready[id.index()].send_replace(true);
         }
     }
 }
@@ -369,11 +468,14 @@ async fn follow(
     let filter = instrument_filter(&prefix, &venue, &symbol);
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
+    // The stream sequence of the last message handed to the mirror: a new
+    // consumer continues after it.
+    let mut last_seen = None;
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = follow_once(&stream, &checkpoints, &filter, backfill, id, &mirror, &stats) => outcome,
+            outcome = follow_once(&stream, &checkpoints, &filter, backfill, id, &mirror, &stats, &mut last_seen) => outcome,
         };
         match outcome {
             Ok(()) => return, // the mirror is gone
@@ -397,8 +499,12 @@ async fn follow(
     }
 }
 
+/// A consumer with nothing for this long is checked against the stream.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
 /// One consumer's life: from the start point until it fails (`Err`) or the
 /// mirror is gone (`Ok`).
+#[allow(clippy::too_many_arguments)]
 async fn follow_once(
     stream: &Stream,
     checkpoints: &str,
@@ -407,27 +513,45 @@ async fn follow_once(
     id: InstrumentId,
     mirror: &mpsc::Sender<MirrorItem>,
     stats: &GatewayStats,
+    last_seen: &mut Option<u64>,
 ) -> Result<(), String> {
-    let last = stream
-        .get_last_raw_message_by_subject(checkpoints)
-        .await
-        .map_err(|e| format!("no checkpoint of the instrument on the bus yet ({e})"))?;
-    let start_time = last.time.min(time::OffsetDateTime::now_utc() - backfill);
+    let last_in_stream = stream.get_last_raw_message_by_subject(filter).await.ok().map(|m| m.sequence);
+    let deliver_policy = match (*last_seen, last_in_stream) {
+        // Continue where the last consumer stopped (the stream still has it).
+        (Some(seen), Some(last)) if seen <= last => DeliverPolicy::ByStartSequence { start_sequence: seen + 1 },
+        _ => {
+            let checkpoint = stream
+                .get_last_raw_message_by_subject(checkpoints)
+                .await
+                .map_err(|e| format!("no checkpoint of the instrument on the bus yet ({e})"))?;
+            DeliverPolicy::ByStartTime { start_time: checkpoint.time.min(time::OffsetDateTime::now_utc() - backfill) }
+        }
+    };
     let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        })
+        .create_consumer(OrderedConfig { filter_subject: filter.to_string(), deliver_policy, ..Default::default() })
         .await
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let mut messages = consumer.messages().await.map_err(|e| format!("cannot consume: {e}"))?;
     let mut caught_up = false;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| format!("consumer failed: {e}"))?;
+    loop {
+        let message = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
+            Ok(Some(message)) => message.map_err(|e| format!("consumer failed: {e}"))?,
+            Ok(None) => return Err("the consumer ended".into()),
+            Err(_) => {
+                // Quiet, or stalled (a restarted server forgot the consumer):
+                // the stream says which.
+                match stream.get_last_raw_message_by_subject(filter).await {
+                    Ok(last) if Some(last.sequence) != *last_seen => {
+                        return Err(format!("the consumer stalled at stream sequence {last_seen:?}"));
+                    }
+                    Ok(_) => continue,
+                    Err(error) => return Err(format!("the stream cannot be read: {error}")),
+                }
+            }
+        };
         stats.received.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tickwire_bus_received_total").increment(1);
-        let pending = message.info().map(|info| info.pending).unwrap_or(0);
+        let (pending, sequence) = message.info().map(|info| (info.pending, info.stream_sequence)).unwrap_or((0, 0));
         let token = message.subject.rsplit('.').next().unwrap_or_default();
         let item = if token == CHECKPOINT_TOKEN {
             wire::decode_checkpoint(&message.payload).map(|cp| MirrorItem::Checkpoint(id, Box::new(cp)))
@@ -457,6 +581,7 @@ async fn follow_once(
                 }
             }
         }
+        *last_seen = Some(sequence);
         if !caught_up && pending == 0 {
             caught_up = true;
             if mirror.send(MirrorItem::CaughtUp(id)).await.is_err() {
@@ -464,7 +589,6 @@ async fn follow_once(
             }
         }
     }
-    Err("the consumer ended".into())
 }
 
 /// The cluster's epoch, once an ingest node has set it: waits (logging) until then.

@@ -13,6 +13,7 @@
 //! flight; every event carries `Nats-Msg-Id` = `symbol/channel/seq`, so an
 //! event published twice (a restarted ingest) is stored once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 
 use super::wire::{self, checkpoint_subject, event_subject};
@@ -37,8 +38,9 @@ pub enum BusItem {
 
 /// Batches the publisher may fall behind by before batches are dropped.
 const QUEUE_ITEMS: usize = 4096;
-/// Acknowledgements awaited at once; past it, publishing waits for the oldest.
-const ACKS_IN_FLIGHT: usize = 8192;
+/// Messages published and not yet acknowledged; past it, the publisher waits
+/// for the oldest acknowledgement.
+const ACKS_IN_FLIGHT: usize = 16 * 1024;
 /// Every instrument gets a checkpoint at least this often, changed or not, so
 /// that the stream's age limit never leaves a quiet instrument without one.
 const CHECKPOINT_ALL_EVERY: Duration = Duration::from_secs(60);
@@ -51,6 +53,7 @@ pub struct PublishStats {
     pub errors: AtomicU64,
     pub dropped: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub republished: AtomicU64,
 }
 
 /// The engine's handle on the publisher.
@@ -140,7 +143,24 @@ pub fn publisher(
     (tap, stats.clone(), run_publisher(bus, instruments, rx, stats))
 }
 
+/// One message for the bus, kept until the stream has acknowledged it.
+struct Outbound {
+    subject: String,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+}
+
+type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+
 /// Publishes queued items in order until the tap is dropped and the queue is drained.
+///
+/// Acknowledgements are awaited in publish order. When one fails (the server
+/// went away, the stream was deleted, a timeout), everything not yet
+/// acknowledged is published again, in order, once the connection is back
+/// (and the stream exists): the stream drops what it already holds by
+/// `Nats-Msg-Id`, so each event is stored once. What was lost may then land
+/// behind later events; gateways wait for such late events before they call a
+/// hole a gap.
 async fn run_publisher(
     bus: Bus,
     instruments: Arc<Instruments>,
@@ -154,33 +174,36 @@ async fn run_publisher(
         .collect();
     let checkpoints: Vec<String> =
         instruments.iter().map(|inst| checkpoint_subject(&prefix, &inst.venue, &inst.symbol)).collect();
-    let mut acks: FuturesUnordered<<PublishAckFuture as IntoFuture>::IntoFuture> = FuturesUnordered::new();
+    let mut inflight: VecDeque<Outbound> = VecDeque::new();
+    let mut acks: FuturesOrdered<AckFuture> = FuturesOrdered::new();
     let mut body = Vec::with_capacity(256);
-    let mut last_check = Instant::now();
-    let mut errors_seen = 0;
-    loop {
-        // Failures may mean the stream is gone (deleted by an operator): make
-        // sure it exists, at most once a second, and carry on into it.
-        let errors = stats.errors.load(Ordering::Relaxed);
-        if errors > errors_seen && last_check.elapsed() >= Duration::from_secs(1) {
-            errors_seen = errors;
-            last_check = Instant::now();
-            match bus.stream().await {
-                Ok(_) => tracing::info!("bus stream checked after publish failures"),
-                Err(error) => tracing::warn!(%error, "the bus stream cannot be created"),
-            }
-        }
+    let mut open = true;
+    while open || !inflight.is_empty() {
         let item = tokio::select! {
-            item = rx.recv() => match item {
+            item = rx.recv(), if open && inflight.len() < ACKS_IN_FLIGHT => match item {
                 Some(item) => item,
-                None => break,
+                None => {
+                    open = false;
+                    continue;
+                }
             },
             Some(ack) = acks.next(), if !acks.is_empty() => {
-                settle(ack, &stats);
+                match ack {
+                    Ok(_) => {
+                        inflight.pop_front();
+                        stats.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        failed(&stats, &error.to_string());
+                        if !recover(&bus, &mut inflight, &mut acks, &stats, open).await {
+                            return;
+                        }
+                    }
+                }
                 continue;
             }
         };
-        let messages: Vec<(String, Option<HeaderMap>, Bytes)> = match item {
+        let messages: Vec<Outbound> = match item {
             BusItem::Events(events) => events
                 .iter()
                 .map(|event| {
@@ -190,59 +213,109 @@ async fn run_publisher(
                     let mut headers = HeaderMap::new();
                     let id = format!("{}/{}/{}", inst.symbol, event.channel().as_str(), event.seq);
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-                    let subject = subjects[event.instrument.index()][event.channel().index()].clone();
-                    (subject, Some(headers), Bytes::copy_from_slice(&body))
+                    Outbound {
+                        subject: subjects[event.instrument.index()][event.channel().index()].clone(),
+                        headers: Some(headers),
+                        payload: Bytes::copy_from_slice(&body),
+                    }
                 })
                 .collect(),
             BusItem::Checkpoint(id, checkpoint) => {
                 body.clear();
                 wire::encode_checkpoint(&mut body, &checkpoint);
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                vec![(checkpoints[id.index()].clone(), None, Bytes::copy_from_slice(&body))]
+                vec![Outbound {
+                    subject: checkpoints[id.index()].clone(),
+                    headers: None,
+                    payload: Bytes::copy_from_slice(&body),
+                }]
             }
         };
-        for (subject, headers, payload) in messages {
-            while acks.len() >= ACKS_IN_FLIGHT {
-                if let Some(ack) = acks.next().await {
-                    settle(ack, &stats);
+        for message in messages {
+            match publish(&bus, &message).await {
+                Ok(ack) => acks.push_back(ack),
+                Err(error) => {
+                    failed(&stats, &error);
+                    inflight.push_back(message);
+                    if !recover(&bus, &mut inflight, &mut acks, &stats, open).await {
+                        return;
+                    }
+                    continue;
                 }
             }
-            let sent = match headers {
-                Some(headers) => bus.js.publish_with_headers(subject, headers, payload).await,
-                None => bus.js.publish(subject, payload).await,
-            };
-            match sent {
-                Ok(ack) => {
-                    stats.published.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("tickwire_bus_published_total").increment(1);
-                    acks.push(ack.into_future());
-                }
-                Err(error) => failed(&stats, &error.to_string()),
-            }
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tickwire_bus_published_total").increment(1);
+            inflight.push_back(message);
         }
-    }
-    while let Some(ack) = acks.next().await {
-        settle(ack, &stats);
     }
 }
 
-fn settle(
-    ack: Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>,
-    stats: &PublishStats,
-) {
-    match ack {
-        Ok(_) => {
-            stats.acked.fetch_add(1, Ordering::Relaxed);
+async fn publish(bus: &Bus, message: &Outbound) -> Result<AckFuture, String> {
+    let sent = match &message.headers {
+        Some(headers) => {
+            bus.js.publish_with_headers(message.subject.clone(), headers.clone(), message.payload.clone()).await
         }
-        Err(error) => failed(stats, &error.to_string()),
+        None => bus.js.publish(message.subject.clone(), message.payload.clone()).await,
+    };
+    sent.map(IntoFuture::into_future).map_err(|e| e.to_string())
+}
+
+/// After a failed publish: waits for the connection and the stream, then
+/// publishes everything not acknowledged again, in order. Returns `false`
+/// when it gave up (shutting down with the bus away for [`GIVE_UP_AFTER`]).
+async fn recover(
+    bus: &Bus,
+    inflight: &mut VecDeque<Outbound>,
+    acks: &mut FuturesOrdered<AckFuture>,
+    stats: &PublishStats,
+    open: bool,
+) -> bool {
+    *acks = FuturesOrdered::new();
+    let since = Instant::now();
+    loop {
+        let connected = bus.client.connection_state() == async_nats::connection::State::Connected;
+        if connected {
+            match bus.stream().await {
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "the bus stream is not there; retrying"),
+            }
+            let mut again = Vec::with_capacity(inflight.len());
+            let mut all_sent = true;
+            for message in inflight.iter() {
+                match publish(bus, message).await {
+                    Ok(ack) => again.push(ack),
+                    Err(error) => {
+                        failed(stats, &error);
+                        all_sent = false;
+                        break;
+                    }
+                }
+            }
+            if all_sent {
+                let count = again.len() as u64;
+                acks.extend(again);
+                stats.republished.fetch_add(count, Ordering::Relaxed);
+                metrics::counter!("tickwire_bus_republished_total").increment(count);
+                tracing::info!(count, "republished what the bus had not acknowledged");
+                return true;
+            }
+        }
+        if !open && since.elapsed() > GIVE_UP_AFTER {
+            tracing::error!(lost = inflight.len(), "shutting down with the bus away: events not on the bus");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// How long a publisher that is shutting down waits for an absent bus.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 
 fn failed(stats: &PublishStats, error: &str) {
     let errors = stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
     metrics::counter!("tickwire_bus_publish_errors_total").increment(1);
     if errors.is_power_of_two() {
-        tracing::warn!(error, errors, "publishing to the bus failed; gateways see the hole and resynchronise");
+        tracing::warn!(error, errors, "publishing to the bus failed; what is not acknowledged is published again");
     }
 }
 

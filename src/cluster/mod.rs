@@ -165,7 +165,13 @@ impl Bus {
             })
             .collect::<Result<_, _>>()?;
         let client = options.connect(addrs).await.map_err(|source| BusError::Connect { urls, source })?;
-        let js = jetstream::new(client.clone());
+        // Publish acknowledgements: a bounded window (the publisher keeps fewer
+        // in flight), and a short timeout, after which the publisher republishes.
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(Duration::from_secs(3))
+            .ack_timeout(Duration::from_secs(3))
+            .max_ack_inflight(64 * 1024)
+            .build(client.clone());
         Ok(Bus { client, js, config })
     }
 
