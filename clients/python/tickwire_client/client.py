@@ -220,7 +220,10 @@ def _normalise_since(since: Optional[SinceArg], channels: Iterable[str]) -> dict
 class TickwireClient:
     """A Tickwire WebSocket client (protocol v1) for asyncio.
 
-    :param url: the gateway's WebSocket endpoint, e.g. ``ws://127.0.0.1:8080/v1/ws``.
+    :param url: the gateway's WebSocket endpoint, e.g. ``ws://127.0.0.1:8080/v1/ws``;
+        several (a list, or comma-separated) for the gateways of one cluster:
+        when one cannot be reached the client moves to the next and resumes
+        there by sequence.
     :param symbols: symbols to subscribe to at connect.
     :param channels: channels for those symbols: ``quotes``, ``trades``, ``book``
         (the default) and the live candles ``candles.1s``, ``candles.1m``,
@@ -257,7 +260,7 @@ class TickwireClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | list[str],
         symbols: Iterable[str] = (),
         channels: Iterable[str] = DEFAULT_CHANNELS,
         format: str = "proto",
@@ -284,7 +287,14 @@ class TickwireClient:
         for ch in channels:
             if ch not in CHANNELS:
                 raise ValueError(f"unknown channel {ch!r} (channels: {', '.join(CHANNELS)})")
-        self.url = url
+        #: Every gateway URL given (``url`` may be a list, or comma-separated):
+        #: a connection that fails moves to the next, and resumes there.
+        self.urls = [u.strip() for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
+        if not self.urls:
+            raise ValueError("no gateway URL given")
+        #: The URL in use.
+        self.url = self.urls[0]
+        self._url_index = 0
         self.token = token or None
         self.format = format
         self.delivery = delivery
@@ -535,7 +545,10 @@ class TickwireClient:
                 elif isinstance(exc, InvalidHandshake):
                     raise TickwireError(f"WebSocket handshake with {self.url} failed: {exc}") from exc
                 failures += 1
-                if first and not self.reconnect:
+                # The next attempt goes to the next gateway, if there are several.
+                self._url_index = (self._url_index + 1) % len(self.urls)
+                self.url = self.urls[self._url_index]
+                if first and not self.reconnect and failures >= len(self.urls):
                     raise TickwireError(f"cannot connect to {self.url}: {exc!r}") from exc
                 if self.max_attempts is not None and failures >= self.max_attempts:
                     raise TickwireError(f"cannot connect to {self.url} after {failures} attempts: {exc!r}") from exc
