@@ -265,6 +265,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let mut healths = Vec::new();
     match (&bus, role) {
         (Some(bus), Role::All | Role::Ingest) => {
+            // One ingest node publishes at a time; this one may stand by here.
+            let Some(lease) = crate::cluster::lease::acquire(bus, &CancellationToken::new()).await? else {
+                return Err(StartError::Cluster("stopped while standing by".into()));
+            };
+            background.push(tokio::spawn(lease.keep(stop_background.clone())));
             // Sequences continue from the bus (and the store): one line for the cluster.
             let store_line = writer.is_some().then_some(&line);
             line = crate::cluster::ingest::continue_line(bus, &instruments, store_line).await?;

@@ -453,3 +453,83 @@ async fn nats_restarted_mid_stream_everyone_recovers_and_clients_see_no_gap() {
     let last = *seqs.last().unwrap();
     assert!(last > seqs[0] + 300, "the stream went on after the restart: {} .. {last}", seqs[0]);
 }
+
+/// A `tickwire serve` that may not listen yet (a standby): killed when dropped.
+struct Standby(std::process::Child);
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_ingest_node_takes_over_and_continues_every_sequence() {
+    let nats = NatsServer::start("failover");
+    let leader = ingest(&nats, &["--rate", "400"]);
+    let standby = Standby(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--role", "ingest", "--nats", &nats.url(), "--symbols", SYMBOLS, "--rate", "400"])
+            .args(["--bus-checkpoint-ms", "200", "--listen", "127.0.0.1:0", "--store", "none", "--seed", "7"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let g = gateway(&nats, &[]);
+    let mut client = Client::connect(g.addr).await;
+    client
+        .send(json!({"op":"subscribe","channels":["quotes","trades","book","candles.1s"],"symbols":["BTC-USD","ETH-USD"],"delivery":"full"}))
+        .await;
+    let mut seen = watch_trades(&mut client, Duration::from_secs(2)).await;
+    let before = seen.len();
+    leader.signal("KILL");
+    let killed = Instant::now();
+    let mut resumed = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        if let Some(Received::Json(v)) = client.next(Duration::from_millis(50)).await {
+            seen.push(v);
+            if resumed.is_none()
+                && killed.elapsed() > Duration::from_millis(500)
+                && !updates(&seen[seen.len() - 1..]).is_empty()
+            {
+                resumed = Some(killed.elapsed());
+            }
+        }
+    }
+    drop(standby);
+    let resumed = resumed.expect("the standby published after the leader died");
+    eprintln!("standby took over, clients saw updates again after {resumed:?}");
+    assert!(resumed < Duration::from_secs(7), "took over in {resumed:?}");
+    // Every stream: continuous sequences, or an explicit gap / book_invalidated
+    // and snapshot; never a silent jump, never one sequence twice.
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut contents: BTreeMap<(String, String, u64), Value> = BTreeMap::new();
+    for m in &seen {
+        match m["type"].as_str() {
+            Some("gap") => {
+                let key = (m["symbol"].as_str().unwrap().to_string(), m["channel"].as_str().unwrap().to_string());
+                last.insert(key, m["to_seq"].as_u64().unwrap());
+            }
+            Some("book_invalidated") => {
+                last.remove(&(m["symbol"].as_str().unwrap().to_string(), "book".to_string()));
+            }
+            _ => {
+                for (kind, symbol, channel, seq, update) in updates(std::slice::from_ref(m)) {
+                    let key = (symbol.clone(), channel.clone());
+                    if kind == "update"
+                        && let Some(previous) = last.get(&key)
+                    {
+                        assert_eq!(seq, previous + 1, "{key:?}: a silent jump across the fail-over");
+                    }
+                    last.insert(key, seq);
+                    if kind == "update" {
+                        let old = contents.insert((symbol, channel, seq), content(&update));
+                        assert!(old.is_none(), "one sequence delivered twice");
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen.len() > before + 100, "the stream went on after the fail-over");
+}

@@ -15,6 +15,7 @@
 
 pub mod gateway;
 pub mod ingest;
+pub mod lease;
 pub mod store;
 pub mod wire;
 

@@ -215,7 +215,8 @@ fn decode(subject: &str, payload: &[u8], by_token: &FxHashMap<(String, String), 
     else {
         return Decoded::Bad("subject is not prefix.venue.symbol.channel");
     };
-    if last == CHECKPOINT_TOKEN {
+    // Checkpoints, and the cluster's own subjects (`_cluster`: the ingest lease).
+    if last == CHECKPOINT_TOKEN || venue.starts_with('_') {
         return Decoded::NotStored;
     }
     let Some(channel) = channel_of_token(last) else { return Decoded::Bad("unknown channel") };
