@@ -533,3 +533,80 @@ async fn a_standby_ingest_node_takes_over_and_continues_every_sequence() {
     }
     assert!(seen.len() > before + 100, "the stream went on after the fail-over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_in_a_cluster_of_three_loses_and_duplicates_nothing() {
+    let mut cluster = common::nats::NatsCluster::start("r3", 3);
+    let urls = cluster.urls();
+    let r3 = ["--bus-replicas", "3"];
+    // JetStream needs its meta leader elected before a replicated stream can be made.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ingest = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--role", "ingest", "--nats", &urls, "--symbols", SYMBOLS, "--listen", "127.0.0.1:0"])
+            .args(["--store", "none", "--rate", "800", "--bus-checkpoint-ms", "200"])
+            .args(r3)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = out;
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        if let Some(addr) = line.trim().rsplit("://").next().and_then(|a| a.parse().ok()) {
+            break Process { child, addr, listening: line.trim().to_owned() };
+        }
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "the ingest node never started on the cluster");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let g = Process::serve(&["--role", "gateway", "--nats", &urls, "--symbols", SYMBOLS, "--bus-replicas", "3"]);
+    let mut client = Client::connect(g.addr).await;
+    client
+        .send(json!({"op":"subscribe","channels":["trades"],"symbols":["BTC-USD","ETH-USD"],"delivery":"full"}))
+        .await;
+    let mut seen = watch_trades(&mut client, Duration::from_secs(2)).await;
+    // Kill the server both nodes are connected to (the first URL): they move to another.
+    tokio::task::block_in_place(|| cluster.servers[0].kill());
+    seen.extend(watch_trades(&mut client, Duration::from_secs(10)).await);
+    drop(ingest);
+    let gaps: Vec<_> = seen.iter().filter(|m| m["type"] == "gap").collect();
+    assert!(gaps.is_empty(), "nothing lost: {gaps:?}");
+    let mut by_symbol: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (kind, symbol, _, seq, _) in updates(&seen) {
+        if kind == "update" {
+            by_symbol.entry(symbol).or_default().push(seq);
+        }
+    }
+    for (symbol, seqs) in &by_symbol {
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{symbol}: every trade once, in order");
+        assert!(seqs.len() > 60, "{symbol}: the stream went on ({} trades)", seqs.len());
+    }
+    // The stream on the surviving servers holds every event once.
+    let bus = async_nats::connect(cluster.servers[1].url()).await.unwrap();
+    let js = async_nats::jetstream::new(bus);
+    let mut stream = js.get_stream("TICKWIRE").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+    for symbol in ["BTC-USD", "ETH-USD"] {
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("tw.sim.{symbol}.trades"),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut seqs = Vec::new();
+        loop {
+            let message = messages.next().await.unwrap().unwrap();
+            seqs.push(tickwire::cluster::wire::event_seq(&message.payload).unwrap());
+            if message.info().unwrap().pending == 0 {
+                break;
+            }
+        }
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "{symbol}: the replicated stream holds every trade once, in order");
+    }
+}

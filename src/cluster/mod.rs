@@ -130,6 +130,9 @@ impl Bus {
             .name(format!("tickwire-{name}"))
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
+            // The first URL is this node's server, the others its fall-backs
+            // (list them in another order on other nodes to spread the load).
+            .retain_servers_order()
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Disconnected => {

@@ -81,3 +81,40 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Three nats-server processes in one cluster with JetStream (for streams
+/// with three replicas).
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(tag: &str, size: usize) -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: String =
+            ports.iter().map(|(_, route)| format!("nats://127.0.0.1:{route}")).collect::<Vec<_>>().join(",");
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, route))| {
+                let args = vec![
+                    "--name".into(),
+                    format!("{tag}-{i}"),
+                    "--cluster_name".into(),
+                    format!("tw-{tag}"),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ];
+                NatsServer::start_with(&format!("{tag}-{i}"), *port, args)
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Every server's URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
