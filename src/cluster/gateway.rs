@@ -582,6 +582,9 @@ async fn follow_once(
             }
         }
         *last_seen = Some(sequence);
+        if pending == 0 || sequence.is_multiple_of(64) {
+            metrics::gauge!("tickwire_bus_consumer_pending", "filter" => filter.to_owned()).set(pending as f64);
+        }
         if !caught_up && pending == 0 {
             caught_up = true;
             if mirror.send(MirrorItem::CaughtUp(id)).await.is_err() {

@@ -108,6 +108,9 @@ async fn write_from_bus(
                 }
             }
             let Some(last) = messages.last() else { continue };
+            if let Ok(info) = last.info() {
+                metrics::gauge!("tickwire_bus_store_consumer_pending").set(info.pending as f64);
+            }
             let mut events = Vec::with_capacity(messages.len());
             for message in &messages {
                 if message.info().is_ok_and(|info| info.delivered > 1) {
