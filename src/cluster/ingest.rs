@@ -192,6 +192,7 @@ async fn run_publisher(
                     Ok(_) => {
                         inflight.pop_front();
                         stats.acked.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("tickwire_bus_acked_total").increment(1);
                     }
                     Err(error) => {
                         failed(&stats, &error.to_string());
