@@ -55,10 +55,20 @@ serve() {
   echo "node did not start: $(cat "$log.err")"; exit 1
 }
 
+# stop_nodes PID...: stops the nodes, then the bus (nodes drain to it first).
+stop_nodes() {
+  kill -TERM "$@" 2>/dev/null || true
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  kill -TERM "$NATS_PID" 2>/dev/null || true
+  wait "$NATS_PID" 2>/dev/null || true
+}
+
 metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1==m {print $2}' | head -1; }
 
+SECTIONS="${SECTIONS:-1234}"
 echo "== 1. latency the bus adds ($CLIENTS clients x $RATE events/s, $RUNS runs each)"
 for run in $(seq "$RUNS"); do
+  [[ "$SECTIONS" == *1* ]] || break
   "$BIN" bench --name single --clients "$CLIENTS" --rate "$RATE" --duration-s "$DURATION" --json-out "$OUT"
   start_nats
   serve ingest --role ingest --nats "nats://127.0.0.1:$NATS_PORT" --store none --rate "$RATE"
@@ -66,8 +76,7 @@ for run in $(seq "$RUNS"); do
   serve gateway --role gateway --nats "nats://127.0.0.1:$NATS_PORT" --store none
   "$BIN" bench --name cluster --url "ws://$ADDR/v1/ws" --server-pid "$PID" --clients "$CLIENTS" \
     --duration-s "$DURATION" --json-out "$OUT"
-  kill -TERM "$PID" "$INGEST_PID" "$NATS_PID" 2>/dev/null || true
-  wait "$PID" "$INGEST_PID" "$NATS_PID" 2>/dev/null || true
+  stop_nodes "$PID" "$INGEST_PID"
 done
 
 echo "== 2. publish ceiling (simulator offered 400,000 events/s for 10 s)"
@@ -76,7 +85,7 @@ serve ceiling --role ingest --nats "nats://127.0.0.1:$NATS_PORT" --store none --
 sleep 2
 a0="$(metric "$ADDR" tickwire_bus_acked_total)"; sleep 10; a1="$(metric "$ADDR" tickwire_bus_acked_total)"
 echo "{\"name\":\"publish-ceiling\",\"acked_per_s\":$(( (${a1%.*} - ${a0%.*}) / 10 ))}" | tee -a "$OUT"
-kill -TERM "$PID" "$NATS_PID"; wait "$PID" "$NATS_PID" 2>/dev/null || true
+stop_nodes "$PID"
 serve nobus --store none --rate 400000
 sleep 2
 p0="$(metric "$ADDR" tickwire_fanout_published)"; sleep 10; p1="$(metric "$ADDR" tickwire_fanout_published)"
@@ -100,7 +109,7 @@ b1=$!
 "$BIN" bench --name two-gateways-b --url "ws://$G2/v1/ws" --server-pid "$G2_PID" --clients "$half" \
   --duration-s "$DURATION" --json-out "$OUT"
 wait "$b1"
-kill -TERM "$G1_PID" "$G2_PID" "$INGEST_PID" "$NATS_PID"; wait "$G1_PID" "$G2_PID" "$INGEST_PID" "$NATS_PID" 2>/dev/null || true
+stop_nodes "$G1_PID" "$G2_PID" "$INGEST_PID"
 
 echo "== 4. store role: a backlog of 20 s at 20,000 events/s drained into PostgreSQL"
 db="tickwire_cluster_bench_$$"
@@ -120,5 +129,5 @@ done
 end=$(date +%s.%N)
 written="$(metric "$STORE" tickwire_store_written_total)"
 echo "{\"name\":\"store-role-drain\",\"events\":${written%.*},\"seconds\":$(echo "$end - $start" | bc),\"events_per_s\":$(echo "${written%.*} / ($end - $start)" | bc)}" | tee -a "$OUT"
-kill -TERM "$PID" "$NATS_PID"; wait "$PID" "$NATS_PID" 2>/dev/null || true
+stop_nodes "$PID"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db" >/dev/null

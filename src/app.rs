@@ -593,8 +593,12 @@ impl Server {
             let _ = writer.await;
         }
         self.stop_background.cancel();
+        // Bounded: a bus publisher may wait for an absent NATS, and a stopping
+        // process must not hang on it (what it had not published is counted lost).
         for task in self.background {
-            let _ = task.await;
+            if tokio::time::timeout(self.grace, task).await.is_err() {
+                tracing::warn!("a background task did not stop within the grace period");
+            }
         }
         self.state.shutdown.cancel();
         self.state.sessions.close();

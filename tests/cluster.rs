@@ -128,6 +128,19 @@ async fn two_gateways_send_the_ingest_nodes_sequences_and_contents() {
     }
 }
 
+/// Waits (up to 15 s) until the gateway's metric `name` reads `want`.
+async fn metric_becomes(addr: std::net::SocketAddr, name: &str, want: f64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = metric(addr, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: {name} is {got}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateways_bus_interest_follows_its_clients() {
     let nats = NatsServer::start("interest");
@@ -139,21 +152,18 @@ async fn a_gateways_bus_interest_follows_its_clients() {
     let mut client = Client::connect(g.addr).await;
     client.send(json!({"op":"subscribe","channels":["trades"],"symbols":["BTC-USD"]})).await;
     let _ = client.until_type("snapshot").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metric(g.addr, "tickwire_bus_interest_instruments").await, 1.0, "one instrument taken");
-    let flowing = metric(g.addr, "tickwire_bus_received_total").await;
-    assert!(flowing > 0.0);
+    metric_becomes(g.addr, "tickwire_bus_interest_instruments", 1.0, "one symbol, one instrument taken").await;
+    assert!(metric(g.addr, "tickwire_bus_received_total").await > 0.0);
 
     client.send(json!({"op":"subscribe","channels":["quotes"],"symbols":["ETH-USD"]})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metric(g.addr, "tickwire_bus_interest_instruments").await, 2.0, "a second symbol, a second instrument");
+    metric_becomes(g.addr, "tickwire_bus_interest_instruments", 2.0, "a second symbol, a second instrument").await;
 
     client.send(json!({"op":"unsubscribe","channels":["trades"],"symbols":["BTC-USD"]})).await;
+    metric_becomes(g.addr, "tickwire_bus_interest_instruments", 1.0, "BTC-USD unsubscribed: let go").await;
     client.send(json!({"op":"unsubscribe","channels":["quotes"],"symbols":["ETH-USD"]})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(metric(g.addr, "tickwire_bus_interest_instruments").await, 0.0, "unsubscribed: nothing taken");
+    metric_becomes(g.addr, "tickwire_bus_interest_instruments", 0.0, "unsubscribed: nothing taken").await;
     let after = metric(g.addr, "tickwire_bus_received_total").await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(metric(g.addr, "tickwire_bus_received_total").await, after, "nothing received once nobody wants it");
 }
 

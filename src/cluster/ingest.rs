@@ -19,10 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 
 use super::wire::{self, checkpoint_subject, event_subject};
@@ -150,17 +148,29 @@ struct Outbound {
     payload: Bytes,
 }
 
-type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+/// A message sent and not yet acknowledged.
+struct Sent {
+    /// Names the acknowledgement (`{inbox}.{id}`); ids only grow.
+    id: u64,
+    at: Instant,
+    message: Outbound,
+}
+
+/// An acknowledgement not come within this is a failure (see [`recover`]).
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Publishes queued items in order until the tap is dropped and the queue is drained.
 ///
-/// Acknowledgements are awaited in publish order. When one fails (the server
-/// went away, the stream was deleted, a timeout), everything not yet
-/// acknowledged is published again, in order, once the connection is back
-/// (and the stream exists): the stream drops what it already holds by
-/// `Nats-Msg-Id`, so each event is stored once. What was lost may then land
-/// behind later events; gateways wait for such late events before they call a
-/// hole a gap.
+/// Each message is published with a reply subject of this node's
+/// acknowledgement inbox (one subscription for all of them, instead of a
+/// request per message), and acknowledgements are matched in publish order,
+/// which is the order the stream stores and answers in. When one fails (an
+/// error, a skipped or late acknowledgement: the server went away, the stream
+/// was deleted), everything not yet acknowledged is published again, in order,
+/// once the connection and the stream are back: the stream drops what it
+/// already holds by `Nats-Msg-Id`, so each event is stored once. What was lost
+/// may then land behind later events; gateways wait for such late events
+/// before they call a hole a gap.
 async fn run_publisher(
     bus: Bus,
     instruments: Arc<Instruments>,
@@ -174,10 +184,21 @@ async fn run_publisher(
         .collect();
     let checkpoints: Vec<String> =
         instruments.iter().map(|inst| checkpoint_subject(&prefix, &inst.venue, &inst.symbol)).collect();
-    let mut inflight: VecDeque<Outbound> = VecDeque::new();
-    let mut acks: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+    let inbox = bus.client.new_inbox();
+    let mut acks = loop {
+        match bus.client.subscribe(format!("{inbox}.*")).await {
+            Ok(acks) => break acks,
+            Err(error) => {
+                tracing::warn!(%error, "cannot subscribe to publish acknowledgements; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut inflight: VecDeque<Sent> = VecDeque::new();
+    let mut next_id = 0u64;
     let mut body = Vec::with_capacity(256);
     let mut open = true;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
     while open || !inflight.is_empty() {
         let item = tokio::select! {
             item = rx.recv(), if open && inflight.len() < ACKS_IN_FLIGHT => match item {
@@ -187,18 +208,33 @@ async fn run_publisher(
                     continue;
                 }
             },
-            Some(ack) = acks.next(), if !acks.is_empty() => {
-                match ack {
-                    Ok(_) => {
+            Some(ack) = acks.next() => {
+                let id = ack.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
+                let refused = ack.status.is_some() || memchr::memmem::find(&ack.payload, b"\"error\"").is_some();
+                match (id, inflight.front()) {
+                    (Some(id), Some(front)) if id == front.id && !refused => {
                         inflight.pop_front();
                         stats.acked.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("tickwire_bus_acked_total").increment(1);
                     }
-                    Err(error) => {
-                        failed(&stats, &error.to_string());
-                        if !recover(&bus, &mut inflight, &mut acks, &stats, open).await {
+                    // Older than what is in flight: a message published again since.
+                    (Some(id), Some(front)) if id < front.id => {}
+                    (None, _) | (_, None) => {}
+                    _ => {
+                        let why = if refused { String::from_utf8_lossy(&ack.payload).into_owned() } else { "an acknowledgement was skipped".into() };
+                        failed(&stats, &why);
+                        if !recover(&bus, &inbox, &mut next_id, &mut inflight, &stats, open).await {
                             return;
                         }
+                    }
+                }
+                continue;
+            }
+            _ = check.tick() => {
+                if inflight.front().is_some_and(|front| front.at.elapsed() > ACK_TIMEOUT) {
+                    failed(&stats, "no acknowledgement in time");
+                    if !recover(&bus, &inbox, &mut next_id, &mut inflight, &stats, open).await {
+                        return;
                     }
                 }
                 continue;
@@ -233,72 +269,82 @@ async fn run_publisher(
             }
         };
         for message in messages {
-            match publish(&bus, &message).await {
-                Ok(ack) => acks.push_back(ack),
+            next_id += 1;
+            let sent = Sent { id: next_id, at: Instant::now(), message };
+            let result = publish(&bus, &inbox, &sent).await;
+            inflight.push_back(sent);
+            match result {
+                Ok(()) => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tickwire_bus_published_total").increment(1);
+                }
                 Err(error) => {
                     failed(&stats, &error);
-                    inflight.push_back(message);
-                    if !recover(&bus, &mut inflight, &mut acks, &stats, open).await {
+                    if !recover(&bus, &inbox, &mut next_id, &mut inflight, &stats, open).await {
                         return;
                     }
-                    continue;
                 }
             }
-            stats.published.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tickwire_bus_published_total").increment(1);
-            inflight.push_back(message);
         }
     }
 }
 
-async fn publish(bus: &Bus, message: &Outbound) -> Result<AckFuture, String> {
-    let sent = match &message.headers {
+async fn publish(bus: &Bus, inbox: &str, sent: &Sent) -> Result<(), String> {
+    let message = &sent.message;
+    let reply = format!("{inbox}.{}", sent.id);
+    match &message.headers {
         Some(headers) => {
-            bus.js.publish_with_headers(message.subject.clone(), headers.clone(), message.payload.clone()).await
+            bus.client
+                .publish_with_reply_and_headers(
+                    message.subject.clone(),
+                    reply,
+                    headers.clone(),
+                    message.payload.clone(),
+                )
+                .await
         }
-        None => bus.js.publish(message.subject.clone(), message.payload.clone()).await,
-    };
-    sent.map(IntoFuture::into_future).map_err(|e| e.to_string())
+        None => bus.client.publish_with_reply(message.subject.clone(), reply, message.payload.clone()).await,
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// After a failed publish: waits for the connection and the stream, then
-/// publishes everything not acknowledged again, in order. Returns `false`
-/// when it gave up (shutting down with the bus away for [`GIVE_UP_AFTER`]).
+/// publishes everything not acknowledged again, in order, under new ids.
+/// Returns `false` when it gave up (shutting down with the bus away for
+/// [`GIVE_UP_AFTER`]).
 async fn recover(
     bus: &Bus,
-    inflight: &mut VecDeque<Outbound>,
-    acks: &mut FuturesOrdered<AckFuture>,
+    inbox: &str,
+    next_id: &mut u64,
+    inflight: &mut VecDeque<Sent>,
     stats: &PublishStats,
     open: bool,
 ) -> bool {
-    *acks = FuturesOrdered::new();
     let since = Instant::now();
     loop {
         let connected = bus.client.connection_state() == async_nats::connection::State::Connected;
         if connected {
-            match bus.stream().await {
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "the bus stream is not there; retrying"),
-            }
-            let mut again = Vec::with_capacity(inflight.len());
-            let mut all_sent = true;
-            for message in inflight.iter() {
-                match publish(bus, message).await {
-                    Ok(ack) => again.push(ack),
-                    Err(error) => {
+            if let Err(error) = bus.stream().await {
+                tracing::warn!(%error, "the bus stream is not there; retrying");
+            } else {
+                let mut all_sent = true;
+                for sent in inflight.iter_mut() {
+                    *next_id += 1;
+                    sent.id = *next_id;
+                    sent.at = Instant::now();
+                    if let Err(error) = publish(bus, inbox, sent).await {
                         failed(stats, &error);
                         all_sent = false;
                         break;
                     }
                 }
-            }
-            if all_sent {
-                let count = again.len() as u64;
-                acks.extend(again);
-                stats.republished.fetch_add(count, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_republished_total").increment(count);
-                tracing::info!(count, "republished what the bus had not acknowledged");
-                return true;
+                if all_sent {
+                    let count = inflight.len() as u64;
+                    stats.republished.fetch_add(count, Ordering::Relaxed);
+                    metrics::counter!("tickwire_bus_republished_total").increment(count);
+                    tracing::info!(count, "republished what the bus had not acknowledged");
+                    return true;
+                }
             }
         }
         if !open && since.elapsed() > GIVE_UP_AFTER {
