@@ -79,6 +79,7 @@ for run in $(seq "$RUNS"); do
   stop_nodes "$PID" "$INGEST_PID"
 done
 
+if [[ "$SECTIONS" == *2* ]]; then
 echo "== 2. publish ceiling (simulator offered 400,000 events/s for 10 s)"
 start_nats
 serve ceiling --role ingest --nats "nats://127.0.0.1:$NATS_PORT" --store none --rate 400000
@@ -92,6 +93,9 @@ p0="$(metric "$ADDR" tickwire_fanout_published)"; sleep 10; p1="$(metric "$ADDR"
 echo "{\"name\":\"engine-without-bus\",\"published_per_s\":$(( (${p1%.*} - ${p0%.*}) / 10 ))}" | tee -a "$OUT"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 
+fi
+
+if [[ "$SECTIONS" == *3* ]]; then
 echo "== 3. one gateway against two, $CLIENTS clients in total"
 start_nats
 serve ingest2 --role ingest --nats "nats://127.0.0.1:$NATS_PORT" --store none --rate "$RATE"
@@ -111,6 +115,9 @@ b1=$!
 wait "$b1"
 stop_nodes "$G1_PID" "$G2_PID" "$INGEST_PID"
 
+fi
+
+if [[ "$SECTIONS" == *4* ]]; then
 echo "== 4. store role: a backlog of 20 s at 20,000 events/s drained into PostgreSQL"
 db="tickwire_cluster_bench_$$"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
@@ -131,3 +138,4 @@ written="$(metric "$STORE" tickwire_store_written_total)"
 echo "{\"name\":\"store-role-drain\",\"events\":${written%.*},\"seconds\":$(echo "$end - $start" | bc),\"events_per_s\":$(echo "${written%.*} / ($end - $start)" | bc)}" | tee -a "$OUT"
 stop_nodes "$PID"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db" >/dev/null
+fi

@@ -36,7 +36,7 @@ pub struct StoreRoleStats {
 }
 
 /// Most messages per fetch (and per store transaction).
-const BATCH: usize = 5_000;
+const BATCH: usize = 20_000;
 /// A batch not acknowledged within this goes to another writer (or again to
 /// this one); a writer that is retrying says so before it runs out.
 const ACK_WAIT: Duration = Duration::from_secs(10);
