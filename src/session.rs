@@ -105,7 +105,7 @@ const SOURCE_READY: Duration = Duration::from_secs(10);
 /// starts anyway: the snapshot is what the gateway has, and when the
 /// instrument catches up, the client is told of what it did not get (`gap`,
 /// `book_invalidated`).
-async fn wait_until_ready(mut ready: tokio::sync::watch::Receiver<bool>, fanout: &Fanout, id: InstrumentId) {
+pub async fn wait_until_ready(mut ready: tokio::sync::watch::Receiver<bool>, fanout: &Fanout, id: InstrumentId) {
     if *ready.borrow() {
         return;
     }

@@ -165,6 +165,12 @@ async fn a_gateways_bus_interest_follows_its_clients() {
     let after = metric(g.addr, "tickwire_bus_received_total").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(metric(g.addr, "tickwire_bus_received_total").await, after, "nothing received once nobody wants it");
+
+    // REST reads the current state too: the gateway takes the instrument for it.
+    let (status, body) = common::get_json(g.addr, "/v1/snapshot?symbols=ETH-USD").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["snapshots"][0]["quote"]["seq"].as_u64().unwrap_or(0) > 0, "a current quote: {body}");
+    assert!(!body["snapshots"][0]["book"]["bids"].as_array().unwrap().is_empty(), "a current book: {body}");
 }
 
 /// Follows trades and quotes of both symbols with the Rust client, given every

@@ -73,6 +73,10 @@ pub async fn snapshot(
             .lookup(symbol)
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
         let inst = instruments.get(id);
+        if let Some(source) = app.fanout.source() {
+            // A cluster gateway takes the instrument from the bus first.
+            crate::session::wait_until_ready(source.want(id), &app.fanout, id).await;
+        }
         let state = app.fanout.state().load(id);
         let levels = |side: &[(crate::model::Price, crate::model::Size)]| -> Vec<[String; 2]> {
             side.iter().map(|(p, s)| [price(inst, p.0), size(inst, s.0)]).collect()
