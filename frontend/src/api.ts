@@ -5,10 +5,20 @@ import { authHeaders } from './auth';
 import type { Candle, FeedHealth, Instrument, ServerStats, SymbolSnapshot } from './protocol';
 
 let apiToken: string | null = null;
+/** Origin REST calls go to: '' (the page's own) unless several gateways are in use. */
+let apiBase: () => string = () => '';
 
 /** The access token every REST call sends as `Authorization: Bearer` (null: none). */
 export function setApiToken(token: string | null): void {
   apiToken = token;
+}
+
+/**
+ * Where REST calls go: a function read on every call, so that calls follow the
+ * gateway the stream is using (`() => gateways.current`). Default: the page's origin.
+ */
+export function setApiBase(base: () => string): void {
+  apiBase = base;
 }
 
 export type ApiResult<T> = { ok: true; data: T } | { ok: false; status: number; missing: boolean; message: string };
@@ -18,7 +28,7 @@ export async function getJson<T>(path: string, init?: { signal?: AbortSignal; ti
   const timer = setTimeout(() => ctl.abort(), init?.timeoutMs ?? 10_000);
   init?.signal?.addEventListener('abort', () => ctl.abort());
   try {
-    const res = await fetch(path, { signal: ctl.signal, headers: { accept: 'application/json', ...authHeaders(apiToken) } });
+    const res = await fetch(apiBase().replace(/\/$/, '') + path, { signal: ctl.signal, headers: { accept: 'application/json', ...authHeaders(apiToken) } });
     if (!res.ok) {
       // 404/405/501: the server build has no such endpoint (yet).
       const missing = res.status === 404 || res.status === 405 || res.status === 501;

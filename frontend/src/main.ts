@@ -1,7 +1,7 @@
 // Composition root: wires the stream client, the store and the views.
 
 import './styles.css';
-import { api, msToNs, setApiToken } from './api';
+import { api, msToNs, setApiBase, setApiToken } from './api';
 import { tokenFromSearch } from './auth';
 import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
@@ -9,6 +9,7 @@ import { loadPrefs, savePrefs } from './state/prefs';
 import { MarketStore } from './state/store';
 import { feedIsDown } from './state/staleness';
 import { type ConnState, StreamClient, type StreamEvent, type TransportKind } from './stream/client';
+import { GatewayList, gatewaysFromSearch, hostPort } from './stream/gateways';
 import { type ClockZone, clockZone, setClockZone } from './util/clock';
 import { FrameScheduler } from './util/frame';
 import { ChartView } from './views/chart';
@@ -26,7 +27,15 @@ const SNAPSHOT_REFRESH_MS = 30_000;
 const FEEDS_POLL_MS = 2_000;
 
 const $ = (id: string) => document.getElementById(id)!;
-const baseUrl = location.origin;
+/**
+ * `?gateways=ORIGIN,ORIGIN,…`: gateways of one cluster to stream from and call,
+ * one at a time, moving on when one fails (see stream/gateways.ts). Without
+ * it, this page's origin alone. The first used is this page's origin when it
+ * is listed (it just served the page), else the first listed.
+ */
+const gateways = new GatewayList(gatewaysFromSearch(location.search, location.origin), location.origin);
+/** REST calls go to the gateway the stream uses (relative URLs, as before, with one gateway). */
+if (gateways.size > 1) setApiBase(() => gateways.current);
 /** Access token from `/?token=T`: REST sends it as a bearer header, streams as `?token=`. */
 const token = tokenFromSearch(location.search);
 setApiToken(token);
@@ -81,7 +90,7 @@ const replayBar = new ReplayBar(store, {
 $('replaybar-slot').append(replayBar.root);
 
 const live = new StreamClient({
-  baseUrl,
+  gateways,
   token,
   ...(forcedTransport ? { transports: [forcedTransport] } : {}),
   onEvent: (e) => store.apply(e),
@@ -90,6 +99,7 @@ const live = new StreamClient({
       store.setStreamUp(s.phase === 'live');
       status.setConn(s, 'live');
     }
+    operator.setGateway(s.gateway, gateways.urls);
     noteConn(s);
   },
 });
@@ -117,18 +127,37 @@ function paint(): void {
 
 let lastLabel = '';
 let wasDown = false;
+/** The gateway the live stream was last live on. */
+let liveGateway: string | null = null;
+/** Said once per outage that every gateway was tried and none answered. */
+let warnedUnreachable = false;
+/**
+ * Connection changes as notices. With several gateways, losing one is
+ * expected and recovered by moving to another: the loss is information and
+ * the move a recovery; only every gateway failing in turn is a fault.
+ */
 function noteConn(s: ConnState): void {
-  if (s.label === lastLabel) return;
-  lastLabel = s.label;
-  if (s.phase === 'reconnecting') {
-    wasDown = true;
-    store.notice('warn', `stream lost, reconnecting (${s.transport})`);
-  } else if (s.phase === 'live' && wasDown) {
-    wasDown = false;
-    store.notice('ok', `stream reconnected (${s.transport})`);
-  } else {
-    store.notice('info', `stream ${s.label} (${s.transport})`);
+  const several = gateways.size > 1;
+  if (several && s.phase === 'reconnecting' && !warnedUnreachable && s.attempt > gateways.size) {
+    warnedUnreachable = true;
+    store.notice('warn', `no gateway reachable (tried ${gateways.urls.map(hostPort).join(', ')}); retrying`);
   }
+  if (s.label !== lastLabel) {
+    lastLabel = s.label;
+    const on = (g: string | null) => (several && g ? ` on gateway ${hostPort(g)}` : '');
+    if (s.phase === 'reconnecting') {
+      wasDown = true;
+      store.notice(several ? 'info' : 'warn', `stream lost${on(liveGateway)}, reconnecting (${s.transport})`);
+    } else if (s.phase === 'live' && wasDown) {
+      wasDown = false;
+      warnedUnreachable = false;
+      const moved = several && liveGateway !== null && liveGateway !== s.gateway;
+      store.notice('ok', moved ? `stream reconnected${on(s.gateway)}, moved from ${hostPort(liveGateway!)} (${s.transport})` : `stream reconnected (${s.transport})`);
+    } else {
+      store.notice('info', `stream ${s.label}${s.phase === 'live' ? on(s.gateway) : ''} (${s.transport})`);
+    }
+  }
+  if (s.phase === 'live') liveGateway = s.gateway;
 }
 
 /** Every view redraws its times in the new zone. */
@@ -302,7 +331,7 @@ function startReplay(p: ReplayParams): void {
   });
   let opened = false;
   const client = new StreamClient({
-    baseUrl,
+    baseUrl: gateways.current,
     token,
     wsPath: `/v1/replay?${q.toString().replace(/%2C/g, ',')}`,
     transports: ['ws'],
@@ -457,12 +486,18 @@ async function loadInstruments(): Promise<void> {
       return;
     }
     const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': open the dashboard as /?token=…') : '';
-    store.notice('warn', `instruments unavailable (${res.ok ? 'bad body' : res.message}${hint}); retrying`);
+    // A gateway that cannot be reached: the next try (and the stream) goes to the next one.
+    const unreachable = !res.ok && res.status === 0 && gateways.size > 1;
+    const from = gateways.size > 1 ? ` from ${hostPort(gateways.current)}` : '';
+    if (unreachable) gateways.advance();
+    store.notice('warn', `instruments unavailable${from} (${res.ok ? 'bad body' : res.message}${hint}); retrying${unreachable ? ` on ${hostPort(gateways.current)}` : ''}`);
     await new Promise((r) => setTimeout(r, delay));
   }
 }
 
 async function boot(): Promise<void> {
+  status.setGateways(gateways.urls);
+  operator.setGateway(live.gateway, gateways.urls);
   status.setConn(live.state, 'live');
   setInterval(() => {
     status.render();
@@ -497,9 +532,11 @@ async function boot(): Promise<void> {
   chart,
   watchlist: watchlistView,
   renderTimes: () => Array.from(renderTimes.subarray(0, Math.min(renderCount, renderTimes.length))),
+  gateways,
   summary: () => ({
     conn: (replayClient ?? live).state.label,
     transport: (replayClient ?? live).state.transport,
+    gateway: (replayClient ?? live).state.gateway,
     bars: chart.barCount,
     lastBar: chart.lastBar,
     lastCandle: store.lastCandle,

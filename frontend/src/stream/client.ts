@@ -19,6 +19,7 @@ import {
 } from '../protocol';
 import { withToken } from '../auth';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from './backoff';
+import { GatewayList } from './gateways';
 
 export type TransportKind = 'ws' | 'sse' | 'poll';
 export type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'closed';
@@ -31,6 +32,8 @@ export interface ConnState {
   /** Consecutive failed attempts on the current transport. */
   attempt: number;
   label: ConnLabel;
+  /** Origin of the gateway in use (being connected to, live on, or to be retried). */
+  gateway: string;
 }
 
 export type StreamEvent =
@@ -74,8 +77,16 @@ export interface FetchResponseLike {
 export type FetchLike = (url: string, init?: { signal?: AbortSignal }) => Promise<FetchResponseLike>;
 
 export interface StreamClientOptions {
-  /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. */
-  baseUrl: string;
+  /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. Ignored when `gateways` is given. */
+  baseUrl?: string;
+  /**
+   * Several gateways of one cluster (same sequences and epoch): a connection
+   * attempt that fails moves the next one to the next gateway; a connection
+   * that was open and dropped is retried on the same gateway first (and moves
+   * on if that fails too), except after close code 1001 (that gateway is
+   * shutting down), which moves on at once. Resumes go as on one server.
+   */
+  gateways?: GatewayList;
   wsPath?: string;
   ssePath?: string;
   pollPath?: string;
@@ -181,10 +192,12 @@ export function subscribeOps(channel: Channel, symbols: readonly string[], st: R
 }
 
 export class StreamClient {
-  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token'>> & {
+  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token' | 'baseUrl' | 'gateways'>> & {
     onState?: (s: ConnState) => void;
     token?: string | null;
   };
+  /** Where connections go: the one `baseUrl`, or the `gateways` given. */
+  readonly gateways: GatewayList;
   private readonly WS: WebSocketCtor | null;
   private readonly ES: EventSourceCtor | null;
   private readonly fetchFn: FetchLike | null;
@@ -237,6 +250,8 @@ export class StreamClient {
     this.WS = options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket;
     this.ES = options.EventSource === undefined ? (g.EventSource ?? null) : options.EventSource;
     this.fetchFn = options.fetch === undefined ? (g.fetch ? g.fetch.bind(globalThis) : null) : options.fetch;
+    if (!options.gateways && options.baseUrl === undefined) throw new Error('StreamClient needs baseUrl or gateways');
+    this.gateways = options.gateways ?? new GatewayList([options.baseUrl!]);
     this.opts = {
       wsPath: '/v1/ws',
       ssePath: '/v1/sse',
@@ -256,7 +271,12 @@ export class StreamClient {
   // ---- public API -------------------------------------------------------
 
   get state(): ConnState {
-    return { phase: this.phase, transport: this.transport, attempt: this.attempt, label: this.label() };
+    return { phase: this.phase, transport: this.transport, attempt: this.attempt, label: this.label(), gateway: this.gateway };
+  }
+
+  /** Origin of the gateway in use. */
+  get gateway(): string {
+    return this.gateways.current;
   }
 
   get transport(): TransportKind {
@@ -437,18 +457,30 @@ export class StreamClient {
     this.pingsInFlight.clear();
   }
 
-  /** A transport attempt failed: retry it with backoff, or move on to the next transport. */
-  private onFailure(gen: number): void {
+  /**
+   * A transport attempt failed: retry it with backoff, or move on to the next
+   * transport. With several gateways, an attempt that never opened (refused,
+   * or a drop whose retry failed) sends the next attempt to the next gateway;
+   * `moveOn` (the gateway said it is shutting down) does so at once.
+   */
+  private onFailure(gen: number, moveOn = false): void {
     if (gen !== this.gen || !this.started) return;
+    const dropped = this.phase === 'live';
     this.teardown();
     if (!this.opts.reconnect) {
       this.started = false;
       this.setPhase('closed');
       return;
     }
+    if (this.gateways.size > 1 && (!dropped || moveOn)) {
+      this.gateways.advance();
+      // A poll cursor belongs to the gateway that issued it.
+      this.pollCursor = null;
+    }
     if (!this.everOpened[this.transport]) {
       this.failures++;
-      if (this.failures >= this.opts.failuresBeforeFallback && this.fallback()) return;
+      // A refused gateway says nothing about the transport: give every gateway a try first.
+      if (this.failures >= Math.max(this.opts.failuresBeforeFallback, this.gateways.size) && this.fallback()) return;
     }
     this.scheduleRetry();
   }
@@ -492,7 +524,7 @@ export class StreamClient {
   }
 
   private url(path: string, ws = false): string {
-    const base = this.opts.baseUrl.replace(/\/$/, '');
+    const base = this.gateways.current.replace(/\/$/, '');
     return withToken((ws ? base.replace(/^http/, 'ws') : base) + path, this.opts.token);
   }
 
@@ -530,7 +562,8 @@ export class StreamClient {
       if (gen === this.gen && ev.code && ![1000, 1001, 1005, 1006].includes(ev.code)) {
         this.opts.onEvent({ kind: 'error', code: `closed_${ev.code}`, message: ev.reason || 'connection closed by server' });
       }
-      this.onFailure(gen);
+      // 1001: this gateway is shutting down; another one (if any) takes the retry.
+      this.onFailure(gen, ev.code === 1001);
     };
     ws.onerror = () => {
       /* onclose always follows; handled there */

@@ -1,4 +1,5 @@
 import { api } from '../api';
+import { hostPort } from '../stream/gateways';
 import type { FeedHealth, ServerStats } from '../protocol';
 import { type MarketStore, noticeKind } from '../state/store';
 import { fmtDateTime, fmtTime, parseDateTime, zoneLabel } from '../util/clock';
@@ -29,6 +30,8 @@ export class OperatorView {
   /** Every other /v1/stats figure, by its field name. */
   private readonly kpis = new Map<string, HTMLElement>();
   private readonly statsNote = h('div', { class: 'note' });
+  /** Which gateway the figures come from (several gateways only). */
+  private readonly gatewayNote = h('div', { class: 'note gateway-note', 'data-testid': 'op-gateway', hidden: true });
   private readonly notices = h('ul', { class: 'notices', 'data-testid': 'notices' });
   private readonly noticeCounts = h('div', { class: 'note', 'data-testid': 'notice-counts' });
   private readonly faultsOnly = h('input', { type: 'checkbox', 'data-testid': 'faults-only' });
@@ -76,6 +79,7 @@ export class OperatorView {
         ),
         card(
           'Gateway',
+          this.gatewayNote,
           h(
             'div',
             { class: 'kpis' },
@@ -120,6 +124,14 @@ export class OperatorView {
     this.start.addEventListener('click', () => this.startReplay());
     this.stop.addEventListener('click', () => handlers.onStopReplay());
     this.faultsOnly.addEventListener('change', () => this.renderNotices());
+  }
+
+  /** The gateway in use (the one these figures and /v1/feeds come from), among `all`. */
+  setGateway(current: string, all: readonly string[]): void {
+    this.gatewayNote.hidden = all.length <= 1;
+    if (all.length <= 1) return;
+    const i = all.indexOf(current);
+    setText(this.gatewayNote, `${hostPort(current)} · gateway ${i + 1} of ${all.length} (${all.map(hostPort).join(', ')})`);
   }
 
   /** The clock setting changed: the form's times are rewritten in the new zone. */
