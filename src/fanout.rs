@@ -595,9 +595,15 @@ impl Fanout {
     /// while nobody subscribes to one, its events are neither encoded nor kept in
     /// the ring; only their sequence is recorded, so a resume across that stretch
     /// gets a gap and a fresh snapshot (the latest candle) instead of a silent skip.
+    /// A cluster gateway (events from a source) keeps them: it takes only the
+    /// instruments its clients want, and a client moving from another gateway
+    /// resumes its candles from the ring.
     pub fn publish_deferred(&self, event: &Event, wake: &mut Vec<Arc<Outbox>>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        if !event.channel().is_stored() && self.slot(event.instrument, event.channel()).load().list.is_empty() {
+        if !event.channel().is_stored()
+            && self.source.is_none()
+            && self.slot(event.instrument, event.channel()).load().list.is_empty()
+        {
             self.rings[event.instrument.index()].lock().last[event.channel().index()] = event.seq;
             return 0;
         }

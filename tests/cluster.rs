@@ -180,7 +180,7 @@ async fn follow(urls: String, seconds: f64) -> (Vec<StreamEvent>, u64) {
         url: urls,
         format: Format::Proto,
         symbols: vec!["BTC-USD".into(), "ETH-USD".into()],
-        channels: vec![Channel::Trades, Channel::Quotes],
+        channels: vec![Channel::Trades, Channel::Quotes, Channel::Candles1s],
         reconnect: true,
         max_backoff: Duration::from_millis(300),
         from_time: None,
@@ -200,8 +200,8 @@ async fn a_gateway_killed_its_clients_resume_on_the_other_without_a_gap() {
     let _ingest = ingest(&nats, &["--rate", "400"]);
     let g1 = gateway(&nats, &[]);
     let g2 = gateway(&nats, &[]);
-    // A client of g2 keeps the instruments taken there too (the usual case);
-    // without it, g2's backfill serves the resume.
+    // g2 has no client of its own: the recent history it loads when it takes an
+    // instrument (the backfill) serves the resume, candles included.
     let urls = format!("ws://{}/v1/ws,ws://{}/v1/ws", g1.addr, g2.addr);
     let follower = tokio::spawn(follow(urls, 5.0));
     tokio::time::sleep(Duration::from_millis(2000)).await;
