@@ -605,14 +605,24 @@ async fn a_nats_node_killed_in_a_cluster_of_three_loses_and_duplicates_nothing()
     let mut stream = js.get_stream("TICKWIRE").await.unwrap();
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
     for symbol in ["BTC-USD", "ETH-USD"] {
-        let consumer = stream
-            .create_consumer(OrderedConfig {
+        // The cluster may still be electing a leader for what the dead server led.
+        let mut attempts = 0;
+        let consumer = loop {
+            let config = OrderedConfig {
                 filter_subject: format!("tw.sim.{symbol}.trades"),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
-            })
-            .await
-            .unwrap();
+            };
+            match stream.create_consumer(config).await {
+                Ok(consumer) => break consumer,
+                Err(error) if attempts < 6 => {
+                    attempts += 1;
+                    eprintln!("consumer not created yet ({error}); retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => panic!("no consumer on the surviving servers: {error}"),
+            }
+        };
         let mut messages = consumer.messages().await.unwrap();
         let mut seqs = Vec::new();
         loop {
