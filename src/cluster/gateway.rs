@@ -8,10 +8,7 @@
 //! first checkpoint fill the ring (so that a client moving from another gateway
 //! resumes without a gap); the checkpoint restores the state; the events after
 //! it are applied. The instrument is ready (a stream may start from it) once it
-//! is restored and the consumer has caught up with the stream. From then on a
-//! core NATS subscription on the same subjects delivers live events as they are
-//! published (before the stream has stored them: the lower latency), while the
-//! consumer goes on beside it and fills whatever the subscription misses.
+//! is restored and the consumer has caught up with the stream.
 //!
 //! One mirror task owns the [`Engine`] (as the engine task does on an ingest
 //! node) and checks every event's sequence against what it published:
@@ -57,10 +54,7 @@ use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceL
 /// Counters of a gateway's bus side.
 #[derive(Debug, Default)]
 pub struct GatewayStats {
-    /// Messages from the stream's consumers.
     pub received: AtomicU64,
-    /// Events from the live (core NATS) subscriptions.
-    pub live_received: AtomicU64,
     pub duplicates: AtomicU64,
     pub holes: AtomicU64,
     pub resyncs: AtomicU64,
@@ -112,7 +106,6 @@ impl EventSource for BusSource {
                 let inst = self.instruments.get(id);
                 tracing::info!(symbol = %inst.symbol, "taking an instrument from the bus");
                 tokio::spawn(follow(
-                    self.bus.client.clone(),
                     self.stream.clone(),
                     self.bus.config.prefix.clone(),
                     self.bus.config.backfill,
@@ -462,7 +455,6 @@ impl Mirror {
 /// (after a backoff) whenever it fails.
 #[allow(clippy::too_many_arguments)]
 async fn follow(
-    client: async_nats::Client,
     stream: Stream,
     prefix: String,
     backfill: Duration,
@@ -483,7 +475,7 @@ async fn follow(
         let started = Instant::now();
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = follow_once(&client, &stream, &checkpoints, &filter, backfill, id, &mirror, &stats, &mut last_seen) => outcome,
+            outcome = follow_once(&stream, &checkpoints, &filter, backfill, id, &mirror, &stats, &mut last_seen) => outcome,
         };
         match outcome {
             Ok(()) => return, // the mirror is gone
@@ -514,7 +506,6 @@ const IDLE_CHECK: Duration = Duration::from_secs(2);
 /// mirror is gone (`Ok`).
 #[allow(clippy::too_many_arguments)]
 async fn follow_once(
-    client: &async_nats::Client,
     stream: &Stream,
     checkpoints: &str,
     filter: &str,
@@ -542,34 +533,8 @@ async fn follow_once(
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let mut messages = consumer.messages().await.map_err(|e| format!("cannot consume: {e}"))?;
     let mut caught_up = false;
-    // Once caught up, live events also come straight from the subject (core
-    // NATS delivers before the stream has stored them: lower latency); the
-    // stream's consumer goes on beside it and fills whatever the live
-    // subscription misses. The mirror takes each sequence once.
-    let mut live: Option<async_nats::Subscriber> = None;
-    // When the consumer last delivered: the idle check counts from it, however
-    // busy the live subscription keeps this loop.
-    let mut heard = tokio::time::Instant::now();
     loop {
-        let next = tokio::select! {
-            biased;
-            Some(message) = async { live.as_mut()?.next().await }, if live.is_some() => {
-                stats.live_received.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tickwire_bus_live_received_total").increment(1);
-                let token = message.subject.rsplit('.').next().unwrap_or_default();
-                if let Some(channel) = channel_of_token(token)
-                    && let Ok(event) = wire::decode_event(&message.payload, id)
-                    && event.channel() == channel
-                    && mirror.send(MirrorItem::Event(event)).await.is_err()
-                {
-                    return Ok(());
-                }
-                continue;
-            }
-            next = tokio::time::timeout_at(heard + IDLE_CHECK, messages.next()) => next,
-        };
-        heard = tokio::time::Instant::now();
-        let message = match next {
+        let message = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
             Ok(Some(message)) => message.map_err(|e| format!("consumer failed: {e}"))?,
             Ok(None) => return Err("the consumer ended".into()),
             Err(_) => {
@@ -624,10 +589,6 @@ async fn follow_once(
             caught_up = true;
             if mirror.send(MirrorItem::CaughtUp(id)).await.is_err() {
                 return Ok(());
-            }
-            match client.subscribe(filter.to_owned()).await {
-                Ok(subscriber) => live = Some(subscriber),
-                Err(error) => tracing::warn!(%error, "no live subscription; events come from the stream only"),
             }
         }
     }
