@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-guard bench-load bench-cluster peers cluster
-.PHONY: fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
+.PHONY: prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -24,7 +24,11 @@ cluster: build
 	scripts/cluster.sh
 
 ## Every check CI runs: formatting, lints, Rust tests, dashboard unit and browser tests.
-test: lint rust-test python-test bench-guard frontend-test e2e
+test: prereqs lint rust-test python-test bench-guard frontend-test e2e
+
+## What `make test` needs on the machine, checked first (scripts/prereqs.sh).
+prereqs:
+	@scripts/prereqs.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
