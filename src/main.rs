@@ -68,6 +68,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Tests and `tickwire bench` read the address from this line.
             let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
             println!("tickwire listening on {scheme}://{}", server.addr);
+            if args.static_dir.join("index.html").exists() {
+                // A log line, not stdout: whoever reads the line above may stop reading.
+                tracing::info!("dashboard ready: open {scheme}://{}/ in a browser", server.addr);
+            }
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
