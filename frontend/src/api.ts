@@ -59,7 +59,7 @@ export const api = {
       `/v1/candles?symbol=${encodeURIComponent(symbol)}&interval=${interval}&from=${fromNs}&to=${toNs}`,
       { signal },
     ),
-  feeds: () => getJson<{ feeds: FeedHealth[] }>('/v1/feeds', { timeoutMs: 4_000 }),
+  feeds: () => getJson<{ feeds: FeedHealth[]; role?: string }>('/v1/feeds', { timeoutMs: 4_000 }),
   stats: () => getJson<ServerStats>('/v1/stats', { timeoutMs: 4_000 }),
 };
 

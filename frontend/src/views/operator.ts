@@ -25,6 +25,8 @@ const NA = 'not available';
 export class OperatorView {
   private readonly feeds = h('tbody');
   private readonly feedsNote = h('div', { class: 'note', 'data-testid': 'feeds-note' });
+  /** The node's cluster role and where its data comes from (`/v1/feeds` `role`). */
+  private readonly role = h('div', { class: 'note', 'data-testid': 'node-role' });
   private readonly connections = h('span', { class: 'num big', 'data-testid': 'stat-connections' }, '—');
   private readonly storeLag = h('span', { class: 'num big', 'data-testid': 'stat-store-lag' }, '—');
   /** Every other /v1/stats figure, by its field name. */
@@ -76,6 +78,7 @@ export class OperatorView {
           'Feeds',
           h('table', { class: 'grid', 'data-testid': 'feeds' }, h('thead', {}, h('tr', {}, ...['Feed', 'State', 'Lag (last msg)', 'Msg/s', 'Messages', 'Reconnects', 'Resyncs', 'Parse errors', 'Last error'].map((t) => h('th', {}, t)))), this.feeds),
           this.feedsNote,
+          this.role,
         ),
         card(
           'Gateway',
@@ -209,6 +212,7 @@ export class OperatorView {
 
   private async refresh(): Promise<void> {
     const [feeds, stats] = await Promise.all([api.feeds(), api.stats()]);
+    if (feeds.ok) setText(this.role, roleText(feeds.data.role));
     if (feeds.ok && Array.isArray(feeds.data.feeds)) {
       this.feeds.replaceChildren(...feeds.data.feeds.map(feedRow));
       setText(this.feedsNote, feeds.data.feeds.length ? '' : 'no feeds configured');
@@ -262,4 +266,21 @@ function feedRow(f: FeedHealth): HTMLElement {
     h('td', { class: 'num' }, num(f.parse_errors)),
     h('td', { class: 'dim', title: f.last_error ?? '' }, f.last_error ? f.last_error : f.last_error === undefined ? 'not reported' : '—'),
   );
+}
+
+/** What a node's cluster role means for the figures above. */
+export function roleText(role: string | undefined): string {
+  switch (role) {
+    case undefined:
+    case 'all':
+      return 'single process: its feeds run here';
+    case 'gateway':
+      return 'cluster gateway: data from the bus (NATS JetStream), sequenced by the ingest node';
+    case 'ingest':
+      return 'cluster ingest node: its feeds run here and publish to the bus';
+    case 'store':
+      return 'cluster store node: writes history from the bus';
+    default:
+      return `cluster role ${role}`;
+  }
 }
