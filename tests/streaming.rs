@@ -177,6 +177,13 @@ async fn bad_input_gets_defined_errors_and_disturbs_no_one() {
     assert_eq!(seen.first(), Some(&0x88), "a close frame: {seen:?}");
     assert_eq!(u16::from_be_bytes([seen[2], seen[3]]), 1009);
 
+    // A text frame that is not UTF-8: close 1007 (RFC 6455, 7.4.1), not 1002.
+    let mut garbled = RawClient::connect(server.addr).await;
+    garbled.send_text_bytes(&[b'{', 0xff, 0xfe, b'}']).await;
+    let frames = garbled.read_frames(Duration::from_secs(5)).await;
+    let codes: Vec<u16> = frames.iter().filter_map(|f| f.close_code()).collect();
+    assert_eq!(codes, [1007], "{frames:?}");
+
     // The bystander saw an unbroken stream throughout.
     let messages = collect(&mut bystander, 200).await;
     assert_sequenced(&messages);

@@ -18,6 +18,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the WebSocket protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8 (RFC 6455, 7.4.1).
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A message larger than the configured maximum.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The service restarted its sequences (a cluster's bus began a new epoch):

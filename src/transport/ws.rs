@@ -268,9 +268,10 @@ where
 fn classify_read_error(error: &tungstenite::Error) -> ReaderEnd {
     let end = match error {
         tungstenite::Error::Capacity(_) => ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message too big" },
-        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
-            ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" }
+        tungstenite::Error::Utf8(_) => {
+            ReaderEnd { code: close::INVALID_PAYLOAD, reason: "invalid UTF-8 in a text frame" }
         }
+        tungstenite::Error::Protocol(_) => ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" },
         _ => ReaderEnd { code: close::NORMAL, reason: "connection lost" },
     };
     metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);

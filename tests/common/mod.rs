@@ -214,8 +214,12 @@ impl RawClient {
 
     /// Sends a masked text frame (mask key zero, which leaves the payload as is).
     pub async fn send_text(&mut self, text: &str) {
+        self.send_text_bytes(text.as_bytes()).await;
+    }
+
+    /// Sends a masked text frame holding `payload` as it is (valid UTF-8 or not).
+    pub async fn send_text_bytes(&mut self, payload: &[u8]) {
         use tokio::io::AsyncWriteExt;
-        let payload = text.as_bytes();
         let mut frame = vec![0x81];
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
