@@ -402,10 +402,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: args.listen, source })?;
     let app = router(state.clone());
+    let header_timeout = Duration::from_millis(args.header_timeout_ms);
     let http = match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config).map_err(|source| StartError::Bind { addr, source })?;
-            tokio::spawn(serve(listener, app, shutdown.clone()))
+            tokio::spawn(serve(listener, app, shutdown.clone(), header_timeout))
         }
         None => {
             // Batching is ours; Nagle's algorithm would only add latency.
@@ -414,7 +415,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
             });
-            tokio::spawn(serve(listener, app, shutdown.clone()))
+            tokio::spawn(serve(listener, app, shutdown.clone(), header_timeout))
         }
     };
     let scheme = if args.tls_cert.is_some() { "https" } else { "http" };

@@ -209,6 +209,10 @@ pub struct ServeArgs {
     /// requests; tungstenite's 128 KiB default costs that much per idle socket.
     #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
     pub ws_read_buffer_bytes: u64,
+    /// A connection must send a request's whole header within this, in
+    /// milliseconds, or it is dropped (slow or half-sent requests).
+    #[arg(long, env = "TICKWIRE_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub header_timeout_ms: u64,
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,

@@ -456,3 +456,28 @@ async fn subscribes_and_unsubscribes_are_acknowledged_after_their_snapshots() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_dropped_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(&["--symbols", "AAPL", "--header-timeout-ms", "500"]).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websock").await.unwrap();
+        slow.push(socket);
+    }
+    let started = std::time::Instant::now();
+    for mut socket in slow {
+        let mut buffer = [0u8; 1024];
+        // The server drops it: end of stream (or a reset), well before 5 s.
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_)) | Ok(Ok(_))), "still held after 5 s");
+    }
+    let held = started.elapsed();
+    assert!(held < Duration::from_secs(4), "half-sent requests held for {held:?}");
+    // A whole request is served as ever.
+    let (status, _) = get_json(server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}

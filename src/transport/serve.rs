@@ -18,9 +18,17 @@ use tokio_util::task::TaskTracker;
 
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, lets each
 /// connection finish its request in flight, and returns when all are done.
+/// A connection that has not sent a request's whole header within
+/// `header_timeout` is dropped (a slow or half-sent request must not hold a
+/// socket and a task for long).
 /// (Upgraded WebSocket sessions are not connections here any more: the
 /// application tracks and closes them.)
-pub async fn serve<L>(mut listener: L, app: Router, shutdown: CancellationToken) -> std::io::Result<()>
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    shutdown: CancellationToken,
+    header_timeout: std::time::Duration,
+) -> std::io::Result<()>
 where
     L: Listener,
 {
@@ -36,6 +44,7 @@ where
         connections.spawn(async move {
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new());
+            builder.header_read_timeout(header_timeout);
             let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
             let mut connection = pin!(connection);
             let result = tokio::select! {
