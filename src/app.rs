@@ -159,6 +159,14 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     if access.requires_token() {
         tracing::info!("the API requires a bearer token");
     }
+    if args.allowed_origins.is_empty() && !args.listen.ip().is_loopback() {
+        // Browsers send cookies and tokens of their own origin with cross-site
+        // WebSocket handshakes: on a reachable address, say that any page may.
+        tracing::warn!(
+            listen = %args.listen,
+            "any web page may use this API from a visitor's browser (cross-site WebSockets included): set --allowed-origin"
+        );
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key)?),
         (None, None) => None,
