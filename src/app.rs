@@ -281,7 +281,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             // Sequences continue from the bus (and the store): one line for the cluster.
             let store_line = writer.is_some().then_some(&line);
             line = crate::cluster::ingest::continue_line(bus, &instruments, store_line).await?;
-            let (tap, _stats, task) = crate::cluster::ingest::publisher(bus.clone(), instruments.clone(), line.epoch);
+            let (tap, task) = crate::cluster::ingest::publisher(bus.clone(), instruments.clone(), line.epoch);
             bus_tap = Some(tap);
             background.push(tokio::spawn(task));
         }
@@ -308,13 +308,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     }
     if let (Some(bus), Role::Store, Some(store), Some(ids)) = (&bus, role, &store, &ids) {
         healths.push(bus_health(bus, "bus", None, stop_background.clone(), &mut background));
-        let stats = Arc::new(crate::cluster::store::StoreRoleStats::default());
         background.push(tokio::spawn(crate::cluster::store::run(
             bus.clone(),
             store.clone(),
             ids.clone(),
             instruments.clone(),
-            stats,
             stop_background.clone(),
         )));
     }

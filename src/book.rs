@@ -298,17 +298,11 @@ impl Engine {
         if index >= self.states.len() {
             return Err(BookError::UnknownInstrument(event.instrument.0));
         }
-        match &event.payload {
-            Payload::Book(delta) => self.books[index].apply(delta)?,
-            Payload::BookReset(levels) => {
-                let mut fresh = L2Book::default();
-                fresh.apply(levels)?;
-                self.books[index] = fresh;
-            }
-            Payload::Quote(_) | Payload::Trade(_) => {}
-            // Candles are the engine's own output (see `drain_candles`).
-            Payload::Candle(_) => return Err(BookError::DerivedChannel),
+        // Candles are the engine's own output (see `drain_candles`).
+        if let Payload::Candle(_) = event.payload {
+            return Err(BookError::DerivedChannel);
         }
+        self.apply_to_book(index, &event.payload)?;
         self.track_candles(event);
         self.advance_venue_clock(event.instrument, event.ts_event);
         let slot = &self.states[index];
@@ -329,21 +323,28 @@ impl Engine {
         if index >= self.states.len() {
             return Err(BookError::UnknownInstrument(event.instrument.0));
         }
-        match &event.payload {
-            Payload::Book(delta) => self.books[index].apply(delta)?,
-            Payload::BookReset(levels) => {
-                let mut fresh = L2Book::default();
-                fresh.apply(levels)?;
-                self.books[index] = fresh;
-            }
-            Payload::Quote(_) | Payload::Trade(_) | Payload::Candle(_) => {}
-        }
+        self.apply_to_book(index, &event.payload)?;
         let slot = &self.states[index];
         let mut next = InstrumentState::clone(&slot.load());
         next.seqs[event.channel().index()] = event.seq;
         event.ts_send = now_nanos().max(event.ts_recv);
         self.store_state(index, next, event);
         Ok(())
+    }
+
+    /// Changes the full L2 book of instrument `index` by a book payload (others
+    /// leave it); atomically, as [`L2Book::apply`].
+    fn apply_to_book(&mut self, index: usize, payload: &Payload) -> Result<(), BookError> {
+        match payload {
+            Payload::Book(delta) => self.books[index].apply(delta),
+            Payload::BookReset(levels) => {
+                let mut fresh = L2Book::default();
+                fresh.apply(levels)?;
+                self.books[index] = fresh;
+                Ok(())
+            }
+            Payload::Quote(_) | Payload::Trade(_) | Payload::Candle(_) => Ok(()),
+        }
     }
 
     /// The whole state of `id`, for a mirror to start from.

@@ -472,7 +472,7 @@ async fn half_sent_requests_are_dropped_after_the_header_timeout() {
         let mut buffer = [0u8; 1024];
         // The server drops it: end of stream (or a reset), well before 5 s.
         let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await;
-        assert!(matches!(read, Ok(Ok(0) | Err(_)) | Ok(Ok(_))), "still held after 5 s");
+        assert!(read.is_ok(), "still held after 5 s");
     }
     let held = started.elapsed();
     assert!(held < Duration::from_secs(4), "half-sent requests held for {held:?}");

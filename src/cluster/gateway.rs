@@ -51,17 +51,13 @@ use crate::codec::close;
 use crate::fanout::{EventSource, Fanout, Outbox, wake_all};
 use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine};
 
-/// Counters of a gateway's bus side.
+/// What a gateway's bus side counts beyond its metrics: what `/v1/feeds`
+/// shows, and what rate-limits its warnings.
 #[derive(Debug, Default)]
 pub struct GatewayStats {
+    /// Messages from the stream's consumers.
     pub received: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub holes: AtomicU64,
-    pub resyncs: AtomicU64,
     pub bad_messages: AtomicU64,
-    pub consumer_restarts: AtomicU64,
-    pub instruments: AtomicU64,
-    pub epoch_changes: AtomicU64,
 }
 
 enum MirrorItem {
@@ -101,7 +97,6 @@ impl EventSource for BusSource {
             slot @ None => {
                 let cancel = self.stop.child_token();
                 *slot = Some(Taken { cancel: cancel.clone(), wanted: Instant::now() });
-                self.stats.instruments.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!("tickwire_bus_interest_instruments").increment(1.0);
                 let inst = self.instruments.get(id);
                 tracing::info!(symbol = %inst.symbol, "taking an instrument from the bus");
@@ -168,7 +163,6 @@ impl BusSource {
             }
             t.cancel.cancel();
             *slot = None;
-            self.stats.instruments.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("tickwire_bus_interest_instruments").decrement(1.0);
             tracing::info!(symbol = %self.instruments.get(id).symbol, "no client wants the instrument: no longer taken from the bus");
             let _ = self.mirror.try_send(MirrorItem::Forget(id));
@@ -284,7 +278,6 @@ impl Mirror {
         let channel = event.channel();
         let t = &mut self.tracks[id.index()];
         if event.seq <= t.published[channel.index()] {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tickwire_bus_duplicates_total").increment(1);
             return;
         }
@@ -306,7 +299,6 @@ impl Mirror {
         }
         if event.seq > t.published[channel.index()] + 1 {
             // Events missing: wait for them a while (they may come late).
-            self.stats.holes.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tickwire_bus_holes_total").increment(1);
             let pending = BTreeMap::from([(event.seq, event)]);
             self.holes.insert(key, Hole { since: Instant::now(), pending });
@@ -388,7 +380,6 @@ impl Mirror {
 
     fn on_checkpoint(&mut self, id: InstrumentId, checkpoint: &Checkpoint) {
         if checkpoint.epoch != self.fanout.line().epoch {
-            self.stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tickwire_bus_epoch_changes_total").increment(1);
             tracing::error!(
                 old = self.fanout.line().epoch,
@@ -417,7 +408,6 @@ impl Mirror {
             return;
         }
         if t.restored {
-            self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tickwire_bus_resyncs_total").increment(1);
             for channel in Channel::ALL {
                 let (from, to) = (t.published[channel.index()] + 1, checkpoint.seqs[channel.index()]);
@@ -480,7 +470,6 @@ async fn follow(
         match outcome {
             Ok(()) => return, // the mirror is gone
             Err(error) => {
-                stats.consumer_restarts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tickwire_bus_consumer_restarts_total").increment(1);
                 if !reported || started.elapsed() > Duration::from_secs(30) {
                     tracing::warn!(%symbol, %error, retry_in = ?backoff, "following the instrument on the bus failed; retrying");

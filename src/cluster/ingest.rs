@@ -43,15 +43,11 @@ const ACKS_IN_FLIGHT: usize = 16 * 1024;
 /// that the stream's age limit never leaves a quiet instrument without one.
 const CHECKPOINT_ALL_EVERY: Duration = Duration::from_secs(60);
 
-/// Counters of the publisher, for `/v1/feeds` and `/metrics`.
+/// What the publisher counts beyond its metrics (its warnings are rate-limited by them).
 #[derive(Debug, Default)]
-pub struct PublishStats {
-    pub published: AtomicU64,
-    pub acked: AtomicU64,
-    pub errors: AtomicU64,
-    pub dropped: AtomicU64,
-    pub checkpoints: AtomicU64,
-    pub republished: AtomicU64,
+struct PublishStats {
+    errors: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// The engine's handle on the publisher.
@@ -125,7 +121,7 @@ pub fn publisher(
     bus: Bus,
     instruments: Arc<Instruments>,
     epoch: u64,
-) -> (BusTap, Arc<PublishStats>, impl Future<Output = ()> + Send + 'static) {
+) -> (BusTap, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(QUEUE_ITEMS);
     let stats = Arc::new(PublishStats::default());
     let long_ago = Instant::now() - CHECKPOINT_ALL_EVERY * 2;
@@ -138,7 +134,7 @@ pub fn publisher(
         dirty: vec![true; instruments.len()],
         stats: stats.clone(),
     };
-    (tap, stats.clone(), run_publisher(bus, instruments, rx, stats))
+    (tap, run_publisher(bus, instruments, rx, stats))
 }
 
 /// One message for the bus, kept until the stream has acknowledged it.
@@ -214,7 +210,6 @@ async fn run_publisher(
                 match (id, inflight.front()) {
                     (Some(id), Some(front)) if id == front.id && !refused => {
                         inflight.pop_front();
-                        stats.acked.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("tickwire_bus_acked_total").increment(1);
                     }
                     // Older than what is in flight: a message published again since.
@@ -260,7 +255,6 @@ async fn run_publisher(
             BusItem::Checkpoint(id, checkpoint) => {
                 body.clear();
                 wire::encode_checkpoint(&mut body, &checkpoint);
-                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 vec![Outbound {
                     subject: checkpoints[id.index()].clone(),
                     headers: None,
@@ -275,7 +269,6 @@ async fn run_publisher(
             inflight.push_back(sent);
             match result {
                 Ok(()) => {
-                    stats.published.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("tickwire_bus_published_total").increment(1);
                 }
                 Err(error) => {
@@ -340,7 +333,6 @@ async fn recover(
                 }
                 if all_sent {
                     let count = inflight.len() as u64;
-                    stats.republished.fetch_add(count, Ordering::Relaxed);
                     metrics::counter!("tickwire_bus_republished_total").increment(count);
                     tracing::info!(count, "republished what the bus had not acknowledged");
                     return true;

@@ -23,16 +23,11 @@ use super::wire::{self, CHECKPOINT_TOKEN, channel_of_token, token};
 use crate::model::{Event, InstrumentId, Instruments, now_nanos};
 use crate::store::{Store, StoreIds};
 
-/// Counters of the store role.
+/// What the store role counts beyond its metrics (its warnings are rate-limited by them).
 #[derive(Debug, Default)]
-pub struct StoreRoleStats {
-    pub written: AtomicU64,
-    pub batches: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub skipped: AtomicU64,
-    /// `ts_recv` of the newest event written (ns); the store's lag is its age.
-    pub newest_ns: AtomicU64,
+struct StoreRoleStats {
+    write_errors: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// Most messages per fetch (and per store transaction).
@@ -43,28 +38,15 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Writes history from the bus until `stop`. Stopping anywhere is safe: what
 /// is not acknowledged comes again, and is stored once.
-pub async fn run(
-    bus: Bus,
-    store: Store,
-    ids: Arc<StoreIds>,
-    instruments: Arc<Instruments>,
-    stats: Arc<StoreRoleStats>,
-    stop: CancellationToken,
-) {
+pub async fn run(bus: Bus, store: Store, ids: Arc<StoreIds>, instruments: Arc<Instruments>, stop: CancellationToken) {
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = write_from_bus(bus, store, ids, instruments, stats, stop.clone()) => {}
+        _ = write_from_bus(bus, store, ids, instruments) => {}
     }
 }
 
-async fn write_from_bus(
-    bus: Bus,
-    store: Store,
-    ids: Arc<StoreIds>,
-    instruments: Arc<Instruments>,
-    stats: Arc<StoreRoleStats>,
-    stop: CancellationToken,
-) {
+async fn write_from_bus(bus: Bus, store: Store, ids: Arc<StoreIds>, instruments: Arc<Instruments>) {
+    let stats = StoreRoleStats::default();
     let by_token: FxHashMap<(String, String), InstrumentId> =
         instruments.iter().map(|inst| ((token(&inst.venue), token(&inst.symbol)), inst.id)).collect();
     let mut backoff = Duration::from_millis(100);
@@ -73,23 +55,14 @@ async fn write_from_bus(
             Ok(consumer) => consumer,
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "store role: cannot open the durable consumer; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
         loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let batch = tokio::select! {
-                _ = stop.cancelled() => return,
-                batch = consumer.fetch().max_messages(BATCH).expires(Duration::from_millis(500)).messages() => batch,
-            };
+            let batch = consumer.fetch().max_messages(BATCH).expires(Duration::from_millis(500)).messages().await;
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -114,7 +87,6 @@ async fn write_from_bus(
             let mut events = Vec::with_capacity(messages.len());
             for message in &messages {
                 if message.info().is_ok_and(|info| info.delivered > 1) {
-                    stats.redelivered.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("tickwire_bus_redeliveries_total").increment(1);
                 }
                 match decode(&message.subject, &message.payload, &by_token) {
@@ -138,8 +110,6 @@ async fn write_from_bus(
             loop {
                 match store.write(&events, true).await {
                     Ok(written) => {
-                        stats.written.fetch_add(written, Ordering::Relaxed);
-                        stats.batches.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("tickwire_store_written_total").increment(written);
                         break;
                     }
@@ -149,11 +119,7 @@ async fn write_from_bus(
                         if errors.is_power_of_two() {
                             tracing::warn!(%error, errors, "store role: write failed; retrying (nothing is acknowledged meanwhile)");
                         }
-                        tokio::select! {
-                            // Unacknowledged: redelivered to the next writer.
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
+                        tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
                         if progress.elapsed() >= ACK_WAIT / 2 {
                             // Still ours: the server waits another ACK_WAIT.
@@ -166,7 +132,6 @@ async fn write_from_bus(
                 }
             }
             if newest > 0 {
-                stats.newest_ns.fetch_max(newest, Ordering::Relaxed);
                 metrics::gauge!("tickwire_store_lag_ms").set(now_nanos().saturating_sub(newest) as f64 / 1e6);
             }
             // Every message is acknowledged on its own ("explicit"): acknowledging
