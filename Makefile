@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-guard bench-load bench-cluster peers cluster
-.PHONY: prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
+.PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -24,11 +24,18 @@ cluster: build
 	scripts/cluster.sh
 
 ## Every check CI runs: formatting, lints, Rust tests, dashboard unit and browser tests.
-test: prereqs lint rust-test python-test bench-guard frontend-test e2e
+test: prereqs lint ops-check rust-test python-test bench-guard frontend-test e2e
 
 ## What `make test` needs on the machine, checked first (scripts/prereqs.sh).
 prereqs:
 	@scripts/prereqs.sh
+
+## The Prometheus alert rules are valid and fire as their tests say (deploy/);
+## tests/ops.rs checks that every metric they and the Grafana dashboard name is served.
+ops-check:
+	promtool check rules deploy/prometheus-alerts.yml
+	promtool test rules deploy/prometheus-alerts.test.yml
+	python3 -c 'import json; json.load(open("deploy/grafana-dashboard.json"))'
 
 lint:
 	$(CARGO) fmt --all -- --check

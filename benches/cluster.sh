@@ -89,7 +89,7 @@ echo "{\"name\":\"publish-ceiling\",\"acked_per_s\":$(( (${a1%.*} - ${a0%.*}) / 
 stop_nodes "$PID"
 serve nobus --store none --rate 400000
 sleep 2
-p0="$(metric "$ADDR" tickwire_fanout_published)"; sleep 10; p1="$(metric "$ADDR" tickwire_fanout_published)"
+p0="$(metric "$ADDR" tickwire_fanout_published_total)"; sleep 10; p1="$(metric "$ADDR" tickwire_fanout_published_total)"
 echo "{\"name\":\"engine-without-bus\",\"published_per_s\":$(( (${p1%.*} - ${p0%.*}) / 10 ))}" | tee -a "$OUT"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 

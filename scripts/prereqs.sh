@@ -18,6 +18,7 @@ need chromium chromium /usr/bin/chromium
 need valgrind valgrind
 need pg_isready "postgresql postgresql-client"
 need nats-server nats-server /usr/sbin/nats-server
+need promtool prometheus
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "make test needs: ${missing[*]}"
   pkgs=$(printf '%s ' "${missing[@]}" | sed 's/(Rust[^)]*)//')

@@ -45,6 +45,7 @@ use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, venue_instrument};
+use crate::latency::EngineLatencies;
 use crate::model::{Channel, InstrumentError, InstrumentId, Instruments, SequenceLine, now_nanos};
 use crate::store::journal::Leftovers;
 use crate::store::writer::{HistoryTap, HistoryWriter, WriterReport};
@@ -462,6 +463,7 @@ async fn run_engine(
     let mut sequenced = Vec::new();
     let mut checkpoints = tokio::time::interval(Duration::from_millis(100));
     checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let latencies = EngineLatencies::new(fanout.instruments());
     loop {
         let batch = tokio::select! {
             batch = rx.recv() => match batch {
@@ -478,7 +480,10 @@ async fn run_engine(
         sequenced.clear();
         for mut event in batch {
             match engine.apply(&mut event) {
-                Ok(()) => sequenced.push(event),
+                Ok(()) => {
+                    latencies.record(&event);
+                    sequenced.push(event);
+                }
                 Err(error) => {
                     refused += 1;
                     metrics::counter!("tickwire_engine_refused_events_total").increment(1);

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
-use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine, SinceCheck};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload, SequenceLine, SinceCheck};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,6 +90,8 @@ pub struct Encoded {
     /// A value no later update may replace in a queue (a closed candle's final
     /// value), even where the channel is otherwise conflated.
     pub final_value: bool,
+    /// When the event was received (for the receive->write histograms).
+    pub ts_recv: Nanos,
     /// The batch fragment per [`Format`] (empty where no subscriber needed it).
     pub fragments: [Bytes; Format::COUNT],
 }
@@ -107,7 +109,14 @@ impl Encoded {
             }
         }
         let final_value = matches!(&event.payload, Payload::Candle(c) if c.closed);
-        Self { instrument: event.instrument, channel: event.channel(), seq: event.seq, final_value, fragments }
+        Self {
+            instrument: event.instrument,
+            channel: event.channel(),
+            seq: event.seq,
+            final_value,
+            ts_recv: event.ts_recv,
+            fragments,
+        }
     }
 }
 
@@ -1904,6 +1913,7 @@ mod tests {
                     channel: Channel::Quotes,
                     seq,
                     final_value: false,
+                    ts_recv: 0,
                     fragments: [Bytes::from(format!("{{\"seq\":{seq}}}")), Bytes::new()],
                 }))
             })

@@ -1,6 +1,7 @@
 //! Operability against the real server: readiness (`/readyz`), CORS preflights
 //! for allowed origins, and every streaming transport counted against
-//! `--max-connections`.
+//! `--max-connections`; and every metric the checked-in Grafana dashboard and
+//! alert rules (deploy/) name is served by `/metrics`, counters as counters.
 
 mod common;
 
@@ -252,4 +253,113 @@ async fn replay_sockets_count_against_max_connections() {
     drop(client);
     connections_become(addr, 0).await;
     server.shutdown().await;
+}
+
+/// The metric names (`tickwire_…`) an ops file refers to.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("tickwire_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// The value of the first sample line of `/metrics` that starts with `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find(|line| line.starts_with(series)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_name_is_served() {
+    let dir = TempDir::new("ops-metrics");
+    let store = dir.sqlite_url();
+    let server = common::start(&["--rate", "200", "--symbols", "BTC-USD", "--store", &store]).await;
+    readyz_becomes(server.addr, 200, Duration::from_secs(5)).await;
+    // Updates written on every transport, so that each histogram has samples.
+    let mut client = common::Client::connect(server.addr).await;
+    client.subscribe(&["quotes", "trades"], &["BTC-USD"]).await;
+    let mut batches = 0;
+    while batches < 10 {
+        if client.json().await["type"] == "batch" {
+            batches += 1;
+        }
+    }
+    let (_, _, mut sse) = open_sse(server.addr).await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), sse.read(&mut buf)).await;
+    let (status, _, first) = request(server.addr, "GET", "/v1/poll?symbols=BTC-USD&channels=trades", &[]).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    let (status, _, _) =
+        request(server.addr, "GET", &format!("/v1/poll?symbols=BTC-USD&channels=trades&cursor={cursor}"), &[]).await;
+    assert_eq!(status, 200);
+
+    let mut missing = Vec::new();
+    let (mut metrics, mut names) = (String::new(), Default::default());
+    // The store writer and the SSE stream report within a second or so.
+    for _ in 0..50 {
+        let response = request_text(server.addr, "/metrics").await;
+        metrics = response;
+        names = metric_names(&std::fs::read_to_string("deploy/grafana-dashboard.json").unwrap());
+        names.extend(metric_names(&std::fs::read_to_string("deploy/prometheus-alerts.yml").unwrap()));
+        missing = names
+            .iter()
+            .filter(|name| {
+                !metrics
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+            })
+            .cloned()
+            .collect::<Vec<_>>();
+        let sse_sampled =
+            sample(&metrics, "tickwire_receive_to_write_seconds_count{transport=\"sse\"}").unwrap_or(0.0) > 0.0;
+        if missing.is_empty() && sse_sampled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(names.len() >= 20, "the ops files name the metrics: {names:?}");
+    assert!(missing.is_empty(), "named in deploy/ but not served: {missing:?}\n{metrics}");
+
+    // Counters are counters, histograms histograms.
+    for counter in [
+        "tickwire_fanout_delivered_total",
+        "tickwire_fanout_slow_consumer_closes_total",
+        "tickwire_store_written_total",
+    ] {
+        assert!(metrics.contains(&format!("# TYPE {counter} counter")), "{counter} is not a counter:\n{metrics}");
+    }
+    for histogram in [
+        "tickwire_exchange_to_receive_seconds",
+        "tickwire_receive_to_send_seconds",
+        "tickwire_receive_to_write_seconds",
+    ] {
+        assert!(metrics.contains(&format!("# TYPE {histogram} histogram")), "{histogram}:\n{metrics}");
+    }
+    for series in [
+        "tickwire_exchange_to_receive_seconds_count{venue=\"sim\"}",
+        "tickwire_receive_to_send_seconds_count",
+        "tickwire_receive_to_write_seconds_count{transport=\"ws\"}",
+        "tickwire_receive_to_write_seconds_count{transport=\"sse\"}",
+        "tickwire_receive_to_write_seconds_count{transport=\"poll\"}",
+    ] {
+        assert!(sample(&metrics, series).unwrap_or(0.0) > 0.0, "no samples in {series}:\n{metrics}");
+    }
+    assert_eq!(sample(&metrics, "tickwire_ready"), Some(1.0));
+    assert_eq!(sample(&metrics, "tickwire_feed_live{feed=\"simulator\"}"), Some(1.0), "{metrics}");
+    drop(sse);
+    server.shutdown().await;
+}
+
+/// `GET path` as text.
+async fn request_text(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
 }

@@ -49,6 +49,7 @@ use super::wire::{self, CHECKPOINT_TOKEN, channel_of_token, checkpoint_subject, 
 use crate::book::{Checkpoint, Engine};
 use crate::codec::close;
 use crate::fanout::{EventSource, Fanout, Outbox, wake_all};
+use crate::latency::EngineLatencies;
 use crate::model::{Channel, Event, InstrumentId, Instruments, Payload, SequenceLine};
 
 /// What a gateway's bus side counts beyond its metrics: what `/v1/feeds`
@@ -210,6 +211,7 @@ struct Mirror {
     ready: Arc<[watch::Sender<bool>]>,
     stats: Arc<GatewayStats>,
     wake: Vec<Arc<Outbox>>,
+    latencies: EngineLatencies,
 }
 
 impl MirrorStart {
@@ -219,6 +221,7 @@ impl MirrorStart {
         let stop = source.stop.clone();
         let mut mirror = Mirror {
             engine,
+            latencies: EngineLatencies::new(fanout.instruments()),
             tracks: vec![Track::default(); fanout.instruments().len()],
             fanout,
             holes: FxHashMap::default(),
@@ -321,6 +324,7 @@ impl Mirror {
             t.book_ok = false;
             return;
         }
+        self.latencies.record(&event);
         self.fanout.publish_deferred(&event, &mut self.wake);
     }
 

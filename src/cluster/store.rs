@@ -132,7 +132,7 @@ async fn write_from_bus(bus: Bus, store: Store, ids: Arc<StoreIds>, instruments:
                 }
             }
             if newest > 0 {
-                metrics::gauge!("tickwire_store_lag_ms").set(now_nanos().saturating_sub(newest) as f64 / 1e6);
+                metrics::gauge!("tickwire_store_lag_seconds").set(now_nanos().saturating_sub(newest) as f64 / 1e9);
             }
             // Every message is acknowledged on its own ("explicit"): acknowledging
             // only the last would also acknowledge messages delivered to a

@@ -31,7 +31,7 @@
 //! whatever is left stays in the journal for the next start.
 //!
 //! Metrics: `tickwire_store_queue_depth` (events journaled, not yet stored),
-//! `tickwire_store_lag_ms` (age of the oldest event not yet written),
+//! `tickwire_store_lag_seconds` (age of the oldest event not yet written),
 //! `tickwire_store_spilled_bytes` (journal bytes not yet written),
 //! `tickwire_store_written_total`, `tickwire_store_lost_total{reason}`,
 //! `tickwire_store_write_errors_total`, `tickwire_store_journal_sync_errors_total`.
@@ -470,6 +470,6 @@ impl WriterTask {
         self.stats.oldest_pending_ns.store(oldest, Ordering::Relaxed);
         metrics::gauge!("tickwire_store_queue_depth").set(queued as f64);
         metrics::gauge!("tickwire_store_spilled_bytes").set(spilled as f64);
-        metrics::gauge!("tickwire_store_lag_ms").set(self.stats.lag_ms() as f64);
+        metrics::gauge!("tickwire_store_lag_seconds").set(self.stats.lag_ms() as f64 / 1e3);
     }
 }

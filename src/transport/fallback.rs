@@ -37,6 +37,7 @@ use serde_json::Value;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
+use crate::latency::Transport;
 use crate::model::{Channel, InstrumentId, Nanos, parse_time};
 use crate::session::{StartAt, start_stream};
 
@@ -211,6 +212,7 @@ pub async fn sse(
                 if app.fanout.drain(&attached.outbox, &mut items).is_some() {
                     return None; // closed for lag (policy) or detached
                 }
+                super::record_write_latency(&items, Transport::Sse);
                 let mut frames = Vec::new();
                 build_frames(&items, Format::Json, app.limits.max_frame_bytes, &mut frames);
                 // Each event's id is the cursor after it (this run's epoch and every
@@ -352,6 +354,7 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
         }
     }
     drop(attached);
+    super::record_write_latency(&items, Transport::Poll);
     let mut frames = Vec::new();
     build_frames(&items, Format::Json, usize::MAX, &mut frames);
     let messages: Vec<Value> = frames.iter().filter_map(|f| serde_json::from_slice(f).ok()).collect();

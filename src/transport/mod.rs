@@ -29,8 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::Format;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Item};
 use crate::feed::FeedHealth;
+use crate::latency::{LATENCIES, Transport};
+use crate::model::now_nanos;
 pub use history::HistoryAccess;
 pub use writer::{frame_header, frame_len, payload_len};
 pub use ws::SessionLimits;
@@ -142,9 +144,9 @@ impl AppState {
     pub(crate) fn open_connection(self: &Arc<Self>, transport: &'static str) -> Result<ConnectionSlot, ApiError> {
         let max = self.max_connections;
         match self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
-            Ok(before) => {
-                metrics::gauge!("tickwire_ws_connections").set((before + 1) as f64);
-                Ok(ConnectionSlot { app: self.clone() })
+            Ok(_) => {
+                metrics::gauge!("tickwire_connections", "transport" => transport).increment(1.0);
+                Ok(ConnectionSlot { app: self.clone(), transport })
             }
             Err(_) => {
                 metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
@@ -161,12 +163,13 @@ impl AppState {
 /// A streaming client's place among `--max-connections`; given back on drop.
 pub(crate) struct ConnectionSlot {
     app: Arc<AppState>,
+    transport: &'static str,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let now = self.app.connections.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("tickwire_ws_connections").set(now as f64);
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("tickwire_connections", "transport" => self.transport).decrement(1.0);
     }
 }
 
@@ -189,6 +192,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Records receive->write on `transport` for the oldest update among `items`,
+/// which are about to be handed to a socket.
+pub fn record_write_latency(items: &[Item], transport: Transport) {
+    if let Some(oldest) = items.iter().find_map(|item| match item {
+        Item::Update(update) => Some(update.ts_recv),
+        _ => None,
+    }) {
+        LATENCIES.receive_to_write(transport).record_between(oldest, now_nanos());
     }
 }
 

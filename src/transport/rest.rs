@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::latency::LATENCIES;
 use crate::model::{Instrument, format_decimal};
 
 /// Most symbols one snapshot request may name.
@@ -237,6 +238,37 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
     (status, Json(json!({ "ready": missing.is_empty(), "missing": missing }))).into_response()
 }
 
+/// Counters and gauges that appear only when first touched, touched with zero:
+/// a rule or a chart that names one (deploy/) then finds it from the first
+/// scrape, and `increase()` sees the first fault.
+fn announce_series(app: &AppState) {
+    for feed in &app.feeds {
+        for name in [
+            "tickwire_feed_messages_total",
+            "tickwire_feed_parse_errors_total",
+            "tickwire_feed_resyncs_total",
+            "tickwire_feed_reconnects_total",
+        ] {
+            metrics::counter!(name, "feed" => feed.name.clone()).increment(0);
+        }
+    }
+    for transport in ["ws", "sse", "poll", "replay"] {
+        metrics::gauge!("tickwire_connections", "transport" => transport).increment(0.0);
+        metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(0);
+    }
+    for reason in ["origin", "missing", "invalid"] {
+        metrics::counter!("tickwire_access_refused_total", "reason" => reason).increment(0);
+    }
+    if let Some(writer) = app.history.as_ref().and_then(|h| h.writer.as_deref()) {
+        metrics::gauge!("tickwire_store_lag_seconds").set(writer.lag_ms() as f64 / 1e3);
+        metrics::counter!("tickwire_store_written_total").increment(0);
+        metrics::counter!("tickwire_store_write_errors_total").increment(0);
+        for reason in ["journal_full", "journal_error"] {
+            metrics::counter!("tickwire_store_lost_total", "reason" => reason).increment(0);
+        }
+    }
+}
+
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
@@ -244,13 +276,28 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         return ApiError::new(StatusCode::NOT_FOUND, "metrics_disabled", "metrics are disabled").into_response();
     };
     let s = &app.fanout.stats;
-    metrics::gauge!("tickwire_fanout_published").set(s.published.load(Relaxed) as f64);
-    metrics::gauge!("tickwire_fanout_delivered").set(s.delivered.load(Relaxed) as f64);
-    metrics::gauge!("tickwire_fanout_conflated").set(s.conflated.load(Relaxed) as f64);
-    metrics::gauge!("tickwire_fanout_dropped_trades").set(s.dropped_trades.load(Relaxed) as f64);
-    metrics::gauge!("tickwire_fanout_book_resnapshots").set(s.resnapshots.load(Relaxed) as f64);
-    metrics::gauge!("tickwire_fanout_slow_consumer_closes").set(s.slow_consumer_closes.load(Relaxed) as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    // The fan-out counts in plain atomics on its hot path; they are handed to
+    // the exporter as what they are, counters, when scraped.
+    metrics::counter!("tickwire_fanout_published_total").absolute(s.published.load(Relaxed));
+    metrics::counter!("tickwire_fanout_delivered_total").absolute(s.delivered.load(Relaxed));
+    metrics::counter!("tickwire_fanout_conflated_total").absolute(s.conflated.load(Relaxed));
+    metrics::counter!("tickwire_fanout_dropped_trades_total").absolute(s.dropped_trades.load(Relaxed));
+    metrics::counter!("tickwire_fanout_book_resnapshots_total").absolute(s.resnapshots.load(Relaxed));
+    metrics::counter!("tickwire_fanout_slow_consumer_closes_total").absolute(s.slow_consumer_closes.load(Relaxed));
+    announce_series(&app);
+    // States are read when scraped, as /v1/feeds and /readyz read them.
+    for feed in &app.feeds {
+        let view = feed.view();
+        metrics::gauge!("tickwire_feed_live", "feed" => view.name.clone()).set(if view.stale { 0.0 } else { 1.0 });
+        if let Some(age_ms) = view.last_message_age_ms {
+            metrics::gauge!("tickwire_feed_last_message_age_seconds", "feed" => view.name).set(age_ms as f64 / 1e3);
+        }
+    }
+    metrics::gauge!("tickwire_ready").set(if readiness(&app).is_empty() { 1.0 } else { 0.0 });
+    metrics::gauge!("tickwire_uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    let mut text = handle.render();
+    LATENCIES.render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec::Format;
 use crate::fanout::{Fanout, Frame, Item, Outbox, frames};
+use crate::latency::Transport;
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -119,6 +120,7 @@ pub fn fill(
 ) -> Option<(u16, &'static str)> {
     let close = fanout.drain(outbox, items);
     if close.is_none_or(|(code, _)| code != crate::codec::close::SLOW_CONSUMER) {
+        super::record_write_latency(items, Transport::Ws);
         encode_frames(items, outbox.format(), max_frame_bytes, out);
     }
     items.clear();
