@@ -363,3 +363,59 @@ async fn request_text(addr: SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut body).await.unwrap();
     body
 }
+
+/// The routes clients rely on; the OpenAPI document must list exactly these.
+const ROUTES: [&str; 15] = [
+    "/healthz",
+    "/metrics",
+    "/readyz",
+    "/v1/candles",
+    "/v1/feeds",
+    "/v1/history/quotes",
+    "/v1/history/trades",
+    "/v1/instruments",
+    "/v1/openapi.json",
+    "/v1/poll",
+    "/v1/replay",
+    "/v1/snapshot",
+    "/v1/sse",
+    "/v1/stats",
+    "/v1/ws",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_the_server_serves() {
+    let server = common::start(&["--rate", "50", "--symbols", "BTC-USD"]).await;
+    let (status, _, document) = request(server.addr, "GET", "/v1/openapi.json", &[]).await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{}", document["openapi"]);
+    let paths = document["paths"].as_object().unwrap();
+    let listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    assert_eq!(
+        listed.iter().copied().collect::<std::collections::BTreeSet<_>>(),
+        ROUTES.into_iter().collect(),
+        "documented routes"
+    );
+    for (path, item) in paths {
+        let get = &item["get"];
+        assert!(get["responses"].as_object().is_some_and(|r| !r.is_empty()), "{path} documents its answers");
+        assert!(get["summary"].is_string() || get["description"].is_string(), "{path} says what it does");
+        // Served: any answer but the router's own 404 (an API 404 carries a code).
+        let (status, _, body) = request(server.addr, "GET", &format!("{path}?timeout_ms=0"), &[]).await;
+        assert!(status != 404 || body["code"].is_string(), "{path} is documented but not served");
+    }
+    // A route that does not exist gets the router's 404, so the check above can fail.
+    let (status, _, body) = request(server.addr, "GET", "/v1/nonexistent", &[]).await;
+    assert_eq!((status, body), (404, Value::Null));
+    // Parameters come from the handlers' query types.
+    let poll_params: Vec<&str> = paths["/v1/poll"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["symbols", "channels", "cursor", "timeout_ms", "since_time", "delivery"] {
+        assert!(poll_params.contains(&name), "/v1/poll documents {name}: {poll_params:?}");
+    }
+    server.shutdown().await;
+}

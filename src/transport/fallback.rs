@@ -34,6 +34,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
@@ -48,16 +49,23 @@ const DEFAULT_POLL_MS: u64 = 25_000;
 const DEFAULT_GATHER_MS: u64 = 200;
 const MAX_GATHER_MS: u64 = 5_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Comma-separated symbols, e.g. `BTC-USD,binance:BTC-USDT`.
     symbols: Option<String>,
+    /// Comma-separated channels: `quotes`, `trades`, `book`, `candles.1s` … (default quotes and trades).
     channels: Option<String>,
+    /// Where to resume: the `cursor` of the previous poll, or an SSE event's id
+    /// (SSE also takes it as `Last-Event-ID`).
     cursor: Option<String>,
+    /// Long-poll: how long to hold the request when nothing is new, in ms (default 25000, at most 60000).
     timeout_ms: Option<u64>,
-    /// How long a poll with a cursor gathers after its first update, in ms.
+    /// How long a poll with a cursor gathers after its first update, in ms (default 200, at most 5000).
     gather_ms: Option<u64>,
+    /// Delivery policy: `all`, `conflate`, `snapshot_on_lag` (docs/PROTOCOL.md).
     delivery: Option<String>,
-    /// Parsed here, so that a malformed value is a JSON `bad_delivery`.
+    /// With `delivery=conflate`: the conflation period in ms.
     conflate_ms: Option<String>,
     /// Start from stored history at this time (ns or RFC 3339) instead of snapshots.
     since_time: Option<String>,
@@ -160,7 +168,22 @@ impl Drop for Attached {
     }
 }
 
-/// `GET /v1/sse`.
+/// The live stream as Server-Sent Events: each event's data is one JSON
+/// message of the WebSocket protocol, its id the cursor to resume from.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    tag = "stream",
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "An event stream of protocol messages", content_type = "text/event-stream"),
+        (status = 400, description = "A bad symbol list, channel, cursor, delivery or since_time", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
+    )
+)]
 pub async fn sse(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -292,7 +315,22 @@ impl Cursor {
     }
 }
 
-/// `GET /v1/poll`.
+/// The live stream by long-poll: held until something is newer than the
+/// cursor (or the timeout), then every message since, and the next cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/poll",
+    tag = "stream",
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "`{\"cursor\": …, \"messages\": [protocol messages]}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "A bad symbol list, channel, cursor, delivery or since_time", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
+    )
+)]
 pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQuery>) -> Result<Json<Value>, ApiError> {
     let arrived = tokio::time::Instant::now();
     let pairs = resolve(&app, &query)?;

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::model::{Channel, Instrument, Nanos, format_decimal, now_nanos};
 use crate::replay::{CSV_HEADER, write_csv};
@@ -79,13 +80,20 @@ pub(super) fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(Nanos,
     Ok((from, to))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// One symbol.
     symbol: Option<String>,
+    /// Start (inclusive): nanoseconds since the epoch or RFC 3339.
     from: Option<String>,
+    /// End (exclusive): nanoseconds since the epoch or RFC 3339.
     to: Option<String>,
+    /// Most rows in one page.
     limit: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
     format: Option<String>,
 }
 
@@ -107,10 +115,40 @@ fn body_format(format: Option<&str>, headers: &HeaderMap) -> Result<Body, ApiErr
     }
 }
 
+/// Stored trades of one symbol in a time range, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/history/trades",
+    tag = "history",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "`{symbol, channel, from, to, count, next_cursor, rows: [...]}` in JSON, or CSV", content((Object = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A bad time, limit, cursor or format", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
+    )
+)]
 pub async fn trades(state: State<Arc<AppState>>, query: Query<HistoryQuery>, headers: HeaderMap) -> Response {
     history(state, query, headers, Channel::Trades).await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Stored quotes of one symbol in a time range, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/history/quotes",
+    tag = "history",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "`{symbol, channel, from, to, count, next_cursor, rows: [...]}` in JSON, or CSV", content((Object = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A bad time, limit, cursor or format", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
+    )
+)]
 pub async fn quotes(state: State<Arc<AppState>>, query: Query<HistoryQuery>, headers: HeaderMap) -> Response {
     history(state, query, headers, Channel::Quotes).await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -195,11 +233,16 @@ async fn history(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CandleQuery {
+    /// One symbol.
     symbol: Option<String>,
+    /// `1s`, `1m`, `5m`, `1h` or `1d`.
     interval: Option<String>,
+    /// Start: nanoseconds since the epoch or RFC 3339.
     from: Option<String>,
+    /// End: nanoseconds since the epoch or RFC 3339.
     to: Option<String>,
 }
 
@@ -210,6 +253,22 @@ fn format_wide(nanos: i128, decimals: u8) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// OHLCV candles of one symbol, from stored trades, equal to the live
+/// `candles.<interval>` channel's closed candles.
+#[utoipa::path(
+    get,
+    path = "/v1/candles",
+    tag = "history",
+    params(CandleQuery),
+    responses(
+        (status = 200, description = "`{symbol, interval, candles: [{t, open, high, low, close, volume, trades, closed}]}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "A bad interval or time", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`history_disabled`", body = ErrorBody)
+    )
+)]
 pub async fn candles(State(app): State<Arc<AppState>>, Query(query): Query<CandleQuery>) -> Result<Response, ApiError> {
     let access = access(&app)?;
     let inst = instrument(&app, query.symbol.as_deref())?;

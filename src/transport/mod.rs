@@ -6,6 +6,7 @@
 pub mod access;
 mod fallback;
 pub mod history;
+mod openapi;
 mod page;
 mod replay;
 mod rest;
@@ -27,6 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::codec::Format;
 use crate::fanout::{Fanout, Item};
@@ -34,6 +38,7 @@ use crate::feed::FeedHealth;
 use crate::latency::{LATENCIES, Transport};
 use crate::model::now_nanos;
 pub use history::HistoryAccess;
+use openapi::ErrorBody;
 pub use writer::{frame_header, frame_len, payload_len};
 pub use ws::SessionLimits;
 
@@ -207,26 +212,37 @@ pub fn record_write_latency(items: &[Item], transport: Transport) {
 }
 
 /// The whole HTTP application.
+///
+/// Every API route goes through `routes!`, which registers it with the
+/// router and describes it in the OpenAPI document (`/v1/openapi.json`) at
+/// once, from the handler's `#[utoipa::path]`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/v1/ws", get(ws_upgrade))
-        .route("/v1/sse", get(fallback::sse))
-        .route("/v1/poll", get(fallback::poll))
-        .route("/v1/instruments", get(rest::instruments))
-        .route("/v1/snapshot", get(rest::snapshot))
-        .route("/v1/feeds", get(rest::feeds))
-        .route("/v1/stats", get(rest::stats))
-        .route("/v1/history/trades", get(history::trades))
-        .route("/v1/history/quotes", get(history::quotes))
-        .route("/v1/candles", get(history::candles))
-        .route("/v1/replay", get(replay::upgrade))
-        .route("/metrics", get(rest::metrics))
+    let (guarded, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ws_upgrade))
+        .routes(routes!(fallback::sse))
+        .routes(routes!(fallback::poll))
+        .routes(routes!(rest::instruments))
+        .routes(routes!(rest::snapshot))
+        .routes(routes!(rest::feeds))
+        .routes(routes!(rest::stats))
+        .routes(routes!(history::trades))
+        .routes(routes!(history::quotes))
+        .routes(routes!(history::candles))
+        .routes(routes!(replay::upgrade))
+        .routes(routes!(rest::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts();
+    // Probes need no token.
+    let (probes, probes_document) =
+        OpenApiRouter::new().routes(routes!(rest::health)).routes(routes!(rest::ready)).split_for_parts();
+    let mut document = document;
+    document.merge(probes_document);
+    openapi::publish(&document);
+    let api = guarded
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         // Outside the guard: a preflight carries no token.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::cors))
-        // Probes need no token.
-        .route("/healthz", get(rest::health))
-        .route("/readyz", get(rest::ready));
+        .merge(probes);
     let site = match &state.static_dir {
         Some(dir) if dir.join("index.html").is_file() => Router::new()
             .fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)),
@@ -235,8 +251,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(site).with_state(state)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WsQuery {
+    /// `json` (default) or `proto`; the subprotocols `tickwire.v1.json` and
+    /// `tickwire.v1.proto` say the same and win when offered.
     format: Option<String>,
 }
 
@@ -276,6 +295,21 @@ pub(crate) fn negotiate<'a>(
     Ok((format, true))
 }
 
+/// The live stream over WebSocket: subscribe by message; snapshots, batched
+/// updates, gaps and resumes as docs/PROTOCOL.md and proto/asyncapi.yaml say.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "stream",
+    params(WsQuery),
+    responses(
+        (status = 101, description = "Switching Protocols: the stream"),
+        (status = 400, description = "Not a WebSocket upgrade, or an unknown format or subprotocol", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
+    )
+)]
 async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuery>, mut request: Request) -> Response {
     if app.shutdown.is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")

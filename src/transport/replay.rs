@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use prost::Message as _;
 
 use super::history::{HistoryAccess, bad};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::codec::json::{BATCH_CLOSE, BATCH_OPEN};
 use crate::codec::proto::{self, pb};
@@ -41,13 +42,20 @@ use crate::store::GapRecord;
 /// Most updates in one frame at `max` speed.
 const MAX_BATCH_UPDATES: usize = 4096;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReplayQuery {
+    /// Comma-separated symbols.
     symbols: Option<String>,
+    /// Comma-separated stored channels: `quotes`, `trades`, `book`.
     channels: Option<String>,
+    /// Start: nanoseconds since the epoch or RFC 3339.
     from: Option<String>,
+    /// End: nanoseconds since the epoch or RFC 3339.
     to: Option<String>,
+    /// `1` (real time, default), a factor such as `0.5` or `10`, or `max`.
     speed: Option<String>,
+    /// `json` (default) or `proto`, as on `/v1/ws`.
     format: Option<String>,
 }
 
@@ -106,6 +114,22 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<P
     Ok(Plan { streams, from, to, speed })
 }
 
+/// Stored events streamed again over WebSocket at a chosen speed, with
+/// pause, speed and seek controls (docs/PROTOCOL.md, Replay).
+#[utoipa::path(
+    get,
+    path = "/v1/replay",
+    tag = "stream",
+    params(ReplayQuery),
+    responses(
+        (status = 101, description = "Switching Protocols: the replay"),
+        (status = 400, description = "A bad symbol list, channel, time range, speed or format", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 503, description = "`history_disabled`, `too_many_connections` or `shutting_down`", body = ErrorBody)
+    )
+)]
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
     Query(query): Query<ReplayQuery>,

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::latency::LATENCIES;
 use crate::model::{Instrument, format_decimal};
@@ -16,6 +17,17 @@ use crate::model::{Instrument, format_decimal};
 /// Most symbols one snapshot request may name.
 const MAX_SNAPSHOT_SYMBOLS: usize = 1_000;
 
+/// Every instrument this server streams, with its venue, kind, tick and lot.
+#[utoipa::path(
+    get,
+    path = "/v1/instruments",
+    tag = "market",
+    responses(
+        (status = 200, description = "`{\"instruments\": [{symbol, venue, kind, tick_size, lot_size, price_decimals, size_decimals}]}`", body = Object, content_type = "application/json"),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
+    )
+)]
 pub async fn instruments(State(app): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = app
         .fanout
@@ -36,8 +48,10 @@ pub async fn instruments(State(app): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "instruments": list }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
+    /// Comma-separated symbols (at most 1,000).
     symbols: Option<String>,
 }
 
@@ -51,6 +65,19 @@ fn size(i: &Instrument, nanos: i64) -> String {
 
 /// `GET /v1/snapshot?symbols=A,B`: the latest quote, trade, book and session stats
 /// of each symbol, read lock-free from the engine's published state.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    tag = "market",
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "`{\"snapshots\": [{symbol, seq, quote, last_trade, book, stats}]}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "No symbols, or too many", body = ErrorBody),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`unknown_symbol`", body = ErrorBody)
+    )
+)]
 pub async fn snapshot(
     State(app): State<Arc<AppState>>,
     Query(query): Query<SnapshotQuery>,
@@ -117,11 +144,34 @@ pub async fn snapshot(
     Ok(Json(json!({ "snapshots": out })))
 }
 
+/// This node's cluster role and the health of each feed (on a gateway or
+/// store node, the bus).
+#[utoipa::path(
+    get,
+    path = "/v1/feeds",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"role\": …, \"feeds\": [{name, state, stale, stale_limit_ms, instruments, messages, messages_per_sec, last_message_age_ms, resyncs, parse_errors, reconnects}]}`", body = Object, content_type = "application/json"),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
+    )
+)]
 pub async fn feeds(State(app): State<Arc<AppState>>) -> Json<Value> {
     let feeds: Vec<_> = app.feeds.iter().map(|f| f.view()).collect();
     Json(json!({ "role": app.role, "feeds": feeds }))
 }
 
+/// Fan-out and store counts since the server started.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Connections, uptime, events published, updates delivered, conflated, dropped trades, resnapshots, slow-consumer closes, and the store's lag, written, queued, journaled and lost counts", body = Object, content_type = "application/json"),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
+    )
+)]
 pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &app.fanout.stats;
@@ -146,6 +196,16 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /healthz`: 200 while serving (with each feed's state), 503 while shutting down.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Alive: `{\"status\": \"ok\"|\"degraded\", uptime_s, connections, feeds}`", body = Object, content_type = "application/json"),
+        (status = 503, description = "Shutting down", body = Object, content_type = "application/json")
+    )
+)]
 pub async fn health(State(app): State<Arc<AppState>>) -> Response {
     let feeds: Vec<_> = app.feeds.iter().map(|f| f.view()).collect();
     let all_live = feeds.iter().all(|f| f.state == "live");
@@ -232,6 +292,16 @@ pub(super) fn readiness(app: &AppState) -> Vec<String> {
 
 /// `GET /readyz`: 200 `{"ready":true,"missing":[]}` when the server can serve
 /// (see [`readiness`]), else 503 with what is missing.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready: `{\"ready\": true, \"missing\": []}`", body = Object, content_type = "application/json"),
+        (status = 503, description = "Not ready, and why: `{\"ready\": false, \"missing\": [\"feed: simulator not live (connecting)\"]}`", body = Object, content_type = "application/json")
+    )
+)]
 pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
     let missing = readiness(&app);
     let status = if missing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -270,6 +340,17 @@ fn announce_series(app: &AppState) {
 }
 
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format (docs/DEPLOY.md lists the metrics)", content_type = "text/plain"),
+        (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
+        (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 404, description = "`metrics_disabled`", body = ErrorBody)
+    )
+)]
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(handle) = &app.metrics else {
