@@ -105,6 +105,8 @@ fn register(
         .map(|given| {
             let native = venue_symbol(given);
             let id = instruments.add(venue_instrument(our_symbol(&native), venue))?;
+            // Clients may ask for it by the venue's own spelling.
+            instruments.add_alias(&native, id);
             Ok((native, id))
         })
         .collect()
@@ -228,6 +230,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             FeedSpec::Kraken(pairs) => {
                 let pairs =
                     register(&mut instruments, "kraken", &pairs, kraken::venue_symbol, kraken::instrument_symbol)?;
+                for (native, id) in &pairs {
+                    for legacy in kraken::legacy_names(native) {
+                        instruments.add_alias(&legacy, *id);
+                    }
+                }
                 venues.push(VenueFeed::Kraken(kraken::Kraken::new(pairs, args.venues.kraken_book_depth)));
             }
         }

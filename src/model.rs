@@ -286,6 +286,59 @@ pub fn is_valid_symbol(symbol: &str) -> bool {
 pub struct Instruments {
     list: Vec<Instrument>,
     by_symbol: rustc_hash::FxHashMap<Arc<str>, InstrumentId>,
+    /// Other spellings, by [`alias_key`]: the symbol without its venue
+    /// (`BTC-USDT` for `binance:BTC-USDT`), the venue's own (`BTCUSDT`,
+    /// `XBT/USD`), any case and punctuation. One key may name several.
+    aliases: rustc_hash::FxHashMap<Box<str>, Vec<InstrumentId>>,
+}
+
+/// What a name a client gave stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The instrument's own symbol.
+    Symbol(InstrumentId),
+    /// Another spelling of exactly one instrument.
+    Alias(InstrumentId),
+    /// Another spelling of several: the client must name one.
+    Ambiguous(Vec<InstrumentId>),
+    Unknown,
+}
+
+/// The key aliases are filed under: upper case, letters and digits only, so
+/// that `btc/usdt`, `BTC-USDT` and `BTCUSDT` meet.
+fn alias_key(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of
+/// characters (none included) and everything else for itself, ignoring case.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and the text position it is tried against.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star_p, star_t)) = star {
+            pi = star_p + 1;
+            ti = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// Whether a requested name is a pattern (`*`, `binance:*`, `*-USD`) rather
+/// than a symbol: no symbol contains `*`.
+pub fn is_pattern(name: &str) -> bool {
+    name.contains('*')
 }
 
 /// The parts of an instrument a feed declares; the table assigns the id.
@@ -325,8 +378,50 @@ impl Instruments {
             price_decimals: decimals_of(spec.tick_size.0),
             size_decimals: decimals_of(spec.lot_size.0),
         });
-        self.by_symbol.insert(symbol, id);
+        self.by_symbol.insert(symbol.clone(), id);
+        self.add_alias(&symbol, id);
+        if let Some((_, bare)) = symbol.split_once(':') {
+            self.add_alias(bare, id);
+        }
         Ok(id)
+    }
+
+    /// Files another spelling of instrument `id` (the venue's own name, say).
+    pub fn add_alias(&mut self, alias: &str, id: InstrumentId) {
+        let key = alias_key(alias);
+        if key.is_empty() {
+            return;
+        }
+        let ids = self.aliases.entry(key.into_boxed_str()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    /// What `name` stands for: a symbol (exact), else an alias.
+    pub fn resolve(&self, name: &str) -> Lookup {
+        if let Some(id) = self.lookup(name) {
+            return Lookup::Symbol(id);
+        }
+        match self.aliases.get(alias_key(name).as_str()).map(Vec::as_slice) {
+            None | Some([]) => Lookup::Unknown,
+            Some([id]) => Lookup::Alias(*id),
+            Some(ids) => Lookup::Ambiguous(ids.to_vec()),
+        }
+    }
+
+    /// The instruments whose symbol matches `pattern` (see [`glob_match`]);
+    /// an unqualified symbol also matches as `venue:symbol`, so `sim:*`
+    /// names the simulator's instruments.
+    pub fn matching(&self, pattern: &str) -> Vec<InstrumentId> {
+        self.list
+            .iter()
+            .filter(|i| {
+                glob_match(pattern, &i.symbol)
+                    || (!i.symbol.contains(':') && glob_match(pattern, &format!("{}:{}", i.venue, i.symbol)))
+            })
+            .map(|i| i.id)
+            .collect()
     }
 
     pub fn get(&self, id: InstrumentId) -> &Instrument {
@@ -799,5 +894,65 @@ mod sequence_line_tests {
             SinceCheck::OtherRun { since: 3, from: 1, named: false }
         );
         assert_eq!(line.check(a, Channel::Quotes, 0, None), SinceCheck::EarlierRun(0));
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    fn table(symbols: &[(&str, &str)]) -> Instruments {
+        let mut t = Instruments::new();
+        for (symbol, venue) in symbols {
+            t.add(InstrumentSpec {
+                symbol: (*symbol).into(),
+                venue: (*venue).into(),
+                kind: AssetKind::Crypto,
+                tick_size: Price(1),
+                lot_size: Size(1),
+            })
+            .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn globs_match_runs_of_any_characters_ignoring_case() {
+        for (pattern, text, want) in [
+            ("*", "binance:BTC-USDT", true),
+            ("binance:*", "binance:BTC-USDT", true),
+            ("binance:*", "kraken:BTC-USD", false),
+            ("*-USD", "coinbase:ETH-USD", true),
+            ("*-usd", "AAPL", false),
+            ("*-usd", "BTC-USD", true),
+            ("*-USD", "BTC-USDT", false),
+            ("B*C*", "BTC-USD", true),
+            ("*T*T*", "BTC-USDT", true),
+            ("*T*T*T*", "BTC-USDT", false),
+            ("AAPL", "AAPL", true),
+            ("", "", true),
+        ] {
+            assert_eq!(glob_match(pattern, text), want, "{pattern} ~ {text}");
+        }
+    }
+
+    #[test]
+    fn names_resolve_to_symbols_then_unique_aliases() {
+        let mut t = table(&[("BTC-USD", "sim"), ("binance:BTC-USDT", "binance"), ("kraken:BTC-USD", "kraken")]);
+        let kraken = InstrumentId(2);
+        t.add_alias("XBT/USD", kraken);
+        t.add_alias("BTCUSDT", InstrumentId(1));
+        assert_eq!(t.resolve("BTC-USD"), Lookup::Symbol(InstrumentId(0)));
+        assert_eq!(t.resolve("BTCUSDT"), Lookup::Alias(InstrumentId(1)));
+        assert_eq!(t.resolve("btc-usdt"), Lookup::Alias(InstrumentId(1)));
+        assert_eq!(t.resolve("XBT/USD"), Lookup::Alias(kraken));
+        assert_eq!(t.resolve("kraken:btc-usd"), Lookup::Alias(kraken));
+        // "BTCUSD" is the simulator's BTC-USD and Kraken's BTC-USD alike.
+        assert_eq!(t.resolve("btcusd"), Lookup::Ambiguous(vec![InstrumentId(0), kraken]));
+        assert_eq!(t.resolve("DOGE"), Lookup::Unknown);
+        assert_eq!(t.resolve("--"), Lookup::Unknown);
+        assert_eq!(t.matching("sim:*"), vec![InstrumentId(0)]);
+        assert_eq!(t.matching("*-USD"), vec![InstrumentId(0), kraken]);
+        assert_eq!(t.matching("nope:*"), Vec::<InstrumentId>::new());
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::codec::{Delivery, ErrorCode, RequestError};
 use crate::fanout::{Fanout, Outbox, Resume};
-use crate::model::{Channel, Event, InstrumentId, Nanos, SinceCheck};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Lookup, Nanos, SinceCheck, is_pattern};
 use crate::store::writer::WriterStats;
 use crate::store::{Store, StoreIds};
 
@@ -28,6 +28,86 @@ pub struct HistoryAccess {
     /// Where the store's continuous sequence line began (ns): older rows came
     /// from runs whose sequences restarted and never continue a resume.
     pub line_started: Nanos,
+}
+
+/// The instruments a request's names stand for, and what they could not.
+#[derive(Debug, Default)]
+pub struct Resolved<'a> {
+    /// Each instrument once, in the order first named.
+    pub ids: Vec<InstrumentId>,
+    /// Names that are no symbol, alias or pattern of anything here.
+    pub unknown: Vec<&'a str>,
+    /// Names that are another spelling of several instruments.
+    pub ambiguous: Vec<(&'a str, Vec<InstrumentId>)>,
+    /// Names taken as another spelling of one instrument (name, instrument).
+    pub aliases: Vec<(&'a str, InstrumentId)>,
+}
+
+/// Resolves the names of a subscribe, an unsubscribe or a stream query, the
+/// same way for every transport: a symbol is itself; a name with `*` is a
+/// pattern over every instrument (`*`, `binance:*`, `*-USD`); another spelling
+/// of exactly one instrument (`BTCUSDT` on Binance, `XBT/USD` on Kraken, any
+/// case) is that instrument.
+pub fn resolve_symbols<'a>(instruments: &Instruments, names: impl IntoIterator<Item = &'a str>) -> Resolved<'a> {
+    let mut out = Resolved::default();
+    let add = |ids: &mut Vec<InstrumentId>, id| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
+    for name in names {
+        if is_pattern(name) {
+            let matched = instruments.matching(name);
+            if matched.is_empty() {
+                out.unknown.push(name);
+            }
+            for id in matched {
+                add(&mut out.ids, id);
+            }
+            continue;
+        }
+        match instruments.resolve(name) {
+            Lookup::Symbol(id) => add(&mut out.ids, id),
+            Lookup::Alias(id) => {
+                add(&mut out.ids, id);
+                if !out.aliases.iter().any(|(n, _)| *n == name) {
+                    out.aliases.push((name, id));
+                }
+            }
+            Lookup::Ambiguous(ids) => out.ambiguous.push((name, ids)),
+            Lookup::Unknown => out.unknown.push(name),
+        }
+    }
+    out
+}
+
+impl Resolved<'_> {
+    /// The errors naming what could not be resolved: one for every unknown
+    /// name together, one per ambiguous name with the symbols to choose from.
+    pub fn errors(&self, instruments: &Instruments, op: &str) -> Vec<RequestError> {
+        let mut errors = Vec::new();
+        if !self.unknown.is_empty() {
+            let listed: Vec<_> = self.unknown.iter().take(20).copied().collect();
+            let more = match self.unknown.len() - listed.len() {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            errors.push(RequestError::new(
+                ErrorCode::UnknownSymbol,
+                format!("no instrument {}{more} (GET /v1/instruments lists them)", listed.join(", ")),
+                Some(op),
+            ));
+        }
+        for (name, ids) in &self.ambiguous {
+            let choices: Vec<&str> = ids.iter().map(|&id| &*instruments.get(id).symbol).collect();
+            errors.push(RequestError::new(
+                ErrorCode::AmbiguousSymbol,
+                format!("{name} may be any of {}: name one", choices.join(", ")),
+                Some(op),
+            ));
+        }
+        errors
+    }
 }
 
 /// Where the client asked one stream to start.

@@ -267,10 +267,16 @@ pub fn encode_error(err: &RequestError) -> Vec<u8> {
 }
 
 /// A `subscribed` or `unsubscribed` acknowledgement.
-pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+/// A `subscribed` / `unsubscribed` message; `aliases` (the client's name, the
+/// symbol it stands for) only where the request used another spelling.
+pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel], aliases: &[(&str, &str)]) -> Vec<u8> {
     let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
     let kind = if subscribed { "subscribed" } else { "unsubscribed" };
-    let value = serde_json::json!({ "type": kind, "symbols": symbols, "channels": channels });
+    let mut value = serde_json::json!({ "type": kind, "symbols": symbols, "channels": channels });
+    if !aliases.is_empty() {
+        value["aliases"] =
+            aliases.iter().map(|&(name, symbol)| (name.to_owned(), serde_json::Value::from(symbol))).collect();
+    }
     serde_json::to_vec(&value).unwrap_or_default()
 }
 

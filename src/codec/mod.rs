@@ -41,6 +41,8 @@ pub enum ErrorCode {
     /// `op` names no operation.
     UnknownOp,
     UnknownSymbol,
+    /// A name that is another spelling of several instruments.
+    AmbiguousSymbol,
     UnknownChannel,
     /// The request would exceed the per-connection subscription limit.
     TooManySymbols,
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::AmbiguousSymbol => "ambiguous_symbol",
             ErrorCode::UnknownChannel => "unknown_channel",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
@@ -201,10 +204,16 @@ impl Format {
 
     /// The answer to an applied subscribe (`subscribed: true`) or unsubscribe:
     /// the symbols and channels it made active or inactive.
-    pub fn encode_ack(self, subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+    pub fn encode_ack(
+        self,
+        subscribed: bool,
+        symbols: &[&str],
+        channels: &[Channel],
+        aliases: &[(&str, &str)],
+    ) -> Vec<u8> {
         match self {
-            Format::Json => json::encode_ack(subscribed, symbols, channels),
-            Format::Proto => proto::encode_ack(subscribed, symbols, channels),
+            Format::Json => json::encode_ack(subscribed, symbols, channels, aliases),
+            Format::Proto => proto::encode_ack(subscribed, symbols, channels, aliases),
         }
     }
 
@@ -421,6 +430,28 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_map_aliases_to_symbols_in_both_formats() {
+        use prost::Message as _;
+        let aliases = [("BTCUSDT", "binance:BTC-USDT")];
+        let json: serde_json::Value =
+            serde_json::from_slice(&Format::Json.encode_ack(true, &["binance:BTC-USDT"], &[Channel::Quotes], &aliases))
+                .unwrap();
+        assert_eq!(json["aliases"], serde_json::json!({"BTCUSDT": "binance:BTC-USDT"}));
+        let plain: serde_json::Value =
+            serde_json::from_slice(&Format::Json.encode_ack(false, &["AAPL"], &[Channel::Trades], &[])).unwrap();
+        assert!(plain.get("aliases").is_none(), "only where an alias was used: {plain}");
+        let bytes = Format::Proto.encode_ack(true, &["binance:BTC-USDT"], &[Channel::Quotes], &aliases);
+        let message = crate::codec::proto::pb::ServerMessage::decode(bytes.as_slice()).unwrap();
+        match message.kind {
+            Some(crate::codec::proto::pb::server_message::Kind::Subscribed(ack)) => {
+                assert_eq!(ack.symbols, ["binance:BTC-USDT"]);
+                assert_eq!(ack.aliases.get("BTCUSDT").map(String::as_str), Some("binance:BTC-USDT"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn parses_requests_and_ignores_unknown_fields() {

@@ -208,13 +208,14 @@ pub fn encode_error(err: &RequestError) -> Vec<u8> {
     }))
 }
 
-pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel]) -> Vec<u8> {
+pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel], aliases: &[(&str, &str)]) -> Vec<u8> {
     let symbols: Vec<String> = symbols.iter().map(|s| (*s).to_owned()).collect();
     let channels: Vec<i32> = channels.iter().map(|&c| channel(c) as i32).collect();
+    let aliases = aliases.iter().map(|&(name, symbol)| (name.to_owned(), symbol.to_owned())).collect();
     server(if subscribed {
-        pb::server_message::Kind::Subscribed(pb::Subscribed { symbols, channels })
+        pb::server_message::Kind::Subscribed(pb::Subscribed { symbols, channels, aliases })
     } else {
-        pb::server_message::Kind::Unsubscribed(pb::Unsubscribed { symbols, channels })
+        pb::server_message::Kind::Unsubscribed(pb::Unsubscribed { symbols, channels, aliases })
     })
 }
 

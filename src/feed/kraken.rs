@@ -53,6 +53,21 @@ pub fn venue_symbol(given: &str) -> String {
     given.to_ascii_uppercase().replace('-', "/")
 }
 
+/// The names Kraken's older APIs (REST, WebSocket v1) give a pair, which
+/// traders still type: `XBT/USD` for `BTC/USD`, `XDG/USD` for `DOGE/USD`.
+pub fn legacy_names(pair: &str) -> Vec<String> {
+    let legacy: String = pair
+        .split('/')
+        .map(|asset| match asset {
+            "BTC" => "XBT",
+            "DOGE" => "XDG",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    if legacy == pair { Vec::new() } else { vec![legacy] }
+}
+
 /// The checksum form of a number's text: without the point and leading zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digits {
@@ -484,6 +499,13 @@ mod tests {
         let (mut out, mut actions) = (Vec::new(), Vec::new());
         k.on_message(text.as_bytes(), 9, &mut out, &mut actions).unwrap();
         (out, actions)
+    }
+
+    #[test]
+    fn legacy_names_are_the_x_spellings() {
+        assert_eq!(legacy_names("BTC/USD"), vec!["XBT/USD".to_owned()]);
+        assert_eq!(legacy_names("DOGE/BTC"), vec!["XDG/XBT".to_owned()]);
+        assert!(legacy_names("ETH/USD").is_empty());
     }
 
     #[test]

@@ -36,11 +36,11 @@ use serde_json::Value;
 
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
-use crate::codec::{Delivery, Format, RequestError, parse_delivery};
+use crate::codec::{Delivery, ErrorCode, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
 use crate::latency::Transport;
 use crate::model::{Channel, InstrumentId, Nanos, parse_time};
-use crate::session::{StartAt, start_stream};
+use crate::session::{StartAt, resolve_symbols, start_stream};
 
 /// Longest a poll may be held, in milliseconds.
 const MAX_POLL_MS: u64 = 60_000;
@@ -140,18 +140,19 @@ fn resolve(app: &AppState, query: &StreamQuery) -> Result<Vec<(InstrumentId, Cha
     if channels.is_empty() {
         channels = vec![Channel::Quotes, Channel::Trades];
     }
-    if symbols.len() * channels.len() > app.limits.max_subscriptions {
+    let instruments = app.fanout.instruments();
+    let resolved = resolve_symbols(instruments, symbols.iter().map(String::as_str));
+    if let Some(error) = resolved.errors(instruments, "subscribe").into_iter().next() {
+        let status = match error.code {
+            ErrorCode::UnknownSymbol => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return Err(ApiError::new(status, error.code.as_str(), error.message));
+    }
+    if resolved.ids.len() * channels.len() > app.limits.max_subscriptions {
         return Err(bad("too_many_symbols", format!("at most {} subscriptions", app.limits.max_subscriptions)));
     }
-    let instruments = app.fanout.instruments();
-    let mut pairs = Vec::new();
-    for symbol in &symbols {
-        let id = instruments
-            .lookup(symbol)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
-        pairs.extend(channels.iter().map(|&c| (id, c)));
-    }
-    Ok(pairs)
+    Ok(resolved.ids.iter().flat_map(|&id| channels.iter().map(move |&c| (id, c))).collect())
 }
 
 /// Detaches an outbox from the fan-out when the HTTP response is dropped.

@@ -57,10 +57,7 @@ fn store_failed(error: &crate::store::StoreError) -> ApiError {
 pub(super) fn instrument<'a>(app: &'a AppState, symbol: Option<&str>) -> Result<&'a Instrument, ApiError> {
     let symbol = symbol.filter(|s| !s.is_empty()).ok_or_else(|| bad("bad_request", "symbol= is required"))?;
     let instruments = app.fanout.instruments();
-    let id = instruments
-        .lookup(symbol)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
-    Ok(instruments.get(id))
+    Ok(instruments.get(super::lookup_symbol(instruments, symbol)?))
 }
 
 /// `from`/`to` with their defaults (`to`: now; `from`: an hour before `to`).

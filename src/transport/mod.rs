@@ -36,7 +36,7 @@ use crate::codec::Format;
 use crate::fanout::{Fanout, Item};
 use crate::feed::FeedHealth;
 use crate::latency::{LATENCIES, Transport};
-use crate::model::now_nanos;
+use crate::model::{InstrumentId, Instruments, Lookup, now_nanos};
 pub use history::HistoryAccess;
 use openapi::ErrorBody;
 pub use writer::{frame_header, frame_len, payload_len};
@@ -208,6 +208,24 @@ pub fn record_write_latency(items: &[Item], transport: Transport) {
         _ => None,
     }) {
         LATENCIES.receive_to_write(transport).record_between(oldest, now_nanos());
+    }
+}
+
+/// The instrument a REST query names by its symbol or another spelling
+/// (`BTCUSDT`); 404 `unknown_symbol`, or 400 `ambiguous_symbol` with the
+/// symbols to choose from.
+pub(crate) fn lookup_symbol(instruments: &Instruments, name: &str) -> Result<InstrumentId, ApiError> {
+    match instruments.resolve(name) {
+        Lookup::Symbol(id) | Lookup::Alias(id) => Ok(id),
+        Lookup::Ambiguous(ids) => {
+            let choices: Vec<&str> = ids.iter().map(|&id| &*instruments.get(id).symbol).collect();
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ambiguous_symbol",
+                format!("{name} may be any of {}: name one", choices.join(", ")),
+            ))
+        }
+        Lookup::Unknown => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {name}"))),
     }
 }
 

@@ -97,9 +97,7 @@ pub async fn snapshot(
     let instruments = app.fanout.instruments();
     let mut out = Vec::with_capacity(symbols.len());
     for symbol in symbols {
-        let id = instruments
-            .lookup(symbol)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
+        let id = super::lookup_symbol(instruments, symbol)?;
         let inst = instruments.get(id);
         if let Some(source) = app.fanout.source() {
             // A cluster gateway takes the instrument from the bus first.
@@ -110,7 +108,7 @@ pub async fn snapshot(
             side.iter().map(|(p, s)| [price(inst, p.0), size(inst, s.0)]).collect()
         };
         out.push(json!({
-            "symbol": symbol,
+            "symbol": &*inst.symbol,
             "quote": state.quote.map(|q| json!({
                 "seq": q.seq,
                 "bid": price(inst, q.value.bid.0),

@@ -27,8 +27,8 @@ use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
 use crate::fanout::{Outbox, Resume};
-use crate::model::now_nanos;
-use crate::session::{StartAt, start_stream};
+use crate::model::{Instruments, Lookup, now_nanos};
+use crate::session::{Resolved, StartAt, resolve_symbols, start_stream};
 
 /// Per-connection limits and timers.
 #[derive(Debug, Clone, Copy)]
@@ -307,19 +307,11 @@ async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequ
     }
 }
 
-fn unknown_symbols_error(unknown: &[&str], op: &str) -> RequestError {
-    let listed: Vec<_> = unknown.iter().take(20).copied().collect();
-    let more = if unknown.len() > listed.len() {
-        format!(" and {} more", unknown.len() - listed.len())
-    } else {
-        String::new()
-    };
-    RequestError::new(ErrorCode::UnknownSymbol, format!("no instrument {}{more}", listed.join(", ")), Some(op))
-}
-
 async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
+    let instruments = app.fanout.instruments();
+    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str));
     let limit = app.limits.max_subscriptions;
-    let wanted = sub.symbols.len().saturating_mul(sub.channels.len());
+    let wanted = resolved.ids.len().saturating_mul(sub.channels.len());
     if wanted > limit || outbox.subscription_count() + wanted > limit {
         return reject(
             outbox,
@@ -334,29 +326,28 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     if let Err(error) = check_delivery(&app.limits, delivery, "subscribe") {
         return reject(outbox, &error);
     }
-    if let Some(stray) = sub.since.keys().find(|symbol| !sub.symbols.contains(symbol)) {
-        return reject(
-            outbox,
-            &RequestError::new(
-                ErrorCode::BadSince,
-                format!("since names {stray}, which this subscribe does not"),
-                Some("subscribe"),
-            ),
-        );
-    }
-    let instruments = app.fanout.instruments();
-    let mut unknown = Vec::new();
-    let mut known: Vec<&str> = Vec::new();
-    for symbol in &sub.symbols {
-        let Some(id) = instruments.lookup(symbol) else {
-            unknown.push(symbol.as_str());
-            continue;
+    // `since` names streams by the request's own names or by their symbols.
+    let mut since_by_id = Vec::with_capacity(sub.since.len());
+    for (name, since) in &sub.since {
+        let id = match instruments.resolve(name) {
+            Lookup::Symbol(id) | Lookup::Alias(id) if resolved.ids.contains(&id) => id,
+            // A name of the request that resolved to nothing: its error says why.
+            _ if sub.symbols.contains(name) => continue,
+            _ => {
+                return reject(
+                    outbox,
+                    &RequestError::new(
+                        ErrorCode::BadSince,
+                        format!("since names {name}, which this subscribe does not"),
+                        Some("subscribe"),
+                    ),
+                );
+            }
         };
-        if known.contains(&symbol.as_str()) {
-            continue; // named twice: subscribed once
-        }
-        known.push(symbol);
-        let since = sub.since.get(symbol);
+        since_by_id.push((id, since));
+    }
+    for &id in &resolved.ids {
+        let since = since_by_id.iter().find(|(i, _)| *i == id).map(|(_, s)| *s);
         for &channel in &sub.channels {
             let start = match (since.and_then(|s| s.for_channel(channel)), sub.since_time) {
                 (Some(seq), _) => StartAt::Since { seq, epoch: sub.epoch },
@@ -369,43 +360,45 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
             }
         }
     }
-    if !unknown.is_empty() {
-        reject(outbox, &unknown_symbols_error(&unknown, "subscribe"));
+    for error in resolved.errors(instruments, "subscribe") {
+        reject(outbox, &error);
     }
     // Last: behind the snapshots (or resumes) and errors this request caused.
-    acknowledge(outbox, true, &known, &sub.channels);
+    acknowledge(outbox, true, instruments, &resolved, &sub.channels);
     outbox.signal_if_queued();
 }
 
-/// Answers an applied subscribe or unsubscribe with what it changed.
-fn acknowledge(outbox: &Outbox, subscribed: bool, symbols: &[&str], channels: &[crate::model::Channel]) {
+/// Answers an applied subscribe or unsubscribe with what it changed: the
+/// symbols (patterns as what they matched), and the aliases it took.
+fn acknowledge(
+    outbox: &Outbox,
+    subscribed: bool,
+    instruments: &Instruments,
+    resolved: &Resolved<'_>,
+    channels: &[crate::model::Channel],
+) {
     let mut distinct = Vec::with_capacity(channels.len());
     for &channel in channels {
         if !distinct.contains(&channel) {
             distinct.push(channel);
         }
     }
-    outbox.push_message(Bytes::from(outbox.format().encode_ack(subscribed, symbols, &distinct)));
+    let symbols: Vec<&str> = resolved.ids.iter().map(|&id| &*instruments.get(id).symbol).collect();
+    let aliases: Vec<(&str, &str)> =
+        resolved.aliases.iter().map(|&(name, id)| (name, &*instruments.get(id).symbol)).collect();
+    outbox.push_message(Bytes::from(outbox.format().encode_ack(subscribed, &symbols, &distinct, &aliases)));
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
-    let mut unknown = Vec::new();
-    let mut known: Vec<&str> = Vec::new();
-    for symbol in &sub.symbols {
-        let Some(id) = instruments.lookup(symbol) else {
-            unknown.push(symbol.as_str());
-            continue;
-        };
-        if !known.contains(&symbol.as_str()) {
-            known.push(symbol);
-        }
+    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str));
+    for &id in &resolved.ids {
         for &channel in &sub.channels {
             app.fanout.unsubscribe(outbox, id, channel);
         }
     }
-    if !unknown.is_empty() {
-        reject(outbox, &unknown_symbols_error(&unknown, "unsubscribe"));
+    for error in resolved.errors(instruments, "unsubscribe") {
+        reject(outbox, &error);
     }
-    acknowledge(outbox, false, &known, &sub.channels);
+    acknowledge(outbox, false, instruments, &resolved, &sub.channels);
 }

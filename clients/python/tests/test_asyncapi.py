@@ -79,6 +79,7 @@ async def ws_session(url: str, since_time: int) -> set[str]:
     """Subscribes, pings, makes every kind of request the server answers, and
     validates everything it sends; returns the message types seen."""
     seen: set[str] = set()
+    aliased = False
     requests = [
         {"op": "subscribe", "symbols": ["BTC-USD", "ETH-USD"], "channels": ["quotes", "trades", "book", "candles.1s"]},
         {"op": "ping", "id": 7},
@@ -86,6 +87,7 @@ async def ws_session(url: str, since_time: int) -> set[str]:
         {"op": "subscribe", "symbols": ["AAPL"], "channels": ["trades"], "delivery": "sometimes"},
         {"op": "subscribe", "symbols": ["AAPL"], "channels": ["trades"], "since_time": since_time},
         {"op": "unsubscribe", "symbols": ["ETH-USD"], "channels": ["book"]},
+        {"op": "subscribe", "symbols": ["*-USD", "aapl"], "channels": ["quotes"]},
     ]
     async with websockets.connect(url) as ws:
         for request in requests:
@@ -103,8 +105,10 @@ async def ws_session(url: str, since_time: int) -> set[str]:
             message = json.loads(text)
             check(SERVER, message)
             seen.add(message["type"])
-            if {"batch", "live", "unsubscribed"} <= seen and time.monotonic() > deadline - 3:
+            aliased = aliased or bool(message.get("aliases"))
+            if {"batch", "live", "unsubscribed"} <= seen and aliased and time.monotonic() > deadline - 3:
                 break
+    assert aliased, "an acknowledgement with aliases was seen and validated"
     return seen
 
 
