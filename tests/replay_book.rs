@@ -1,5 +1,6 @@
 //! A replay of the book channel starts with the book, and every seek does the
-//! same, in JSON and protobuf, on SQLite and PostgreSQL: the snapshot a replay
+//! same, in JSON and protobuf, on SQLite and PostgreSQL, and `tickwire replay`
+//! prints the same books: the snapshot a replay
 //! sends at time T is, level for level and with its sequence, the book a live
 //! subscriber held at T (its snapshot and every delta before T applied), and the
 //! replay's deltas continue from the snapshot's sequence. A range that starts
@@ -284,6 +285,21 @@ async fn starts_and_seeks_with_the_book(url: &str, dir: &TempDir) {
     assert!(stored >= 2, "the writer stored whole books ({stored}), so rebuilds start from them");
 
     let times = live.times(&[0.5, 0.2, 0.85]);
+
+    // `tickwire replay` (JSONL) opens with the same books.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["replay", "--store", url, "--symbols", &SYMBOLS.join(","), "--channels", "book"])
+        .args(["--from", &times[0].to_string(), "--to", &live.to.to_string()])
+        .env("TICKWIRE_LOG", "warn")
+        .output()
+        .expect("tickwire replay runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let books: HashMap<String, Value> =
+        lines[..SYMBOLS.len()].iter().map(|m| (m["symbol"].as_str().unwrap().to_owned(), m.clone())).collect();
+    assert_books(&live, &books, times[0], "tickwire replay");
+    assert!(lines.len() > 100 && lines[SYMBOLS.len()..].iter().all(|l| l.get("type").is_none()), "then the deltas");
     for proto in [false, true] {
         let what = if proto { "protobuf" } else { "JSON" };
         let query = format!("symbols={}&channels=book&from={}&to={}&speed=max", SYMBOLS.join(","), times[0], live.to);
