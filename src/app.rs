@@ -271,7 +271,13 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let history = match (&store, &ids) {
         (Some(store), Some(ids)) => {
             let line_started = store.sequence_line_started().await?;
-            Some(HistoryAccess { store: store.clone(), ids: ids.clone(), writer: writer_stats, line_started })
+            Some(HistoryAccess {
+                store: store.clone(),
+                ids: ids.clone(),
+                writer: writer_stats,
+                line_started,
+                book_depth: args.book_depth as usize,
+            })
         }
         _ => None,
     };

@@ -6,6 +6,14 @@
 //! chunks into a small bounded channel, so reading the store and encoding for
 //! the client overlap; when the consumer is slower, the reader waits. [`Pacer`]
 //! is the pure clock that maps exchange time to wall time at a speed.
+//!
+//! A replay of the book channel starts with the book: at the start and after
+//! every seek, each instrument's book as it stood then ([`Store::book_at`]) goes
+//! out as a `snapshot` in the live stream's shape, its deltas after it. A stored
+//! reset goes out as the live stream sends one: `book_invalidated`, then a
+//! snapshot. Where the store holds no book before the start, `book_invalidated`
+//! (seq 0) says so and that instrument's deltas are withheld until a reset
+//! brings a book ([`ReplayBooks`]), so no client applies deltas to nothing.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,7 +24,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::model::{Channel, Event, Instruments, Nanos, Payload, SCALE, format_decimal, parse_decimal, write_decimal};
+use rustc_hash::FxHashSet;
+
+use crate::book::{BookLevels, InstrumentState, L2Book};
+use crate::codec::Format;
+use crate::model::{
+    Channel, Event, Instrument, InstrumentId, Instruments, Nanos, Payload, SCALE, format_decimal, parse_decimal,
+    write_decimal,
+};
+use crate::store::books::StoredBook;
 use crate::store::reader::MergedHistory;
 use crate::store::{Store, StoreError, StoreIds};
 
@@ -177,10 +193,95 @@ pub fn spawn_reader(
     (rx, task)
 }
 
+/// The `epoch` of a replay's snapshots: its sequences are the stored ones and
+/// belong to no live run, so they resume nothing.
+pub const REPLAY_EPOCH: u64 = 0;
+
+/// Appends a book `snapshot` message of `book` (the live stream's shape, at most
+/// `depth` levels a side): the book at `book.seq`, deltas continuing at `seq + 1`.
+pub fn encode_book_snapshot(format: Format, out: &mut Vec<u8>, inst: &Instrument, book: &StoredBook, depth: usize) {
+    let (bids, asks) = book.book.top(depth);
+    let levels =
+        BookLevels { seq: book.seq, ts_event: book.ts_event, ts_recv: book.ts_recv, ts_send: book.ts_send, bids, asks };
+    let state = InstrumentState { book: Arc::new(levels), ..InstrumentState::default() };
+    format.encode_snapshot(out, inst, Channel::Book, &state, REPLAY_EPOCH);
+}
+
+/// What a replay sends for one stored event.
+#[derive(Debug)]
+pub enum Deliver {
+    /// The event as an update.
+    Update,
+    /// Nothing: a book delta of an instrument whose book the client does not hold.
+    Withhold,
+    /// A stored reset: `book_invalidated`, then a snapshot of this book.
+    Reset(StoredBook),
+}
+
+/// Which instruments' books the replay's client holds (it holds none of those
+/// the store had no book of at the start or seek time).
+#[derive(Debug, Default)]
+pub struct ReplayBooks {
+    unknown: FxHashSet<InstrumentId>,
+}
+
+impl ReplayBooks {
+    /// The client was sent `id`'s book (`true`) or told there is none (`false`).
+    pub fn started(&mut self, id: InstrumentId, known: bool) {
+        if known {
+            self.unknown.remove(&id);
+        } else {
+            self.unknown.insert(id);
+        }
+    }
+
+    pub fn deliver(&mut self, event: &Event) -> Deliver {
+        match &event.payload {
+            Payload::BookReset(levels) => {
+                let mut book = L2Book::default();
+                if book.apply(levels).is_err() {
+                    // The engine never stores a reset it refused; stay safe anyway.
+                    self.unknown.insert(event.instrument);
+                    return Deliver::Withhold;
+                }
+                self.unknown.remove(&event.instrument);
+                Deliver::Reset(StoredBook {
+                    seq: event.seq,
+                    ts_event: event.ts_event,
+                    ts_recv: event.ts_recv,
+                    ts_send: event.ts_send,
+                    book,
+                })
+            }
+            Payload::Book(_) if self.unknown.contains(&event.instrument) => Deliver::Withhold,
+            _ => Deliver::Update,
+        }
+    }
+}
+
+/// The books of `streams`' book channels at `at`, for the client: per instrument
+/// (process id), its book, or `None` when the store holds none.
+pub async fn books_at(
+    store: &Store,
+    ids: &StoreIds,
+    streams: &[(i64, Channel)],
+    at: Nanos,
+) -> Result<Vec<(InstrumentId, Option<StoredBook>)>, StoreError> {
+    let mut books = Vec::new();
+    for &(store_id, channel) in streams {
+        let Some(id) = ids.instrument(store_id) else { continue };
+        if channel == Channel::Book && !books.iter().any(|(known, _)| *known == id) {
+            books.push((id, store.book_at(store_id, at).await?));
+        }
+    }
+    Ok(books)
+}
+
 /// Output formats of `tickwire replay` and the CSV history API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LineFormat {
-    /// One JSON update object per line, as in the stream's batches.
+    /// One JSON update object per line, as in the stream's batches; book
+    /// snapshots and `book_invalidated` as whole messages.
     Jsonl,
     Csv,
 }
@@ -262,6 +363,9 @@ pub fn streams_for(
 }
 
 /// Writes a stored range to `out` as JSONL or CSV (the `tickwire replay` command).
+/// JSONL opens with each book channel's book at `from` (a `snapshot` line, whole,
+/// or `book_invalidated` when the store has none) and treats resets as the replay
+/// socket does (see the module doc); CSV rows are the stored events as they are.
 /// Returns the number of events written.
 pub async fn print(
     store: Store,
@@ -275,10 +379,23 @@ pub async fn print(
     let symbols: Vec<String> =
         if symbols.is_empty() { instruments.iter().map(|i| i.symbol.to_string()).collect() } else { symbols.to_vec() };
     let streams = streams_for(&instruments, &ids, &symbols, channels).map_err(ReplayError::UnknownSymbol)?;
+    let mut books = ReplayBooks::default();
+    let mut buf = Vec::with_capacity(1 << 20);
+    if format == LineFormat::Jsonl {
+        // JSONL starts with the books, as the replay socket does; CSV holds rows as stored.
+        for (id, book) in books_at(&store, &ids, &streams, range.from).await? {
+            let inst = instruments.get(id);
+            match &book {
+                Some(book) => encode_book_snapshot(Format::Json, &mut buf, inst, book, usize::MAX),
+                None => Format::Json.encode_book_invalidated(&mut buf, &inst.symbol, 0),
+            }
+            buf.push(b'\n');
+            books.started(id, book.is_some());
+        }
+    }
     let (mut rx, _reader) = spawn_reader(store, Arc::new(ids), streams, range.from, range.to);
     let mut pacer: Option<Pacer> = None;
     let mut written = 0;
-    let mut buf = Vec::with_capacity(1 << 20);
     if format == LineFormat::Csv {
         out.write_all(CSV_HEADER.as_bytes())?;
     }
@@ -295,7 +412,16 @@ pub async fn print(
             }
             match format {
                 LineFormat::Jsonl => {
-                    crate::codec::json::encode_update(&mut buf, instruments.get(event.instrument), &event);
+                    let inst = instruments.get(event.instrument);
+                    match books.deliver(&event) {
+                        Deliver::Update => crate::codec::json::encode_update(&mut buf, inst, &event),
+                        Deliver::Withhold => continue,
+                        Deliver::Reset(book) => {
+                            Format::Json.encode_book_invalidated(&mut buf, &inst.symbol, book.seq);
+                            buf.push(b'\n');
+                            encode_book_snapshot(Format::Json, &mut buf, inst, &book, usize::MAX);
+                        }
+                    }
                     buf.push(b'\n');
                 }
                 LineFormat::Csv => write_csv(&mut buf, &instruments, &event),
@@ -347,6 +473,27 @@ mod tests {
         assert!("2000..1000".parse::<ReplayRange>().is_err());
         assert!("1000-2000".parse::<ReplayRange>().is_err());
         assert!("1..2@slow".parse::<ReplayRange>().is_err());
+    }
+
+    #[test]
+    fn deltas_wait_for_a_book_and_resets_become_snapshots() {
+        use crate::model::{BookDelta, Price, Size};
+        let (a, b) = (InstrumentId(0), InstrumentId(1));
+        let delta =
+            |id| Event::new(id, 5, 5, Payload::Book(BookDelta { bids: vec![(Price(1), Size(1))], asks: vec![] }));
+        let mut books = ReplayBooks::default();
+        books.started(a, false);
+        books.started(b, true);
+        assert!(matches!(books.deliver(&delta(a)), Deliver::Withhold), "no book of a: its deltas wait");
+        assert!(matches!(books.deliver(&delta(b)), Deliver::Update));
+        let mut reset =
+            Event::new(a, 6, 6, Payload::BookReset(BookDelta { bids: vec![(Price(2), Size(3))], asks: vec![] }));
+        reset.seq = 9;
+        match books.deliver(&reset) {
+            Deliver::Reset(book) => assert_eq!((book.seq, book.book.best_bid()), (9, Some((Price(2), Size(3))))),
+            other => panic!("a reset is a snapshot, not {other:?}"),
+        }
+        assert!(matches!(books.deliver(&delta(a)), Deliver::Update), "a's book is known from its reset on");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct HistoryAccess {
     /// Where the store's continuous sequence line began (ns): older rows came
     /// from runs whose sequences restarted and never continue a resume.
     pub line_started: Nanos,
+    /// Levels a side in book snapshots (`--book-depth`), for those replay sends.
+    pub book_depth: usize,
 }
 
 /// The instruments a request's names stand for, and what they could not.

@@ -822,6 +822,13 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await until('replay playing', async () => /^playing/.test((await state()) ?? ''));
   assert(await page.evaluate(() => document.body.classList.contains('replaying')), 'no replay frame');
   assert(!(await page.isHidden('[data-testid=replay-bar]')), 'replay bar hidden');
+  // The replay sends the book as it stood at its start before any delta: the
+  // depth panel has levels from its first frame, not only once deltas pile up.
+  const book0 = await until('depth levels from the replay\'s book snapshot', async () => {
+    const s = await summary(page);
+    return s.bookStatus === 'live' && s.bookLevels > 4 && s;
+  }, 3_000);
+  assert(/^seq \d+/.test(await page.textContent('[data-testid=depth-status]')), 'the depth panel does not show the book');
   await until('the replay clock to move', async () => (await at()) > from + 500);
   assert(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(await page.textContent('[data-testid=replay-clock]')), 'replay clock not in UTC');
   await until('replayed trades in the tape and chart', async () => {
@@ -843,6 +850,8 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await until('the clock to move after resume', async () => (await at()) > a1);
 
   // Seek back by typing a time (UTC, the clock setting).
+  const beforeBack = await summary(page);
+  assert(beforeBack.bookSeq > book0.bookSeq, 'the replayed deltas did not move the book');
   const back = from + 2_000;
   await page.fill('[data-testid=replay-seek-input]', utcText(back).slice(11));
   await page.press('[data-testid=replay-seek-input]', 'Enter');
@@ -851,6 +860,11 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
     return t >= back - 1 && t < back + 2_500;
   });
   const progressBack = await page.textContent('[data-testid=replay-progress]');
+  // The seek's book replaces the one shown: earlier in time, so at a lower sequence.
+  const bookBack = await until('the book at the seek time', async () => {
+    const s = await summary(page);
+    return s.bookStatus === 'live' && s.bookLevels > 4 && s.bookSeq < beforeBack.bookSeq && s;
+  }, 3_000);
   await until('trades from the new position', async () => {
     const s = await summary(page);
     return s.tape > 0 && s.lastTradeMs >= back - 1 && s.lastTradeMs < back + 3_000;
@@ -885,6 +899,12 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await page.mouse.move(box.x + box.width * 0.8, y, { steps: 6 });
   await page.mouse.up();
   await until('the clock near 80 %', async () => (await at()) >= from + 0.7 * (to - from));
+  // ETH-USD is selected now: the forward seek brings its book, later than any before.
+  const bookFwd = await until('the book after the forward seek', async () => {
+    const s = await summary(page);
+    return s.selected === 'ETH-USD' && s.bookStatus === 'live' && s.bookLevels > 4 && s;
+  }, 3_000);
+  log(`    book seq ${book0.bookSeq} at the start, ${bookBack.bookSeq} after the seek back, ETH-USD ${bookFwd.bookSeq} after the drag`);
   const progressFwd = await page.textContent('[data-testid=replay-progress]');
   log(`    seek back → ${progressBack}, drag forward → ${progressFwd}; ${bars1s} one-second bars after the interval change`);
 

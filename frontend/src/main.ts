@@ -318,7 +318,7 @@ function startReplay(p: ReplayParams): void {
   document.body.classList.add('replaying');
   pendingSeeks = 0;
   store.replayInfo = { state: 'connecting', speed: String(p.speed), fromMs: p.fromMs, toMs: p.toMs, atMs: p.fromMs };
-  depth.replayNote = p.channels.includes('book') ? 'no book in replay: the server sends book deltas without a snapshot' : 'book not replayed';
+  depth.replayNote = p.channels.includes('book') ? 'waiting for the replayed book…' : 'book not replayed';
   replayBar.show(true, p.speed);
   replayBar.render();
 
@@ -544,6 +544,8 @@ async function boot(): Promise<void> {
     symbols: [...store.symbols.keys()],
     selected: store.selected,
     bookLevels: store.book.bids.size + store.book.asks.size,
+    bookSeq: store.book.seq,
+    bookStatus: store.bookStatus,
     tape: store.tape.length,
     lastTradeMs: store.tape[0]?.tsMs ?? null,
   }),

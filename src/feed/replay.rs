@@ -5,6 +5,10 @@
 //! them on, and the engine assigns fresh sequences and `ts_send` as for any feed.
 //! When the engine falls behind, `send` waits (as for the simulator); the store
 //! reader ahead of it waits in turn on its bounded channel.
+//!
+//! The engine's books start as they stood at `FROM`: a reset holding each stored
+//! book goes first. An instrument the store has no book of before `FROM` gets no
+//! book deltas until a stored reset comes (see [`crate::replay::ReplayBooks`]).
 
 use std::sync::Arc;
 
@@ -12,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventBatch, FeedHealth, FeedState};
-use crate::model::{Channel, now_nanos};
-use crate::replay::{Pacer, ReplayRange, spawn_reader};
+use crate::model::{Channel, Event, Payload, now_nanos};
+use crate::replay::{Deliver, Pacer, ReplayBooks, ReplayRange, books_at, spawn_reader};
 use crate::store::{Store, StoreIds};
 
 /// Plays `range` of every stored instrument and channel into `tx`, then stops.
@@ -28,8 +32,30 @@ pub async fn run(
 ) {
     let streams: Vec<(i64, Channel)> =
         store_ids.iter().flat_map(|&id| Channel::STORED.into_iter().map(move |c| (id, c))).collect();
+    let mut books = ReplayBooks::default();
+    let starts = match books_at(&store, &ids, &streams, range.from).await {
+        Ok(starts) => starts,
+        Err(error) => {
+            tracing::error!(%error, "replay feed cannot read the books at its start");
+            return;
+        }
+    };
+    let ts_recv = now_nanos();
+    let mut resets: EventBatch = Vec::new();
+    for (id, book) in starts {
+        books.started(id, book.is_some());
+        if let Some(book) = book {
+            resets.push(Event::new(id, book.ts_event, ts_recv, Payload::BookReset(book.book.full())));
+        }
+    }
     let (mut rx, reader) = spawn_reader(store, ids, streams, range.from, range.to);
     health.set_state(FeedState::Live);
+    if !resets.is_empty() {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            sent = tx.send(resets) => if sent.is_err() { tracing::debug!("replay feed: the engine stopped") },
+        }
+    }
     let mut pacer: Option<Pacer> = None;
     'chunks: loop {
         let chunk = tokio::select! {
@@ -60,6 +86,9 @@ pub async fn run(
             let ts_recv = now_nanos();
             while let Some(event) = events.next_if(|e| pacer.due(e.ts_event).is_none_or(|due| due <= now)) {
                 let mut event = event;
+                if let Deliver::Withhold = books.deliver(&event) {
+                    continue;
+                }
                 event.seq = 0;
                 event.ts_send = 0;
                 event.ts_recv = ts_recv;

@@ -12,8 +12,8 @@
 //! merged, exchange-time-ordered stream replay needs, and `read_since` for resume.
 //!
 //! Schema (`migrations/postgres`, `migrations/sqlite`): `instruments`, `trades`,
-//! `quotes`, `book_events` and `gaps`. Prices and sizes are BIGINT nano-units,
-//! timestamps BIGINT nanoseconds. Event tables are keyed by (instrument, ts_event,
+//! `quotes`, `book_events`, `gaps`, and `book_snapshots` (whole books, see
+//! [`books`]). Prices and sizes are BIGINT nano-units, timestamps BIGINT nanoseconds. Event tables are keyed by (instrument, ts_event,
 //! seq): writes are idempotent, and the key serves per-instrument time ranges. On
 //! PostgreSQL they are range-partitioned by day on `ts_event`; retention drops
 //! whole partitions (on SQLite it deletes whole days).
@@ -22,6 +22,7 @@
 //! (stable across restarts), not the process's dense [`InstrumentId`]; [`StoreIds`]
 //! maps between the two at the edges.
 
+pub mod books;
 pub mod journal;
 pub mod pg_copy;
 pub mod reader;
@@ -490,6 +491,7 @@ impl Store {
         }
         on_pool!(self, pool => {
             sqlx::query("DELETE FROM gaps WHERE ts_to < $1").bind(cutoff).execute(pool).await?;
+            sqlx::query("DELETE FROM book_snapshots WHERE ts_event < $1").bind(cutoff).execute(pool).await?;
         });
         Ok(dropped)
     }

@@ -33,7 +33,7 @@ impl PageCursor {
     }
 }
 
-fn decode_event<R: Row>(channel: Channel, row: &R) -> Result<Event, StoreError>
+pub(crate) fn decode_event<R: Row>(channel: Channel, row: &R) -> Result<Event, StoreError>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

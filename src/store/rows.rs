@@ -27,7 +27,6 @@ fn push_int(out: &mut Vec<u8>, value: i64) {
 
 /// Packs book levels as little-endian (price, size) i64 pairs (what
 /// [`push_levels_hex`] writes as hex).
-#[cfg(test)]
 pub fn pack_levels(levels: &[(Price, Size)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(levels.len() * 16);
     for (price, size) in levels {

@@ -19,6 +19,10 @@
 //! - when a write fails (database slow, down, restarting), the batch is retried
 //!   with exponential backoff (50 ms to 5 s, jittered), idempotently (rows
 //!   already stored are skipped), so an ambiguous commit never duplicates;
+//! - every `books::SNAPSHOT_EVERY_EVENTS` book events or
+//!   `books::SNAPSHOT_EVERY_NS` of exchange time per instrument, the whole book
+//!   (rebuilt here from the book events it writes) is stored after the batch, so
+//!   the book at any time is a short rebuild away (replay);
 //! - a segment is deleted once every record in it is stored; a new process
 //!   first stores whatever the last one left (exactly once: writes are keyed by
 //!   instrument, time and sequence);
@@ -47,6 +51,7 @@ use rustc_hash::FxHashMap;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::books::BookTracker;
 use super::journal::{self, AppendError, JournalAppender, JournalConfig, JournalReader, Leftovers, Position};
 use super::{GapRecord, Store, StoreError, StoreIds};
 use crate::model::{Channel, Event, InstrumentId, now_nanos};
@@ -209,6 +214,8 @@ pub struct WriterTask {
     stats: Arc<WriterStats>,
     /// Events a previous process left that are not written yet.
     leftover_events: u64,
+    /// The books of what is written, to store them whole now and then.
+    books: BookTracker,
 }
 
 /// What the writer did, reported when it ends.
@@ -235,8 +242,15 @@ impl HistoryWriter {
         let stats = Arc::new(WriterStats::default());
         stats.spilled_bytes.store(leftovers.bytes, Ordering::Relaxed);
         let tap = HistoryTap { appender, ids, losses: losses.clone(), stats: stats.clone() };
-        let task =
-            WriterTask { reader, store, config, losses, stats: stats.clone(), leftover_events: leftovers.events };
+        let task = WriterTask {
+            reader,
+            store,
+            config,
+            losses,
+            stats: stats.clone(),
+            leftover_events: leftovers.events,
+            books: BookTracker::default(),
+        };
         Ok(HistoryWriter { tap, stats, leftovers, task })
     }
 
@@ -249,6 +263,8 @@ impl HistoryWriter {
 /// A batch read from the journal, and where the journal continues after it.
 struct Batch {
     events: Vec<Event>,
+    /// Whole books due among `events` (see [`BookTracker`]), written after them.
+    books: Vec<Event>,
     next: Position,
 }
 
@@ -285,7 +301,9 @@ impl WriterTask {
                 let gaps = self.losses.take();
                 let (batch, idempotent) = match next {
                     Some((batch, idempotent)) => (Some(batch), idempotent),
-                    None if !gaps.is_empty() => (Some(Arc::new(Batch { events: Vec::new(), next: (0, 0) })), true),
+                    None if !gaps.is_empty() => {
+                        (Some(Arc::new(Batch { events: Vec::new(), books: Vec::new(), next: (0, 0) })), true)
+                    }
                     None => (None, false),
                 };
                 if let Some(batch) = batch {
@@ -293,6 +311,9 @@ impl WriterTask {
                     let shared = batch.clone();
                     let job = tokio::spawn(async move {
                         let mut result = store.write(&shared.events, idempotent).await;
+                        if result.is_ok() && !shared.books.is_empty() {
+                            result = store.write_book_snapshots(&shared.books).await.map(|()| result.unwrap_or(0));
+                        }
                         if result.is_ok() && !gaps.is_empty() {
                             result = store.write_gaps(&gaps).await.map(|()| result.unwrap_or(0));
                         }
@@ -409,7 +430,9 @@ impl WriterTask {
                     }
                     return None;
                 }
-                Some(Arc::new(Batch { events: read.events, next: read.next }))
+                let mut books = Vec::new();
+                self.books.observe(&read.events, &mut books);
+                Some(Arc::new(Batch { events: read.events, books, next: read.next }))
             }
             Err(error) => {
                 tracing::error!(%error, "journal read failed");

@@ -13,7 +13,9 @@
 //! `ReplayControl` or a `Ping`. The session opens with a status message naming the
 //! instruments it covers, and answers each control with one:
 //! `{"type":"replay","state":"playing"|"paused","speed":…,"at":…}` (`ReplayStatus`).
-//! Gap records in the range come as `gap` messages at their place in time. At the
+//! Gap records in the range come as `gap` messages at their place in time. With
+//! the book channel, the start and every seek send each instrument's book as it
+//! stood then, as a `snapshot`, before its deltas (see [`crate::replay`]). At the
 //! end: `{"type":"end","events":N,…}` (`ReplayEnd`) and a close frame 1000.
 
 use std::collections::VecDeque;
@@ -36,8 +38,8 @@ use crate::codec::json::{BATCH_CLOSE, BATCH_OPEN};
 use crate::codec::proto::{self, pb};
 use crate::codec::{Format, close};
 use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, now_nanos};
-use crate::replay::{Chunk, Pacer, Speed, spawn_reader};
-use crate::store::GapRecord;
+use crate::replay::{Chunk, Deliver, Pacer, ReplayBooks, Speed, books_at, encode_book_snapshot, spawn_reader};
+use crate::store::{GapRecord, StoreError};
 
 /// Most updates in one frame at `max` speed.
 const MAX_BATCH_UPDATES: usize = 4096;
@@ -272,6 +274,10 @@ struct Session {
     /// Exchange time of the last event sent (or of the seek target).
     at: Nanos,
     sent: u64,
+    /// The books are due as they stood at this time (the start, or a seek),
+    /// before any event after it.
+    books_due: Option<Nanos>,
+    books: ReplayBooks,
 }
 
 /// The session must end with this close code and reason.
@@ -432,6 +438,7 @@ impl Session {
             Control::Seek(text) => match crate::store::parse_time(&text) {
                 Ok(to) if (self.plan.from..self.plan.to).contains(&to) => {
                     self.start_reader(to);
+                    self.books_due = Some(to);
                     let gaps = std::mem::take(&mut self.gaps);
                     self.gaps = gaps.into_iter().filter(|g| g.ts_to >= to).collect();
                 }
@@ -495,6 +502,24 @@ impl Session {
                 continue;
             }
             let Some(event) = self.pending.pop_front() else { break };
+            self.at = event.ts_event;
+            match self.books.deliver(&event) {
+                Deliver::Update => {}
+                Deliver::Withhold => continue,
+                Deliver::Reset(book) => {
+                    flush(&mut body, frames);
+                    let inst = instruments.get(event.instrument);
+                    let mut invalidated = Vec::new();
+                    format.encode_book_invalidated(&mut invalidated, &inst.symbol, book.seq);
+                    frames.push(frame(format, invalidated));
+                    let mut snapshot = Vec::new();
+                    encode_book_snapshot(format, &mut snapshot, inst, &book, self.access.book_depth);
+                    frames.push(frame(format, snapshot));
+                    self.sent += 1;
+                    count += 1;
+                    continue;
+                }
+            }
             if body.len() + 256 > max_frame_bytes {
                 flush(&mut body, frames);
             }
@@ -504,11 +529,28 @@ impl Session {
                 body.push(b',');
             }
             format.encode_update(&mut body, instruments.get(event.instrument), &event);
-            self.at = event.ts_event;
             self.sent += 1;
             count += 1;
         }
         flush(&mut body, frames);
+    }
+
+    /// Each book channel's book at `at` (a `snapshot`), or `book_invalidated`
+    /// (seq 0) where the store holds none; its deltas are withheld until a reset.
+    async fn book_messages(&mut self, instruments: &Instruments, at: Nanos) -> Result<Vec<Message>, StoreError> {
+        let books = books_at(&self.access.store, &self.access.ids, &self.plan.streams, at).await?;
+        let mut messages = Vec::with_capacity(books.len());
+        for (id, book) in books {
+            let inst = instruments.get(id);
+            let mut out = Vec::new();
+            match &book {
+                Some(book) => encode_book_snapshot(self.format, &mut out, inst, book, self.access.book_depth),
+                None => self.format.encode_book_invalidated(&mut out, &inst.symbol, 0),
+            }
+            self.books.started(id, book.is_some());
+            messages.push(frame(self.format, out));
+        }
+        Ok(messages)
     }
 
     fn gap_message(&self, instruments: &Instruments, gap: &GapRecord) -> Message {
@@ -543,6 +585,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
     let gaps = access.store.gaps(&store_ids, plan.from, plan.to).await.unwrap_or_default();
     let channels: Vec<Channel> = plan.streams.iter().map(|s| s.1).collect();
     let (rx, reader) = spawn_reader(access.store.clone(), access.ids.clone(), plan.streams.clone(), plan.from, plan.to);
+    let plan_from = plan.from;
     let mut s = Session {
         format,
         app: app.clone(),
@@ -558,6 +601,8 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
         paused: false,
         pacer: None,
         sent: 0,
+        books_due: Some(plan_from),
+        books: ReplayBooks::default(),
     };
     let instruments = s.app.fanout.instruments().clone();
     let max_frame_bytes = s.app.limits.max_frame_bytes;
@@ -579,6 +624,22 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
         for reply in replies {
             if sink.send(reply).await.is_err() {
                 break 'session (close::NORMAL, "connection lost");
+            }
+        }
+        if let Some(at) = s.books_due.take() {
+            match s.book_messages(&instruments, at).await {
+                Ok(messages) => {
+                    for message in messages {
+                        if sink.send(message).await.is_err() {
+                            break 'session (close::NORMAL, "connection lost");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "replay book read failed");
+                    let _ = sink.send(s.error("store_unavailable", "the history store failed")).await;
+                    break 'session (close::GOING_AWAY, "store unavailable");
+                }
             }
         }
         if s.pending.is_empty() && !s.ended && !s.paused {

@@ -22,7 +22,7 @@ export class DepthView {
   private readonly status = h('span', { class: 'note', 'data-testid': 'depth-status' });
   private readonly mark = h('span', { class: 'stale-mark', 'data-testid': 'depth-stale', hidden: true });
   private table!: HTMLElement;
-  /** Replay sessions send book deltas but no snapshot to apply them to (a server limitation). */
+  /** What the panel says in replay before the replay's book snapshot (or when the book is not replayed). */
   replayNote: string | null = null;
 
   constructor(
