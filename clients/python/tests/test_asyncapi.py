@@ -160,5 +160,5 @@ def test_replay_messages_match_the_document():
     for message in messages:
         check(REPLAY, message)
     types = {m["type"] for m in messages}
-    assert {"replay", "batch", "end", "pong", "error"} <= types, types
+    assert {"replay", "snapshot", "batch", "end", "pong", "error"} <= types, types
     assert messages[-1]["type"] == "end"
