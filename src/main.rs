@@ -24,6 +24,45 @@ enum Command {
     Migrate(StoreArgs),
     /// Print stored history to the terminal (JSONL or CSV), at a chosen speed.
     Replay(ReplayArgs),
+    /// API keys for `serve --auth keys`: add, list, show, revoke (in the store).
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    action: KeysAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Create a key and print it once (only its hash is stored).
+    Add {
+        /// A name for the key (unique among live keys).
+        #[arg(long)]
+        name: String,
+        /// Symbol patterns the key may use, comma-separated (`BTC-USD,binance:*,*-USD`); default all.
+        #[arg(long)]
+        symbols: Option<String>,
+        /// What the key may use, comma-separated: quotes, trades, book, candles, history, replay; default all.
+        #[arg(long)]
+        channels: Option<String>,
+        /// Connections the key may hold at once (every transport); default the server's limit.
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// Subscriptions (symbol x channel) per connection; default the server's limit.
+        #[arg(long)]
+        max_subscriptions: Option<u32>,
+    },
+    /// Every key, revoked ones included (never a secret), one JSON object per line.
+    List,
+    /// One key by name or key id.
+    Show { key: String },
+    /// Revoke a live key by name or key id: servers refuse it, and close its
+    /// connections, within about a second.
+    Revoke { key: String },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
+        Command::Keys(args) => keys(args).await,
         Command::Migrate(args) => {
             let url = args.url().ok_or_else(|| anyhow::anyhow!("--store none: no store to migrate"))?;
             let store = tickwire::store::Store::open(&url).await?;
@@ -120,4 +160,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    use tickwire::keys;
+    let url = args.store.url().ok_or_else(|| anyhow::anyhow!("--store none: keys live in the store"))?;
+    let store = tickwire::store::Store::open(&url).await?;
+    let now = tickwire::model::now_nanos() as i64;
+    let result = match args.action {
+        KeysAction::Add { name, symbols, channels, max_connections, max_subscriptions } => {
+            let entitlements =
+                keys::Entitlements::parse(symbols.as_deref(), channels.as_deref(), max_connections, max_subscriptions)?;
+            let key = keys::add(&store, &name, &entitlements, now).await?;
+            eprintln!("key {name:?} ({}) created; the key is shown once, here:", key.stored.key_id);
+            println!("{}", key.secret);
+            Ok(())
+        }
+        KeysAction::List => {
+            for key in store.keys().await? {
+                println!("{}", keys::describe(&key));
+            }
+            Ok(())
+        }
+        KeysAction::Show { key } => {
+            let all = store.keys().await?;
+            let found = all.iter().rev().find(|k| k.key_id == key || k.name == key);
+            match found {
+                Some(stored) => {
+                    println!("{}", serde_json::to_string_pretty(&keys::describe(stored))?);
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!("no key named {key:?}")),
+            }
+        }
+        KeysAction::Revoke { key } => {
+            keys::revoke(&store, &key, now).await?;
+            eprintln!("key {key:?} revoked");
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
 }

@@ -24,6 +24,7 @@
 
 pub mod books;
 pub mod journal;
+pub mod keys;
 pub mod pg_copy;
 pub mod reader;
 pub mod rows;
@@ -74,6 +75,8 @@ pub enum StoreError {
     NotStored(&'static str),
     #[error("a history read stopped: {0}")]
     ReadTask(#[from] tokio::task::JoinError),
+    #[error("a live key is already named {0:?} (revoke it first, or choose another name)")]
+    KeyNameTaken(String),
 }
 
 /// The table index of a stored channel, or [`StoreError::NotStored`].
