@@ -40,11 +40,12 @@ use crate::book::Engine;
 use crate::cluster::gateway::BusSource;
 use crate::cluster::ingest::BusTap;
 use crate::cluster::{Bus, BusError, Role};
-use crate::config::{FeedSpec, ServeArgs};
+use crate::config::{AuthMode, FeedSpec, ServeArgs};
 use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, venue_instrument};
+use crate::keys::KeyRing;
 use crate::latency::EngineLatencies;
 use crate::model::{Channel, InstrumentError, InstrumentId, Instruments, SequenceLine, now_nanos};
 use crate::store::journal::Leftovers;
@@ -79,6 +80,10 @@ pub enum StartError {
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("TLS needs both --tls-cert and --tls-key")]
     TlsHalf,
+    #[error("--auth keys reads the keys from the store: give --store")]
+    KeysWithoutStore,
+    #[error("--auth tokens needs --auth-token or --auth-tokens-file")]
+    TokensWithoutTokens,
     #[error("cluster settings: {0}")]
     Cluster(String),
     #[error("bus: {0}")]
@@ -159,6 +164,9 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         args.auth_tokens_file.as_deref(),
         &args.allowed_origins,
     )?;
+    if args.auth.contains(&AuthMode::Tokens) && !access.requires_token() {
+        return Err(StartError::TokensWithoutTokens);
+    }
     if access.requires_token() {
         tracing::info!("the API requires a bearer token");
     }
@@ -195,6 +203,16 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let store = match &store_url {
         Some(url) => Some(Store::open(url).await?),
         None => None,
+    };
+    let (access, key_ring) = match (args.auth.contains(&AuthMode::Keys), &store) {
+        (false, _) => (access, None),
+        (true, None) => return Err(StartError::KeysWithoutStore),
+        (true, Some(store)) => {
+            let ring = Arc::new(KeyRing::default());
+            ring.refresh(store).await?;
+            tracing::info!("the API takes keys (tickwire keys)");
+            (access.with_keys(ring.clone()), Some((ring, store.clone())))
+        }
     };
     let mut instruments = Instruments::new();
     let mut sim = None;
@@ -410,6 +428,9 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     };
 
     let shutdown = CancellationToken::new();
+    if let Some((ring, store)) = key_ring {
+        tokio::spawn(ring.run(store, shutdown.child_token()));
+    }
     let static_dir = Some(args.static_dir.clone());
     let state = Arc::new(
         AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)

@@ -216,6 +216,12 @@ pub struct ServeArgs {
     /// How long shutdown waits for sessions to close, in milliseconds.
     #[arg(long, env = "TICKWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
+    /// What the API accepts as credentials, comma-separated: `tokens` (the
+    /// static --auth-token / --auth-tokens-file list, on whenever one is given)
+    /// and `keys` (API keys made with `tickwire keys`, read from --store, with
+    /// their entitlements). Default: tokens when any is given, else an open API.
+    #[arg(long = "auth", env = "TICKWIRE_AUTH", value_delimiter = ',')]
+    pub auth: Vec<AuthMode>,
     /// Bearer tokens the API accepts, comma-separated (none: the API is open).
     /// Prefer --auth-tokens-file: command lines are visible to other users.
     #[arg(long = "auth-token", env = "TICKWIRE_AUTH_TOKENS", value_delimiter = ',', hide_env_values = true)]
@@ -345,6 +351,15 @@ impl ClusterArgs {
             store_consumer: self.bus_store_consumer.clone(),
         }))
     }
+}
+
+/// A kind of credential `serve --auth` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Static bearer tokens (--auth-token, --auth-tokens-file): full access.
+    Tokens,
+    /// API keys (`tickwire keys`) with their entitlements.
+    Keys,
 }
 
 /// Where tick history lives.

@@ -157,6 +157,26 @@ impl Entitlements {
         self.uses.as_ref().is_none_or(|uses| uses.contains(&what))
     }
 
+    /// What of `symbols` and `uses` this key may not have, said for the
+    /// client ("symbols ETH-USD, AAPL; channels trades"), or none.
+    pub fn denial<'a>(&self, denied_symbols: impl IntoIterator<Item = &'a str>, uses: &[Use]) -> Option<String> {
+        let symbols: Vec<&str> = denied_symbols.into_iter().collect();
+        let mut uses_denied: Vec<&str> = Vec::new();
+        for &what in uses {
+            if !self.allows(what) && !uses_denied.contains(&what.as_str()) {
+                uses_denied.push(what.as_str());
+            }
+        }
+        let mut parts = Vec::new();
+        if !symbols.is_empty() {
+            parts.push(format!("symbols {}", symbols.join(", ")));
+        }
+        if !uses_denied.is_empty() {
+            parts.push(format!("channels {}", uses_denied.join(", ")));
+        }
+        (!parts.is_empty()).then(|| format!("this key may not use {}", parts.join("; ")))
+    }
+
     /// The symbols and channels lists as stored (comma-separated, or none).
     fn stored_lists(&self) -> (Option<String>, Option<String>) {
         (

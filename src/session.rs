@@ -43,6 +43,9 @@ pub struct Resolved<'a> {
     pub ambiguous: Vec<(&'a str, Vec<InstrumentId>)>,
     /// Names taken as another spelling of one instrument (name, instrument).
     pub aliases: Vec<(&'a str, InstrumentId)>,
+    /// Instruments named outright (by symbol or alias) that the client may not
+    /// use; a pattern's matches it may not use are left out instead.
+    pub denied: Vec<InstrumentId>,
 }
 
 /// Resolves the names of a subscribe, an unsubscribe or a stream query, the
@@ -50,7 +53,14 @@ pub struct Resolved<'a> {
 /// pattern over every instrument (`*`, `binance:*`, `*-USD`); another spelling
 /// of exactly one instrument (`BTCUSDT` on Binance, `XBT/USD` on Kraken, any
 /// case) is that instrument.
-pub fn resolve_symbols<'a>(instruments: &Instruments, names: impl IntoIterator<Item = &'a str>) -> Resolved<'a> {
+///
+/// `allowed` says which instruments the client may use (its key's
+/// entitlements): a pattern stands for those it matches and may use.
+pub fn resolve_symbols<'a>(
+    instruments: &Instruments,
+    names: impl IntoIterator<Item = &'a str>,
+    allowed: impl Fn(InstrumentId) -> bool,
+) -> Resolved<'a> {
     let mut out = Resolved::default();
     let add = |ids: &mut Vec<InstrumentId>, id| {
         if !ids.contains(&id) {
@@ -63,12 +73,13 @@ pub fn resolve_symbols<'a>(instruments: &Instruments, names: impl IntoIterator<I
             if matched.is_empty() {
                 out.unknown.push(name);
             }
-            for id in matched {
+            for id in matched.into_iter().filter(|&id| allowed(id)) {
                 add(&mut out.ids, id);
             }
             continue;
         }
         match instruments.resolve(name) {
+            Lookup::Symbol(id) | Lookup::Alias(id) if !allowed(id) => add(&mut out.denied, id),
             Lookup::Symbol(id) => add(&mut out.ids, id),
             Lookup::Alias(id) => {
                 add(&mut out.ids, id);

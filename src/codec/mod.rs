@@ -29,6 +29,8 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4000;
     /// The client fell too far behind under the `close` slow-consumer policy.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The connection's API key was revoked (`tickwire keys revoke`).
+    pub const KEY_REVOKED: u16 = 4003;
 }
 
 /// Stable error codes of `{"type":"error"}` messages.
@@ -43,6 +45,8 @@ pub enum ErrorCode {
     UnknownSymbol,
     /// A name that is another spelling of several instruments.
     AmbiguousSymbol,
+    /// The connection's key may not use a symbol or channel it asked for.
+    NotEntitled,
     UnknownChannel,
     /// The request would exceed the per-connection subscription limit.
     TooManySymbols,
@@ -64,6 +68,7 @@ impl ErrorCode {
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::AmbiguousSymbol => "ambiguous_symbol",
+            ErrorCode::NotEntitled => "not_entitled",
             ErrorCode::UnknownChannel => "unknown_channel",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::UnsupportedFrame => "unsupported_frame",

@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::keys::{KeyRing, LiveKey, Use};
+use crate::model::{InstrumentId, Instruments};
 
 /// The configured access rules.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +31,15 @@ pub struct AccessPolicy {
     tokens: HashSet<[u8; 32]>,
     /// Exact `Origin` values (scheme://host[:port]) browsers may connect from.
     origins: Vec<String>,
+    /// API keys (`--auth keys`), when accepted.
+    keys: Option<Arc<KeyRing>>,
 }
+
+/// The key a request was let in with (a request extension): what it may use.
+/// Requests with a static token, or to an open API, carry none and may use
+/// everything.
+#[derive(Debug, Clone)]
+pub struct Grant(pub Arc<LiveKey>);
 
 /// Why a token file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +75,18 @@ impl AccessPolicy {
         Ok(AccessPolicy {
             tokens: all.iter().map(|t| digest(t)).collect(),
             origins: origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
+            keys: None,
         })
     }
 
+    /// Accepts API keys from `ring` as well.
+    pub fn with_keys(mut self, ring: Arc<KeyRing>) -> AccessPolicy {
+        self.keys = Some(ring);
+        self
+    }
+
     pub fn requires_token(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.keys.is_some()
     }
 
     fn token_ok(&self, token: &str) -> bool {
@@ -131,11 +148,21 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
         return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", format!("origin {origin} is not allowed"))
             .into_response();
     }
+    let mut request = request;
     if policy.requires_token() {
         let refusal = match presented_token(&request) {
             None => Some(("missing", "a token is required: Authorization: Bearer <token>, or ?token=")),
-            Some(token) if !policy.token_ok(&token) => Some(("invalid", "the token is not valid")),
-            Some(_) => None,
+            Some(token) => match &policy.keys {
+                Some(ring) if crate::keys::is_key(&token) => match ring.check(&token) {
+                    Some(key) => {
+                        request.extensions_mut().insert(Grant(key));
+                        None
+                    }
+                    None => Some(("invalid", "the key is not valid, or was revoked")),
+                },
+                _ if policy.token_ok(&token) => None,
+                _ => Some(("invalid", "the token is not valid")),
+            },
         };
         if let Some((reason, message)) = refusal {
             metrics::counter!("tickwire_access_refused_total", "reason" => reason).increment(1);
@@ -146,6 +173,36 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
         }
     }
     next.run(request).await
+}
+
+impl Grant {
+    /// Whether the request's key (if any) may see instrument `id`.
+    pub fn allows_instrument(grant: Option<&Grant>, instruments: &Instruments, id: InstrumentId) -> bool {
+        grant.is_none_or(|g| g.0.entitlements.allows_symbol(instruments.get(id)))
+    }
+
+    /// Refuses a REST request for `ids` and `uses` the key may not have: 403
+    /// `not_entitled`, naming what was denied.
+    pub fn check(
+        grant: Option<&Grant>,
+        instruments: &Instruments,
+        ids: &[InstrumentId],
+        uses: &[Use],
+    ) -> Result<(), ApiError> {
+        let Some(Grant(key)) = grant else { return Ok(()) };
+        let denied = ids
+            .iter()
+            .map(|&id| instruments.get(id))
+            .filter(|i| !key.entitlements.allows_symbol(i))
+            .map(|i| &*i.symbol);
+        match key.entitlements.denial(denied, uses) {
+            None => Ok(()),
+            Some(message) => {
+                metrics::counter!("tickwire_access_refused_total", "reason" => "not_entitled").increment(1);
+                Err(ApiError::new(StatusCode::FORBIDDEN, "not_entitled", message))
+            }
+        }
+    }
 }
 
 /// Methods the API answers (every route is a `GET`; preflights are `OPTIONS`).

@@ -26,18 +26,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::{Extension, Json};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::Grant;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
+use crate::keys::Use;
 use crate::latency::Transport;
 use crate::model::{Channel, InstrumentId, Nanos, parse_time};
 use crate::session::{StartAt, resolve_symbols, start_stream};
@@ -124,7 +126,13 @@ fn delivery(app: &AppState, query: &StreamQuery) -> Result<Delivery, ApiError> {
 }
 
 /// The (instrument, channel) pairs a query names, validated.
-fn resolve(app: &AppState, query: &StreamQuery) -> Result<Vec<(InstrumentId, Channel)>, ApiError> {
+/// A key's entitlements refuse the query whole (403 `not_entitled`); a
+/// pattern stands for what the key may use.
+fn resolve(
+    app: &AppState,
+    query: &StreamQuery,
+    grant: Option<&Grant>,
+) -> Result<Vec<(InstrumentId, Channel)>, ApiError> {
     let bad = |code, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
     let list = |text: &Option<String>| -> Vec<String> {
         text.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
@@ -141,7 +149,11 @@ fn resolve(app: &AppState, query: &StreamQuery) -> Result<Vec<(InstrumentId, Cha
         channels = vec![Channel::Quotes, Channel::Trades];
     }
     let instruments = app.fanout.instruments();
-    let resolved = resolve_symbols(instruments, symbols.iter().map(String::as_str));
+    let resolved = resolve_symbols(instruments, symbols.iter().map(String::as_str), |id| {
+        Grant::allows_instrument(grant, instruments, id)
+    });
+    let uses: Vec<Use> = channels.iter().map(|&c| Use::of(c)).collect();
+    Grant::check(grant, instruments, &resolved.denied, &uses)?;
     if let Some(error) = resolved.errors(instruments, "subscribe").into_iter().next() {
         let status = match error.code {
             ErrorCode::UnknownSymbol => StatusCode::NOT_FOUND,
@@ -149,8 +161,12 @@ fn resolve(app: &AppState, query: &StreamQuery) -> Result<Vec<(InstrumentId, Cha
         };
         return Err(ApiError::new(status, error.code.as_str(), error.message));
     }
-    if resolved.ids.len() * channels.len() > app.limits.max_subscriptions {
-        return Err(bad("too_many_symbols", format!("at most {} subscriptions", app.limits.max_subscriptions)));
+    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
+        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
+        None => app.limits.max_subscriptions,
+    };
+    if resolved.ids.len() * channels.len() > limit {
+        return Err(bad("too_many_symbols", format!("at most {limit} subscriptions")));
     }
     Ok(resolved.ids.iter().flat_map(|&id| channels.iter().map(move |&c| (id, c))).collect())
 }
@@ -188,9 +204,11 @@ impl Drop for Attached {
 pub async fn sse(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
+    grant: Option<Extension<Grant>>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let pairs = resolve(&app, &query)?;
+    let grant = grant.map(|Extension(g)| g);
+    let pairs = resolve(&app, &query, grant.as_ref())?;
     let delivery = delivery(&app, &query)?;
     // EventSource sends the last event id it saw when it reconnects.
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
@@ -199,7 +217,9 @@ pub async fn sse(
         None => None,
     };
     let since_time = starts(&query, cursor.as_ref())?;
-    let slot = app.open_connection("sse")?;
+    let slot = app.open_connection("sse", grant.as_ref())?;
+    // A revoked key's stream ends (within a refresh of the keys).
+    let revoked = grant.map(|Grant(key)| key.revoked.clone()).unwrap_or_default();
     let outbox = app.fanout.outbox(Format::Json);
     let instruments = app.fanout.instruments().clone();
     for (id, channel) in pairs {
@@ -212,12 +232,13 @@ pub async fn sse(
     // The stream's subscriptions are fixed, and so is its conflation tick.
     let conflation = outbox.conflate_ms().map(super::ws::conflation_interval);
     let attached = Attached { fanout: app.fanout.clone(), outbox, _slot: slot };
-    let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions);
-    let stream =
-        futures_util::stream::unfold(state, |(attached, app, mut ready, mut conflation, mut positions)| async move {
+    let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions, revoked);
+    let stream = futures_util::stream::unfold(
+        state,
+        |(attached, app, mut ready, mut conflation, mut positions, revoked)| async move {
             loop {
                 if let Some(event) = ready.pop() {
-                    return Some((Ok(event), (attached, app, ready, conflation, positions)));
+                    return Some((Ok(event), (attached, app, ready, conflation, positions, revoked)));
                 }
                 let tick = async {
                     match conflation.as_mut() {
@@ -231,6 +252,7 @@ pub async fn sse(
                     () = attached.outbox.ready() => {}
                     () = tick => app.fanout.release_conflated(&attached.outbox),
                     () = app.shutdown.cancelled() => return None,
+                    () = revoked.cancelled() => return None,
                 }
                 let mut items = Vec::new();
                 if app.fanout.drain(&attached.outbox, &mut items).is_some() {
@@ -255,7 +277,8 @@ pub async fn sse(
                 // Popped from the back: store in reverse to keep order.
                 ready = events.into_iter().rev().collect();
             }
-        });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -332,9 +355,14 @@ impl Cursor {
         (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
-pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn poll(
+    State(app): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
+    Query(query): Query<StreamQuery>,
+) -> Result<Json<Value>, ApiError> {
     let arrived = tokio::time::Instant::now();
-    let pairs = resolve(&app, &query)?;
+    let grant = grant.map(|Extension(g)| g);
+    let pairs = resolve(&app, &query, grant.as_ref())?;
     let delivery = delivery(&app, &query)?;
     let cursor = match &query.cursor {
         Some(cursor) => Some(Cursor::decode(cursor)?),
@@ -343,7 +371,7 @@ pub async fn poll(State(app): State<Arc<AppState>>, Query(query): Query<StreamQu
     let since_time = starts(&query, cursor.as_ref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_POLL_MS).min(MAX_POLL_MS));
     // Held (the answer may wait up to `timeout_ms`), a poll is a connection.
-    let slot = app.open_connection("poll")?;
+    let slot = app.open_connection("poll", grant.as_ref())?;
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox(Format::Json);
     let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone(), _slot: slot };

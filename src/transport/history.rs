@@ -9,13 +9,16 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::access::Grant;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
+use crate::keys::Use;
 use crate::model::{Channel, Instrument, Nanos, format_decimal, now_nanos};
 use crate::replay::{CSV_HEADER, write_csv};
 use crate::store::parse_time;
@@ -127,8 +130,13 @@ fn body_format(format: Option<&str>, headers: &HeaderMap) -> Result<Body, ApiErr
         (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
     )
 )]
-pub async fn trades(state: State<Arc<AppState>>, query: Query<HistoryQuery>, headers: HeaderMap) -> Response {
-    history(state, query, headers, Channel::Trades).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn trades(
+    state: State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
+    query: Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Response {
+    history(state, grant, query, headers, Channel::Trades).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Stored quotes of one symbol in a time range, paged.
@@ -146,12 +154,18 @@ pub async fn trades(state: State<Arc<AppState>>, query: Query<HistoryQuery>, hea
         (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
     )
 )]
-pub async fn quotes(state: State<Arc<AppState>>, query: Query<HistoryQuery>, headers: HeaderMap) -> Response {
-    history(state, query, headers, Channel::Quotes).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn quotes(
+    state: State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
+    query: Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Response {
+    history(state, grant, query, headers, Channel::Quotes).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn history(
     State(app): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
     Query(query): Query<HistoryQuery>,
     headers: HeaderMap,
     channel: Channel,
@@ -159,6 +173,8 @@ async fn history(
     let access = access(&app)?;
     let body = body_format(query.format.as_deref(), &headers)?;
     let inst = instrument(&app, query.symbol.as_deref())?;
+    let grant = grant.map(|Extension(g)| g);
+    Grant::check(grant.as_ref(), app.fanout.instruments(), &[inst.id], &[Use::History, Use::of(channel)])?;
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
     let limit = match query.limit.as_deref() {
         Some(text) => match text.parse::<usize>() {
@@ -266,9 +282,15 @@ fn format_wide(nanos: i128, decimals: u8) -> String {
         (status = 503, description = "`history_disabled`", body = ErrorBody)
     )
 )]
-pub async fn candles(State(app): State<Arc<AppState>>, Query(query): Query<CandleQuery>) -> Result<Response, ApiError> {
+pub async fn candles(
+    State(app): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
+    Query(query): Query<CandleQuery>,
+) -> Result<Response, ApiError> {
     let access = access(&app)?;
     let inst = instrument(&app, query.symbol.as_deref())?;
+    let grant = grant.map(|Extension(g)| g);
+    Grant::check(grant.as_ref(), app.fanout.instruments(), &[inst.id], &[Use::Candles])?;
     let name = query.interval.as_deref().unwrap_or("");
     let interval = crate::model::CandleInterval::parse(name)
         .ok_or_else(|| bad("bad_interval", format!("interval must be 1s, 1m, 5m, 1h or 1d, not {name:?}")))?;

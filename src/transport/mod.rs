@@ -146,12 +146,35 @@ impl AppState {
     /// WebSocket, an SSE stream, a held long-poll, a replay socket), released
     /// when the slot is dropped; refused with 503 `too_many_connections` when
     /// every place is taken.
-    pub(crate) fn open_connection(self: &Arc<Self>, transport: &'static str) -> Result<ConnectionSlot, ApiError> {
+    ///
+    /// A connection made with a key also takes one of the key's places
+    /// (`tickwire keys add --max-connections`): 429 `too_many_connections`
+    /// when it holds them all.
+    pub(crate) fn open_connection(
+        self: &Arc<Self>,
+        transport: &'static str,
+        grant: Option<&access::Grant>,
+    ) -> Result<ConnectionSlot, ApiError> {
+        let key = match grant {
+            None => None,
+            Some(access::Grant(key)) => match key.open_connection() {
+                Some(taken) => Some(taken),
+                None => {
+                    metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
+                    let max = key.entitlements.max_connections.unwrap_or_default();
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_connections",
+                        format!("key {:?} holds its maximum of {max} connections", key.name),
+                    ));
+                }
+            },
+        };
         let max = self.max_connections;
         match self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
             Ok(_) => {
                 metrics::gauge!("tickwire_connections", "transport" => transport).increment(1.0);
-                Ok(ConnectionSlot { app: self.clone(), transport })
+                Ok(ConnectionSlot { app: self.clone(), transport, _key: key })
             }
             Err(_) => {
                 metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
@@ -169,6 +192,8 @@ impl AppState {
 pub(crate) struct ConnectionSlot {
     app: Arc<AppState>,
     transport: &'static str,
+    /// The key's place, when the connection was made with a key.
+    _key: Option<crate::keys::KeyConnection>,
 }
 
 impl Drop for ConnectionSlot {
@@ -333,7 +358,8 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
     }
-    let slot = match app.open_connection("ws") {
+    let grant = request.extensions().get::<access::Grant>().cloned();
+    let slot = match app.open_connection("ws", grant.as_ref()) {
         Ok(slot) => slot,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);
@@ -360,7 +386,7 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
     sessions.spawn(async move {
         let _slot = slot; // held until the session ends
         match on_upgrade.await {
-            Ok(upgraded) => ws::run(upgraded, app, format).await,
+            Ok(upgraded) => ws::run(upgraded, app, format, grant).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
     });

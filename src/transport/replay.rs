@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -31,15 +32,18 @@ use tokio::time::Instant;
 
 use prost::Message as _;
 
+use super::access::Grant;
 use super::history::{HistoryAccess, bad};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::codec::json::{BATCH_CLOSE, BATCH_OPEN};
 use crate::codec::proto::{self, pb};
 use crate::codec::{Format, close};
+use crate::keys::Use;
 use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, now_nanos};
 use crate::replay::{Chunk, Deliver, Pacer, ReplayBooks, Speed, books_at, encode_book_snapshot, spawn_reader};
 use crate::store::{GapRecord, StoreError};
+use tokio_util::sync::CancellationToken;
 
 /// Most updates in one frame at `max` speed.
 const MAX_BATCH_UPDATES: usize = 4096;
@@ -70,7 +74,8 @@ struct Plan {
     speed: Speed,
 }
 
-fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<Plan, ApiError> {
+/// A key may replay what it may use (`replay`, the symbols, each channel).
+fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery, grant: Option<&Grant>) -> Result<Plan, ApiError> {
     let symbols: Vec<&str> =
         query.symbols.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if symbols.is_empty() {
@@ -104,11 +109,18 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<P
         Some(text) => text.parse().map_err(|e: crate::replay::SpeedError| bad("bad_speed", e.to_string()))?,
     };
     let instruments = app.fanout.instruments();
-    let mut streams = Vec::new();
+    let mut ids = Vec::new();
     for symbol in symbols {
-        let id = instruments
-            .lookup(symbol)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {symbol}")))?;
+        let id = super::lookup_symbol(instruments, symbol)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut uses = vec![Use::Replay];
+    uses.extend(channels.iter().map(|&c| Use::of(c)));
+    Grant::check(grant, instruments, &ids, &uses)?;
+    let mut streams = Vec::new();
+    for id in ids {
         for &channel in &channels {
             streams.push((access.ids.store_id(id), channel));
         }
@@ -134,12 +146,14 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery) -> Result<P
 )]
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
     Query(query): Query<ReplayQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let grant = grant.map(|Extension(g)| g);
     let plan = match app.history.as_ref() {
         None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_disabled", "this server keeps no history")),
-        Some(access) => plan(&app, access, &query),
+        Some(access) => plan(&app, access, &query, grant.as_ref()),
     };
     let plan = match plan {
         Ok(plan) => plan,
@@ -156,16 +170,17 @@ pub async fn upgrade(
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };
-    let slot = match app.open_connection("replay") {
+    let slot = match app.open_connection("replay", grant.as_ref()) {
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
     };
+    let revoked = grant.map(|Grant(key)| key.revoked.clone()).unwrap_or_default();
     let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
         sessions.track_future(async move {
             let _slot = slot; // held until the replay ends
-            session(socket, app, plan, format).await
+            session(socket, app, plan, format, revoked).await
         })
     })
 }
@@ -577,7 +592,8 @@ impl Session {
     }
 }
 
-async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Format) {
+/// `revoked`: cancelled when the key the replay was opened with is revoked.
+async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Format, revoked: CancellationToken) {
     let Some(access) = app.history.clone() else { return };
     metrics::counter!("tickwire_replay_sessions_total").increment(1);
     let (mut sink, mut stream) = socket.split();
@@ -612,6 +628,9 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
     }
     let mut frames = Vec::new();
     let end = 'session: loop {
+        if revoked.is_cancelled() {
+            break 'session (close::KEY_REVOKED, "key revoked");
+        }
         let mut replies = Vec::new();
         // Controls that already arrived are handled between frames.
         while let Some(Some(message)) = stream.next().now_or_never() {
@@ -663,6 +682,8 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
                     _ => break 'session (close::NORMAL, "connection lost"),
                 },
                 () = s.app.shutdown.cancelled() => break 'session (close::GOING_AWAY, "server shutting down"),
+                () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
+            () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
             }
             continue;
         }
@@ -708,6 +729,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
                 _ => break 'session (close::NORMAL, "connection lost"),
             },
             () = s.app.shutdown.cancelled() => break 'session (close::GOING_AWAY, "server shutting down"),
+            () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
         }
     };
     s.reader.abort();

@@ -2,15 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Grant;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
+use crate::keys::Use;
 use crate::latency::LATENCIES;
 use crate::model::{Instrument, format_decimal};
 
@@ -28,11 +30,13 @@ const MAX_SNAPSHOT_SYMBOLS: usize = 1_000;
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
     )
 )]
-pub async fn instruments(State(app): State<Arc<AppState>>) -> Json<Value> {
+pub async fn instruments(State(app): State<Arc<AppState>>, grant: Option<Extension<Grant>>) -> Json<Value> {
+    // A key sees the instruments it may use.
     let list: Vec<Value> = app
         .fanout
         .instruments()
         .iter()
+        .filter(|i| grant.as_ref().is_none_or(|Extension(Grant(key))| key.entitlements.allows_symbol(i)))
         .map(|i| {
             json!({
                 "symbol": &*i.symbol,
@@ -80,8 +84,13 @@ fn size(i: &Instrument, nanos: i64) -> String {
 )]
 pub async fn snapshot(
     State(app): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
     Query(query): Query<SnapshotQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let grant = grant.map(|Extension(g)| g);
+    // A key gets the parts of a snapshot its channels cover (the session
+    // stats come from trades).
+    let may = |what: Use| grant.as_ref().is_none_or(|Grant(key)| key.entitlements.allows(what));
     let symbols: Vec<&str> =
         query.symbols.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if symbols.is_empty() {
@@ -98,6 +107,7 @@ pub async fn snapshot(
     let mut out = Vec::with_capacity(symbols.len());
     for symbol in symbols {
         let id = super::lookup_symbol(instruments, symbol)?;
+        Grant::check(grant.as_ref(), instruments, &[id], &[])?;
         let inst = instruments.get(id);
         if let Some(source) = app.fanout.source() {
             // A cluster gateway takes the instrument from the bus first.
@@ -109,7 +119,7 @@ pub async fn snapshot(
         };
         out.push(json!({
             "symbol": &*inst.symbol,
-            "quote": state.quote.map(|q| json!({
+            "quote": state.quote.filter(|_| may(Use::Quotes)).map(|q| json!({
                 "seq": q.seq,
                 "bid": price(inst, q.value.bid.0),
                 "bid_size": size(inst, q.value.bid_size.0),
@@ -117,7 +127,7 @@ pub async fn snapshot(
                 "ask_size": size(inst, q.value.ask_size.0),
                 "ts_event": q.ts_event, "ts_recv": q.ts_recv, "ts_send": q.ts_send,
             })),
-            "last_trade": state.last_trade.map(|t| json!({
+            "last_trade": state.last_trade.filter(|_| may(Use::Trades)).map(|t| json!({
                 "seq": t.seq,
                 "price": price(inst, t.value.price.0),
                 "size": size(inst, t.value.size.0),
@@ -125,12 +135,12 @@ pub async fn snapshot(
                 "trade_id": t.value.trade_id,
                 "ts_event": t.ts_event, "ts_recv": t.ts_recv, "ts_send": t.ts_send,
             })),
-            "book": {
+            "book": may(Use::Book).then(|| json!({
                 "seq": state.book.seq,
                 "bids": levels(&state.book.bids),
                 "asks": levels(&state.book.asks),
-            },
-            "stats": state.stats.map(|s| json!({
+            })),
+            "stats": state.stats.filter(|_| may(Use::Trades)).map(|s| json!({
                 "open": price(inst, s.open.0),
                 "high": price(inst, s.high.0),
                 "low": price(inst, s.low.0),

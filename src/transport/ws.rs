@@ -21,12 +21,14 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::AppState;
+use super::access::Grant;
 use super::upgrade::{ReadSide, WriteSide, split};
 use super::writer::{Connection, Scratch, WriteStatus, ping_frame};
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
 use crate::fanout::{Outbox, Resume};
+use crate::keys::Use;
 use crate::model::{Instruments, Lookup, now_nanos};
 use crate::session::{Resolved, StartAt, resolve_symbols, start_stream};
 
@@ -77,7 +79,7 @@ struct ReaderEnd {
 
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
-pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
+pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: Option<Grant>) {
     let outbox = app.fanout.outbox(format);
     let (read, write) = split(upgraded);
     let (connection, mut stream_sink) = match write {
@@ -97,7 +99,15 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
         WebSocketStream::from_raw_socket(ReadSide::new(read, outbox.clone()), Role::Server, Some(config)).await;
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
-    let mut reader = pin!(read_loop(stream, &app, &outbox, started, &last_seen_ms));
+    let mut reader = pin!(read_loop(stream, &app, &outbox, grant.as_ref(), started, &last_seen_ms));
+    let revoked = async {
+        match &grant {
+            Some(Grant(key)) => key.revoked.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut revoked = pin!(revoked);
+    let mut revoke_seen = false;
     let mut reader_end: Option<ReaderEnd> = None;
 
     let limits = app.limits;
@@ -136,6 +146,10 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format) {
         };
         tokio::select! {
             biased;
+            () = &mut revoked, if !revoke_seen => {
+                revoke_seen = true;
+                outbox.request_close(close::KEY_REVOKED, "key revoked");
+            }
             () = app.shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 // What is queued goes out first, then the goodbye.
@@ -230,6 +244,7 @@ async fn read_loop<S>(
     mut stream: S,
     app: &AppState,
     outbox: &Arc<Outbox>,
+    grant: Option<&Grant>,
     started: Instant,
     last_seen_ms: &AtomicU64,
 ) -> ReaderEnd
@@ -239,8 +254,10 @@ where
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
         match (message, outbox.format()) {
-            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, parse_request(&text)).await,
-            (Ok(Message::Binary(bytes)), Format::Proto) => handle(app, outbox, proto::decode_request(&bytes)).await,
+            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, grant, parse_request(&text)).await,
+            (Ok(Message::Binary(bytes)), Format::Proto) => {
+                handle(app, outbox, grant, proto::decode_request(&bytes)).await
+            }
             (Ok(Message::Binary(_)), Format::Json) => reject(
                 outbox,
                 &RequestError::new(
@@ -285,7 +302,12 @@ fn reject(outbox: &Outbox, error: &RequestError) {
     outbox.push_message(Bytes::from(outbox.format().encode_error(error)));
 }
 
-async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequest, RequestError>) {
+async fn handle(
+    app: &AppState,
+    outbox: &Arc<Outbox>,
+    grant: Option<&Grant>,
+    request: Result<ClientRequest, RequestError>,
+) {
     match request {
         Err(error) => reject(outbox, &error),
         Ok(ClientRequest::Ping { id }) => {
@@ -294,7 +316,7 @@ async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequ
         Ok(request @ (ClientRequest::Subscribe(_) | ClientRequest::Unsubscribe(_))) => {
             let period = outbox.conflate_ms();
             match &request {
-                ClientRequest::Subscribe(sub) => subscribe(app, outbox, sub).await,
+                ClientRequest::Subscribe(sub) => subscribe(app, outbox, grant, sub).await,
                 ClientRequest::Unsubscribe(sub) => unsubscribe(app, outbox, sub),
                 ClientRequest::Ping { .. } => {}
             }
@@ -307,10 +329,23 @@ async fn handle(app: &AppState, outbox: &Arc<Outbox>, request: Result<ClientRequ
     }
 }
 
-async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
+async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, grant: Option<&Grant>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
-    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str));
-    let limit = app.limits.max_subscriptions;
+    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str), |id| {
+        Grant::allows_instrument(grant, instruments, id)
+    });
+    // A key's entitlements refuse the request whole: never a partial stream.
+    if let Some(Grant(key)) = grant {
+        let uses: Vec<Use> = sub.channels.iter().map(|&c| Use::of(c)).collect();
+        let denied = resolved.denied.iter().map(|&id| &*instruments.get(id).symbol);
+        if let Some(message) = key.entitlements.denial(denied, &uses) {
+            return reject(outbox, &RequestError::new(ErrorCode::NotEntitled, message, Some("subscribe")));
+        }
+    }
+    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
+        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
+        None => app.limits.max_subscriptions,
+    };
     let wanted = resolved.ids.len().saturating_mul(sub.channels.len());
     if wanted > limit || outbox.subscription_count() + wanted > limit {
         return reject(
@@ -391,7 +426,7 @@ fn acknowledge(
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
-    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str));
+    let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str), |_| true);
     for &id in &resolved.ids {
         for &channel in &sub.channels {
             app.fanout.unsubscribe(outbox, id, channel);
