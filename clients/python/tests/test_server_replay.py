@@ -389,3 +389,6 @@ def test_a_replay_cut_before_its_end_raises_instead_of_ending_quietly():
         stop_server(srv)
     assert "1001" in str(cut.value), cut.value
     assert isinstance(seen[0], ReplayStatus) and not [ev for ev in seen if isinstance(ev, ReplayEnd)]
+    last = [ev.ts_event for ev in seen if isinstance(ev, Trade)][-1]
+    assert f"at {last}" in str(cut.value), "the error says how far the replay got"
+

@@ -24,8 +24,8 @@ every book again, as it stood at the seek's time. :attr:`TickwireReplay.books`
 keeps an :class:`OrderBook` per symbol from all of that.
 
 A replay does not reconnect: a connection lost before ``ReplayEnd`` raises
-:class:`TickwireError` (``status.at`` says how far it got; a new replay can
-start there). Reading is pull-based, as in the live client: frames are read
+:class:`TickwireError` (:attr:`TickwireReplay.at` says how far it got; a new
+replay can start there). Reading is pull-based, as in the live client: frames are read
 only as the caller iterates, and the server paces itself to the socket.
 """
 
@@ -180,6 +180,9 @@ class TickwireReplay:
         self.status: Optional[ReplayStatus] = None
         #: The instruments the replay covers, by symbol (from the first status).
         self.instruments: dict[str, Instrument] = {}
+        #: Exchange time (ns) the replay has reached: the last update received,
+        #: or the latest status's ``at`` (a seek's target) if that came later.
+        self.at = self.from_ns
         #: The :class:`ReplayEnd` once it arrived.
         self.ended: Optional[ReplayEnd] = None
         #: An :class:`OrderBook` per symbol of the ``book`` channel, kept from
@@ -312,8 +315,7 @@ class TickwireReplay:
             return
         code = exc.rcvd.code if exc.rcvd is not None else None
         reason = exc.rcvd.reason if exc.rcvd is not None else "no close frame"
-        at = self.status.at if self.status is not None else self.from_ns
-        raise TickwireError(f"the replay closed before its end ({code} {reason}), last at {at}") from exc
+        raise TickwireError(f"the replay closed before its end ({code} {reason}), at {self.at}") from exc
 
     def _on_frame(self, frame) -> None:
         stats = self.stats
@@ -330,6 +332,7 @@ class TickwireReplay:
         for ev in events:
             if isinstance(ev, (Quote, Trade, BookUpdate, Candle)):
                 stats.updates += 1
+                self.at = ev.ts_event
                 if isinstance(ev, BookUpdate):
                     self._book(ev.symbol).apply(ev)
             elif isinstance(ev, Snapshot):
@@ -349,6 +352,7 @@ class TickwireReplay:
                 if ev.instruments:
                     self.instruments = {i.symbol: i for i in ev.instruments}
                 self.status = ev
+                self.at = ev.at
             elif isinstance(ev, ReplayEnd):
                 self.ended = ev
             elif isinstance(ev, Gap):
