@@ -11,14 +11,17 @@ before T was applied.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
 
-from conftest import SYMBOLS, start_server, stop_server
+from conftest import CLIENT_DIR, SYMBOLS, start_server, stop_server
 from tickwire_client import (
     BookInvalidated,
     BookUpdate,
@@ -392,3 +395,19 @@ def test_a_replay_cut_before_its_end_raises_instead_of_ending_quietly():
     last = [ev.ts_event for ev in seen if isinstance(ev, Trade)][-1]
     assert f"at {last}" in str(cut.value), "the error says how far the replay got"
 
+
+def test_replay_example_prints_rows_and_the_end(recording):
+    rec = recording
+    script = CLIENT_DIR / "examples" / "replay.py"
+    args = [sys.executable, str(script), "--url", rec.server.ws_url, "--from", str(rec.from_ns), "--to", str(rec.to_ns)]
+    result = subprocess.run([*args, *SYMBOLS], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("replaying ") and lines[-1].startswith("end: "), result.stdout
+    assert int(lines[-1].split()[1]) > 1000
+    rows = [line.split() for line in lines[1:-1]]
+    assert {r[1] for r in rows} == set(SYMBOLS), result.stdout
+    # Every row has the book's best bid and ask (the replay starts with the books).
+    assert all(re.fullmatch(r"\d+\.\d+", r[7]) and re.fullmatch(r"\d+\.\d+", r[9]) for r in rows), result.stdout
+    refused = subprocess.run([*args, "NO-SUCH"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "unknown_symbol" in refused.stderr, refused
