@@ -16,17 +16,21 @@ from tickwire_client import (
     Candle,
     Decoder,
     Gap,
+    Instrument,
     Live,
     OrderBook,
     Pong,
     ProtocolError,
     Quote,
+    ReplayEnd,
+    ReplayStatus,
     ServerError,
     Snapshot,
     Trade,
     backoff_delay,
     candle_channel,
     encode_ping,
+    encode_replay_control,
     encode_subscribe,
     encode_unsubscribe,
     http_base,
@@ -378,3 +382,63 @@ def test_resume_point_keeps_epochs_and_round_trips_through_json():
     assert again == rp and again.epochs == rp.epochs
     mixed = ResumePoint(rp, {("BTC-USD", "trades"): 7, ("BTC-USD", "quotes"): 8})
     assert mixed.epoch is None
+
+
+def test_replay_status_and_end_decode_the_same_in_both_formats_and_teach_the_instruments():
+    status = pb.ReplayStatus(state=pb.ReplayStatus.STATE_PAUSED, speed="2.5", at=15, to=20,
+                             instruments=[pb.InstrumentInfo(instrument_id=3, symbol="AAPL", price_decimals=2,
+                                                            size_decimals=0)])
+    setattr(status, "from", 10)  # `from` is a Python keyword
+    p = Decoder()
+    [from_proto] = p.decode(pb.ServerMessage(replay=status).SerializeToString())
+    j = Decoder()
+    [from_json] = j.decode('{"type":"replay","state":"paused","speed":"2.5","at":15,"from":10,"to":20,'
+                           '"instruments":[{"instrument_id":3,"symbol":"AAPL","price_decimals":2,"size_decimals":0}]}')
+    assert from_proto == from_json == ReplayStatus("paused", "2.5", 15, 10, 20, (Instrument(3, "AAPL", 2, 0),))
+    # A protobuf update of an instrument no snapshot introduced decodes with the status's table.
+    update = pb.Update(instrument_id=3, seq=7, ts_event=100, trade=pb.Trade(price=22850, size=5, side=pb.SIDE_SELL))
+    [trade] = p.decode(pb.ServerMessage(batch=pb.Batch(updates=[update])).SerializeToString())
+    assert trade == Trade("AAPL", 7, Decimal("228.50"), Decimal("5"), "sell", 0, 100, 100, 100)
+    end = pb.ReplayEnd(events=42, to=20)
+    setattr(end, "from", 10)
+    assert p.decode(pb.ServerMessage(end=end).SerializeToString()) == [ReplayEnd(42, 10, 20)]
+    assert j.decode('{"type":"end","events":42,"from":10,"to":20}') == [ReplayEnd(42, 10, 20)]
+    # A later status lists no instruments; the table stays.
+    [later] = j.decode('{"type":"replay","state":"playing","speed":"max","at":16,"from":10,"to":20}')
+    assert later.instruments == () and j.instruments[3].symbol == "AAPL"
+
+
+def test_a_replay_book_snapshot_has_no_epoch_in_either_format():
+    # A replay's snapshots carry epoch 0 (no live run); protobuf cannot send 0 apart from unset.
+    [p] = Decoder().decode(snapshot_frame(channel=pb.CHANNEL_BOOK, seq=5, epoch=0, book=pb.Book()))
+    [j] = Decoder().decode('{"type":"snapshot","symbol":"BTC-USD","channel":"book","seq":5,"epoch":0,'
+                           '"data":{"bids":[],"asks":[]},"ts_event":1,"ts_recv":2,"ts_send":3}')
+    assert p.epoch is None and j.epoch is None
+
+
+@pytest.mark.parametrize(
+    "op, value, want_json, want_proto",
+    [
+        ("pause", None, {"op": "pause"}, "pause"),
+        ("resume", None, {"op": "resume"}, "resume"),
+        ("speed", "max", {"op": "speed", "speed": "max"}, "speed"),
+        ("speed", 2.5, {"op": "speed", "speed": "2.5"}, "speed"),
+        ("speed", 10, {"op": "speed", "speed": "10"}, "speed"),
+        ("seek", 1_764_851_400_123_456_789, {"op": "seek", "to": 1_764_851_400_123_456_789}, "seek_to"),
+    ],
+)
+def test_replay_controls_encode_in_both_formats(op, value, want_json, want_proto):
+    assert json.loads(encode_replay_control("json", op, value)) == want_json
+    control = pb.ClientMessage.FromString(encode_replay_control("proto", op, value)).replay
+    assert control.WhichOneof("action") == want_proto
+    if op == "speed":
+        assert control.speed == want_json["speed"]
+    if op == "seek":
+        assert control.seek_to == value
+
+
+@pytest.mark.parametrize("op, value", [("speed", 0), ("speed", -1.5), ("speed", float("nan")), ("speed", True),
+                                       ("speed", None), ("pause", 1), ("seek", -1), ("seek", "soon"), ("warp", None)])
+def test_bad_replay_controls_are_refused_before_sending(op, value):
+    with pytest.raises(ValueError):
+        encode_replay_control("json", op, value)

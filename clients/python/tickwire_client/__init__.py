@@ -17,7 +17,16 @@
 
 from .book import OrderBook
 from .client import ClientStats, ResumePoint, TickwireClient, TickwireError, backoff_delay, to_ns
-from .codec import Decoder, Instrument, ProtocolError, encode_ping, encode_subscribe, encode_unsubscribe, to_decimal
+from .codec import (
+    Decoder,
+    Instrument,
+    ProtocolError,
+    encode_ping,
+    encode_replay_control,
+    encode_subscribe,
+    encode_unsubscribe,
+    to_decimal,
+)
 from .events import (
     CANDLE_INTERVALS,
     CHANNELS,
@@ -31,12 +40,15 @@ from .events import (
     Live,
     Pong,
     Quote,
+    ReplayEnd,
+    ReplayStatus,
     ServerError,
     Snapshot,
     Trade,
     Update,
     candle_channel,
 )
+from .replay import ReplayRefused, ReplayStats, TickwireReplay
 from .rest import RestError, fetch_candles, fetch_instruments, http_base
 
 __version__ = "0.1.0"
@@ -44,6 +56,9 @@ __version__ = "0.1.0"
 __all__ = [
     "TickwireClient",
     "TickwireError",
+    "TickwireReplay",
+    "ReplayRefused",
+    "ReplayStats",
     "ClientStats",
     "ResumePoint",
     "backoff_delay",
@@ -55,6 +70,7 @@ __all__ = [
     "encode_subscribe",
     "encode_unsubscribe",
     "encode_ping",
+    "encode_replay_control",
     "to_decimal",
     "CHANNELS",
     "DEFAULT_CHANNELS",
@@ -76,5 +92,7 @@ __all__ = [
     "ServerError",
     "Pong",
     "Live",
+    "ReplayStatus",
+    "ReplayEnd",
     "Event",
 ]

@@ -7,13 +7,14 @@ prices and sizes as int64 mantissas; the id, the symbol and both scales come
 with every ``Snapshot`` of that symbol.
 
 ``encode_subscribe`` / ``encode_unsubscribe`` / ``encode_ping`` build client
-frames in either format.
+frames in either format, and ``encode_replay_control`` the controls of a replay
+session (``/v1/replay``), whose ``replay`` and ``end`` messages decode as
+:class:`ReplayStatus` and :class:`ReplayEnd`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping, Optional, Union
 
@@ -26,9 +27,12 @@ from .events import (
     Candle,
     Event,
     Gap,
+    Instrument,
     Live,
     Pong,
     Quote,
+    ReplayEnd,
+    ReplayStatus,
     ServerError,
     Snapshot,
     Trade,
@@ -44,6 +48,8 @@ __all__ = [
     "encode_subscribe",
     "encode_unsubscribe",
     "encode_ping",
+    "encode_replay_control",
+    "REPLAY_CONTROLS",
     "to_decimal",
 ]
 
@@ -71,6 +77,7 @@ _PB_TO_INTERVAL = {
 }
 assert tuple(_CHANNEL_TO_PB) == CHANNELS and tuple(_PB_TO_INTERVAL.values()) == CANDLE_INTERVALS
 _PB_TO_SIDE = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}
+_PB_TO_STATE = {pb.ReplayStatus.STATE_PLAYING: "playing", pb.ReplayStatus.STATE_PAUSED: "paused"}
 _DELIVERY_TO_PB = {
     "full": pb.DELIVERY_FULL,
     "conflate": pb.DELIVERY_CONFLATE,
@@ -84,16 +91,6 @@ SinceMap = Mapping[tuple[str, str], int]
 
 class ProtocolError(ValueError):
     """A frame the client cannot decode (malformed protobuf or JSON)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    """What a protobuf ``Update`` needs to be decoded: learnt from snapshots."""
-
-    instrument_id: int
-    symbol: str
-    price_decimals: int
-    size_decimals: int
 
 
 def to_decimal(mantissa: int, decimals: int) -> Decimal:
@@ -194,6 +191,60 @@ def encode_ping(fmt: str, id: int) -> Frame:
         return pb.ClientMessage(ping=pb.Ping(id=id)).SerializeToString()
     if fmt == "json":
         return json.dumps({"op": "ping", "id": id}, separators=(",", ":"))
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+#: The controls of a replay session, and whether each takes a value.
+REPLAY_CONTROLS = {"pause": False, "resume": False, "speed": True, "seek": True}
+
+
+def speed_text(speed: Union[int, float, Decimal, str]) -> str:
+    """A replay speed as the server reads it: ``"max"`` or a factor of real
+    time (``2.5`` → ``"2.5"``). A string goes as it is (the server judges it:
+    ``bad_speed``); a number must be positive and finite."""
+    if isinstance(speed, str):
+        if not speed.strip():
+            raise ValueError("a replay speed is \"max\" or a positive factor, not an empty string")
+        return speed.strip()
+    if isinstance(speed, (int, float, Decimal)) and not isinstance(speed, bool):
+        value = Decimal(str(speed))
+    else:
+        raise ValueError(f"a replay speed is \"max\" or a positive factor, not {speed!r}")
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"a replay speed is \"max\" or a positive factor, not {speed!r}")
+    return format(value.normalize(), "f")
+
+
+def encode_replay_control(fmt: str, op: str, value: Union[int, float, Decimal, str, None] = None) -> Frame:
+    """A control of a replay session: ``pause``, ``resume``, ``speed`` (value:
+    ``"max"`` or a factor) or ``seek`` (value: ns since the Unix epoch). JSON
+    ``{"op":…}`` text, or a protobuf ``ClientMessage`` holding a ``ReplayControl``.
+    (A replay's ``ping`` is :func:`encode_ping`.)"""
+    if op not in REPLAY_CONTROLS:
+        raise ValueError(f"unknown replay control {op!r} (one of {', '.join(REPLAY_CONTROLS)})")
+    if REPLAY_CONTROLS[op] != (value is not None):
+        raise ValueError(f"replay control {op!r} " + ("needs a value" if REPLAY_CONTROLS[op] else "takes no value"))
+    if op == "speed":
+        value = speed_text(value)  # type: ignore[arg-type]
+    if op == "seek" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"seek takes ns since the Unix epoch, not {value!r}")
+    if fmt == "proto":
+        if op == "pause":
+            control = pb.ReplayControl(pause=pb.ReplayControl.Pause())
+        elif op == "resume":
+            control = pb.ReplayControl(resume=pb.ReplayControl.Resume())
+        elif op == "speed":
+            control = pb.ReplayControl(speed=value)
+        else:
+            control = pb.ReplayControl(seek_to=value)
+        return pb.ClientMessage(replay=control).SerializeToString()
+    if fmt == "json":
+        msg: dict = {"op": op}
+        if op == "speed":
+            msg["speed"] = value
+        elif op == "seek":
+            msg["to"] = value
+        return json.dumps(msg, separators=(",", ":"))
     raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
 
 
@@ -311,6 +362,17 @@ class Decoder:
         if kind == "live":
             lv = msg.live
             return [Live(lv.symbol or None, _PB_TO_CHANNEL.get(lv.channel), lv.seq, lv.epoch or None)]
+        if kind == "replay":
+            r = msg.replay
+            instruments = tuple(
+                Instrument(i.instrument_id, i.symbol, i.price_decimals, i.size_decimals) for i in r.instruments
+            )
+            for inst in instruments:
+                self.learn(inst)
+            state = _PB_TO_STATE.get(r.state, "unspecified")
+            return [ReplayStatus(state, r.speed, r.at, getattr(r, "from"), r.to, instruments)]
+        if kind == "end":
+            return [ReplayEnd(msg.end.events, getattr(msg.end, "from"), msg.end.to)]
         # An empty message, or a kind newer than this schema: nothing to deliver.
         return []
 
@@ -363,6 +425,20 @@ class Decoder:
                 return [Pong(msg.get("id"), msg.get("ts_send"))]
             if kind == "live":
                 return [Live(msg.get("symbol"), msg.get("channel"), msg.get("seq"), _epoch(msg.get("epoch")))]
+            if kind == "replay":
+                instruments = tuple(
+                    Instrument(int(i["instrument_id"]), i["symbol"], int(i["price_decimals"]), int(i["size_decimals"]))
+                    for i in msg.get("instruments") or ()
+                )
+                for inst in instruments:
+                    self.learn(inst)
+                return [
+                    ReplayStatus(
+                        msg["state"], str(msg["speed"]), int(msg["at"]), int(msg["from"]), int(msg["to"]), instruments
+                    )
+                ]
+            if kind == "end":
+                return [ReplayEnd(int(msg["events"]), int(msg["from"]), int(msg["to"]))]
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ProtocolError(f"malformed {kind} message: {exc!r}") from exc
         return []  # a message type newer than this client
@@ -373,11 +449,13 @@ class Decoder:
 
 
 def _epoch(value) -> Optional[int]:
+    # 0 names no server run (a replay's book snapshots: stored sequences resume
+    # no live run); protobuf cannot tell it from an unset field, so both are None.
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"epoch must be an integer, not {value!r}")
-    return value
+    return value or None
 
 
 def _levels(levels) -> tuple:

@@ -6,7 +6,8 @@ nanoseconds since the Unix epoch, and ``seq`` is the sequence number of the
 (symbol, channel) stream. The same classes describe a ``Snapshot``'s data.
 
 Everything else the server says is an event too: ``Snapshot``, ``Gap``,
-``BookInvalidated``, ``ServerError``, ``Pong`` and ``Live``. Use ``isinstance``
+``BookInvalidated``, ``ServerError``, ``Pong`` and ``Live``; a replay
+(:class:`~tickwire_client.TickwireReplay`) adds ``ReplayStatus`` and ``ReplayEnd``. Use ``isinstance``
 or ``match`` to pick what a script needs::
 
     async for event in client:
@@ -34,6 +35,9 @@ __all__ = [
     "ServerError",
     "Pong",
     "Live",
+    "ReplayStatus",
+    "ReplayEnd",
+    "Instrument",
     "Event",
     "CHANNELS",
     "DEFAULT_CHANNELS",
@@ -244,5 +248,51 @@ class Live:
     epoch: Optional[int] = None
 
 
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """An instrument's identity and scales, as ``GET /v1/instruments`` lists it
+    (``instrument_id`` is its position there): what a protobuf ``Update`` needs
+    to be decoded. Learnt from snapshots and from a replay's first status."""
+
+    instrument_id: int
+    symbol: str
+    price_decimals: int
+    size_decimals: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStatus:
+    """The state of a replay session (``replay`` message, protobuf
+    ``ReplayStatus``): sent first, and as the answer to every control.
+
+    ``state`` is ``"playing"`` or ``"paused"``; ``speed`` is ``"max"`` or the
+    factor of real time as text (``"2.5"``); ``at`` is the exchange time of the
+    last event sent, or of the seek target; ``from_ns`` and ``to_ns`` are the
+    replay's range (the wire's ``from`` and ``to``). All times are ns since the
+    Unix epoch. ``instruments`` is filled in the first status only: every
+    instrument the replay covers."""
+
+    state: str
+    speed: str
+    at: int
+    from_ns: int
+    to_ns: int
+    instruments: tuple[Instrument, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayEnd:
+    """The replay range has been sent in full (``end``, protobuf ``ReplayEnd``);
+    the server closes with 1000 next. ``events`` counts the stored events sent:
+    every update, and every stored book reset (sent as ``BookInvalidated`` and a
+    ``Snapshot``); not the books sent at the start or at a seek."""
+
+    events: int
+    from_ns: int
+    to_ns: int
+
+
 #: Anything the client yields.
-Event = Union[Quote, Trade, BookUpdate, Candle, Snapshot, Gap, BookInvalidated, ServerError, Pong, Live]
+Event = Union[
+    Quote, Trade, BookUpdate, Candle, Snapshot, Gap, BookInvalidated, ServerError, Pong, Live, ReplayStatus, ReplayEnd
+]
