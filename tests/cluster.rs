@@ -600,7 +600,13 @@ async fn a_nats_node_killed_in_a_cluster_of_three_loses_and_duplicates_nothing()
                 break;
             }
         }
+        // Every trade once. Not necessarily in order: a publish the killed
+        // server never acknowledged is published again, and may land after
+        // later ones the new leader had already stored (gateways deliver by
+        // sequence, as the client check above shows).
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-        assert_eq!(seqs, expected, "{symbol}: the replicated stream holds every trade once, in order");
+        assert_eq!(sorted, expected, "{symbol}: the replicated stream holds every trade once");
     }
 }
