@@ -80,6 +80,8 @@ pub enum StartError {
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("TLS needs both --tls-cert and --tls-key")]
     TlsHalf,
+    #[error(transparent)]
+    Jwt(#[from] crate::jwt::JwtError),
     #[error("--auth keys reads the keys from the store: give --store")]
     KeysWithoutStore,
     #[error("--auth tokens needs --auth-token or --auth-tokens-file")]
@@ -203,6 +205,21 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let store = match &store_url {
         Some(url) => Some(Store::open(url).await?),
         None => None,
+    };
+    let access = if args.auth.contains(&AuthMode::Jwt) {
+        let settings = crate::jwt::JwtSettings {
+            secret_file: args.jwt_secret_file.as_deref(),
+            public_key: args.jwt_public_key.as_deref(),
+            jwks_file: args.jwt_jwks_file.as_deref(),
+            audience: args.jwt_audience.as_deref(),
+            issuer: args.jwt_issuer.as_deref(),
+            leeway_s: args.jwt_leeway_s,
+        };
+        let verifier = crate::jwt::JwtVerifier::new(&settings)?;
+        tracing::info!("the API takes JSON Web Tokens");
+        access.with_jwt(Arc::new(verifier), Duration::from_secs(args.jwt_warn_s))
+    } else {
+        access
     };
     let (access, key_ring) = match (args.auth.contains(&AuthMode::Keys), &store) {
         (false, _) => (access, None),

@@ -490,7 +490,14 @@ impl StreamClient {
                 });
             }
             // Replay messages belong to /v1/replay, not to this stream.
-            Some(Kind::Pong(_) | Kind::Replay(_) | Kind::End(_) | Kind::Subscribed(_) | Kind::Unsubscribed(_))
+            Some(
+                Kind::Pong(_)
+                | Kind::Replay(_)
+                | Kind::End(_)
+                | Kind::Subscribed(_)
+                | Kind::Unsubscribed(_)
+                | Kind::Auth(_),
+            )
             | None => {}
         }
         Ok(())

@@ -222,6 +222,30 @@ pub struct ServeArgs {
     /// their entitlements). Default: tokens when any is given, else an open API.
     #[arg(long = "auth", env = "TICKWIRE_AUTH", value_delimiter = ',')]
     pub auth: Vec<AuthMode>,
+    /// `--auth jwt`: the HS256 secret (at least 32 bytes) tokens are signed with.
+    #[arg(long, env = "TICKWIRE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// `--auth jwt`: the RSA (RS256) or EC P-256 (ES256) public key, PEM.
+    #[arg(long, env = "TICKWIRE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// `--auth jwt`: a JWKS document; a token's `kid` chooses the key.
+    #[arg(long, env = "TICKWIRE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// `--auth jwt`: the `aud` tokens must name (unchecked when not given).
+    #[arg(long, env = "TICKWIRE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// `--auth jwt`: the `iss` tokens must name (unchecked when not given).
+    #[arg(long, env = "TICKWIRE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `--auth jwt`: clock skew allowed on `exp` and `nbf`, in seconds (at most 300).
+    #[arg(long, env = "TICKWIRE_JWT_LEEWAY_S", default_value_t = 30)]
+    pub jwt_leeway_s: u64,
+    /// `--auth jwt`: a connection whose token expires within this many
+    /// seconds is told so (`{"type":"auth","state":"expiring"}`), so that it
+    /// can send a fresh token (`{"op":"auth","token":…}`) before it is closed
+    /// (4001).
+    #[arg(long, env = "TICKWIRE_JWT_WARN_S", default_value_t = 30)]
+    pub jwt_warn_s: u64,
     /// Bearer tokens the API accepts, comma-separated (none: the API is open).
     /// Prefer --auth-tokens-file: command lines are visible to other users.
     #[arg(long = "auth-token", env = "TICKWIRE_AUTH_TOKENS", value_delimiter = ',', hide_env_values = true)]
@@ -360,6 +384,8 @@ pub enum AuthMode {
     Tokens,
     /// API keys (`tickwire keys`) with their entitlements.
     Keys,
+    /// JSON Web Tokens (--jwt-*), with entitlements in their claims.
+    Jwt,
 }
 
 /// Where tick history lives.

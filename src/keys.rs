@@ -15,7 +15,7 @@
 //! (see [`LiveKey::revoked`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -247,6 +247,9 @@ pub struct LiveKey {
     pub revoked: CancellationToken,
     /// Connections open with this key now.
     connections: AtomicU32,
+    /// When the credential stops being valid, in ns since the epoch (a JWT's
+    /// `exp`; a refresh moves it); 0: never.
+    expires_ns: AtomicU64,
 }
 
 impl LiveKey {
@@ -265,7 +268,47 @@ impl LiveKey {
             entitlements,
             revoked: CancellationToken::new(),
             connections: AtomicU32::new(0),
+            expires_ns: AtomicU64::new(0),
         })
+    }
+
+    /// The live state of a verified token (a JWT): `name` is its subject.
+    pub fn for_token(name: &str, entitlements: Entitlements, expires_ns: u64) -> LiveKey {
+        LiveKey {
+            key_id: "jwt".into(),
+            name: name.to_owned(),
+            secret_sha256: [0; 32],
+            entitlements,
+            revoked: CancellationToken::new(),
+            connections: AtomicU32::new(0),
+            expires_ns: AtomicU64::new(expires_ns),
+        }
+    }
+
+    /// When the credential expires (ns since the epoch), or 0 for never.
+    pub fn expires_ns(&self) -> u64 {
+        self.expires_ns.load(Ordering::Acquire)
+    }
+
+    /// A fresh token of the same subject moves the expiry.
+    pub fn extend(&self, expires_ns: u64) {
+        self.expires_ns.store(expires_ns, Ordering::Release);
+    }
+
+    /// Resolves once the credential has expired (never for one that does
+    /// not); a refresh meanwhile is honoured.
+    pub async fn expired(&self) {
+        loop {
+            let at = self.expires_ns();
+            if at == 0 {
+                return std::future::pending().await;
+            }
+            let now = crate::model::now_nanos();
+            if now >= at {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(at - now)).await;
+        }
     }
 
     /// Takes one of the key's connections, unless it holds its maximum.

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod fanout;
 pub mod feed;
+pub mod jwt;
 pub mod keys;
 pub mod latency;
 pub mod loadgen;

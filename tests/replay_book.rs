@@ -359,14 +359,14 @@ async fn sqlx_count_pg(url: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_replay_starts_and_seeks_with_the_book() {
     let dir = TempDir::new("replay-book-sqlite");
-    starts_and_seeks_with_the_book(&dir.sqlite_url(), &dir).await;
+    Box::pin(starts_and_seeks_with_the_book(&dir.sqlite_url(), &dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replay_starts_and_seeks_with_the_book() {
     let db = PgDb::create();
     let dir = TempDir::new("replay-book-pg");
-    starts_and_seeks_with_the_book(&db.url(), &dir).await;
+    Box::pin(starts_and_seeks_with_the_book(&db.url(), &dir)).await;
 }
 
 /// Before the first stored book there is none to send: `book_invalidated` with

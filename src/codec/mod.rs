@@ -31,6 +31,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The connection's API key was revoked (`tickwire keys revoke`).
     pub const KEY_REVOKED: u16 = 4003;
+    /// The connection's token (JWT) expired and was not refreshed.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Stable error codes of `{"type":"error"}` messages.
@@ -47,6 +49,8 @@ pub enum ErrorCode {
     AmbiguousSymbol,
     /// The connection's key may not use a symbol or channel it asked for.
     NotEntitled,
+    /// A credential sent on the connection (`auth`) was refused.
+    Unauthorized,
     UnknownChannel,
     /// The request would exceed the per-connection subscription limit.
     TooManySymbols,
@@ -69,6 +73,7 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::AmbiguousSymbol => "ambiguous_symbol",
             ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownChannel => "unknown_channel",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
@@ -112,6 +117,10 @@ pub enum ClientRequest {
     /// `id` is echoed back verbatim in the pong.
     Ping {
         id: Option<serde_json::Value>,
+    },
+    /// A fresh token for a connection opened with a JSON Web Token.
+    Auth {
+        token: String,
     },
 }
 
@@ -219,6 +228,20 @@ impl Format {
         match self {
             Format::Json => json::encode_ack(subscribed, symbols, channels, aliases),
             Format::Proto => proto::encode_ack(subscribed, symbols, channels, aliases),
+        }
+    }
+
+    /// The connection's token is `state` ("expiring", "refreshed"), valid
+    /// until `expires_at`.
+    pub fn encode_auth_status(self, state: &str, expires_at: u64) -> Vec<u8> {
+        match self {
+            Format::Json => serde_json::to_vec(&serde_json::json!({
+                "type": "auth",
+                "state": state,
+                "expires_at": expires_at,
+            }))
+            .unwrap_or_default(),
+            Format::Proto => proto::encode_auth_status(state, expires_at),
         }
     }
 
@@ -387,6 +410,11 @@ struct RawPing {
     id: Option<serde_json::Value>,
 }
 
+#[derive(Deserialize)]
+struct RawAuth {
+    token: String,
+}
+
 /// Parses one JSON text frame. Unknown fields are ignored; every failure names a
 /// stable code.
 pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
@@ -424,9 +452,13 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, RequestError> {
             let raw: RawPing = serde_json::from_value(value).map_err(bad)?;
             Ok(ClientRequest::Ping { id: raw.id })
         }
+        "auth" => {
+            let raw: RawAuth = serde_json::from_value(value).map_err(bad)?;
+            Ok(ClientRequest::Auth { token: raw.token })
+        }
         other => Err(RequestError::new(
             ErrorCode::UnknownOp,
-            format!("unknown op {other:?} (ops: subscribe, unsubscribe, ping)"),
+            format!("unknown op {other:?} (ops: subscribe, unsubscribe, ping, auth)"),
             Some(other),
         )),
     }

@@ -219,6 +219,10 @@ pub fn encode_ack(subscribed: bool, symbols: &[&str], channels: &[Channel], alia
     })
 }
 
+pub fn encode_auth_status(state: &str, expires_at: u64) -> Vec<u8> {
+    server(pb::server_message::Kind::Auth(pb::AuthStatus { state: state.to_owned(), expires_at }))
+}
+
 pub fn encode_pong(id: u64, ts_send: Nanos) -> Vec<u8> {
     server(pb::server_message::Kind::Pong(pb::Pong { id, ts_send }))
 }
@@ -262,6 +266,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ClientRequest, RequestError> {
     match message.op {
         None => Err(RequestError::new(ErrorCode::UnknownOp, "ClientMessage without an op", None)),
         Some(Op::Ping(ping)) => Ok(ClientRequest::Ping { id: Some(ping.id.into()) }),
+        Some(Op::Auth(auth)) => Ok(ClientRequest::Auth { token: auth.token }),
         Some(Op::Replay(_)) => Err(RequestError::new(
             ErrorCode::UnknownOp,
             "replay controls are only accepted on /v1/replay",

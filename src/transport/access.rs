@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::jwt::JwtVerifier;
 use crate::keys::{KeyRing, LiveKey, Use};
 use crate::model::{InstrumentId, Instruments};
 
@@ -33,6 +34,9 @@ pub struct AccessPolicy {
     origins: Vec<String>,
     /// API keys (`--auth keys`), when accepted.
     keys: Option<Arc<KeyRing>>,
+    /// JSON Web Tokens (`--auth jwt`), when accepted, and how long before
+    /// expiry a connection is warned.
+    jwt: Option<(Arc<JwtVerifier>, std::time::Duration)>,
 }
 
 /// The key a request was let in with (a request extension): what it may use.
@@ -76,7 +80,20 @@ impl AccessPolicy {
             tokens: all.iter().map(|t| digest(t)).collect(),
             origins: origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
             keys: None,
+            jwt: None,
         })
+    }
+
+    /// Accepts JSON Web Tokens verified by `verifier`; connections are warned
+    /// `warn` before their token expires.
+    pub fn with_jwt(mut self, verifier: Arc<JwtVerifier>, warn: std::time::Duration) -> AccessPolicy {
+        self.jwt = Some((verifier, warn));
+        self
+    }
+
+    /// The JWT verifier and warning lead, when tokens are accepted.
+    pub fn jwt(&self) -> Option<&(Arc<JwtVerifier>, std::time::Duration)> {
+        self.jwt.as_ref()
     }
 
     /// Accepts API keys from `ring` as well.
@@ -86,7 +103,7 @@ impl AccessPolicy {
     }
 
     pub fn requires_token(&self) -> bool {
-        !self.tokens.is_empty() || self.keys.is_some()
+        !self.tokens.is_empty() || self.keys.is_some() || self.jwt.is_some()
     }
 
     fn token_ok(&self, token: &str) -> bool {
@@ -161,6 +178,21 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
                     None => Some(("invalid", "the key is not valid, or was revoked")),
                 },
                 _ if policy.token_ok(&token) => None,
+                _ if crate::jwt::is_jwt(&token) && policy.jwt.is_some() => {
+                    let (verifier, _) = policy.jwt.as_ref().expect("checked");
+                    match verifier.verify(&token) {
+                        Ok(verified) => {
+                            let live =
+                                LiveKey::for_token(&verified.subject, verified.entitlements, verified.expires_ns);
+                            request.extensions_mut().insert(Grant(Arc::new(live)));
+                            None
+                        }
+                        Err(error) => {
+                            tracing::info!(%error, path = request.uri().path(), "token refused");
+                            Some(("invalid", "the token is not valid (signature, expiry, audience or issuer)"))
+                        }
+                    }
+                }
                 _ => Some(("invalid", "the token is not valid")),
             },
         };
@@ -173,6 +205,19 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
         }
     }
     next.run(request).await
+}
+
+/// Resolves when the request's credential ends: its key revoked (4003), or
+/// its token expired (4001); never for a request without one.
+pub async fn credential_ended(grant: Option<&Grant>) -> (u16, &'static str) {
+    use crate::codec::close;
+    match grant {
+        None => std::future::pending().await,
+        Some(Grant(key)) => tokio::select! {
+            () = key.revoked.cancelled() => (close::KEY_REVOKED, "key revoked"),
+            () = key.expired() => (close::TOKEN_EXPIRED, "token expired"),
+        },
+    }
 }
 
 impl Grant {

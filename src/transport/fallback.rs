@@ -34,7 +34,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::access::Grant;
+use super::access::{Grant, credential_ended};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, parse_delivery};
@@ -218,8 +218,8 @@ pub async fn sse(
     };
     let since_time = starts(&query, cursor.as_ref())?;
     let slot = app.open_connection("sse", grant.as_ref())?;
-    // A revoked key's stream ends (within a refresh of the keys).
-    let revoked = grant.map(|Grant(key)| key.revoked.clone()).unwrap_or_default();
+    // The stream ends with its credential (a key revoked, a token expired).
+    let credential = grant.clone();
     let outbox = app.fanout.outbox(Format::Json);
     let instruments = app.fanout.instruments().clone();
     for (id, channel) in pairs {
@@ -232,13 +232,13 @@ pub async fn sse(
     // The stream's subscriptions are fixed, and so is its conflation tick.
     let conflation = outbox.conflate_ms().map(super::ws::conflation_interval);
     let attached = Attached { fanout: app.fanout.clone(), outbox, _slot: slot };
-    let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions, revoked);
+    let state = (attached, app, Vec::<SseEvent>::new(), conflation, positions, credential);
     let stream = futures_util::stream::unfold(
         state,
-        |(attached, app, mut ready, mut conflation, mut positions, revoked)| async move {
+        |(attached, app, mut ready, mut conflation, mut positions, credential)| async move {
             loop {
                 if let Some(event) = ready.pop() {
-                    return Some((Ok(event), (attached, app, ready, conflation, positions, revoked)));
+                    return Some((Ok(event), (attached, app, ready, conflation, positions, credential)));
                 }
                 let tick = async {
                     match conflation.as_mut() {
@@ -252,7 +252,7 @@ pub async fn sse(
                     () = attached.outbox.ready() => {}
                     () = tick => app.fanout.release_conflated(&attached.outbox),
                     () = app.shutdown.cancelled() => return None,
-                    () = revoked.cancelled() => return None,
+                    _ = credential_ended(credential.as_ref()) => return None,
                 }
                 let mut items = Vec::new();
                 if app.fanout.drain(&attached.outbox, &mut items).is_some() {

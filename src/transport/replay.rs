@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use prost::Message as _;
 
-use super::access::Grant;
+use super::access::{Grant, credential_ended};
 use super::history::{HistoryAccess, bad};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
@@ -43,7 +43,6 @@ use crate::keys::Use;
 use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, now_nanos};
 use crate::replay::{Chunk, Deliver, Pacer, ReplayBooks, Speed, books_at, encode_book_snapshot, spawn_reader};
 use crate::store::{GapRecord, StoreError};
-use tokio_util::sync::CancellationToken;
 
 /// Most updates in one frame at `max` speed.
 const MAX_BATCH_UPDATES: usize = 4096;
@@ -174,13 +173,12 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
     };
-    let revoked = grant.map(|Grant(key)| key.revoked.clone()).unwrap_or_default();
     let upgrade = if echo_protocol { upgrade.protocols([format.subprotocol()]) } else { upgrade };
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
         sessions.track_future(async move {
             let _slot = slot; // held until the replay ends
-            session(socket, app, plan, format, revoked).await
+            session(socket, app, plan, format, grant).await
         })
     })
 }
@@ -252,6 +250,9 @@ fn parse_proto_control(bytes: &[u8]) -> Result<Control, ControlError> {
             Some(Action::SeekTo(to)) => Ok(Control::Seek(to.to_string())),
             None => Err(("bad_request", "ReplayControl without an action".into())),
         },
+        Some(Op::Auth(_)) => {
+            Err(("unknown_op", "a replay's token cannot be refreshed: reconnect with a fresh one".into()))
+        }
         Some(Op::Subscribe(_) | Op::Unsubscribe(_)) => {
             Err(("unknown_op", "a replay takes no subscriptions: its range is in the URL".into()))
         }
@@ -592,8 +593,9 @@ impl Session {
     }
 }
 
-/// `revoked`: cancelled when the key the replay was opened with is revoked.
-async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Format, revoked: CancellationToken) {
+/// `grant`: the credential the replay was opened with; the session closes when
+/// it ends (revoked, expired).
+async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Format, grant: Option<Grant>) {
     let Some(access) = app.history.clone() else { return };
     metrics::counter!("tickwire_replay_sessions_total").increment(1);
     let (mut sink, mut stream) = socket.split();
@@ -628,7 +630,9 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
     }
     let mut frames = Vec::new();
     let end = 'session: loop {
-        if revoked.is_cancelled() {
+        if let Some(Grant(key)) = &grant
+            && key.revoked.is_cancelled()
+        {
             break 'session (close::KEY_REVOKED, "key revoked");
         }
         let mut replies = Vec::new();
@@ -682,8 +686,8 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
                     _ => break 'session (close::NORMAL, "connection lost"),
                 },
                 () = s.app.shutdown.cancelled() => break 'session (close::GOING_AWAY, "server shutting down"),
-                () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
-            () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
+                ended = credential_ended(grant.as_ref()) => break 'session ended,
+            ended = credential_ended(grant.as_ref()) => break 'session ended,
             }
             continue;
         }
@@ -729,7 +733,7 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
                 _ => break 'session (close::NORMAL, "connection lost"),
             },
             () = s.app.shutdown.cancelled() => break 'session (close::GOING_AWAY, "server shutting down"),
-            () = revoked.cancelled() => break 'session (close::KEY_REVOKED, "key revoked"),
+            ended = credential_ended(grant.as_ref()) => break 'session ended,
         }
     };
     s.reader.abort();

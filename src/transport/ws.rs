@@ -108,6 +108,12 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
     };
     let mut revoked = pin!(revoked);
     let mut revoke_seen = false;
+    // A connection opened with an expiring token: warned `warn` before the
+    // expiry, closed with 4001 at it (checked every second; a refresh moves it).
+    let expiring = grant.as_ref().map(|Grant(key)| key.clone()).filter(|key| key.expires_ns() != 0);
+    let warn_ns = app.access.jwt().map_or(0, |(_, warn)| warn.as_nanos() as u64);
+    let mut warned_for = 0u64;
+    let mut expiry_check = tokio::time::interval(Duration::from_secs(1));
     let mut reader_end: Option<ReaderEnd> = None;
 
     let limits = app.limits;
@@ -146,6 +152,18 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
         };
         tokio::select! {
             biased;
+            _ = expiry_check.tick(), if expiring.is_some() && !outbox.closing() => {
+                if let Some(key) = &expiring {
+                    let (at, now) = (key.expires_ns(), now_nanos());
+                    if now >= at {
+                        metrics::counter!("tickwire_tokens_expired_total").increment(1);
+                        outbox.request_close(close::TOKEN_EXPIRED, "token expired");
+                    } else if at - now <= warn_ns && warned_for != at {
+                        warned_for = at;
+                        outbox.push_message(Bytes::from(outbox.format().encode_auth_status("expiring", at)));
+                    }
+                }
+            }
             () = &mut revoked, if !revoke_seen => {
                 revoke_seen = true;
                 outbox.request_close(close::KEY_REVOKED, "key revoked");
@@ -313,12 +331,13 @@ async fn handle(
         Ok(ClientRequest::Ping { id }) => {
             outbox.push_message(Bytes::from(outbox.format().encode_pong(id.as_ref(), now_nanos())));
         }
+        Ok(ClientRequest::Auth { token }) => refresh(app, outbox, grant, &token),
         Ok(request @ (ClientRequest::Subscribe(_) | ClientRequest::Unsubscribe(_))) => {
             let period = outbox.conflate_ms();
             match &request {
                 ClientRequest::Subscribe(sub) => subscribe(app, outbox, grant, sub).await,
                 ClientRequest::Unsubscribe(sub) => unsubscribe(app, outbox, sub),
-                ClientRequest::Ping { .. } => {}
+                ClientRequest::Ping { .. } | ClientRequest::Auth { .. } => {}
             }
             if outbox.conflate_ms() != period {
                 // The session task starts, changes or stops its conflation tick;
@@ -422,6 +441,32 @@ fn acknowledge(
     let aliases: Vec<(&str, &str)> =
         resolved.aliases.iter().map(|&(name, id)| (name, &*instruments.get(id).symbol)).collect();
     outbox.push_message(Bytes::from(outbox.format().encode_ack(subscribed, &symbols, &distinct, &aliases)));
+}
+
+/// `{"op":"auth","token":…}`: a fresh JSON Web Token of the connection's
+/// subject moves its expiry (answered `{"type":"auth","state":"refreshed"}`);
+/// anything else is refused with `unauthorized` and changes nothing.
+fn refresh(app: &AppState, outbox: &Outbox, grant: Option<&Grant>, token: &str) {
+    let refuse = |message: &str| {
+        reject(outbox, &RequestError::new(ErrorCode::Unauthorized, message.to_owned(), Some("auth")));
+    };
+    let (Some(Grant(key)), Some((verifier, _))) = (grant, app.access.jwt()) else {
+        return refuse("this connection was not opened with a token that expires");
+    };
+    if key.expires_ns() == 0 {
+        return refuse("this connection was not opened with a token that expires");
+    }
+    match verifier.verify(token) {
+        Ok(verified) if verified.subject == key.name => {
+            key.extend(verified.expires_ns);
+            outbox.push_message(Bytes::from(outbox.format().encode_auth_status("refreshed", verified.expires_ns)));
+        }
+        Ok(_) => refuse("the token is for another subject"),
+        Err(error) => {
+            tracing::info!(%error, "a refresh token was refused");
+            refuse("the token is not valid (signature, expiry, audience or issuer)");
+        }
+    }
 }
 
 fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
