@@ -849,10 +849,12 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await until('playing again', async () => /^playing/.test((await state()) ?? ''));
   await until('the clock to move after resume', async () => (await at()) > a1);
 
-  // Seek back by typing a time (UTC, the clock setting).
+  // Seek back by typing a time (UTC, the clock setting), a few seconds behind
+  // the replay (which at 1× may not be far past its start on a slow machine).
+  const back = from + 2_000;
+  await until('the replay clock past the seek-back time', async () => (await at()) > back + 2_500, 10_000);
   const beforeBack = await summary(page);
   assert(beforeBack.bookSeq > book0.bookSeq, 'the replayed deltas did not move the book');
-  const back = from + 2_000;
   await page.fill('[data-testid=replay-seek-input]', utcText(back).slice(11));
   await page.press('[data-testid=replay-seek-input]', 'Enter');
   await until('the clock at the typed time', async () => {
