@@ -879,6 +879,14 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await page.click('[data-testid=replay-toggle]');
   await until('paused for the changes', async () => (await state()) === 'paused');
   await page.click('tr[data-symbol="ETH-USD"]');
+  // Its book at once, where the replay stands: the last ETH-USD book sequence the
+  // replay delivered (kept while BTC-USD was shown; no seek since).
+  const ethBook = await until('ETH-USD\'s book at once, at the replay\'s point', async () => {
+    const s = await summary(page);
+    const seq = await page.evaluate(() => window.__tickwire.client.seqOf('book', 'ETH-USD'));
+    const text = await page.textContent('[data-testid=depth-status]');
+    return s.selected === 'ETH-USD' && s.bookStatus === 'live' && s.bookLevels > 4 && s.bookSeq === seq && text?.startsWith(`seq ${seq}`) && s;
+  }, 1_500);
   await until('chart titled ETH-USD', async () => (await page.textContent('[data-testid=chart-title]')) === 'ETH-USD · 1m');
   await until('ETH-USD bars and tape', async () => {
     const s = await summary(page);
@@ -906,7 +914,13 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
     const s = await summary(page);
     return s.selected === 'ETH-USD' && s.bookStatus === 'live' && s.bookLevels > 4 && s;
   }, 3_000);
-  log(`    book seq ${book0.bookSeq} at the start, ${bookBack.bookSeq} after the seek back, ETH-USD ${bookFwd.bookSeq} after the drag`);
+  // Back to BTC-USD while playing: its book at once too, moved on since the seek.
+  await page.click('tr[data-symbol="BTC-USD"]');
+  const btcAgain = await until('BTC-USD\'s book at once after the drag', async () => {
+    const s = await summary(page);
+    return s.selected === 'BTC-USD' && s.bookStatus === 'live' && s.bookLevels > 4 && s.bookSeq > bookBack.bookSeq && s;
+  }, 1_500);
+  log(`    book seq ${book0.bookSeq} at the start, ${bookBack.bookSeq} after the seek back, ETH-USD ${ethBook.bookSeq} when chosen, ${bookFwd.bookSeq} after the drag, BTC-USD ${btcAgain.bookSeq} when chosen again`);
   const progressFwd = await page.textContent('[data-testid=replay-progress]');
   log(`    seek back → ${progressBack}, drag forward → ${progressFwd}; ${bars1s} one-second bars after the interval change`);
 
