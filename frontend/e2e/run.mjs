@@ -790,20 +790,27 @@ test('one clock: UTC by default and local on request in a New York browser', asy
   await until('status live', async () => (await connState(page)) === 'live');
 });
 
-test('keyboard only: add select and remove a symbol; switch tabs', async () => {
-  const page = await livePage();
-  await until('watchlist', async () => (await watchlistText(page)).length >= 8);
-  const active = () => page.evaluate(() => {
+/** The focused element: its (or its closest) data-testid, and its symbol. */
+const focused = (page) =>
+  page.evaluate(() => {
     const a = document.activeElement;
     return { testid: a?.dataset?.testid ?? a?.closest?.('[data-testid]')?.dataset.testid ?? null, symbol: a?.dataset?.symbol ?? null, tag: a?.tagName };
   });
-  const tabTo = async (testid, key = 'Tab', max = 25) => {
-    for (let i = 0; i < max; i++) {
-      if ((await active()).testid === testid) return;
-      await page.keyboard.press(key);
-    }
-    throw new Error(`${key} never reached ${testid} (at ${JSON.stringify(await active())})`);
-  };
+
+/** Presses `key` (Tab by default) until the element with `testid` has the focus. */
+async function keyTo(page, testid, key = 'Tab', max = 25) {
+  for (let i = 0; i < max; i++) {
+    if ((await focused(page)).testid === testid) return;
+    await page.keyboard.press(key);
+  }
+  throw new Error(`${key} never reached ${testid} (at ${JSON.stringify(await focused(page))})`);
+}
+
+test('keyboard only: add select and remove a symbol; switch tabs', async () => {
+  const page = await livePage();
+  await until('watchlist', async () => (await watchlistText(page)).length >= 8);
+  const active = () => focused(page);
+  const tabTo = (testid, key, max) => keyTo(page, testid, key, max);
   await page.evaluate(() => document.activeElement?.blur());
   await tabTo('symbol-search');
   const instruments = await (await fetch(`${url()}v1/instruments`)).json();
@@ -851,18 +858,34 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   const errorsBefore = page.errors.length;
   await page.goto(`${srv.base}/`);
   await until('status live', async () => (await connState(page)) === 'live');
-  await page.click('[data-testid=tab-operator]');
   const to = Date.now() - 2_000;
   const from = to - 20_000;
-  await page.fill('[data-testid=replay-symbols]', 'BTC-USD,ETH-USD');
-  await page.fill('[data-testid=replay-from]', utcText(from));
-  await page.fill('[data-testid=replay-to]', utcText(to));
-  await page.selectOption('[data-testid=replay-speed]', '1');
-  await page.click('[data-testid=replay-start]');
-  await page.click('[data-testid=tab-markets]');
+  // Started by keyboard only: to the Operator tab, through the form, Start.
+  await page.evaluate(() => document.activeElement?.blur());
+  await keyTo(page, 'tab-markets');
+  await page.keyboard.press('ArrowRight');
+  await until('the operator tab', async () => !(await page.isHidden('#operator')));
+  const typeInto = async (testid, text) => {
+    await keyTo(page, testid);
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(text);
+  };
+  await typeInto('replay-symbols', 'BTC-USD,ETH-USD');
+  await typeInto('replay-from', utcText(from));
+  await typeInto('replay-to', utcText(to));
+  await keyTo(page, 'replay-speed');
+  await page.keyboard.press('Home');
+  const form = await page.evaluate(() => ['symbols', 'from', 'to', 'speed'].map((f) => document.querySelector(`[data-testid=replay-${f}]`).value));
+  assert(JSON.stringify(form) === JSON.stringify(['BTC-USD,ETH-USD', utcText(from), utcText(to), '1']), `replay form typed as ${JSON.stringify(form)}`);
+  await keyTo(page, 'replay-start');
+  await page.keyboard.press('Enter');
   const state = () => page.textContent('[data-testid=replay-state]');
   const at = async () => Number(await page.getAttribute('[data-testid=replay-clock]', 'data-at-ms'));
   await until('replay playing', async () => /^playing/.test((await state()) ?? ''));
+  // Back to Markets by keyboard (the replay bar lies between the form and the tabs).
+  await keyTo(page, 'tab-operator', 'Shift+Tab', 60);
+  await page.keyboard.press('ArrowLeft');
+  await until('the markets tab', async () => !(await page.isHidden('#markets')));
   assert(await page.evaluate(() => document.body.classList.contains('replaying')), 'no replay frame');
   assert(!(await page.isHidden('[data-testid=replay-bar]')), 'replay bar hidden');
   // The replay sends the book as it stood at its start before any delta: the
@@ -880,15 +903,17 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   });
   await shots(page, 'replay-playing');
 
-  // Pause: the clock and the tape stop.
-  await page.click('[data-testid=replay-toggle]');
+  // Pause by keyboard (Space on the replay bar's toggle): the clock and the tape stop.
+  await keyTo(page, 'replay-toggle');
+  await page.keyboard.press('Space');
   await until('paused', async () => (await state()) === 'paused' && (await connState(page)) === 'replay-paused');
   const a1 = await at();
   const t1 = (await summary(page)).tape;
   await sleep(1_200);
   assert((await at()) === a1 && (await summary(page)).tape === t1, 'the replay went on while paused');
   await shots(page, 'replay-paused');
-  await page.click('[data-testid=replay-toggle]');
+  assert((await focused(page)).testid === 'replay-toggle', 'the toggle lost the focus');
+  await page.keyboard.press('Enter');
   await until('playing again', async () => /^playing/.test((await state()) ?? ''));
   await until('the clock to move after resume', async () => (await at()) > a1);
 
