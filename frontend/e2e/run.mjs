@@ -322,12 +322,26 @@ test('chart draws candles, depth and tape fill', async () => {
   await shots(page, 'markets');
 });
 
-test('search adds a symbol, kept across reload, and removes it', async () => {
+test('search adds a symbol kept across reload and removes it; refuses unknown and listed symbols with a message', async () => {
   const page = await livePage();
   const instruments = await (await fetch(`${url()}v1/instruments`)).json();
   const listed = new Set((await summary(page)).symbols);
   const extra = instruments.instruments.map((i) => i.symbol).find((s) => !listed.has(s));
   assert(extra, 'no instrument outside the default watchlist');
+  // Unknown and already listed symbols: nothing added, and the search says why.
+  const rowsBefore = (await watchlistText(page)).length;
+  for (const [typed, said] of [['NOPE', 'no instrument matches "NOPE"'], [[...listed][0], `${[...listed][0]} is already in the watchlist`]]) {
+    await page.fill('[data-testid=symbol-search]', typed);
+    await page.press('[data-testid=symbol-search]', 'Enter');
+    await until(`the message for ${typed}`, async () => (await page.textContent('[data-testid=search-message]').catch(() => null)) === said);
+    assert(await page.isVisible('[data-testid=search-message]'), `message for ${typed} not visible`);
+  }
+  assert((await watchlistText(page)).length === rowsBefore, 'a row was added for an unknown or listed symbol');
+  // Prefix matches first: the first result for a letter starts with it.
+  const letter = extra[0];
+  await page.fill('[data-testid=symbol-search]', letter);
+  const first = await until('search results', () => page.getAttribute('[data-testid=search-results] li[data-symbol]', 'data-symbol'));
+  assert(first.toUpperCase().startsWith(letter.toUpperCase()), `"${letter}" lists ${first} first`);
   await page.fill('[data-testid=symbol-search]', extra);
   await until('search result', () => page.$(`[data-testid=search-results] li[data-symbol="${extra}"]`));
   await page.press('[data-testid=symbol-search]', 'Enter');
