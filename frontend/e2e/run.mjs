@@ -279,7 +279,7 @@ test('watchlist fills and updates', async () => {
   await until('msg/s above zero', async () => Number(await page.textContent('[data-testid=msg-rate]')) > 0);
 });
 
-test('chart draws candles, depth and tape fill', async () => {
+test('chart draws candles; depth and tape fill', async () => {
   const page = await livePage();
   await page.click('[data-interval="1s"]');
   const bars = await until('at least 3 one-second candles', async () => {
@@ -373,7 +373,7 @@ test('operator view shows feeds and stats', async () => {
   await page.click('[data-testid=tab-markets]');
 });
 
-test('replay panel plays or degrades gracefully, then returns to live', async () => {
+test('replay panel plays or degrades gracefully then returns to live', async () => {
   const page = await livePage();
   await page.click('[data-testid=tab-operator]');
   await page.selectOption('[data-testid=replay-speed]', '60');
