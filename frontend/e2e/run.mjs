@@ -318,6 +318,20 @@ test('chart draws candles; depth and tape fill', async () => {
   await page.click('[data-interval="1s"]');
   await until('1 s bars again', async () => Number(await page.getAttribute('[data-testid=chart]', 'data-bars')) >= 1);
   await until('depth levels', async () => (await summary(page)).bookLevels > 4);
+  // The Total column reads in one format, the Size column's decimals, and
+  // nothing in the ladder is cut short, down to a 1280x800 screen.
+  for (const [width, height] of [[1440, 900], [1280, 800]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(150);
+    const d = await page.$$eval('[data-testid=depth] tbody tr:not(.spread-row)', (trs) =>
+      trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => ({ text: td.textContent, cut: td.scrollWidth > td.clientWidth }))).filter((r) => r[0]?.text));
+    const decimals = (t) => (t.split('.')[1] ?? '').length;
+    const formats = new Set(d.flatMap((r) => [decimals(r[1].text), decimals(r[2].text)]));
+    assert(d.length > 4 && formats.size === 1, `depth sizes and totals in ${formats.size} formats: ${d.slice(0, 6).map((r) => `${r[1].text}/${r[2].text}`).join(' ')}`);
+    const cut = d.flat().filter((c) => c.cut).map((c) => c.text);
+    assert(cut.length === 0, `depth cells cut short at ${width}: ${cut.join(', ')}`);
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
   await until('trades in the tape', async () => (await summary(page)).tape > 0);
   await shots(page, 'markets');
 });
