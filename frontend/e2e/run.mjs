@@ -874,6 +874,24 @@ test('keyboard only: add select and remove a symbol; switch tabs', async () => {
   await until(`End selects ${extra}`, async () => (await summary(page)).selected === extra && (await active()).symbol === extra);
   await until('chart follows', async () => ((await page.textContent('[data-testid=chart-title]')) ?? '').startsWith(extra));
   await shots(page, 'keyboard-row-focus');
+  // The row's remove × shows with the focus (no hover), whole, at both screen
+  // sizes, and Tab reaches it; Shift+Tab goes back to the row.
+  for (const [width, height] of [[1280, 800], [1440, 900]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(120);
+    const x = await page.evaluate((sym) => {
+      const btn = document.querySelector(`tr[data-symbol="${sym}"] .remove-btn`);
+      const b = btn.getBoundingClientRect();
+      const cell = btn.closest('td').getBoundingClientRect();
+      const list = document.querySelector('#watchlist').getBoundingClientRect();
+      return { color: getComputedStyle(btn).color, inside: b.width > 0 && b.left >= cell.left - 0.5 && b.right <= cell.right + 0.5 && b.right <= list.right + 0.5 };
+    }, extra);
+    assert(x.inside && !/rgba\(0, 0, 0, 0\)|transparent/.test(x.color), `at ${width} px the focused row's × is hidden or cut: ${JSON.stringify(x)}`);
+  }
+  await page.keyboard.press('Tab');
+  assert((await page.evaluate(() => document.activeElement?.getAttribute('aria-label'))) === `Remove ${extra}`, 'Tab from the row does not reach its ×');
+  await page.keyboard.press('Shift+Tab');
+  assert((await active()).symbol === extra, 'Shift+Tab did not return to the row');
   await page.keyboard.press('Delete');
   await until(`${extra} removed by Delete`, async () => !(await page.$(`tr[data-symbol="${extra}"]`)));
   const after = await active();
