@@ -1058,6 +1058,18 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
   await until('the end state in the status bar', async () => (await connState(page)) === 'replay-ended');
   assert((await page.textContent('[data-testid=replay-progress]')) === '100%', 'progress not 100 % at the end');
   await shots(page, 'replay-ended');
+  // The replay bar's clock and range follow the clock setting too (this browser is in New York).
+  const nyText = (ms) => {
+    const p = Object.fromEntries(new Intl.DateTimeFormat('en-CA', { timeZone: TIMEZONE, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).formatToParts(ms).map((x) => [x.type, x.value]));
+    return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
+  };
+  await page.click('[data-testid=clock-local]');
+  const endAt = await at();
+  await until('the replay bar in New York time', async () =>
+    ((await page.textContent('[data-testid=replay-clock]')) ?? '').startsWith(`${nyText(endAt)} UTC−0`) &&
+    (await page.textContent('[data-testid=replay-range]')) === `${nyText(from)} → ${nyText(to)}`, 3_000);
+  await shots(page, 'replay-ended-local');
+  await page.click('[data-testid=clock-utc]');
   await page.click('[data-testid=replay-exit]');
   await until('back to live', async () => (await connState(page)) === 'live' && !(await page.evaluate(() => document.body.classList.contains('replaying'))));
   assert(page.errors.length === errorsBefore, `page errors: ${page.errors.join(' | ')}`);
