@@ -748,6 +748,9 @@ test('long-poll for 15 s at the default rate: no lost-data gap and under 10 requ
     assert(tapeBreaks(st.seqs).length === 0, `tape over long-poll has holes or duplicates: ${tapeBreaks(st.seqs).join(', ')}`);
     assert(perSecond < 10, `${perSecond.toFixed(1)} long-poll requests a second (at most 10)`);
     assert((await summary(page)).transport === 'poll', 'transport changed');
+    // Long-poll has no pings, so no clock offset: no latency figure at all.
+    const lat = await page.evaluate(() => ['latency', 'latency-send'].map((id) => document.querySelector(`[data-testid=${id}]`)?.textContent ?? ''));
+    assert(lat.every((t) => !/\d/.test(t)), `latency figures without a clock offset: ${lat.join(' / ')}`);
   } finally {
     await closePage(page);
   }
