@@ -278,6 +278,62 @@ describe('MarketStore', () => {
     expect(st.bookStaleness().stale).toBe(false);
     expect(st.notices.map((n) => n.level)).toEqual(['ok', 'info']);
   });
+
+  it('in replay keeps every replayed symbol\'s book, so a symbol chosen mid-replay shows its book at once', () => {
+    const st = new MarketStore();
+    for (const s of ['BTC-USD', 'ETH-USD', 'SOL-USD']) st.track(s);
+    st.replay = true;
+    st.select('BTC-USD');
+    const book = (symbol: string, seq: number, bid: string) => ({ kind: 'snapshot' as const, msg: { type: 'snapshot' as const, symbol, channel: 'book' as const, seq, epoch: 0, data: { bids: [[bid, '1']] as [string, string][], asks: [] }, ...clocks } });
+    const delta = (symbol: string, seq: number, bid: string) => ({ kind: 'update' as const, update: { symbol, channel: 'book' as const, seq, bids: [[bid, '2']] as [string, string][], asks: [], ...clocks } });
+    // The replay's first frame: each symbol's book (or none stored), then deltas.
+    st.apply(book('BTC-USD', 10, '100'));
+    st.apply(book('ETH-USD', 20, '50'));
+    st.apply({ kind: 'book_reset', symbol: 'SOL-USD', reason: 'invalidated by server' });
+    st.apply(delta('ETH-USD', 21, '51'));
+    st.apply(delta('BTC-USD', 11, '101'));
+    st.takeDirty();
+    expect(st.book.seq).toBe(11);
+    // Only the shown book's changes ask for a redraw.
+    st.apply(delta('ETH-USD', 22, '52'));
+    expect(st.takeDirty().book).toBe(false);
+
+    st.select('ETH-USD');
+    expect(st.bookStatus).toBe('live');
+    expect(st.book.seq).toBe(22);
+    expect(st.book.top(5).bids.map((l) => l[0])).toEqual(['52', '51', '50']);
+    expect(st.takeDirty().book).toBe(true);
+    // BTC-USD went on meanwhile; selected again, it is where the replay is.
+    st.apply(delta('BTC-USD', 12, '102'));
+    st.select('BTC-USD');
+    expect(st.book.seq).toBe(12);
+    expect(st.book.top(1).bids[0][0]).toBe('102');
+    // No stored book: "resyncing" until the replay reaches a reset, with no notice for a symbol not shown.
+    st.select('SOL-USD');
+    expect(st.bookStatus).toBe('resync');
+    expect(st.notices).toHaveLength(0);
+    st.apply(book('SOL-USD', 5, '20'));
+    expect(st.bookStatus).toBe('live');
+    // A seek forgets every replayed book; the seek's snapshots bring them back.
+    st.clearReplayData();
+    expect(st.book.empty).toBe(true);
+    expect(st.bookStatus).toBe('waiting');
+    st.select('ETH-USD');
+    expect(st.book.empty).toBe(true);
+  });
+
+  it('live keeps only the selected symbol\'s book, and a new selection starts empty', () => {
+    const st = new MarketStore();
+    st.track('BTC-USD');
+    st.track('ETH-USD');
+    st.select('BTC-USD');
+    st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'ETH-USD', channel: 'book', seq: 1, data: { bids: [['1', '1']], asks: [] }, ...clocks } });
+    expect(st.book.empty).toBe(true);
+    st.apply({ kind: 'snapshot', msg: { type: 'snapshot', symbol: 'BTC-USD', channel: 'book', seq: 1, data: { bids: [['1', '1']], asks: [] }, ...clocks } });
+    st.select('ETH-USD');
+    expect(st.book.empty).toBe(true);
+    expect(st.bookStatus).toBe('waiting');
+  });
 });
 
 describe('ClockOffset', () => {

@@ -69,6 +69,37 @@ describe('WatchlistView', () => {
     (root.querySelector('tr[data-symbol="ETH-USD"] td.remove') as HTMLElement).click();
     expect(handlers.onRemove).toHaveBeenCalledWith('ETH-USD');
   });
+
+  it('ranks prefix matches first: M lists MSFT before ATOM-USD', () => {
+    const { root, view } = mount();
+    view.setInstruments(['ATOM-USD', 'BTC-USD', 'kraken:MATIC-USD', 'MSFT', 'MKR-USD', 'AAPL'].map((symbol) => ({ symbol })).concat([{ symbol: 'XAU', kind: 'metal' } as never]));
+    const input = root.querySelector<HTMLInputElement>('[data-testid=symbol-search]')!;
+    input.focus();
+    input.value = 'm';
+    input.dispatchEvent(new Event('input'));
+    const items = [...root.querySelectorAll<HTMLElement>('[data-testid=search-results] li')].map((li) => li.dataset.symbol);
+    // Prefixes, then a part's prefix, then anywhere in the symbol, then the kind.
+    expect(items).toEqual(['MSFT', 'MKR-USD', 'kraken:MATIC-USD', 'ATOM-USD', 'XAU']);
+  });
+
+  it('says why an unknown or already listed symbol cannot be added, and Enter adds nothing', () => {
+    const { root, view, handlers } = mount();
+    view.setInstruments([{ symbol: 'BTC-USD' }, { symbol: 'ETH-USD' }, { symbol: 'AAPL' }]);
+    const input = root.querySelector<HTMLInputElement>('[data-testid=symbol-search]')!;
+    input.focus();
+    const typed = (text: string) => {
+      input.value = text;
+      input.dispatchEvent(new Event('input'));
+      input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter' }));
+      return root.querySelector('[data-testid=search-message]')?.textContent;
+    };
+    expect(typed('NOPE')).toBe('no instrument matches "NOPE"');
+    expect(typed('btc-usd')).toBe('BTC-USD is already in the watchlist');
+    expect(typed('-USD')).toBe('every match for "-USD" is already in the watchlist');
+    expect(handlers.onAdd).not.toHaveBeenCalled();
+    expect(typed('aa')).toBeUndefined();
+    expect(handlers.onAdd).toHaveBeenCalledWith('AAPL');
+  });
 });
 
 describe('Flasher', () => {

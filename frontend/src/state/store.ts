@@ -41,6 +41,18 @@ export interface TapeRow {
 
 export type BookStatus = 'waiting' | 'live' | 'resync';
 
+/** One symbol's book and how current it is. */
+interface BookState {
+  book: OrderBook;
+  status: BookStatus;
+  /** When the book last changed (browser ms). */
+  lastMs?: number;
+  /** Exchange time of its last change (ms). */
+  eventMs?: number;
+}
+
+const emptyBook = (): BookState => ({ book: new OrderBook(), status: 'waiting' });
+
 /** `ok`: a normal recovery (reconnected, resynced); `warn`/`error`: faults. */
 export interface Notice {
   atMs: number;
@@ -73,8 +85,14 @@ export class MarketStore {
 
   selected: string | null = null;
   interval: Interval = '1m';
-  readonly book = new OrderBook();
-  bookStatus: BookStatus = 'waiting';
+  /**
+   * The book the depth panel shows: the selected symbol's. Live, the stream
+   * carries that symbol's book only; in replay, every replayed symbol's book
+   * is kept (replayBooks) and this is the selected one's entry, so choosing
+   * another symbol mid-replay shows its book at once, at the replay's point.
+   */
+  private shownBook: BookState = emptyBook();
+  private readonly replayBooks = new Map<string, BookState>();
   tape: TapeRow[] = [];
   candles = new CandleBuilder(INTERVAL_MS['1m']);
   /** The last live candle applied to the chart (what the e2e suite compares the chart with). */
@@ -89,10 +107,23 @@ export class MarketStore {
   streamUpSinceMs: number | null = null;
   /** Venues whose feed /v1/feeds reports not live ('*' when it cannot be told which). */
   readonly feedsDown = new Set<string>();
+  get book(): OrderBook {
+    return this.shownBook.book;
+  }
+
+  get bookStatus(): BookStatus {
+    return this.shownBook.status;
+  }
+
   /** When the selected symbol's book last changed (browser ms). */
-  bookLastMs: number | undefined;
+  get bookLastMs(): number | undefined {
+    return this.shownBook.lastMs;
+  }
+
   /** Exchange time of the book's last change (ms), as the depth panel shows it. */
-  bookEventMs: number | undefined;
+  get bookEventMs(): number | undefined {
+    return this.shownBook.eventMs;
+  }
   /** Stamps of updates applied since the last frame: measured when that frame draws them. */
   private readonly pendingEvent: number[] = [];
   private readonly pendingSend: number[] = [];
@@ -142,9 +173,7 @@ export class MarketStore {
   select(symbol: string | null, interval: Interval = this.interval): void {
     this.selected = symbol;
     this.interval = interval;
-    this.book.clear();
-    this.bookStatus = 'waiting';
-    this.bookLastMs = this.bookEventMs = undefined;
+    this.shownBook = (this.replay && symbol !== null && this.replayBooks.get(symbol)) || emptyBook();
     this.tape = [];
     this.resetCandles();
     this.rebuildFromReplay();
@@ -172,8 +201,19 @@ export class MarketStore {
 
   /** A replay seek: what was replayed so far no longer leads up to the new position. */
   clearReplayData(): void {
-    this.replayTrades.clear();
     this.clearData();
+  }
+
+  /**
+   * The book a book message of `symbol` goes to: in replay, that symbol's own
+   * (made on its first message; the selected symbol's is the one shown);
+   * live, only the selected symbol's (null for any other).
+   */
+  private bookFor(symbol: string): BookState | null {
+    if (!this.replay) return symbol === this.selected ? this.shownBook : null;
+    let b = this.replayBooks.get(symbol);
+    if (!b) this.replayBooks.set(symbol, (b = symbol === this.selected ? this.shownBook : emptyBook()));
+    return b;
   }
 
   /** The live channel the chart's bars come from (selected symbol, selected interval). */
@@ -196,6 +236,7 @@ export class MarketStore {
       this.dirtySymbols.add(s.symbol);
     }
     this.replayTrades.clear();
+    this.replayBooks.clear();
     this.select(this.selected);
     this.latencyEvent.clear();
     this.latencySend.clear();
@@ -301,13 +342,15 @@ export class MarketStore {
             if (m.symbol === this.selected && this.tape.length === 0) this.addSelectedTrade({ ...m.data, seq: m.seq }, m.ts_event / 1e6);
           }
         } else if (m.channel === 'book') {
-          if (m.symbol === this.selected) {
-            if (this.bookStatus === 'resync') this.notice('ok', `book ${m.symbol} resynced (fresh snapshot at seq ${m.seq})`);
-            this.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
-            this.bookStatus = 'live';
-            this.bookLastMs = Date.now();
-            this.bookEventMs = m.ts_event ? m.ts_event / 1e6 : undefined;
-            this.dirtyBook = true;
+          const b = this.bookFor(m.symbol);
+          if (b) {
+            const shown = b === this.shownBook;
+            if (shown && b.status === 'resync') this.notice('ok', `book ${m.symbol} resynced (fresh snapshot at seq ${m.seq})`);
+            b.book.reset(m.data?.bids ?? [], m.data?.asks ?? [], m.seq);
+            b.status = 'live';
+            b.lastMs = Date.now();
+            b.eventMs = m.ts_event ? m.ts_event / 1e6 : undefined;
+            if (shown) this.dirtyBook = true;
           }
         } else if (m.data) {
           this.applyCandle(m.symbol, m.channel, m.data);
@@ -327,14 +370,17 @@ export class MarketStore {
         this.notice(lost ? 'warn' : 'ok', `gap ${e.symbol} ${e.channel} ${e.from_seq}..${e.to_seq} (${e.reason})${lost ? '' : ': resynced'}`);
         break;
       }
-      case 'book_reset':
-        if (e.symbol === this.selected) {
-          // Keep the last levels on screen, marked stale with their age, until the new snapshot.
-          this.bookStatus = 'resync';
+      case 'book_reset': {
+        // Keep the last levels, marked stale with their age, until the new snapshot.
+        const b = this.bookFor(e.symbol);
+        if (!b) break;
+        b.status = 'resync';
+        if (b === this.shownBook) {
           this.dirtyBook = true;
           this.notice(e.reason === 'invalidated by server' ? 'info' : 'warn', `book ${e.symbol} reset: ${e.reason}`);
         }
         break;
+      }
       case 'error':
         // A refused resume (the server restarted) is answered by subscribing afresh: a recovery.
         this.notice(e.code === 'bad_since' ? 'ok' : 'error', `${e.code}: ${e.message}`);
@@ -388,14 +434,15 @@ export class MarketStore {
         if (u.symbol === this.selected) this.addSelectedTrade(u, u.ts_event / 1e6);
         break;
       }
-      case 'book':
-        if (u.symbol === this.selected && this.bookStatus === 'live') {
-          this.book.apply(u.bids ?? [], u.asks ?? [], u.seq);
-          this.bookLastMs = Date.now();
-          if (u.ts_event) this.bookEventMs = u.ts_event / 1e6;
-          this.dirtyBook = true;
-        }
+      case 'book': {
+        const b = this.bookFor(u.symbol);
+        if (b?.status !== 'live') break;
+        b.book.apply(u.bids ?? [], u.asks ?? [], u.seq);
+        b.lastMs = Date.now();
+        if (u.ts_event) b.eventMs = u.ts_event / 1e6;
+        if (b === this.shownBook) this.dirtyBook = true;
         break;
+      }
       default:
         if (isCandleChannel(u.channel)) this.applyCandle(u.symbol, u.channel, u);
     }

@@ -1,6 +1,6 @@
 import type { Level } from '../protocol';
 import type { MarketStore } from '../state/store';
-import { subDec } from '../util/decimal';
+import { addDec, formatDec, parseDec, subDec } from '../util/decimal';
 import { h, setText } from '../util/dom';
 import { fmtAge } from '../state/staleness';
 import { fmtTime } from '../util/clock';
@@ -56,9 +56,10 @@ export class DepthView {
   render(): void {
     const { book, bookStatus } = this.store;
     const { bids, asks } = book.top(LEVELS);
-    const cumB = cumulative(bids);
-    const cumA = cumulative(asks);
-    const max = Math.max(cumB[cumB.length - 1] ?? 0, cumA[cumA.length - 1] ?? 0) || 1;
+    const scale = sizeScale([...bids, ...asks]);
+    const cumB = cumulative(bids, scale);
+    const cumA = cumulative(asks, scale);
+    const max = Math.max(Number(cumB[cumB.length - 1] ?? 0), Number(cumA[cumA.length - 1] ?? 0)) || 1;
     fill(this.bids, bids, cumB, max);
     fill(this.asks, asks, cumA, max);
     const spread = bids[0] && asks[0] ? subDec(asks[0][0], bids[0][0]) : null;
@@ -71,22 +72,31 @@ export class DepthView {
   }
 }
 
-function cumulative(levels: Level[]): number[] {
-  let acc = 0;
-  return levels.map(([, s]) => (acc += Number(s)));
+/** The most decimals among the sizes shown (the instrument's size decimals, as the server writes them). */
+export function sizeScale(levels: Level[]): number {
+  return levels.reduce((m, [, s]) => Math.max(m, parseDec(s)?.scale ?? 0), 0);
 }
 
-function fill(rows: LevelRow[], levels: Level[], cum: number[], max: number): void {
+/**
+ * Running totals of the sizes, exact (decimal strings, no float artefacts),
+ * every one at `scale` decimals so that the Total column reads in one format,
+ * the Size column's.
+ */
+export function cumulative(levels: Level[], scale: number): string[] {
+  let acc = '0';
+  return levels.map(([, s]) => {
+    acc = addDec(acc, s) ?? acc;
+    return formatDec(parseDec(acc)!, scale);
+  });
+}
+
+function fill(rows: LevelRow[], levels: Level[], cum: string[], max: number): void {
   rows.forEach((r, i) => {
     const l = levels[i];
     setText(r.price, l ? l[0] : '');
     setText(r.size, l ? l[1] : '');
-    setText(r.total, l ? trim(cum[i]) : '');
+    setText(r.total, l ? cum[i] : '');
     // The row background draws cumulative depth (CSS gradient on --depth).
-    r.tr.style.setProperty('--depth', l ? `${((cum[i] / max) * 100).toFixed(1)}%` : '0%');
+    r.tr.style.setProperty('--depth', l ? `${((Number(cum[i]) / max) * 100).toFixed(1)}%` : '0%');
   });
-}
-
-function trim(n: number): string {
-  return n >= 1000 ? n.toFixed(0) : n >= 1 ? n.toFixed(2) : n.toPrecision(3);
 }

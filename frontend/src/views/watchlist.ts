@@ -25,6 +25,38 @@ interface Row {
 
 const SEARCH_MAX = 12;
 
+/**
+ * Instruments not yet listed that match the query (upper case), best first:
+ * the symbol itself, symbols that start with it, symbols with a part (after
+ * `-`, `/` or a venue's `:`) that starts with it, symbols that contain it,
+ * then kinds that contain it; instruments' own order within each.
+ */
+export function searchInstruments(instruments: Instrument[], q: string, listed: readonly string[]): Instrument[] {
+  const rank = (i: Instrument): number => {
+    if (!q) return 0;
+    const sym = i.symbol.toUpperCase();
+    if (sym === q) return 0;
+    if (sym.startsWith(q)) return 1;
+    if (sym.split(/[-/:]/).some((part) => part.startsWith(q))) return 2;
+    if (sym.includes(q)) return 3;
+    return (i.kind ?? '').toUpperCase().includes(q) ? 4 : -1;
+  };
+  return instruments
+    .filter((i) => !listed.includes(i.symbol))
+    .map((i) => ({ i, r: rank(i) }))
+    .filter((x) => x.r >= 0)
+    .sort((a, b) => a.r - b.r)
+    .map((x) => x.i);
+}
+
+/** Why a query (upper case) offers nothing to add. */
+export function noMatchMessage(instruments: Instrument[], q: string, listed: readonly string[]): string {
+  const exact = listed.find((s) => s.toUpperCase() === q);
+  if (exact) return `${exact} is already in the watchlist`;
+  if (searchInstruments(instruments, q, []).length > 0) return `every match for "${q}" is already in the watchlist`;
+  return `no instrument matches "${q}"`;
+}
+
 /** Watchlist table plus the instrument search that adds to it. */
 export class WatchlistView {
   private readonly rows = new Map<string, Row>();
@@ -274,10 +306,7 @@ export class WatchlistView {
 
   private renderResults(): void {
     const q = this.search.value.trim().toUpperCase();
-    const matches = this.instruments
-      .filter((i) => !this.order.includes(i.symbol))
-      .filter((i) => !q || i.symbol.toUpperCase().includes(q) || (i.kind ?? '').toUpperCase().includes(q))
-      .slice(0, SEARCH_MAX);
+    const matches = searchInstruments(this.instruments, q, this.order).slice(0, SEARCH_MAX);
     this.results.replaceChildren(
       ...matches.map((i) =>
         h(
@@ -290,6 +319,9 @@ export class WatchlistView {
     );
     if (matches.length === 0 && this.instruments.length === 0) {
       this.results.append(h('li', { class: 'dim' }, 'instruments not available'));
+    } else if (matches.length === 0 && q) {
+      // Say why nothing can be added (Enter then does nothing) rather than show nothing.
+      this.results.append(h('li', { class: 'dim', role: 'status', 'data-testid': 'search-message' }, noMatchMessage(this.instruments, q, this.order)));
     }
     const open = document.activeElement === this.search && this.results.childElementCount > 0;
     this.results.classList.toggle('open', open);
