@@ -33,6 +33,8 @@ pub enum ClientError {
     Closed { code: u16, reason: String },
     #[error("undecodable server message: {0}")]
     Decode(String),
+    #[error("client settings: {0}")]
+    Config(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -108,6 +110,9 @@ pub struct ClientConfig {
     /// snapshot (`since_time`; the server needs a store). Reconnects resume by
     /// sequence as usual.
     pub from_time: Option<crate::model::Nanos>,
+    /// A token, key or JWT for a gateway that requires one, sent as
+    /// `Authorization: Bearer` on the upgrade (never in the URL).
+    pub token: Option<String>,
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -192,6 +197,10 @@ impl StreamClient {
         let mut request = url.as_str().into_client_request().map_err(connect_error)?;
         let protocol = self.config.format.subprotocol().parse().expect("a valid header value");
         request.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
+        if let Some(token) = &self.config.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
+            request.headers_mut().insert("Authorization", value);
+        }
         // tungstenite zeroes its whole read chunk before every read; its 128 KiB
         // default costs more than the frames we read. Larger frames still arrive whole.
         let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 << 10);
@@ -708,6 +717,7 @@ mod tests {
             reconnect: true,
             max_backoff: Duration::from_secs(1),
             from_time: Some(7),
+            token: None,
         })
     }
 

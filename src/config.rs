@@ -543,6 +543,10 @@ pub struct TailArgs {
     /// Start from stored history at this time (ns or RFC 3339), then follow live.
     #[arg(long, value_parser = crate::model::parse_time)]
     pub from_time: Option<crate::model::Nanos>,
+    /// Token, API key or JWT for a gateway that requires one (sent as a
+    /// bearer header, never in the URL).
+    #[arg(long, env = "TICKWIRE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
-use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload, SequenceLine, SinceCheck};
+use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload, SequenceLine, SinceCheck, now_nanos};
 
 /// What to do with a client whose outbox is full of trades it has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -358,7 +358,15 @@ pub struct FanoutStats {
 struct Subscribers {
     list: Vec<Arc<Outbox>>,
     formats: [usize; Format::COUNT],
+    /// A derived channel's events are kept in the ring until this time (ns)
+    /// after its last subscriber left: a long-poll is subscribed only while a
+    /// request waits, and its next poll resumes from the ring.
+    kept_until: Nanos,
 }
+
+/// How long a derived channel (candles) stays in the ring after its last
+/// subscriber left: longer than a long-poll's longest wait (60 s).
+const DERIVED_KEPT_NS: Nanos = 90_000_000_000;
 
 /// How a subscribe that names `since` was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,18 +609,20 @@ impl Fanout {
     /// for it. Returns the number of outboxes offered to.
     ///
     /// Derived channels (candles) are made for every instrument but watched by few:
-    /// while nobody subscribes to one, its events are neither encoded nor kept in
-    /// the ring; only their sequence is recorded, so a resume across that stretch
-    /// gets a gap and a fresh snapshot (the latest candle) instead of a silent skip.
+    /// while nobody subscribes to one (and nobody has for [`DERIVED_KEPT_NS`]),
+    /// its events are neither encoded nor kept in the ring; only their sequence is
+    /// recorded, so a resume across that stretch gets a gap and a fresh snapshot
+    /// (the latest candle) instead of a silent skip. The grace keeps long-polls,
+    /// subscribed only while a request waits, resuming from the ring.
     /// A cluster gateway (events from a source) keeps them: it takes only the
     /// instruments its clients want, and a client moving from another gateway
     /// resumes its candles from the ring.
     pub fn publish_deferred(&self, event: &Event, wake: &mut Vec<Arc<Outbox>>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        if !event.channel().is_stored()
-            && self.source.is_none()
-            && self.slot(event.instrument, event.channel()).load().list.is_empty()
-        {
+        if !event.channel().is_stored() && self.source.is_none() && {
+            let subscribers = self.slot(event.instrument, event.channel()).load();
+            subscribers.list.is_empty() && event.ts_recv >= subscribers.kept_until
+        } {
             self.rings[event.instrument.index()].lock().last[event.channel().index()] = event.seq;
             return 0;
         }
@@ -1106,7 +1116,7 @@ impl Fanout {
             list.push(outbox.clone());
             let mut formats = current.formats;
             formats[format] += 1;
-            Subscribers { list, formats }
+            Subscribers { list, formats, kept_until: current.kept_until }
         });
     }
 
@@ -1168,7 +1178,12 @@ impl Fanout {
             if list.len() < current.list.len() {
                 formats[format] -= 1;
             }
-            Subscribers { list, formats }
+            let kept_until = if list.is_empty() && !channel.is_stored() {
+                now_nanos().saturating_add(DERIVED_KEPT_NS)
+            } else {
+                current.kept_until
+            };
+            Subscribers { list, formats, kept_until }
         });
     }
 
@@ -1645,31 +1660,38 @@ mod tests {
         }
     }
 
-    /// Candles made while nobody watched are not kept; a resume across them gets a
-    /// gap and the latest candle, never the kept ones with a silent hole after them.
+    /// Candles made while nobody watched (for longer than the grace a
+    /// long-poll needs) are not kept; a resume across them gets a gap and the
+    /// latest candle, never the kept ones with a silent hole after them.
     #[test]
     fn resume_across_an_unwatched_candle_stretch_is_a_gap() {
         let (mut engine, fanout) = setup(OutboxConfig::default());
-        let second = |engine: &mut Engine, i: u64| trade_with_candles(engine, &fanout, i * 1_000_000_000 + 1, i);
+        let t0 = now_nanos() / 1_000_000_000 * 1_000_000_000;
+        let second = |engine: &mut Engine, at: u64, i: u64| trade_with_candles(engine, &fanout, at + 1, i);
         let watcher = fanout.outbox(Format::Json);
         fanout.subscribe(&watcher, InstrumentId(0), Channel::Candles1s, None, Delivery::Full);
         for i in 0..3 {
-            second(&mut engine, i); // candles 1..=5 kept (open, closed+open, closed+open)
+            second(&mut engine, t0 + i * 1_000_000_000, i); // candles 1..=5 kept (open, closed+open, closed+open)
         }
         assert!(fanout.ring_covers(InstrumentId(0), Channel::Candles1s, 1));
         fanout.unsubscribe(&watcher, InstrumentId(0), Channel::Candles1s);
         for i in 3..5 {
-            second(&mut engine, i); // 6..=9 not kept
+            second(&mut engine, t0 + i * 1_000_000_000, i); // 6..=9 kept: within the grace
+        }
+        assert!(fanout.ring_covers(InstrumentId(0), Channel::Candles1s, 1), "a long-poll between requests resumes");
+        let later = t0 + 2 * DERIVED_KEPT_NS;
+        for i in 5..7 {
+            second(&mut engine, later + i * 1_000_000_000, i); // 10..=13 not kept: past the grace
         }
         assert!(!fanout.ring_covers(InstrumentId(0), Channel::Candles1s, 1));
         let resumed = fanout.outbox(Format::Json);
         let outcome = fanout.subscribe(&resumed, InstrumentId(0), Channel::Candles1s, Some(1), Delivery::Full);
-        assert_eq!(outcome, Resume::Gap { from: 2, to: 9 });
+        assert_eq!(outcome, Resume::Gap { from: 2, to: 13 });
         let frames = drain_json(&fanout, &resumed);
         assert_eq!(frames[1]["type"], "snapshot");
-        assert_eq!(frames[1]["data"]["start"], 4_000_000_000u64);
-        // Candles of an unwatched instrument cost no ring space.
-        assert_eq!(fanout.rings[0].lock().events.iter().filter(|e| !e.channel().is_stored()).count(), 5);
+        assert_eq!(frames[1]["data"]["start"], later + 6_000_000_000);
+        // Candles of an unwatched instrument cost no ring space once the grace is over.
+        assert!(fanout.rings[0].lock().events.iter().all(|e| e.channel().is_stored() || e.seq < 10));
     }
 
     #[test]

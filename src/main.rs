@@ -131,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 reconnect: !args.no_reconnect,
                 max_backoff: std::time::Duration::from_secs(10),
                 from_time: args.from_time,
+                token: args.token,
             };
             let mut stdout = std::io::stdout();
             tokio::select! {

@@ -177,6 +177,7 @@ async fn follow(urls: String, seconds: f64) -> (Vec<StreamEvent>, u64) {
         reconnect: true,
         max_backoff: Duration::from_millis(300),
         from_time: None,
+        token: None,
     };
     let mut client = StreamClient::connect(config).await.expect("connects");
     let mut events = Vec::new();

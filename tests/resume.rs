@@ -24,6 +24,7 @@ fn config(addr: std::net::SocketAddr, format: Format, symbols: &[&str], channels
         reconnect: true,
         max_backoff: Duration::from_millis(500),
         from_time: None,
+        token: None,
     }
 }
 

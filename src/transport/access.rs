@@ -116,10 +116,24 @@ impl AccessPolicy {
 }
 
 /// The token a request presents, if any.
+///
+/// In order: `Authorization: Bearer <token>`; a WebSocket subprotocol entry
+/// `bearer.<token>` (what a browser can send on a WebSocket, beside the format
+/// protocol; the server echoes only the format); `?token=` (for tools that can
+/// do nothing else: EventSource). Never logged.
 fn presented_token(request: &Request) -> Option<String> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    let protocols = request.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Some(token) = protocols
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(BEARER_PROTOCOL))
+    {
+        return Some(token.to_owned());
     }
     let query = request.uri().query()?;
     query.split('&').find_map(|pair| {
@@ -127,6 +141,9 @@ fn presented_token(request: &Request) -> Option<String> {
         (key == "token").then(|| percent_decode(value))
     })
 }
+
+/// The prefix of a WebSocket subprotocol that carries a token.
+pub const BEARER_PROTOCOL: &str = "bearer.";
 
 /// Minimal `%XX` / `+` decoding for a token in a query string.
 fn percent_decode(text: &str) -> String {

@@ -314,7 +314,8 @@ pub(crate) fn negotiate<'a>(
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .filter(|name| !name.is_empty())
+        // A token (`bearer.<token>`) is no format: never chosen, never echoed.
+        .filter(|name| !name.is_empty() && !name.starts_with(access::BEARER_PROTOCOL))
         .collect();
     let from_query = match format {
         None => None,

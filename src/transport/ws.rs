@@ -350,6 +350,24 @@ async fn handle(
 
 async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, grant: Option<&Grant>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
+    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
+        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
+        None => app.limits.max_subscriptions,
+    };
+    // The names alone may be too many (before any is resolved), or what the
+    // patterns among them match (after).
+    let too_many = |wanted: usize| {
+        (wanted > limit || outbox.subscription_count() + wanted > limit).then(|| {
+            RequestError::new(
+                ErrorCode::TooManySymbols,
+                format!("{wanted} subscriptions requested; a connection may hold at most {limit}"),
+                Some("subscribe"),
+            )
+        })
+    };
+    if let Some(error) = too_many(sub.symbols.len().saturating_mul(sub.channels.len())) {
+        return reject(outbox, &error);
+    }
     let resolved = resolve_symbols(instruments, sub.symbols.iter().map(String::as_str), |id| {
         Grant::allows_instrument(grant, instruments, id)
     });
@@ -361,20 +379,8 @@ async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, grant: Option<&Grant>, 
             return reject(outbox, &RequestError::new(ErrorCode::NotEntitled, message, Some("subscribe")));
         }
     }
-    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
-        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
-        None => app.limits.max_subscriptions,
-    };
-    let wanted = resolved.ids.len().saturating_mul(sub.channels.len());
-    if wanted > limit || outbox.subscription_count() + wanted > limit {
-        return reject(
-            outbox,
-            &RequestError::new(
-                ErrorCode::TooManySymbols,
-                format!("{wanted} subscriptions requested; a connection may hold at most {limit}"),
-                Some("subscribe"),
-            ),
-        );
+    if let Some(error) = too_many(resolved.ids.len().saturating_mul(sub.channels.len())) {
+        return reject(outbox, &error);
     }
     let delivery = sub.delivery.unwrap_or(app.limits.default_delivery);
     if let Err(error) = check_delivery(&app.limits, delivery, "subscribe") {
