@@ -344,6 +344,9 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     }
     let mut engine = Engine::new(&instruments, args.book_depth as usize);
     engine.continue_line(&line);
+    if let (true, None, Some(store), Some(ids)) = (role.sequences(), &replay, &store, &ids) {
+        seed_day_stats(&mut engine, &instruments, store, ids).await;
+    }
     tracing::info!(epoch = line.epoch, role = role.as_str(), "sequence epoch of this run");
     let mut fanout =
         Fanout::with_ring(instruments.clone(), engine.reader(), args.outbox(), args.ring()).with_line(line);
@@ -490,6 +493,37 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         grace: Duration::from_millis(args.shutdown_grace_ms),
         stop_background,
     })
+}
+
+/// Starts each instrument's day statistics (the watchlist's volume, high, low)
+/// from today's stored trades, as the day's candle has them, so that a
+/// restart does not zero them. A failed read is logged and leaves them empty.
+async fn seed_day_stats(engine: &mut Engine, instruments: &Instruments, store: &Store, ids: &StoreIds) {
+    let now = now_nanos();
+    let today = now - now % DAY_NS;
+    for instrument in instruments.iter() {
+        let day = store.candles(ids.store_id(instrument.id), today, now + 1, crate::model::CandleInterval::D1).await;
+        match day {
+            Ok(candles) => {
+                if let Some(candle) = candles.last() {
+                    engine.seed_stats(
+                        instrument.id,
+                        crate::book::SessionStats {
+                            open: candle.open,
+                            high: candle.high,
+                            low: candle.low,
+                            volume: crate::model::Size(i64::try_from(candle.volume).unwrap_or(i64::MAX)),
+                            trades: candle.trades,
+                        },
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read today's trades: day statistics start from zero");
+                return;
+            }
+        }
+    }
 }
 
 /// Most events the engine publishes before it wakes the writers concerned.

@@ -39,7 +39,13 @@ pub struct BookLevels {
     pub asks: Levels,
 }
 
-/// Running statistics since the gateway started (open, high, low, volume).
+/// Nanoseconds in a day: session statistics run per UTC day.
+const DAY_NS: Nanos = 86_400 * 1_000_000_000;
+
+/// Running statistics of the current UTC day, by exchange time (open, high,
+/// low, volume): they start again with the first trade of a new day, and a
+/// server with a store starts them from the day's stored trades
+/// ([`Engine::seed_stats`]), so a restart does not zero them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStats {
     pub open: Price,
@@ -348,6 +354,18 @@ impl Engine {
     }
 
     /// The whole state of `id`, for a mirror to start from.
+    /// Starts instrument `id`'s day statistics from what the store holds of
+    /// today (before the first live trade); unknown ids are ignored.
+    pub fn seed_stats(&mut self, id: InstrumentId, stats: SessionStats) {
+        if let Some(slot) = self.states.get(id.index()) {
+            let mut state = InstrumentState::clone(&slot.load());
+            if state.stats.is_none() {
+                state.stats = Some(stats);
+                slot.store(Arc::new(state));
+            }
+        }
+    }
+
     pub fn checkpoint(&self, id: InstrumentId, epoch: u64) -> Checkpoint {
         let state = self.states[id.index()].load();
         let book = &state.book;
@@ -394,8 +412,15 @@ impl Engine {
         match &event.payload {
             Payload::Quote(quote) => next.quote = Some(stamp(*quote, event)),
             Payload::Trade(trade) => {
+                let day = |ts: Nanos| ts / DAY_NS;
+                let same_day = match (&next.last_trade, &next.stats) {
+                    (Some(previous), Some(_)) => day(previous.ts_event) == day(event.ts_event),
+                    (None, Some(_)) => true, // seeded from the store for today
+                    _ => false,
+                };
                 next.last_trade = Some(stamp(*trade, event));
-                next.stats = Some(match next.stats {
+                let current = if same_day { next.stats } else { None };
+                next.stats = Some(match current {
                     None => SessionStats {
                         open: trade.price,
                         high: trade.price,

@@ -198,7 +198,9 @@ impl StreamClient {
         let protocol = self.config.format.subprotocol().parse().expect("a valid header value");
         request.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
         if let Some(token) = &self.config.token {
-            let value = format!("Bearer {token}").parse().map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
             request.headers_mut().insert("Authorization", value);
         }
         // tungstenite zeroes its whole read chunk before every read; its 128 KiB

@@ -498,3 +498,41 @@ async fn merged_reader_keeps_exchange_time_order_through_ties_and_quiet_stretche
 fn caught_up(stats: &serde_json::Value) -> bool {
     stats["store_lag_ms"].as_u64().unwrap() < 1_000 && stats["store_spilled_bytes"].as_u64().unwrap() < 1 << 20
 }
+
+/// The day's statistics (what the watchlist shows as volume, high and low)
+/// survive a restart: the new run starts them from today's stored trades, and
+/// they agree with the day's candle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day_statistics_survive_a_restart() {
+    let dir = TempDir::new("day-stats");
+    let url = dir.sqlite_url();
+    let flags = ["--store", url.as_str(), "--symbols", "BTC-USD", "--rate", "300"];
+    let stats = |body: &Value| {
+        let s = &body["snapshots"][0]["stats"];
+        (s["trades"].as_u64().unwrap_or(0), s["volume"].as_str().unwrap_or("0").parse::<f64>().unwrap())
+    };
+    let server = common::start(&flags).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = get_json(server.addr, "/v1/snapshot?symbols=BTC-USD").await;
+    let (trades_before, volume_before) = stats(&body);
+    assert!(trades_before > 50, "trades in the first run: {trades_before}");
+    server.shutdown().await;
+
+    let server = common::start(&flags).await;
+    let (_, body) = get_json(server.addr, "/v1/snapshot?symbols=BTC-USD").await;
+    let (trades, volume) = stats(&body);
+    assert!(
+        trades >= trades_before && volume >= volume_before,
+        "after the restart {trades} trades, {volume}; before {trades_before}, {volume_before}"
+    );
+    let now = tickwire::model::now_nanos();
+    let (_, candles) = get_json(
+        server.addr,
+        &format!("/v1/candles?symbol=BTC-USD&interval=1d&from={}&to={}", now - now % 86_400_000_000_000, now + 1),
+    )
+    .await;
+    let day = candles["candles"].as_array().unwrap().last().cloned().unwrap();
+    // The candle is read a moment later, from what is stored by then.
+    assert!(day["trades"].as_u64().unwrap() + 50 >= trades, "day candle {day} against {trades} trades");
+    server.shutdown().await;
+}
