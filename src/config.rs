@@ -171,6 +171,14 @@ pub struct ServeArgs {
     /// Largest client message in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
+    /// Frames one client message may arrive in; more close the connection with 1009.
+    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_FRAGMENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_fragments: u32,
+    /// Client messages per second one connection may send (a burst of twice as
+    /// many is taken); past it, messages are refused with `rate_limited`, and
+    /// a connection that keeps on for 5 s is closed with 1008.
+    #[arg(long, env = "TICKWIRE_MAX_CLIENT_MESSAGES_PER_S", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_client_messages_per_s: u32,
     /// Queued updates per connection past which trades are dropped (or the client closed).
     #[arg(long, env = "TICKWIRE_OUTBOX_MAX", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..))]
     pub outbox_max: u64,
@@ -504,6 +512,8 @@ impl ServeArgs {
     pub fn limits(&self) -> SessionLimits {
         SessionLimits {
             max_message_bytes: self.max_message_bytes.max(1024),
+            max_fragments: self.max_message_fragments,
+            max_messages_per_s: self.max_client_messages_per_s,
             max_subscriptions: self.max_subscriptions,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),

@@ -18,6 +18,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the WebSocket protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Persistent abuse (client messages far over the rate limit).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A text frame that is not valid UTF-8 (RFC 6455, 7.4.1).
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// A message larger than the configured maximum.
@@ -51,6 +53,8 @@ pub enum ErrorCode {
     NotEntitled,
     /// A credential sent on the connection (`auth`) was refused.
     Unauthorized,
+    /// More client messages a second than the server takes.
+    RateLimited,
     UnknownChannel,
     /// The request would exceed the per-connection subscription limit.
     TooManySymbols,
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::AmbiguousSymbol => "ambiguous_symbol",
             ErrorCode::NotEntitled => "not_entitled",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownChannel => "unknown_channel",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::UnsupportedFrame => "unsupported_frame",

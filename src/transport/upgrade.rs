@@ -122,17 +122,102 @@ pub fn split(upgraded: Upgraded) -> (BoxRead, WriteSide) {
 pub struct ReadSide {
     read: BoxRead,
     outbox: Arc<Outbox>,
+    fragments: FragmentCounter,
 }
 
 impl ReadSide {
-    pub fn new(read: BoxRead, outbox: Arc<Outbox>) -> Self {
-        Self { read, outbox }
+    /// `max_fragments`: frames one message may arrive in (more: the read
+    /// fails with [`TOO_MANY_FRAGMENTS`], which the session answers with 1009).
+    pub fn new(read: BoxRead, outbox: Arc<Outbox>, max_fragments: u32) -> Self {
+        Self { read, outbox, fragments: FragmentCounter::new(max_fragments) }
     }
 }
 
 impl AsyncRead for ReadSide {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.read).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && !self.fragments.scan(&buf.filled()[before..])
+        {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, TOO_MANY_FRAGMENTS)));
+        }
+        polled
+    }
+}
+
+/// The error text of a read that stopped a message in too many fragments.
+pub const TOO_MANY_FRAGMENTS: &str = "a message in too many fragments";
+
+/// Follows the client's frame headers through the byte stream, counting the
+/// frames of the message being assembled: tungstenite caps a message's size,
+/// not the number of frames it comes in, and 100,000 one-byte continuation
+/// frames would otherwise be taken one by one for as long as they come.
+/// Control frames (which may come between fragments) do not count.
+#[derive(Debug)]
+struct FragmentCounter {
+    max: u32,
+    /// Frames of the current message so far.
+    frames: u32,
+    /// Payload bytes of the current frame still to pass.
+    skip: u64,
+    /// A header not yet whole (at most 14 bytes: 2, 8 of length, 4 of mask).
+    header: [u8; 14],
+    header_len: usize,
+}
+
+impl FragmentCounter {
+    fn new(max: u32) -> Self {
+        Self { max: max.max(1), frames: 0, skip: 0, header: [0; 14], header_len: 0 }
+    }
+
+    /// Takes the next bytes read; false once a message has too many frames.
+    fn scan(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() as u64);
+                self.skip -= n;
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            let take = (self.header.len() - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            let have = self.header_len + take;
+            let Some((header_len, payload)) = Self::parse(&self.header[..have]) else {
+                self.header_len = have;
+                bytes = &bytes[take..];
+                continue;
+            };
+            // The header was `header_len` of the `have` bytes: the rest is payload.
+            let used = header_len - self.header_len;
+            bytes = &bytes[used..];
+            self.header_len = 0;
+            self.skip = payload;
+            let (fin, opcode) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f);
+            if opcode < 8 {
+                self.frames = if opcode == 0 { self.frames.saturating_add(1) } else { 1 };
+                if self.frames > self.max {
+                    return false;
+                }
+                if fin {
+                    self.frames = 0;
+                }
+            }
+        }
+        true
+    }
+
+    /// (header length, payload length) once the header is whole.
+    fn parse(header: &[u8]) -> Option<(usize, u64)> {
+        let second = *header.get(1)?;
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        let (len, extra) = match second & 0x7f {
+            126 => (u64::from(u16::from_be_bytes(header.get(2..4)?.try_into().ok()?)), 2),
+            127 => (u64::from_be_bytes(header.get(2..10)?.try_into().ok()?), 8),
+            n => (u64::from(n), 0),
+        };
+        let header_len = 2 + extra + mask;
+        (header.len() >= header_len).then_some((header_len, len))
     }
 }
 
@@ -168,6 +253,48 @@ mod tests {
     use crate::model::Instruments;
     use tokio::io::AsyncWriteExt;
 
+    /// A masked client frame header: FIN, opcode and payload length.
+    fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let mut h = vec![if fin { 0x80 } else { 0 } | opcode];
+        match len {
+            n if n < 126 => h.push(0x80 | n as u8),
+            n if n < 65536 => {
+                h.push(0x80 | 126);
+                h.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                h.push(0x80 | 127);
+                h.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        h.extend_from_slice(&[1, 2, 3, 4]);
+        h
+    }
+
+    #[test]
+    fn fragments_are_counted_per_message_through_any_split() {
+        // Text start, three continuations (a ping between), FIN: 5 frames.
+        let mut stream = Vec::new();
+        stream.extend(header(false, 1, 3));
+        stream.extend_from_slice(b"abc");
+        for _ in 0..3 {
+            stream.extend(header(false, 0, 70_000));
+            stream.extend(std::iter::repeat_n(b'x', 70_000));
+            stream.extend(header(true, 9, 0)); // a ping: not a fragment
+        }
+        stream.extend(header(true, 0, 1));
+        stream.push(b'z');
+        stream.extend(header(true, 2, 200)); // a whole binary message: 1 frame
+        stream.extend(std::iter::repeat_n(b'y', 200));
+        for limit in [5, 4] {
+            for split in [1, 7, 13, 4096, stream.len()] {
+                let mut counter = FragmentCounter::new(limit);
+                let ok = stream.chunks(split).all(|chunk| counter.scan(chunk));
+                assert_eq!(ok, limit >= 5, "limit {limit}, read {split} bytes at a time");
+            }
+        }
+    }
+
     /// tungstenite may hand over its pong and its close reply in one write: the
     /// pong goes out, the close reply never does (the session sends its own).
     #[tokio::test]
@@ -176,7 +303,7 @@ mod tests {
         let engine = Engine::new(&instruments, 10);
         let fanout = Fanout::new(Arc::new(instruments), engine.reader(), OutboxConfig::default());
         let outbox = fanout.outbox(crate::codec::Format::Json);
-        let mut side = ReadSide::new(Box::new(tokio::io::empty()), outbox.clone());
+        let mut side = ReadSide::new(Box::new(tokio::io::empty()), outbox.clone(), 1024);
 
         let pong = [0x8a, 2, b'h', b'i'];
         let mut close = Vec::new();

@@ -50,6 +50,10 @@ pub struct SessionLimits {
     pub conflate_ms_range: (u32, u32),
     /// tungstenite's read buffer per connection.
     pub read_buffer_bytes: usize,
+    /// Frames one client message may arrive in (more: 1009).
+    pub max_fragments: u32,
+    /// Client messages per second (a burst of twice as many); see [`Inbound`].
+    pub max_messages_per_s: u32,
 }
 
 impl Default for SessionLimits {
@@ -63,6 +67,8 @@ impl Default for SessionLimits {
             default_delivery: Delivery::SnapshotOnLag,
             conflate_ms_range: (10, 60_000),
             read_buffer_bytes: 4 << 10,
+            max_fragments: 1024,
+            max_messages_per_s: 100,
         }
     }
 }
@@ -95,8 +101,12 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
         .write_buffer_size(0)
         .max_message_size(Some(app.limits.max_message_bytes))
         .max_frame_size(Some(app.limits.max_message_bytes));
-    let stream =
-        WebSocketStream::from_raw_socket(ReadSide::new(read, outbox.clone()), Role::Server, Some(config)).await;
+    let stream = WebSocketStream::from_raw_socket(
+        ReadSide::new(read, outbox.clone(), app.limits.max_fragments),
+        Role::Server,
+        Some(config),
+    )
+    .await;
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
     let mut reader = pin!(read_loop(stream, &app, &outbox, grant.as_ref(), started, &last_seen_ms));
@@ -254,6 +264,62 @@ pub(crate) fn check_delivery(limits: &SessionLimits, delivery: Delivery, op: &st
     Ok(())
 }
 
+/// Client messages one connection may send: a token bucket of
+/// `max_messages_per_s`, holding twice as many. A message past it is refused
+/// (`rate_limited`, at most once a second); a connection still over the rate
+/// after [`ABUSE_LIMIT`] of such seconds is closed with 1008.
+struct Inbound {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+    /// When a refusal was last told, and how many seconds had refusals.
+    told: Option<Instant>,
+    strikes: u32,
+}
+
+/// Seconds of refused messages after which a connection is closed (1008).
+const ABUSE_LIMIT: u32 = 5;
+
+/// What to do with one client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Take,
+    /// Refuse it, and tell the client (once a second).
+    Refuse {
+        tell: bool,
+    },
+    /// Persistent abuse: close the connection.
+    Close,
+}
+
+impl Inbound {
+    fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self { rate, tokens: 2.0 * rate, at: Instant::now(), told: None, strikes: 0 }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admit {
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(2.0 * self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            if self.tokens >= 2.0 * self.rate - 1.0 {
+                self.strikes = 0; // a full bucket: the client kept to the rate a while
+            }
+            self.tokens -= 1.0;
+            return Admit::Take;
+        }
+        let tell = self.told.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if tell {
+            self.told = Some(now);
+            self.strikes += 1;
+            if self.strikes > ABUSE_LIMIT {
+                return Admit::Close;
+            }
+        }
+        Admit::Refuse { tell }
+    }
+}
+
 fn touch(last_seen_ms: &AtomicU64, started: Instant) {
     last_seen_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
@@ -269,8 +335,31 @@ async fn read_loop<S>(
 where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
+    let mut inbound = Inbound::new(app.limits.max_messages_per_s);
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
+        if let Ok(Message::Text(_) | Message::Binary(_)) = &message {
+            match inbound.admit(Instant::now()) {
+                Admit::Take => {}
+                Admit::Refuse { tell } => {
+                    metrics::counter!("tickwire_client_messages_refused_total", "reason" => "rate").increment(1);
+                    if tell {
+                        let limit = app.limits.max_messages_per_s;
+                        let error = RequestError::new(
+                            ErrorCode::RateLimited,
+                            format!("more than {limit} messages a second: messages are refused"),
+                            None,
+                        );
+                        reject(outbox, &error);
+                    }
+                    continue;
+                }
+                Admit::Close => {
+                    metrics::counter!("tickwire_ws_abuse_closes_total").increment(1);
+                    return ReaderEnd { code: close::POLICY_VIOLATION, reason: "too many messages" };
+                }
+            }
+        }
         match (message, outbox.format()) {
             (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, grant, parse_request(&text)).await,
             (Ok(Message::Binary(bytes)), Format::Proto) => {
@@ -307,6 +396,9 @@ fn classify_read_error(error: &tungstenite::Error) -> ReaderEnd {
             ReaderEnd { code: close::INVALID_PAYLOAD, reason: "invalid UTF-8 in a text frame" }
         }
         tungstenite::Error::Protocol(_) => ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" },
+        tungstenite::Error::Io(io) if io.to_string() == super::upgrade::TOO_MANY_FRAGMENTS => {
+            ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message in too many fragments" }
+        }
         _ => ReaderEnd { code: close::NORMAL, reason: "connection lost" },
     };
     metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);
@@ -487,4 +579,40 @@ fn unsubscribe(app: &AppState, outbox: &Arc<Outbox>, sub: &Subscription) {
         reject(outbox, &error);
     }
     acknowledge(outbox, false, instruments, &resolved, &sub.channels);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_messages_past_the_rate_are_refused_then_closed() {
+        let start = Instant::now();
+        let mut inbound = Inbound::new(10);
+        // A burst of twice the rate is taken at once.
+        assert!((0..20).all(|_| inbound.admit(start) == Admit::Take));
+        assert_eq!(inbound.admit(start), Admit::Refuse { tell: true });
+        assert_eq!(inbound.admit(start), Admit::Refuse { tell: false }, "told once a second");
+        // A second later, ten more are taken.
+        let later = start + Duration::from_secs(1);
+        assert!((0..10).all(|_| inbound.admit(later) == Admit::Take));
+        // Still over the rate, second after second: closed after five told refusals.
+        let mut seen = Vec::new();
+        for s in 1..=8u64 {
+            let at = later + Duration::from_secs(s);
+            let refused = std::iter::repeat_with(|| inbound.admit(at)).find(|a| *a != Admit::Take);
+            seen.push(refused.unwrap());
+        }
+        // Strike 1 was told at `start`; told again each second: strikes 2..=5
+        // refused, the sixth closes.
+        assert_eq!(seen[..4], [Admit::Refuse { tell: true }; 4], "{seen:?}");
+        assert_eq!(seen[4], Admit::Close, "{seen:?}");
+        // A client that keeps to the rate long enough starts afresh.
+        let mut calm = Inbound::new(10);
+        for incident in 0..10u64 {
+            let at = start + Duration::from_secs(10 * incident);
+            let refused = std::iter::repeat_with(|| calm.admit(at)).find(|a| *a != Admit::Take);
+            assert_eq!(refused, Some(Admit::Refuse { tell: true }), "incident {incident}");
+        }
+    }
 }
