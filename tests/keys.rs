@@ -223,3 +223,35 @@ async fn revoking_a_key_closes_its_connections_within_a_second_and_others_go_on(
     assert_eq!(get_json(addr, &format!("/v1/instruments?token={kept}")).await.0, 200);
     server.shutdown().await;
 }
+
+/// Browsers cannot set headers on a WebSocket: the key rides as a
+/// `bearer.<key>` subprotocol beside the format, and only the format is echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_ride_as_a_websocket_subprotocol_and_is_never_echoed() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = TempDir::new("keys-subprotocol");
+    let store = dir.sqlite_url();
+    let key = add_key(&store, &["--name", "browser"]);
+    let server = common::start(&["--auth", "keys", "--store", &store]).await;
+    let url = common::ws_url(server.addr);
+    for (offered, status) in [
+        (format!("tickwire.v1.json, bearer.{key}"), Some(101)),
+        (format!("bearer.{key}, tickwire.v1.proto"), Some(101)),
+        ("tickwire.v1.json, bearer.tw_00000000_nope".to_owned(), None),
+    ] {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", offered.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((_, response)) => {
+                assert_eq!(status, Some(101), "{offered}");
+                let echoed = response.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap();
+                assert!(echoed.starts_with("tickwire.v1.") && !echoed.contains("bearer"), "echoed {echoed}");
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!((status, response.status().as_u16()), (None, 401), "{offered}");
+            }
+            Err(other) => panic!("{offered}: {other}"),
+        }
+    }
+    server.shutdown().await;
+}

@@ -1078,7 +1078,8 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
 test('streams with an access token (server started with --auth-token)', async () => {
   // A second server that refuses the API without the token; it keeps history
   // (SQLite in a temporary directory) so the chart's REST history needs the token too.
-  const TOKEN = 'e2e-s3cret+/=';
+  // `+` and `~` need encoding in a URL (SSE) yet fit a subprotocol (WebSocket).
+  const TOKEN = 'e2e-s3cret+~';
   const authPort = await freePort();
   const storeDir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-store-'));
   const proc = spawnServer(authPort, ['--auth-token', TOKEN, '--store', `sqlite://${storeDir}/tickwire.db`], 'server-auth.log');
@@ -1112,8 +1113,13 @@ test('streams with an access token (server started with --auth-token)', async ()
       const bare = seen.rest.filter((r) => r.auth !== `Bearer ${TOKEN}`);
       assert(bare.length === 0, `REST requests without the bearer token: ${JSON.stringify(bare)}`);
       assert(seen.streams.some((r) => r.path === streamPath), `no ${streamPath} request seen: ${JSON.stringify(seen.streams)}`);
-      const open = seen.streams.filter((r) => r.token !== TOKEN);
-      assert(open.length === 0, `stream URLs without ?token=: ${JSON.stringify(open)}`);
+      // Only EventSource, which can send nothing else, carries the token in its
+      // URL; WebSockets send it as a bearer.<token> subprotocol (the stream
+      // going live against this server shows it was accepted), polls as a header.
+      const misplaced = seen.streams.filter((r) => (r.path === '/v1/sse' ? r.token !== TOKEN : r.token !== null));
+      assert(misplaced.length === 0, `token in the wrong place: ${JSON.stringify(misplaced)}`);
+      const polls = seen.streams.filter((r) => r.path === '/v1/poll' && r.kind !== 'websocket');
+      assert(polls.every((r) => r.auth === `Bearer ${TOKEN}`), `long-polls without the bearer header: ${JSON.stringify(polls)}`);
     };
 
     // Without the token: nothing streams, and the dashboard says why.
@@ -1169,7 +1175,7 @@ test('streams with an access token (server started with --auth-token)', async ()
     await closePage(page);
     pages.pop();
 
-    // SSE, then long-poll, with the token in their URLs.
+    // SSE (token in its URL), then long-poll (token as a header).
     for (const [opts, label, path] of [
       [{ disableWebSocket: true }, 'sse', '/v1/sse'],
       [{ disableWebSocket: true, disableEventSource: true }, 'poll', '/v1/poll'],

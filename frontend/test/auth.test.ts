@@ -24,7 +24,7 @@ describe('token helpers', () => {
   });
 });
 
-describe('stream URLs carry the token', () => {
+describe('streams carry the token, in a URL only where nothing else can', () => {
   beforeEach(() => {
     vi.useFakeTimers();
     FakeWebSocket.reset();
@@ -49,24 +49,36 @@ describe('stream URLs carry the token', () => {
     return { client, poll };
   };
 
-  it('WebSocket, replay, SSE and long-poll', async () => {
+  it('WebSocket and replay as a subprotocol, long-poll as a header, SSE in its URL', async () => {
     make('s3cret');
-    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws?token=s3cret');
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws');
+    expect(FakeWebSocket.last.protocols).toEqual(['tickwire.v1.json', 'bearer.s3cret']);
     make('s3cret', { wsPath: '/v1/replay?symbols=A&speed=max', transports: ['ws'], sendSubscribe: false });
-    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/replay?symbols=A&speed=max&token=s3cret');
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/replay?symbols=A&speed=max');
+    expect(FakeWebSocket.last.protocols).toEqual(['tickwire.v1.json', 'bearer.s3cret']);
+    // EventSource can send nothing but its URL.
     make('s3cret', { WebSocket: null });
     expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=quotes&token=s3cret');
     const { poll } = make('s3cret', { WebSocket: null, EventSource: null });
     await vi.advanceTimersByTimeAsync(0);
-    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes&token=s3cret');
+    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes');
+    expect(poll.last.headers).toEqual({ authorization: 'Bearer s3cret' });
     poll.respond({ cursor: 'c1', messages: [] });
     await vi.advanceTimersByTimeAsync(0);
-    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes&cursor=c1&token=s3cret');
+    expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes&cursor=c1');
+    expect(poll.last.headers).toEqual({ authorization: 'Bearer s3cret' });
+  });
+
+  it('a token a subprotocol cannot hold goes in the WebSocket URL', () => {
+    make('a/b=');
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws?token=a%2Fb%3D');
+    expect(FakeWebSocket.last.protocols).toBeUndefined();
   });
 
   it('without a token the URLs are unchanged', () => {
     make(null);
     expect(FakeWebSocket.last.url).toBe('ws://gw.test:8080/v1/ws');
+    expect(FakeWebSocket.last.protocols).toBeUndefined();
     make(null, { WebSocket: null });
     expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=quotes');
   });

@@ -15,7 +15,10 @@ export class FakeWebSocket implements WebSocketLike {
   onerror: WebSocketLike['onerror'] = null;
   closedByClient = false;
 
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    readonly protocols?: string[],
+  ) {
     if (FakeWebSocket.throwOnConstruct) throw new Error('blocked');
     FakeWebSocket.instances.push(this);
   }
@@ -96,6 +99,7 @@ export class FakeEventSource implements EventSourceLike {
 
 interface PendingPoll {
   url: string;
+  headers?: Record<string, string>;
   resolve(r: FetchResponseLike): void;
   reject(e: Error): void;
 }
@@ -106,7 +110,7 @@ export class FakePoll {
 
   readonly fetch: FetchLike = (url, init) =>
     new Promise((resolve, reject) => {
-      this.calls.push({ url, resolve, reject });
+      this.calls.push({ url, headers: init?.headers, resolve, reject });
       init?.signal?.addEventListener('abort', () => reject(new Error('aborted')));
     });
 

@@ -59,7 +59,12 @@ export interface WebSocketLike {
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }
-export type WebSocketCtor = new (url: string) => WebSocketLike;
+export type WebSocketCtor = new (url: string, protocols?: string[]) => WebSocketLike;
+
+/** Whether `token` can be sent as a WebSocket subprotocol (RFC 7230 `tchar`s only). */
+export function protocolSafe(token: string): boolean {
+  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(token);
+}
 
 export interface EventSourceLike {
   onopen: ((ev: unknown) => void) | null;
@@ -74,7 +79,7 @@ export interface FetchResponseLike {
   status: number;
   json(): Promise<unknown>;
 }
-export type FetchLike = (url: string, init?: { signal?: AbortSignal }) => Promise<FetchResponseLike>;
+export type FetchLike = (url: string, init?: { signal?: AbortSignal; headers?: Record<string, string> }) => Promise<FetchResponseLike>;
 
 export interface StreamClientOptions {
   /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. Ignored when `gateways` is given. */
@@ -108,7 +113,7 @@ export interface StreamClientOptions {
   reconnect?: boolean;
   /** false when the URL itself selects the data (replay): no subscribe ops are sent. */
   sendSubscribe?: boolean;
-  /** Access token, sent as `?token=` on every stream URL (browsers cannot set headers there). */
+  /** Access token: a `bearer.<token>` subprotocol on WebSockets, a bearer header on polls, `?token=` on SSE (EventSource can send nothing else). */
   token?: string | null;
   onEvent: (e: StreamEvent) => void;
   onState?: (s: ConnState) => void;
@@ -523,9 +528,20 @@ export class StreamClient {
     }, 0);
   }
 
-  private url(path: string, ws = false): string {
+  /** A stream URL. Only SSE carries the token in it (`?token=`): EventSource
+   * can send nothing else; WebSockets send it as a subprotocol, polls as a header. */
+  private url(path: string, ws = false, withQueryToken = false): string {
     const base = this.gateways.current.replace(/\/$/, '');
-    return withToken((ws ? base.replace(/^http/, 'ws') : base) + path, this.opts.token);
+    const url = (ws ? base.replace(/^http/, 'ws') : base) + path;
+    return withQueryToken ? withToken(url, this.opts.token) : url;
+  }
+
+  /** WebSocket subprotocols: the JSON format and, with a token, `bearer.<token>`
+   * (the server echoes only the format; the token stays out of URLs and logs).
+   * A token a subprotocol cannot hold (characters outside RFC 7230's `tchar`,
+   * e.g. `/` or `=`) goes in the URL instead. */
+  private wsProtocols(): string[] | undefined {
+    return this.opts.token && protocolSafe(this.opts.token) ? ['tickwire.v1.json', `bearer.${this.opts.token}`] : undefined;
   }
 
   // ---- WebSocket --------------------------------------------------------
@@ -537,7 +553,10 @@ export class StreamClient {
     }
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(this.url(this.opts.wsPath, true));
+      const protocols = this.wsProtocols();
+      ws = protocols
+        ? new this.WS(this.url(this.opts.wsPath, true), protocols)
+        : new this.WS(this.url(this.opts.wsPath, true, !!this.opts.token));
     } catch {
       // A constructor that throws (blocked by policy, bad URL) will not work on retry either.
       if (!this.fallback()) this.onFailure(gen);
@@ -654,7 +673,7 @@ export class StreamClient {
     this.lastSeq.book.clear();
     let es: EventSourceLike;
     try {
-      es = new this.ES(this.url(`${this.opts.ssePath}?${query}`));
+      es = new this.ES(this.url(`${this.opts.ssePath}?${query}`, false, true));
     } catch {
       if (!this.fallback()) this.onFailure(gen);
       return;
@@ -693,7 +712,10 @@ export class StreamClient {
       const cursor = this.pollCursor ? `&cursor=${encodeURIComponent(this.pollCursor)}` : '';
       let body: { cursor?: string; messages?: unknown[] };
       try {
-        const res = await this.fetchFn(this.url(`${this.opts.pollPath}?${query}${cursor}`), abort ? { signal: abort.signal } : undefined);
+        const init: { signal?: AbortSignal; headers?: Record<string, string> } = {};
+        if (abort) init.signal = abort.signal;
+        if (this.opts.token) init.headers = { authorization: `Bearer ${this.opts.token}` };
+        const res = await this.fetchFn(this.url(`${this.opts.pollPath}?${query}${cursor}`), init);
         if (!res.ok) throw new Error(`poll HTTP ${res.status}`);
         body = (await res.json()) as typeof body;
       } catch {
