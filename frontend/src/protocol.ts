@@ -244,4 +244,16 @@ export interface ServerStats {
   store_journaled?: number | null;
   store_written_from_journal?: number | null;
   store_lost?: number | null;
+  /** The server build's version. */
+  version?: string;
+  /** Subscriptions (channel × symbol) held by every client together. */
+  subscriptions?: number;
+  /** Per transport (ws, sse, poll, replay): connections now; updates and bytes written since start. */
+  transports?: Record<string, { connections: number; messages: number; bytes: number }>;
+  /**
+   * Latency histograms per leg. `bounds_us`: upper bounds of every bucket but
+   * the last (µs, increasing); each leg: one count per bucket (`bounds_us.length + 1`,
+   * the last above the last bound), cumulative since start (not across buckets).
+   */
+  latency?: { bounds_us: number[]; legs: Record<string, number[]> };
 }
