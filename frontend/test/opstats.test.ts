@@ -158,7 +158,7 @@ describe('transport rates', () => {
   });
 
   it('formats rates', () => {
-    expect([null, 0, 0.5, 42.25, 400, 12_345, 2_500_000].map(fmtPerS)).toEqual(['—', '0', '0.5', '42.3', '400', '12.3k', '2.50M']);
+    expect([null, 0, 0.5, 10, 42.25, 400, 12_345, 2_500_000].map(fmtPerS)).toEqual(['—', '0', '0.5', '10', '42.3', '400', '12.3k', '2.50M']);
     expect([null, 0, 512, 9_600, 1_234_567, 2e9].map(fmtBytesPerS)).toEqual(['—', '0 B/s', '512 B/s', '9.6 kB/s', '1.23 MB/s', '2.00 GB/s']);
   });
 });

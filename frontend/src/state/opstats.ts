@@ -220,7 +220,7 @@ export function fmtPerS(v: number | null): string {
   if (v === null) return '—';
   if (v >= 1e6) return `${(v / 1e6).toFixed(2)}M`;
   if (v >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
-  return v >= 100 || v === 0 ? String(Math.round(v)) : v.toFixed(1);
+  return v >= 100 ? String(Math.round(v)) : v.toFixed(1).replace(/\.0$/, '');
 }
 
 /** Bytes a second: "512 B/s", "9.6 kB/s", "1.23 MB/s" (decimal units). */
