@@ -2,6 +2,21 @@ import { api } from '../api';
 import { hostPort } from '../stream/gateways';
 import type { FeedHealth, ServerStats } from '../protocol';
 import { type MarketStore, noticeKind } from '../state/store';
+import {
+  LATENCY_LEGS,
+  LATENCY_WINDOW_MS,
+  type LegPoint,
+  type StatsSample,
+  TRANSPORTS,
+  fmtBytesPerS,
+  fmtMicros,
+  fmtPerS,
+  fmtQuantile,
+  legSummary,
+  pushSample,
+  sampleOf,
+  transportRates,
+} from '../state/opstats';
 import { fmtDateTime, fmtTime, parseDateTime, zoneLabel } from '../util/clock';
 import { h, setText } from '../util/dom';
 
@@ -26,7 +41,17 @@ export class OperatorView {
   private readonly feeds = h('tbody');
   private readonly feedsNote = h('div', { class: 'note', 'data-testid': 'feeds-note' });
   /** The node's cluster role and where its data comes from (`/v1/feeds` `role`). */
-  private readonly role = h('div', { class: 'note', 'data-testid': 'node-role' });
+  private readonly role = h('span', { 'data-testid': 'node-role' });
+  /** The server build (`/v1/stats` `version`), shown beside the role. */
+  private readonly version = h('span', { class: 'version', 'data-testid': 'node-version' });
+  private readonly transports = h('tbody');
+  private readonly subscriptions = h('span', { class: 'num', 'data-testid': 'stat-subscriptions' }, '—');
+  private readonly transportsNote = h('div', { class: 'note', 'data-testid': 'transports-note' });
+  private readonly latency = h('tbody');
+  private readonly latencyNote = h('div', { class: 'note', 'data-testid': 'latency-note' });
+  /** /v1/stats polls of the last 5 minutes (one server run, one gateway). */
+  private window: StatsSample[] = [];
+  private gateway = '';
   private readonly connections = h('span', { class: 'num big', 'data-testid': 'stat-connections' }, '—');
   private readonly storeLag = h('span', { class: 'num big', 'data-testid': 'stat-store-lag' }, '—');
   /** Every other /v1/stats figure, by its field name. */
@@ -57,7 +82,8 @@ export class OperatorView {
     private readonly store: MarketStore,
     private readonly handlers: OperatorHandlers,
   ) {
-    const card = (title: string, ...body: (Node | string)[]) => h('section', { class: title === 'Feeds' || title === 'Gateway' ? 'card wide' : 'card' }, h('h3', {}, title), ...body);
+    const card = (title: string, ...body: (Node | string)[]) =>
+      h('section', { class: title === 'Feeds' || title === 'Gateway' ? 'card wide' : 'card', 'data-testid': `card-${title.toLowerCase()}` }, h('h3', {}, title), ...body);
     const { symbols, from, to, speed, quotes, trades, book } = this.inputs;
     const field = (label: string, el: HTMLElement) => h('label', { class: 'field' }, h('span', {}, label), el);
     const zoned = (label: string, el: HTMLElement) => {
@@ -78,7 +104,7 @@ export class OperatorView {
           'Feeds',
           h('table', { class: 'grid', 'data-testid': 'feeds' }, h('thead', {}, h('tr', {}, ...['Feed', 'State', 'Lag (last msg)', 'Msg/s', 'Messages', 'Reconnects', 'Resyncs', 'Parse errors', 'Last error'].map((t) => h('th', {}, t)))), this.feeds),
           this.feedsNote,
-          this.role,
+          h('div', { class: 'note' }, this.version, this.role),
         ),
         card(
           'Gateway',
@@ -109,6 +135,49 @@ export class OperatorView {
           this.statsNote,
         ),
         card(
+          'Transports',
+          h(
+            'table',
+            { class: 'grid', 'data-testid': 'transports' },
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                h('th', {}, 'Transport'),
+                h('th', { title: 'open connections now' }, 'Connections'),
+                h('th', { title: 'updates written to clients a second, between the last two polls' }, 'Msg/s'),
+                h('th', { title: 'bytes handed to sockets a second, between the last two polls' }, 'Bytes/s'),
+              ),
+            ),
+            this.transports,
+          ),
+          h('div', { class: 'kv', title: 'subscriptions (channel × symbol) held by all clients together' }, h('span', { class: 'dim' }, 'Subscriptions'), this.subscriptions),
+          this.transportsNote,
+        ),
+        card(
+          'Latency',
+          h(
+            'table',
+            { class: 'grid latency', 'data-testid': 'latency' },
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                h('th', {}, 'Leg'),
+                h('th', { title: 'median over the last 5 minutes' }, 'p50'),
+                h('th', { title: '99th percentile over the last 5 minutes' }, 'p99'),
+                h('th', { class: 'chart-col', title: 'p50 and p99 per poll interval (~2 s) over the last 5 minutes, log scale' }, h('span', { class: 'p50' }, 'p50'), ' ', h('span', { class: 'p99' }, 'p99'), ' · 5 min'),
+              ),
+            ),
+            this.latency,
+          ),
+          this.latencyNote,
+        ),
+        card(
           'Replay',
           h(
             'div',
@@ -131,6 +200,9 @@ export class OperatorView {
 
   /** The gateway in use (the one these figures and /v1/feeds come from), among `all`. */
   setGateway(current: string, all: readonly string[]): void {
+    // Another gateway's counters are another server's: its window starts afresh.
+    if (current !== this.gateway) this.window = [];
+    this.gateway = current;
     this.gatewayNote.hidden = all.length <= 1;
     if (all.length <= 1) return;
     const i = all.indexOf(current);
@@ -220,6 +292,7 @@ export class OperatorView {
       this.feeds.replaceChildren();
       setText(this.feedsNote, feeds.ok || feeds.missing ? `/v1/feeds ${NA}` : `/v1/feeds failed: ${feeds.message}`);
     }
+    this.renderServerRates(stats.ok ? stats.data : null, stats.ok ? '' : stats.missing ? `/v1/stats ${NA}` : `/v1/stats failed: ${stats.message}`);
     if (stats.ok) {
       setText(this.connections, String(stats.data.connections ?? '—'));
       setText(this.storeLag, stats.data.store_lag_ms === null || stats.data.store_lag_ms === undefined ? 'no store' : `${stats.data.store_lag_ms} ms`);
@@ -238,6 +311,153 @@ export class OperatorView {
       setText(this.statsNote, stats.missing ? `/v1/stats ${NA}` : `/v1/stats failed: ${stats.message}`);
     }
   }
+
+  /** Version, Transports and Latency from this poll and the window of earlier ones. */
+  private renderServerRates(stats: ServerStats | null, failure: string): void {
+    setText(this.version, typeof stats?.version === 'string' ? `v${stats.version} · ` : '');
+    if (!stats) {
+      // Keep the window: one failed poll is no restart (a restart shows in the counters).
+      setText(this.transportsNote, failure);
+      setText(this.latencyNote, failure);
+      return;
+    }
+    const now = Date.now();
+    this.window = pushSample(this.window, sampleOf(stats, now));
+    setText(this.subscriptions, typeof stats.subscriptions === 'number' ? String(stats.subscriptions) : NA);
+
+    const rates = transportRates(this.window);
+    if (rates) {
+      const names = [...TRANSPORTS.filter((t) => t in rates), ...Object.keys(rates).filter((t) => !(TRANSPORTS as readonly string[]).includes(t))];
+      this.transports.replaceChildren(
+        ...names.map((name) => {
+          const r = rates[name];
+          return h(
+            'tr',
+            { 'data-transport': name },
+            h('td', { class: 'sym' }, name),
+            h('td', { class: 'num', 'data-testid': 'tr-connections' }, String(r.connections)),
+            h('td', { class: 'num', 'data-testid': 'tr-messages', 'data-value': r.messagesPerS ?? '' }, fmtPerS(r.messagesPerS)),
+            h('td', { class: 'num', 'data-testid': 'tr-bytes', 'data-value': r.bytesPerS ?? '' }, fmtBytesPerS(r.bytesPerS)),
+          );
+        }),
+      );
+      setText(this.transportsNote, names.some((n) => rates[n].messagesPerS === null) ? 'rates from the next poll' : '');
+    } else {
+      this.transports.replaceChildren();
+      setText(this.transportsNote, `per-transport figures ${NA} on this server build`);
+    }
+
+    const first = this.window[0];
+    const spanMs = now - first.atMs;
+    if (!first.latency && !this.window[this.window.length - 1].latency) {
+      this.latency.replaceChildren();
+      setText(this.latencyNote, `latency histograms ${NA} on this server build`);
+      return;
+    }
+    const newest = this.window[this.window.length - 1].latency;
+    const legs = [...LATENCY_LEGS, ...Object.keys(newest?.legs ?? {}).filter((l) => !(LATENCY_LEGS as readonly string[]).includes(l))];
+    const rows = legs.map((leg) => [leg, legSummary(this.window, leg)] as const).filter(([, s]) => s !== null);
+    this.latency.replaceChildren(
+      ...rows.map(([leg, s]) => {
+        const waiting = this.window.length < 2;
+        return h(
+          'tr',
+          { 'data-leg': leg, title: `${leg}: ${s!.samples} samples in the window` },
+          h('td', {}, LEG_LABELS[leg] ?? leg),
+          h('td', { class: `num${s!.p50 ? '' : ' dim'}`, 'data-testid': 'lat-p50' }, waiting ? '—' : fmtQuantile(s!.p50)),
+          h('td', { class: `num${s!.p99 ? '' : ' dim'}`, 'data-testid': 'lat-p99' }, waiting ? '—' : fmtQuantile(s!.p99)),
+          h('td', { class: 'chart-col' }, latencyChart(s!.points, now - LATENCY_WINDOW_MS, now)),
+        );
+      }),
+    );
+    const span = spanMs >= LATENCY_WINDOW_MS - 5_000 ? 'last 5 min' : this.window.length < 2 ? 'from the next poll' : `last ${fmtSpan(spanMs)} (polled while this tab is open)`;
+    setText(this.latencyNote, `${span} · interpolated within the server's buckets`);
+  }
+}
+
+/** The legs' names as read: "where the clock starts → where it stops". */
+const LEG_LABELS: Record<string, string> = {
+  exchange_to_receive: 'exchange → receive',
+  receive_to_send: 'receive → send',
+  receive_to_write_ws: 'receive → ws write',
+  receive_to_write_sse: 'receive → SSE write',
+  receive_to_write_poll: 'receive → poll write',
+};
+
+function fmtSpan(ms: number): string {
+  const s = Math.round(ms / 1_000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+const CHART_W = 300;
+const CHART_H = 22;
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/**
+ * SVG path data for one quantile's points over [fromMs, toMs] on a log scale
+ * [loUs, hiUs]: a point with no value breaks the line; a lone point is a short tick.
+ */
+export function chartPath(points: readonly { atMs: number; us: number | null }[], fromMs: number, toMs: number, loUs: number, hiUs: number, w = CHART_W, hgt = CHART_H): string {
+  const x = (t: number) => ((t - fromMs) / (toMs - fromMs)) * w;
+  const y = (us: number) => {
+    const f = (Math.log10(Math.min(hiUs, Math.max(loUs, us))) - Math.log10(loUs)) / (Math.log10(hiUs) - Math.log10(loUs));
+    return hgt - 1 - f * (hgt - 2);
+  };
+  const parts: string[] = [];
+  let run: string[] = [];
+  const flush = () => {
+    if (run.length === 1) run.push(run[0].replace(/^(-?[\d.]+)/, (v) => String(Number(v) + 1.5)));
+    if (run.length) parts.push(`M${run.join('L')}`);
+    run = [];
+  };
+  for (const p of points) {
+    if (p.atMs < fromMs) continue;
+    if (p.us === null) flush();
+    else run.push(`${x(p.atMs).toFixed(1)},${y(p.us).toFixed(1)}`);
+  }
+  flush();
+  return parts.join('');
+}
+
+/** The log scale for a chart: whole decades around every value shown. */
+export function chartScale(values: readonly number[]): [number, number] {
+  if (!values.length) return [10, 1_000];
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.max(1, Math.min(...values)))));
+  let hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...values))));
+  if (hi <= lo) hi = lo * 10;
+  return [lo, hi];
+}
+
+const trimmed = (us: number) => fmtMicros(us).replace(/\.0+ /, ' ');
+
+/** A small inline chart of p50 and p99 over the window (no chart library). */
+function latencyChart(points: readonly LegPoint[], fromMs: number, toMs: number): SVGSVGElement {
+  const inWindow = points.filter((p) => p.atMs >= fromMs);
+  const values = inWindow.flatMap((p) => [p.p50?.us, p.p99?.us]).filter((v): v is number => v !== undefined);
+  const [lo, hi] = chartScale(values);
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${CHART_W} ${CHART_H}`);
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('class', 'spark');
+  const title = document.createElementNS(SVG_NS, 'title');
+  title.textContent = values.length ? `log scale ${trimmed(lo)} – ${trimmed(hi)}; one point per poll interval` : 'no samples in the last 5 minutes';
+  svg.append(title);
+  for (const q of ['p99', 'p50'] as const) {
+    const d = chartPath(
+      inWindow.map((p) => ({ atMs: p.atMs, us: p[q]?.us ?? null })),
+      fromMs,
+      toMs,
+      lo,
+      hi,
+    );
+    if (!d) continue;
+    const path = document.createElementNS(SVG_NS, 'path');
+    path.setAttribute('d', d);
+    path.setAttribute('class', q);
+    path.setAttribute('vector-effect', 'non-scaling-stroke');
+    svg.append(path);
+  }
+  return svg;
 }
 
 const FAULT_COUNTS = new Set(['dropped_trades', 'slow_consumer_closes', 'store_lost']);
@@ -264,7 +484,7 @@ function feedRow(f: FeedHealth): HTMLElement {
     h('td', { class: 'num' }, num(f.reconnects)),
     h('td', { class: 'num' }, num(f.resyncs)),
     h('td', { class: 'num' }, num(f.parse_errors)),
-    h('td', { class: 'dim', title: f.last_error ?? '' }, f.last_error ? f.last_error : f.last_error === undefined ? 'not reported' : '—'),
+    h('td', { class: 'dim last-error', title: f.last_error ?? '' }, f.last_error ? f.last_error : f.last_error === undefined ? 'not reported' : '—'),
   );
 }
 
