@@ -574,6 +574,12 @@ impl Fanout {
         &self.state
     }
 
+    /// Subscriptions (connection x instrument x channel) held now, over every
+    /// transport (read for `/v1/stats`, not on the hot path).
+    pub fn subscription_total(&self) -> usize {
+        self.slots.iter().map(|slot| slot.load().list.len()).sum()
+    }
+
     fn slot(&self, id: InstrumentId, channel: Channel) -> &ArcSwap<Subscribers> {
         &self.slots[id.index() * Channel::COUNT + channel.index()]
     }

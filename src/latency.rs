@@ -109,17 +109,39 @@ pub enum Transport {
     Ws,
     Sse,
     Poll,
+    Replay,
 }
 
 impl Transport {
-    const ALL: [Transport; 3] = [Transport::Ws, Transport::Sse, Transport::Poll];
+    /// The live transports, whose receive->write is a latency.
+    const LIVE: [Transport; 3] = [Transport::Ws, Transport::Sse, Transport::Poll];
+    pub const ALL: [Transport; 4] = [Transport::Ws, Transport::Sse, Transport::Poll, Transport::Replay];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
             Transport::Poll => "poll",
+            Transport::Replay => "replay",
         }
+    }
+}
+
+/// What one transport has written: updates and bytes, since start.
+#[derive(Debug)]
+pub struct Written {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Written {
+    const fn new() -> Self {
+        Self { messages: AtomicU64::new(0), bytes: AtomicU64::new(0) }
+    }
+
+    pub fn add(&self, messages: u64, bytes: u64) {
+        self.messages.fetch_add(messages, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
     }
 }
 
@@ -129,6 +151,7 @@ pub struct Latencies {
     exchange_to_receive: RwLock<Vec<(String, &'static Histogram)>>,
     receive_to_send: Histogram,
     receive_to_write: [Histogram; 3],
+    written: [Written; 4],
 }
 
 /// The process's histograms (one process, one set, as with the `metrics`
@@ -137,6 +160,7 @@ pub static LATENCIES: Latencies = Latencies {
     exchange_to_receive: RwLock::new(Vec::new()),
     receive_to_send: Histogram::new(),
     receive_to_write: [const { Histogram::new() }; 3],
+    written: [const { Written::new() }; 4],
 };
 
 impl Latencies {
@@ -160,9 +184,38 @@ impl Latencies {
         &self.receive_to_send
     }
 
-    /// Receipt to the socket, on `transport`.
+    /// Receipt to the socket, on a live `transport`.
     pub fn receive_to_write(&self, transport: Transport) -> &Histogram {
-        &self.receive_to_write[transport as usize]
+        &self.receive_to_write[(transport as usize).min(2)]
+    }
+
+    /// What `transport` has written.
+    pub fn written(&self, transport: Transport) -> &Written {
+        &self.written[transport as usize]
+    }
+
+    /// The histograms for `/v1/stats`: the bucket bounds in µs, and per leg
+    /// the count of each bucket (not cumulative; the last is past 10 s), so a
+    /// client can take quantiles over any window from two readings.
+    pub fn stats(&self) -> serde_json::Value {
+        let counts = |h: &Histogram| -> Vec<u64> { h.buckets.iter().map(|b| b.load(Relaxed)).collect() };
+        let mut legs = serde_json::Map::new();
+        let mut venues = vec![0u64; BOUNDS_NS.len() + 1];
+        for (_, histogram) in self.exchange_to_receive.read().iter() {
+            for (total, count) in venues.iter_mut().zip(counts(histogram)) {
+                *total += count;
+            }
+        }
+        legs.insert("exchange_to_receive".into(), venues.into());
+        legs.insert("receive_to_send".into(), counts(&self.receive_to_send).into());
+        for transport in Transport::LIVE {
+            legs.insert(
+                format!("receive_to_write_{}", transport.name()),
+                counts(self.receive_to_write(transport)).into(),
+            );
+        }
+        let bounds_us: Vec<u64> = BOUNDS_NS.iter().map(|ns| ns / 1_000).collect();
+        serde_json::json!({ "bounds_us": bounds_us, "legs": legs })
     }
 
     /// Appends every histogram in the Prometheus text format.
@@ -177,7 +230,7 @@ impl Latencies {
         self.receive_to_send.render(out, "tickwire_receive_to_send_seconds", "");
         out.push_str("# HELP tickwire_receive_to_write_seconds Receipt to the bytes handed to the client's socket.\n");
         out.push_str("# TYPE tickwire_receive_to_write_seconds histogram\n");
-        for transport in Transport::ALL {
+        for transport in Transport::LIVE {
             let labels = format!("transport=\"{}\"", transport.name());
             self.receive_to_write(transport).render(out, "tickwire_receive_to_write_seconds", &labels);
         }

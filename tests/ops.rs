@@ -419,3 +419,57 @@ async fn the_openapi_document_lists_every_route_the_server_serves() {
     }
     server.shutdown().await;
 }
+
+/// `/v1/stats` says what the operator view charts: version and role, each
+/// transport's connections and what it wrote, the latency histograms; and a
+/// feed's last fault is in `/v1/feeds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_name_transports_latency_and_the_last_feed_fault() {
+    let server = common::start(&["--rate", "300", "--symbols", "BTC-USD"]).await;
+    let mut client = common::Client::connect(server.addr).await;
+    client.subscribe(&["quotes", "trades"], &["BTC-USD"]).await;
+    for _ in 0..5 {
+        client.until_type("batch").await;
+    }
+    let (status, _, stats) = request(server.addr, "GET", "/v1/stats", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(stats["role"], "all");
+    assert_eq!(stats["subscriptions"], 2, "{stats}");
+    let ws = &stats["transports"]["ws"];
+    assert_eq!(ws["connections"], 1, "{stats}");
+    assert!(ws["messages"].as_u64().unwrap() >= 5 && ws["bytes"].as_u64().unwrap() > 100, "{ws}");
+    assert_eq!(stats["transports"]["sse"]["connections"], 0);
+    let bounds = stats["latency"]["bounds_us"].as_array().unwrap();
+    assert_eq!((bounds.first().unwrap(), bounds.last().unwrap()), (&Value::from(10), &Value::from(10_000_000)));
+    for leg in ["receive_to_send", "receive_to_write_ws"] {
+        let counts = stats["latency"]["legs"][leg].as_array().unwrap();
+        assert_eq!(counts.len(), bounds.len() + 1, "{leg}: one count per bucket and one past the last");
+        assert!(counts.iter().map(|c| c.as_u64().unwrap()).sum::<u64>() > 0, "{leg} has samples");
+    }
+    let (_, _, feeds) = request(server.addr, "GET", "/v1/feeds", &[]).await;
+    assert_eq!(feeds["feeds"][0]["last_error"], Value::Null, "a healthy simulator: {feeds}");
+    server.shutdown().await;
+
+    // A venue that cannot be reached: its last fault says so.
+    let server = common::start(&[
+        "--feed",
+        "binance:BTCUSDT",
+        "--binance-ws-url",
+        "ws://127.0.0.1:9/stream",
+        "--binance-rest-url",
+        "http://127.0.0.1:9",
+    ])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, feeds) = request(server.addr, "GET", "/v1/feeds", &[]).await;
+        if let Some(fault) = feeds["feeds"][0]["last_error"].as_str() {
+            assert!(fault.starts_with("connect failed"), "{fault}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fault recorded: {feeds}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+}

@@ -159,6 +159,9 @@ pub struct FeedHealth {
     stale_limit_ms: Option<u64>,
     /// The instruments this feed publishes.
     instruments: Vec<String>,
+    /// The last fault (connection lost or refused, unparsable message, book
+    /// resync), for the operator; none before the first.
+    last_error: parking_lot::Mutex<Option<String>>,
 }
 
 /// A point-in-time copy of [`FeedHealth`].
@@ -169,6 +172,8 @@ pub struct FeedHealthView {
     pub messages: u64,
     /// Milliseconds since the last message, `None` before the first.
     pub last_message_age_ms: Option<u64>,
+    /// The last fault, `None` before the first.
+    pub last_error: Option<String>,
     /// Average since the feed started.
     pub messages_per_sec: f64,
     pub resyncs: u64,
@@ -194,7 +199,13 @@ impl FeedHealth {
             started_ns: now_nanos(),
             stale_limit_ms: None,
             instruments: Vec::new(),
+            last_error: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Remembers `what` as the feed's last fault.
+    pub fn record_error(&self, what: impl std::fmt::Display) {
+        *self.last_error.lock() = Some(what.to_string());
     }
 
     /// Names the instruments this feed publishes and its stale limit, for `/v1/feeds`.
@@ -243,6 +254,7 @@ impl FeedHealth {
             state: self.state().as_str(),
             messages,
             last_message_age_ms: (last != 0).then(|| now.saturating_sub(last) / 1_000_000),
+            last_error: self.last_error.lock().clone(),
             messages_per_sec: (messages as f64 / elapsed_s * 10.0).round() / 10.0,
             resyncs: self.resyncs.load(Ordering::Relaxed),
             parse_errors: self.parse_errors.load(Ordering::Relaxed),

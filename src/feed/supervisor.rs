@@ -293,11 +293,13 @@ pub async fn run<V: Venue>(venue: V, config: SupervisorConfig, ctx: FeedContext)
                     End::Cancelled => break,
                     End::Lost(reason) => {
                         tracing::warn!(venue = shell.venue.venue(), %reason, "connection lost");
+                        shell.ctx.health.record_error(format_args!("connection lost: {reason}"));
                     }
                 }
             }
             Err(error) => {
                 tracing::warn!(venue = shell.venue.venue(), %error, attempt, "connect failed");
+                shell.ctx.health.record_error(format_args!("connect failed: {error}"));
             }
         }
         shell.ctx.health.set_state(FeedState::Reconnecting);
@@ -330,6 +332,7 @@ impl<V: Venue> Shell<V> {
         self.ctx.health.record_messages(1, now);
         if let Err(error) = self.venue.on_message(text, now, &mut self.out, &mut self.actions) {
             self.ctx.health.record_parse_error();
+            self.ctx.health.record_error(format_args!("message skipped: {error}"));
             tracing::debug!(venue = self.venue.venue(), %error, "message skipped");
         }
     }
@@ -371,6 +374,7 @@ impl<V: Venue> Shell<V> {
                 Action::Fetch { key, path } => self.spawn_fetch(rest, key, &path),
                 Action::Resync { symbol, reason } => {
                     self.ctx.health.record_resync();
+                    self.ctx.health.record_error(format_args!("book resync {symbol}: {reason}"));
                     tracing::warn!(venue = self.venue.venue(), %symbol, reason, "book resync");
                 }
                 Action::Rotate => *rotate = true,

@@ -217,7 +217,7 @@ pub async fn sse(
         None => None,
     };
     let since_time = starts(&query, cursor.as_ref())?;
-    let slot = app.open_connection("sse", grant.as_ref())?;
+    let slot = app.open_connection(Transport::Sse, grant.as_ref())?;
     // The stream ends with its credential (a key revoked, a token expired).
     let credential = grant.clone();
     let outbox = app.fanout.outbox(Format::Json);
@@ -258,9 +258,9 @@ pub async fn sse(
                 if app.fanout.drain(&attached.outbox, &mut items).is_some() {
                     return None; // closed for lag (policy) or detached
                 }
-                super::record_write_latency(&items, Transport::Sse);
                 let mut frames = Vec::new();
                 build_frames(&items, Format::Json, app.limits.max_frame_bytes, &mut frames);
+                super::record_write(&items, Transport::Sse, frames.iter().map(|f| f.len()).sum());
                 // Each event's id is the cursor after it (this run's epoch and every
                 // stream's last sequence), which EventSource sends back as
                 // Last-Event-ID when it reconnects: the resume is exact.
@@ -371,7 +371,7 @@ pub async fn poll(
     let since_time = starts(&query, cursor.as_ref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_POLL_MS).min(MAX_POLL_MS));
     // Held (the answer may wait up to `timeout_ms`), a poll is a connection.
-    let slot = app.open_connection("poll", grant.as_ref())?;
+    let slot = app.open_connection(Transport::Poll, grant.as_ref())?;
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox(Format::Json);
     let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone(), _slot: slot };
@@ -421,9 +421,9 @@ pub async fn poll(
         }
     }
     drop(attached);
-    super::record_write_latency(&items, Transport::Poll);
     let mut frames = Vec::new();
     build_frames(&items, Format::Json, usize::MAX, &mut frames);
+    super::record_write(&items, Transport::Poll, frames.iter().map(|f| f.len()).sum());
     let messages: Vec<Value> = frames.iter().filter_map(|f| serde_json::from_slice(f).ok()).collect();
     for message in &messages {
         positions.advance(message);

@@ -62,6 +62,8 @@ pub struct AppState {
     /// Tokens and origins the API accepts.
     pub access: access::AccessPolicy,
     connections: AtomicUsize,
+    /// The same, per transport (index: [`Transport`]).
+    by_transport: [AtomicUsize; 4],
     /// What `/readyz` last saw of the history writer.
     store_watch: parking_lot::Mutex<rest::StoreWatch>,
     /// Writer shards for plain-TCP WebSocket sessions, started with the first.
@@ -96,6 +98,7 @@ impl AppState {
             history: None,
             access: access::AccessPolicy::default(),
             connections: AtomicUsize::new(0),
+            by_transport: Default::default(),
             store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
@@ -131,6 +134,11 @@ impl AppState {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Open streaming connections of `transport`.
+    pub fn connections_of(&self, transport: Transport) -> usize {
+        self.by_transport[transport as usize].load(Ordering::Relaxed)
+    }
+
     /// The writer shards (one per core), started on first use.
     fn writers(&self) -> &writer::WriterShards {
         self.writers.get_or_init(|| {
@@ -152,15 +160,16 @@ impl AppState {
     /// when it holds them all.
     pub(crate) fn open_connection(
         self: &Arc<Self>,
-        transport: &'static str,
+        transport: Transport,
         grant: Option<&access::Grant>,
     ) -> Result<ConnectionSlot, ApiError> {
+        let name = transport.name();
         let key = match grant {
             None => None,
             Some(access::Grant(key)) => match key.open_connection() {
                 Some(taken) => Some(taken),
                 None => {
-                    metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
+                    metrics::counter!("tickwire_connections_refused_total", "transport" => name).increment(1);
                     let max = key.entitlements.max_connections.unwrap_or_default();
                     return Err(ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
@@ -173,11 +182,12 @@ impl AppState {
         let max = self.max_connections;
         match self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
             Ok(_) => {
-                metrics::gauge!("tickwire_connections", "transport" => transport).increment(1.0);
+                metrics::gauge!("tickwire_connections", "transport" => name).increment(1.0);
+                self.by_transport[transport as usize].fetch_add(1, Ordering::Relaxed);
                 Ok(ConnectionSlot { app: self.clone(), transport, _key: key })
             }
             Err(_) => {
-                metrics::counter!("tickwire_connections_refused_total", "transport" => transport).increment(1);
+                metrics::counter!("tickwire_connections_refused_total", "transport" => name).increment(1);
                 Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too_many_connections",
@@ -191,7 +201,7 @@ impl AppState {
 /// A streaming client's place among `--max-connections`; given back on drop.
 pub(crate) struct ConnectionSlot {
     app: Arc<AppState>,
-    transport: &'static str,
+    transport: Transport,
     /// The key's place, when the connection was made with a key.
     _key: Option<crate::keys::KeyConnection>,
 }
@@ -199,7 +209,8 @@ pub(crate) struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.app.connections.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("tickwire_connections", "transport" => self.transport).decrement(1.0);
+        self.app.by_transport[self.transport as usize].fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("tickwire_connections", "transport" => self.transport.name()).decrement(1.0);
     }
 }
 
@@ -225,9 +236,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Records receive->write on `transport` for the oldest update among `items`,
-/// which are about to be handed to a socket.
-pub fn record_write_latency(items: &[Item], transport: Transport) {
+/// Records what `transport` hands to a socket: `items` framed into `bytes`
+/// (counted per transport), and receive->write for the oldest update among
+/// them.
+pub fn record_write(items: &[Item], transport: Transport, bytes: usize) {
+    let messages = items.iter().filter(|item| !matches!(item, Item::Raw(_))).count();
+    LATENCIES.written(transport).add(messages as u64, bytes as u64);
     if let Some(oldest) = items.iter().find_map(|item| match item {
         Item::Update(update) => Some(update.ts_recv),
         _ => None,
@@ -360,7 +374,7 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
             .into_response();
     }
     let grant = request.extensions().get::<access::Grant>().cloned();
-    let slot = match app.open_connection("ws", grant.as_ref()) {
+    let slot = match app.open_connection(Transport::Ws, grant.as_ref()) {
         Ok(slot) => slot,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);

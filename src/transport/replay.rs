@@ -169,7 +169,7 @@ pub async fn upgrade(
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };
-    let slot = match app.open_connection("replay", grant.as_ref()) {
+    let slot = match app.open_connection(crate::latency::Transport::Replay, grant.as_ref()) {
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
     };
@@ -700,8 +700,20 @@ async fn session(socket: WebSocket, app: Arc<AppState>, plan: Plan, format: Form
         } else {
             let now = Instant::now();
             frames.clear();
+            let sent_before = s.sent;
             s.due_frames(&instruments, now, max_frame_bytes, &mut frames);
             if !frames.is_empty() {
+                let bytes: usize = frames
+                    .iter()
+                    .map(|frame| match frame {
+                        Message::Text(text) => text.as_str().len(),
+                        Message::Binary(bytes) => bytes.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                crate::latency::LATENCIES
+                    .written(crate::latency::Transport::Replay)
+                    .add(s.sent - sent_before, bytes as u64);
                 for frame in frames.drain(..) {
                     if sink.feed(frame).await.is_err() {
                         break 'session (close::NORMAL, "connection lost");

@@ -13,7 +13,7 @@ use super::access::Grant;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::keys::Use;
-use crate::latency::LATENCIES;
+use crate::latency::{LATENCIES, Transport};
 use crate::model::{Instrument, format_decimal};
 
 /// Most symbols one snapshot request may name.
@@ -175,7 +175,7 @@ pub async fn feeds(State(app): State<Arc<AppState>>) -> Json<Value> {
     path = "/v1/stats",
     tag = "operations",
     responses(
-        (status = 200, description = "Connections, uptime, events published, updates delivered, conflated, dropped trades, resnapshots, slow-consumer closes, and the store's lag, written, queued, journaled and lost counts", body = Object, content_type = "application/json"),
+        (status = 200, description = "Version, role, connections and subscriptions, per transport (ws, sse, poll, replay) connections and messages and bytes written, latency histograms per leg (bucket counts; bounds in µs), uptime, events published, updates delivered, conflated, dropped trades, resnapshots, slow-consumer closes, and the store's lag, written, queued, journaled and lost counts", body = Object, content_type = "application/json"),
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
     )
@@ -184,7 +184,24 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &app.fanout.stats;
     let writer = app.history.as_ref().and_then(|h| h.writer.as_deref());
+    let transports: serde_json::Map<String, Value> = Transport::ALL
+        .iter()
+        .map(|&t| {
+            let written = LATENCIES.written(t);
+            let value = json!({
+                "connections": app.connections_of(t),
+                "messages": written.messages.load(Relaxed),
+                "bytes": written.bytes.load(Relaxed),
+            });
+            (t.name().to_owned(), value)
+        })
+        .collect();
     Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "role": app.role,
+        "subscriptions": app.fanout.subscription_total(),
+        "transports": transports,
+        "latency": LATENCIES.stats(),
         "connections": app.connections(),
         "uptime_s": app.started.elapsed().as_secs(),
         "events_published": s.published.load(Relaxed),

@@ -120,8 +120,9 @@ pub fn fill(
 ) -> Option<(u16, &'static str)> {
     let close = fanout.drain(outbox, items);
     if close.is_none_or(|(code, _)| code != crate::codec::close::SLOW_CONSUMER) {
-        super::record_write_latency(items, Transport::Ws);
+        let start = out.len();
         encode_frames(items, outbox.format(), max_frame_bytes, out);
+        super::record_write(items, Transport::Ws, out.len() - start);
     }
     items.clear();
     if let Some((code, reason)) = close {
