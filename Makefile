@@ -71,7 +71,7 @@ endif
 e2e: frontend
 ifneq ($(HAVE_FRONTEND),)
 	$(CARGO) build --locked
-	cd $(FRONTEND) && TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire npm run e2e
+	cd $(FRONTEND) && TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire E2E_REQUIRE_OPERATOR_STATS=1 npm run e2e
 endif
 
 ## Python client (clients/python): a venv with pinned deps, protobuf code generated

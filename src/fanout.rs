@@ -39,6 +39,7 @@ use tokio::sync::Notify;
 use crate::book::StateReader;
 use crate::codec::json::{self, GapReason};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, close, proto};
+use crate::latency::Transport;
 use crate::model::{Channel, Event, InstrumentId, Instruments, Nanos, Payload, SequenceLine, SinceCheck, now_nanos};
 
 /// What to do with a client whose outbox is full of trades it has not read.
@@ -240,6 +241,8 @@ pub struct Outbox {
     notifier: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     config: OutboxConfig,
     format: Format,
+    /// Which transport the connection is (for the operator's counts).
+    transport: Transport,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -574,10 +577,16 @@ impl Fanout {
         &self.state
     }
 
-    /// Subscriptions (connection x instrument x channel) held now, over every
-    /// transport (read for `/v1/stats`, not on the hot path).
-    pub fn subscription_total(&self) -> usize {
-        self.slots.iter().map(|slot| slot.load().list.len()).sum()
+    /// Subscriptions (connection x instrument x channel) held now, per
+    /// transport (index: [`Transport`]; read for `/v1/stats`, not on the hot path).
+    pub fn subscriptions_by_transport(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for slot in &self.slots {
+            for outbox in &slot.load().list {
+                counts[outbox.transport as usize] += 1;
+            }
+        }
+        counts
     }
 
     fn slot(&self, id: InstrumentId, channel: Channel) -> &ArcSwap<Subscribers> {
@@ -586,12 +595,18 @@ impl Fanout {
 
     /// A new, empty outbox for a connection speaking `format`.
     pub fn outbox(&self, format: Format) -> Arc<Outbox> {
+        self.outbox_for(format, Transport::Ws)
+    }
+
+    /// A new, empty outbox for a connection of `transport` speaking `format`.
+    pub fn outbox_for(&self, format: Format, transport: Transport) -> Arc<Outbox> {
         Arc::new(Outbox {
             inner: Mutex::default(),
             wake: Notify::new(),
             notifier: std::sync::OnceLock::new(),
             config: self.config,
             format,
+            transport,
         })
     }
 

@@ -249,7 +249,7 @@ export interface ServerStats {
   /** Subscriptions (channel × symbol) held by every client together. */
   subscriptions?: number;
   /** Per transport (ws, sse, poll, replay): connections now; updates and bytes written since start. */
-  transports?: Record<string, { connections: number; messages: number; bytes: number }>;
+  transports?: Record<string, { connections: number; subscriptions?: number; messages: number; bytes: number }>;
   /**
    * Latency histograms per leg. `bounds_us`: upper bounds of every bucket but
    * the last (µs, increasing); each leg: one count per bucket (`bounds_us.length + 1`,

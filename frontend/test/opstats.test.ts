@@ -143,18 +143,21 @@ describe('the sliding window of polls', () => {
 describe('transport rates', () => {
   it('divides the last two polls’ deltas by the time between them', () => {
     let w = [poll(0, { messages: 1000, bytes: 50_000, connections: 2 }, {})];
-    expect(transportRates(w)).toEqual({ ws: { connections: 2, messagesPerS: null, bytesPerS: null } });
+    expect(transportRates(w)).toEqual({ ws: { connections: 2, subscriptions: null, messagesPerS: null, bytesPerS: null } });
     w = pushSample(w, poll(2_000, { messages: 1500, bytes: 90_000, connections: 3 }, {}));
     w = pushSample(w, poll(4_500, { messages: 2500, bytes: 140_000, connections: 3 }, {}));
-    expect(transportRates(w)).toEqual({ ws: { connections: 3, messagesPerS: 400, bytesPerS: 20_000 } });
+    expect(transportRates(w)).toEqual({ ws: { connections: 3, subscriptions: null, messagesPerS: 400, bytesPerS: 20_000 } });
+    // A server that counts subscriptions per transport: shown as they are now.
+    const withSubs = pushSample(w, sampleOf({ ...stats(), uptime_s: 60, transports: { ws: { connections: 3, subscriptions: 12, messages: 3000, bytes: 150_000 } } }, 6_500));
+    expect(transportRates(withSubs)?.ws.subscriptions).toBe(12);
   });
 
   it('has no rate right after a restart, never a negative one', () => {
     let w = [poll(0, { messages: 5000, bytes: 500_000 }, {})];
     w = pushSample(w, poll(2_000, { messages: 40, bytes: 4_000 }, {}));
-    expect(transportRates(w)).toEqual({ ws: { connections: 1, messagesPerS: null, bytesPerS: null } });
+    expect(transportRates(w)).toEqual({ ws: { connections: 1, subscriptions: null, messagesPerS: null, bytesPerS: null } });
     w = pushSample(w, poll(4_000, { messages: 240, bytes: 8_000 }, {}));
-    expect(transportRates(w)).toEqual({ ws: { connections: 1, messagesPerS: 100, bytesPerS: 2_000 } });
+    expect(transportRates(w)).toEqual({ ws: { connections: 1, subscriptions: null, messagesPerS: 100, bytesPerS: 2_000 } });
   });
 
   it('formats rates', () => {

@@ -220,7 +220,7 @@ pub async fn sse(
     let slot = app.open_connection(Transport::Sse, grant.as_ref())?;
     // The stream ends with its credential (a key revoked, a token expired).
     let credential = grant.clone();
-    let outbox = app.fanout.outbox(Format::Json);
+    let outbox = app.fanout.outbox_for(Format::Json, Transport::Sse);
     let instruments = app.fanout.instruments().clone();
     for (id, channel) in pairs {
         let start = start_of(cursor.as_ref(), &instruments.get(id).symbol, channel, since_time);
@@ -373,7 +373,7 @@ pub async fn poll(
     // Held (the answer may wait up to `timeout_ms`), a poll is a connection.
     let slot = app.open_connection(Transport::Poll, grant.as_ref())?;
     let instruments = app.fanout.instruments().clone();
-    let outbox = app.fanout.outbox(Format::Json);
+    let outbox = app.fanout.outbox_for(Format::Json, Transport::Poll);
     let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone(), _slot: slot };
     // A `conflate` poll with a cursor is paced: see `poll_conflated`.
     let paced = match delivery {

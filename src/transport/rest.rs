@@ -184,12 +184,14 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &app.fanout.stats;
     let writer = app.history.as_ref().and_then(|h| h.writer.as_deref());
+    let subscriptions = app.fanout.subscriptions_by_transport();
     let transports: serde_json::Map<String, Value> = Transport::ALL
         .iter()
         .map(|&t| {
             let written = LATENCIES.written(t);
             let value = json!({
                 "connections": app.connections_of(t),
+                "subscriptions": subscriptions[t as usize],
                 "messages": written.messages.load(Relaxed),
                 "bytes": written.bytes.load(Relaxed),
             });
@@ -199,7 +201,7 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "role": app.role,
-        "subscriptions": app.fanout.subscription_total(),
+        "subscriptions": subscriptions.iter().sum::<usize>(),
         "transports": transports,
         "latency": LATENCIES.stats(),
         "connections": app.connections(),

@@ -27,6 +27,8 @@ export const TRANSPORTS = ['ws', 'sse', 'poll', 'replay'] as const;
 
 export interface TransportCounters {
   connections: number;
+  /** Subscriptions held on this transport now (absent from older servers). */
+  subscriptions?: number;
   /** Updates written to clients since the server started. */
   messages: number;
   /** Bytes handed to sockets since the server started. */
@@ -58,7 +60,10 @@ export function sampleOf(stats: ServerStats, atMs: number): StatsSample {
   if (stats.transports && typeof stats.transports === 'object') {
     const t: Record<string, TransportCounters> = {};
     for (const [name, c] of Object.entries(stats.transports)) {
-      if (c && isCount(c.connections) && isCount(c.messages) && isCount(c.bytes)) t[name] = { connections: c.connections, messages: c.messages, bytes: c.bytes };
+      if (c && isCount(c.connections) && isCount(c.messages) && isCount(c.bytes)) {
+        t[name] = { connections: c.connections, messages: c.messages, bytes: c.bytes };
+        if (isCount(c.subscriptions)) t[name].subscriptions = c.subscriptions;
+      }
     }
     s.transports = t;
   }
@@ -103,6 +108,7 @@ export function pushSample(window: readonly StatsSample[], s: StatsSample, spanM
 
 export interface TransportRate {
   connections: number;
+  subscriptions: number | null;
   /** null until two polls of the same server run are known. */
   messagesPerS: number | null;
   bytesPerS: number | null;
@@ -120,6 +126,7 @@ export function transportRates(window: readonly StatsSample[]): Record<string, T
     const ok = p !== undefined && dtS > 0;
     out[name] = {
       connections: c.connections,
+      subscriptions: c.subscriptions ?? null,
       messagesPerS: ok ? (c.messages - p.messages) / dtS : null,
       bytesPerS: ok ? (c.bytes - p.bytes) / dtS : null,
     };

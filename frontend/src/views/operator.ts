@@ -147,6 +147,7 @@ export class OperatorView {
                 {},
                 h('th', {}, 'Transport'),
                 h('th', { title: 'open connections now' }, 'Connections'),
+                h('th', { title: 'subscriptions (channel × symbol) held on this transport now' }, 'Subs'),
                 h('th', { title: 'updates written to clients a second, between the last two polls' }, 'Msg/s'),
                 h('th', { title: 'bytes handed to sockets a second, between the last two polls' }, 'Bytes/s'),
               ),
@@ -336,6 +337,7 @@ export class OperatorView {
             { 'data-transport': name },
             h('td', { class: 'sym' }, name),
             h('td', { class: 'num', 'data-testid': 'tr-connections' }, String(r.connections)),
+            h('td', { class: 'num', 'data-testid': 'tr-subscriptions' }, r.subscriptions === null ? '—' : String(r.subscriptions)),
             h('td', { class: 'num', 'data-testid': 'tr-messages', 'data-value': r.messagesPerS ?? '' }, fmtPerS(r.messagesPerS)),
             h('td', { class: 'num', 'data-testid': 'tr-bytes', 'data-value': r.bytesPerS ?? '' }, fmtBytesPerS(r.bytesPerS)),
           );
