@@ -400,7 +400,7 @@ test('operator view shows feeds and stats', async () => {
     });
     log(`    transports ws: ${ws.text}`);
     const p50 = await until('a p50 for receive_to_write_ws in the Latency card', async () => {
-      const t = await page.textContent('[data-testid=latency] tr[data-leg=receive_to_write_ws] [data-testid=lat-p50]').catch(() => null);
+      const t = await page.textContent('[data-testid=op-latency] tr[data-leg=receive_to_write_ws] [data-testid=lat-p50]').catch(() => null);
       return /^[<>]?\d+(\.\d+)? (µs|ms|s)$/.test(t ?? '') && t;
     });
     log(`    receive_to_write_ws p50: ${p50}`);

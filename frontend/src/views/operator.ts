@@ -161,7 +161,7 @@ export class OperatorView {
           'Latency',
           h(
             'table',
-            { class: 'grid latency', 'data-testid': 'latency' },
+            { class: 'grid latency', 'data-testid': 'op-latency' },
             h(
               'thead',
               {},
