@@ -203,6 +203,21 @@ async function shots(page, name) {
   }
   await page.setViewportSize({ width: 1440, height: 900 });
 }
+/** Asserts the chart's note reads whole (nothing cut, across or down) at both screen sizes of the report. */
+async function assertChartNoteWhole(page, where) {
+  for (const [width, height] of [[1280, 800], [1440, 900]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(150);
+    const n = await page.$eval('[data-testid=chart-note]', (el) => {
+      const box = el.getBoundingClientRect();
+      const head = el.parentElement.getBoundingClientRect();
+      return { text: el.textContent, sw: el.scrollWidth, cw: el.clientWidth, sh: el.scrollHeight, ch: el.clientHeight, inHead: box.top >= head.top && box.bottom <= head.bottom && box.right <= head.right };
+    });
+    assert(n.sw <= n.cw && n.sh <= n.ch && n.inHead && !n.text.includes('…'), `${where}: the chart note is cut at ${width}x${height}: "${n.text}" ${JSON.stringify(n)}`);
+    log(`    chart note at ${width}x${height} (${where}): "${n.text}"`);
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
+}
 /** "YYYY-MM-DD HH:MM:SS" in UTC, as the dashboard's replay form reads it by default. */
 const utcText = (ms) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
 
@@ -332,6 +347,7 @@ test('chart draws candles; depth and tape fill', async () => {
     assert(cut.length === 0, `depth cells cut short at ${width}: ${cut.join(', ')}`);
   }
   await page.setViewportSize({ width: 1440, height: 900 });
+  await assertChartNoteWhole(page, 'live');
   await until('trades in the tape', async () => (await summary(page)).tape > 0);
   await shots(page, 'markets');
 });
@@ -999,6 +1015,15 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
     const s = await summary(page);
     return s.tape > 0 && s.bars > 0;
   });
+  // The replay sends no session stats: the watchlist's change and volume come
+  // from the replayed trades (against the first one replayed since the start).
+  const wlReplay = await until('the replayed symbol\'s Chg% and Volume in the watchlist', async () => {
+    const cells = await page.$$eval('tr[data-symbol="BTC-USD"] td', (tds) => tds.map((td) => td.textContent));
+    const [, , , last, chg, pct, vol] = cells;
+    return /^[+-]?\d+\.\d+%$/.test(pct) && /^\d/.test(vol) && vol !== '—' && chg !== '—' && { last, chg, pct, vol };
+  }, 5_000);
+  log(`    BTC-USD in replay: last ${wlReplay.last}, chg ${wlReplay.chg}, ${wlReplay.pct}, volume ${wlReplay.vol}`);
+  await assertChartNoteWhole(page, 'replay');
   await shots(page, 'replay-playing');
 
   // Pause by keyboard (Space on the replay bar's toggle): the clock and the tape stop.

@@ -233,7 +233,7 @@ let chartLoad: Promise<void> = Promise.resolve();
 function loadChart(): void {
   if (mode === 'replay') {
     chart.resetView();
-    chart.setNote('replay · candles from replayed trades');
+    chart.setNote('replay · bars from replayed trades');
     return;
   }
   chartLoad = chart.loadHistory().then(() => scheduler.request());

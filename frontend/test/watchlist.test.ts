@@ -53,6 +53,45 @@ describe('WatchlistView', () => {
     expect(cell(root, 'ETH-USD', 'vol').textContent).toBe('13.0');
   });
 
+  it('in replay derives change and volume from the replayed trades since the start or the last seek', () => {
+    const { root, store, view } = mount();
+    const trade = (sym: string, seq: number, price: string, size: string) =>
+      store.apply({ kind: 'update', update: { symbol: sym, channel: 'trades', seq, price, size, side: 'buy', trade_id: seq, ...clocks } });
+    const row = (sym: string) => {
+      view.render(store.takeDirty().symbols);
+      return ['last', 'chg', 'pct', 'vol'].map((c) => cell(root, sym, c).textContent);
+    };
+    store.replay = true;
+    store.clearData();
+    expect(row('BTC-USD')).toEqual(['—', '—', '—', '—']);
+    // The replay sends no stats: the first replayed trade opens, sizes add up exactly.
+    trade('BTC-USD', 1, '64000.00', '0.25');
+    expect(row('BTC-USD')).toEqual(['64000.00', '0.00', '0.00%', '0.25']);
+    trade('BTC-USD', 2, '64320.00', '0.5');
+    trade('BTC-USD', 3, '64640.00', '1.125');
+    expect(row('BTC-USD')).toEqual(['64640.00', '+640.00', '+1.00%', '1.875']);
+    expect(cell(root, 'BTC-USD', 'pct').getAttribute('data-sign')).toBe('1');
+    // Each symbol against its own first replayed trade.
+    trade('ETH-USD', 1, '3400.00', '2');
+    trade('ETH-USD', 2, '3383.00', '1500');
+    expect(row('ETH-USD')).toEqual(['3383.00', '-17.00', '-0.50%', '1.50K']);
+    expect(cell(root, 'ETH-USD', 'chg').getAttribute('data-sign')).toBe('-1');
+    // A seek starts them afresh from the first trade after it.
+    store.clearReplayData();
+    expect(row('BTC-USD')).toEqual(['—', '—', '—', '—']);
+    trade('BTC-USD', 1, '63000.00', '0.1');
+    trade('BTC-USD', 2, '62370.00', '0.2');
+    expect(row('BTC-USD')).toEqual(['62370.00', '-630.00', '-1.00%', '0.3']);
+    expect(row('ETH-USD')).toEqual(['—', '—', '—', '—']);
+    // Back to live: the session stats rule again, and live trades add only past them.
+    store.replay = false;
+    store.clearData();
+    store.applyRestSnapshot([{ symbol: 'BTC-USD', quote: null, last_trade: { price: '65000.00', size: '1', side: 'buy', trade_id: 9, seq: 9, ts_event: 1 }, stats: { open: '64350.00', high: '1', low: '1', volume: '12.5', trades: 1 } }]);
+    trade('BTC-USD', 9, '65000.00', '1');
+    trade('BTC-USD', 10, '65000.00', '0.5');
+    expect(row('BTC-USD')).toEqual(['65000.00', '+650.00', '+1.01%', '13.0']);
+  });
+
   it('adds from the search, selects and removes by click', () => {
     const { root, view, handlers } = mount();
     view.setInstruments([{ symbol: 'BTC-USD' }, { symbol: 'AAPL', kind: 'equity' }, { symbol: 'MSFT', kind: 'equity' }]);

@@ -60,6 +60,17 @@ export interface Notice {
   text: string;
 }
 
+/**
+ * A replay sends no session stats, so the watchlist's change and volume come
+ * from the replayed market: the open is the first trade replayed since the
+ * replay's start (or its last seek, which clears the symbol's state), and the
+ * volume the sum of the trade sizes replayed since then, exact.
+ */
+export function replayStats(s: SymbolState, t: { price: string; size: string }): void {
+  if (s.open === undefined) s.open = t.price;
+  s.volume = s.volume === undefined ? t.size : (addDec(s.volume, t.size) ?? s.volume);
+}
+
 export function noticeKind(n: Notice): 'fault' | 'recovery' | 'info' {
   return n.level === 'ok' ? 'recovery' : n.level === 'info' ? 'info' : 'fault';
 }
@@ -427,7 +438,8 @@ export class MarketStore {
       case 'trades': {
         if (this.replay) this.recordReplayTrade(u);
         const s = this.setLast(u.symbol, u);
-        if (s && u.seq > s.statsSeq && s.volume !== undefined) {
+        if (s && this.replay) replayStats(s, u);
+        else if (s && u.seq > s.statsSeq && s.volume !== undefined) {
           s.volume = addDec(s.volume, u.size) ?? s.volume;
           if (s.openFromFirstTrade && s.open === undefined) s.open = u.price;
         }

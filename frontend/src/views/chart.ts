@@ -28,7 +28,7 @@ export class ChartView {
   private readonly candles: ISeriesApi<'Candlestick'>;
   private readonly volume: ISeriesApi<'Histogram'>;
   private readonly title = h('span', { class: 'chart-title', 'data-testid': 'chart-title' });
-  private readonly note = h('span', { class: 'note', 'data-testid': 'chart-note' });
+  private readonly note = h('span', { class: 'note chart-note', 'data-testid': 'chart-note' });
   private readonly buttons = new Map<Interval, HTMLButtonElement>();
   readonly host: HTMLElement;
   private load: AbortController | null = null;
@@ -148,14 +148,16 @@ export class ChartView {
       if (res.data.candles.length === 0) this.setNote('no history yet · live');
     } else {
       // History is a nicety; the live candle channel keeps the chart useful.
-      const why = res.ok || res.missing || res.status === 503 ? 'history not available' : `history failed: ${res.message}`;
-      this.setNote(`${why} · live candles only`);
+      // Short enough to read whole beside the interval switch; a failure's
+      // message (of any length) is in the tooltip.
+      if (res.ok || res.missing || res.status === 503) this.setNote('history not available · live only');
+      else this.setNote('history failed · live only', `history failed: ${res.message} · live candles only`);
     }
   }
 
-  setNote(text: string): void {
+  setNote(text: string, title = text): void {
     this.note.textContent = text;
-    this.note.title = text;
+    this.note.title = title;
   }
 
   /** Called once per frame with the bars that changed. */
