@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Channel, Instrument, glob_match};
+use crate::model::{Channel, Instrument};
 use crate::store::keys::StoredKey;
 use crate::store::{Store, StoreError};
 
@@ -146,11 +146,7 @@ impl Entitlements {
     /// matches: the symbol, or `venue:symbol` for an unqualified one).
     pub fn allows_symbol(&self, instrument: &Instrument) -> bool {
         let Some(patterns) = &self.symbols else { return true };
-        patterns.iter().any(|p| {
-            glob_match(p, &instrument.symbol)
-                || (!instrument.symbol.contains(':')
-                    && glob_match(p, &format!("{}:{}", instrument.venue, instrument.symbol)))
-        })
+        patterns.iter().any(|p| instrument.matches(p))
     }
 
     pub fn allows(&self, what: Use) -> bool {

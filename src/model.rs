@@ -262,6 +262,15 @@ pub struct Instrument {
     pub size_decimals: u8,
 }
 
+impl Instrument {
+    /// Whether a symbol pattern ([`glob_match`]) names this instrument: by its
+    /// symbol, or, for an unqualified one, as `venue:symbol` (`sim:*`).
+    pub fn matches(&self, pattern: &str) -> bool {
+        glob_match(pattern, &self.symbol)
+            || (!self.symbol.contains(':') && glob_match(pattern, &format!("{}:{}", self.venue, self.symbol)))
+    }
+}
+
 /// Why an instrument definition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstrumentError {
@@ -414,18 +423,18 @@ impl Instruments {
     /// an unqualified symbol also matches as `venue:symbol`, so `sim:*`
     /// names the simulator's instruments.
     pub fn matching(&self, pattern: &str) -> Vec<InstrumentId> {
-        self.list
-            .iter()
-            .filter(|i| {
-                glob_match(pattern, &i.symbol)
-                    || (!i.symbol.contains(':') && glob_match(pattern, &format!("{}:{}", i.venue, i.symbol)))
-            })
-            .map(|i| i.id)
-            .collect()
+        self.list.iter().filter(|i| i.matches(pattern)).map(|i| i.id).collect()
     }
 
     pub fn get(&self, id: InstrumentId) -> &Instrument {
         &self.list[id.index()]
+    }
+
+    /// The symbols that a spelling `ids` of `name` may stand for, said for a
+    /// client that must name one.
+    pub fn ambiguity(&self, name: &str, ids: &[InstrumentId]) -> String {
+        let choices: Vec<&str> = ids.iter().map(|&id| &*self.get(id).symbol).collect();
+        format!("{name} may be any of {}: name one", choices.join(", "))
     }
 
     pub fn lookup(&self, symbol: &str) -> Option<InstrumentId> {

@@ -112,12 +112,7 @@ impl Resolved<'_> {
             ));
         }
         for (name, ids) in &self.ambiguous {
-            let choices: Vec<&str> = ids.iter().map(|&id| &*instruments.get(id).symbol).collect();
-            errors.push(RequestError::new(
-                ErrorCode::AmbiguousSymbol,
-                format!("{name} may be any of {}: name one", choices.join(", ")),
-                Some(op),
-            ));
+            errors.push(RequestError::new(ErrorCode::AmbiguousSymbol, instruments.ambiguity(name, ids), Some(op)));
         }
         errors
     }

@@ -243,6 +243,15 @@ impl Grant {
         grant.is_none_or(|g| g.0.entitlements.allows_symbol(instruments.get(id)))
     }
 
+    /// Subscriptions one connection may hold: the server's limit, or the
+    /// key's when it is lower.
+    pub fn subscription_limit(grant: Option<&Grant>, server_limit: usize) -> usize {
+        match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
+            Some(key_limit) => server_limit.min(key_limit as usize),
+            None => server_limit,
+        }
+    }
+
     /// Refuses a REST request for `ids` and `uses` the key may not have: 403
     /// `not_entitled`, naming what was denied.
     pub fn check(

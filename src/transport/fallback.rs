@@ -161,10 +161,7 @@ fn resolve(
         };
         return Err(ApiError::new(status, error.code.as_str(), error.message));
     }
-    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
-        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
-        None => app.limits.max_subscriptions,
-    };
+    let limit = Grant::subscription_limit(grant, app.limits.max_subscriptions);
     if resolved.ids.len() * channels.len() > limit {
         return Err(bad("too_many_symbols", format!("at most {limit} subscriptions")));
     }

@@ -240,12 +240,20 @@ impl IntoResponse for ApiError {
 /// (counted per transport), and receive->write for the oldest update among
 /// them.
 pub fn record_write(items: &[Item], transport: Transport, bytes: usize) {
-    let messages = items.iter().filter(|item| !matches!(item, Item::Raw(_))).count();
-    LATENCIES.written(transport).add(messages as u64, bytes as u64);
-    if let Some(oldest) = items.iter().find_map(|item| match item {
-        Item::Update(update) => Some(update.ts_recv),
-        _ => None,
-    }) {
+    let mut messages = 0;
+    let mut oldest = None;
+    for item in items {
+        match item {
+            Item::Update(update) => {
+                oldest = oldest.or(Some(update.ts_recv));
+                messages += 1;
+            }
+            Item::Raw(_) => {}
+            _ => messages += 1,
+        }
+    }
+    LATENCIES.written(transport).add(messages, bytes as u64);
+    if let Some(oldest) = oldest {
         LATENCIES.receive_to_write(transport).record_between(oldest, now_nanos());
     }
 }
@@ -257,12 +265,7 @@ pub(crate) fn lookup_symbol(instruments: &Instruments, name: &str) -> Result<Ins
     match instruments.resolve(name) {
         Lookup::Symbol(id) | Lookup::Alias(id) => Ok(id),
         Lookup::Ambiguous(ids) => {
-            let choices: Vec<&str> = ids.iter().map(|&id| &*instruments.get(id).symbol).collect();
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "ambiguous_symbol",
-                format!("{name} may be any of {}: name one", choices.join(", ")),
-            ))
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "ambiguous_symbol", instruments.ambiguity(name, &ids)))
         }
         Lookup::Unknown => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {name}"))),
     }

@@ -442,10 +442,7 @@ async fn handle(
 
 async fn subscribe(app: &AppState, outbox: &Arc<Outbox>, grant: Option<&Grant>, sub: &Subscription) {
     let instruments = app.fanout.instruments();
-    let limit = match grant.and_then(|Grant(key)| key.entitlements.max_subscriptions) {
-        Some(key_limit) => app.limits.max_subscriptions.min(key_limit as usize),
-        None => app.limits.max_subscriptions,
-    };
+    let limit = Grant::subscription_limit(grant, app.limits.max_subscriptions);
     // The names alone may be too many (before any is resolved), or what the
     // patterns among them match (after).
     let too_many = |wanted: usize| {
@@ -548,12 +545,10 @@ fn refresh(app: &AppState, outbox: &Outbox, grant: Option<&Grant>, token: &str) 
     let refuse = |message: &str| {
         reject(outbox, &RequestError::new(ErrorCode::Unauthorized, message.to_owned(), Some("auth")));
     };
-    let (Some(Grant(key)), Some((verifier, _))) = (grant, app.access.jwt()) else {
+    let opened_with_a_token = grant.zip(app.access.jwt()).filter(|(Grant(key), _)| key.expires_ns() != 0);
+    let Some((Grant(key), (verifier, _))) = opened_with_a_token else {
         return refuse("this connection was not opened with a token that expires");
     };
-    if key.expires_ns() == 0 {
-        return refuse("this connection was not opened with a token that expires");
-    }
     match verifier.verify(token) {
         Ok(verified) if verified.subject == key.name => {
             key.extend(verified.expires_ns);
