@@ -60,6 +60,8 @@ pub const FEED_CHANNEL_BATCHES: usize = 1024;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] crate::config::SettingsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
@@ -160,12 +162,14 @@ pub struct Server {
 
 /// Builds and starts everything `serve` runs.
 pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
+    args.validate()?;
     let metrics = metrics_handle();
     let access = crate::transport::access::AccessPolicy::new(
         &args.auth_tokens,
         args.auth_tokens_file.as_deref(),
         &args.allowed_origins,
-    )?;
+    )?
+    .with_query_token(args.query_token_allowed());
     if args.auth.contains(&AuthMode::Tokens) && !access.requires_token() {
         return Err(StartError::TokensWithoutTokens);
     }
@@ -456,6 +460,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         AppState::new(fanout, healths, args.limits(), args.max_connections, shutdown.clone(), metrics, static_dir)
             .with_history(history)
             .with_access(access)
+            .with_quotas(args.quotas())
             .with_writer_shards(args.writer_shards)
             .with_role(role.as_str()),
     );

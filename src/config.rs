@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+pub mod file;
+
 use crate::codec::Delivery;
 use crate::fanout::{OutboxConfig, RingConfig, SlowConsumerPolicy};
 use crate::transport::SessionLimits;
@@ -136,8 +138,28 @@ pub enum DeliveryArg {
     SnapshotOnLag,
 }
 
+/// How strict `serve` is about its settings (`--profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Profile {
+    /// A first run and tests: an open API on loopback is fine.
+    #[default]
+    Development,
+    /// On a network: refuses to start without TLS, authentication and an
+    /// origin allow-list, and takes no token from a URL unless told to.
+    Production,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings: keys are these flags without the dashes
+    /// (`max-connections = 5000`; a `[jwt]` table's `audience` is
+    /// `jwt-audience`). Flags and `TICKWIRE_*` variables override it.
+    #[arg(long, env = "TICKWIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `production` refuses to start without TLS, authentication
+    /// (--auth / --auth-token) and --allowed-origin, naming what is missing.
+    #[arg(long, env = "TICKWIRE_PROFILE", value_enum, default_value_t = Profile::Development)]
+    pub profile: Profile,
     /// Address to listen on.
     #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -169,8 +191,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
     /// Largest client message in bytes; larger ones close the connection with 1009.
-    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
-    pub max_message_bytes: usize,
+    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_message_bytes: u64,
     /// Frames one client message may arrive in; more close the connection with 1009.
     #[arg(long, env = "TICKWIRE_MAX_MESSAGE_FRAGMENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_fragments: u32,
@@ -261,6 +283,30 @@ pub struct ServeArgs {
     /// File of accepted bearer tokens, one per line (`#` starts a comment).
     #[arg(long, env = "TICKWIRE_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Accept a token in the URL (`?token=`), for tools that can send it no
+    /// other way (EventSource). URLs end up in logs and histories: prefer the
+    /// `Authorization` header or a `bearer.<token>` WebSocket subprotocol.
+    /// Default: on in development, off in production.
+    #[arg(long, env = "TICKWIRE_ALLOW_QUERY_TOKEN")]
+    pub allow_query_token: Option<bool>,
+    /// Streaming connections one client address may hold at once (every
+    /// transport); more are refused with 429 `too_many_connections`. 0: no limit.
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+    /// Subscribe and unsubscribe requests one connection may make per minute
+    /// (a burst of a quarter of that is taken); past it, requests are refused
+    /// with `rate_limited` and change nothing. 0: no limit.
+    #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTION_CHANGES_PER_MIN", default_value_t = 600)]
+    pub max_subscription_changes_per_min: u32,
+    /// Replays one key (or JWT subject; or client address, without either) may
+    /// run at once; more are refused with 429 `quota_exceeded`. 0: no limit.
+    #[arg(long, env = "TICKWIRE_MAX_REPLAYS_PER_KEY", default_value_t = 4)]
+    pub max_replays_per_key: u32,
+    /// History rows (REST history and candles) one key (or JWT subject, or
+    /// client address) may read per minute; past it, requests get 429
+    /// `quota_exceeded` with `Retry-After`. 0: no limit.
+    #[arg(long, env = "TICKWIRE_HISTORY_ROWS_PER_MIN", default_value_t = 2_000_000)]
+    pub history_rows_per_min: u64,
     /// Browser origins allowed to use the API (scheme://host[:port]), comma-separated;
     /// none: any. Requests without an Origin header (non-browser clients) are not affected.
     #[arg(long = "allowed-origin", env = "TICKWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -279,6 +325,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
+
+/// Settings that cannot be used together, or that the profile requires:
+/// every problem found, each naming its setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad settings: {}", .0.join("; "))]
+pub struct SettingsError(pub Vec<String>);
 
 /// Scale-out on NATS JetStream (`docs/DEPLOY.md`). Without `--nats`, one
 /// process does everything, as `--role all`.
@@ -491,6 +543,84 @@ impl ServeArgs {
         Wrapper::try_parse_from(args).map(|w| w.serve)
     }
 
+    /// Checks the settings as a whole: pairs that contradict each other, and
+    /// what `--profile production` requires. Each problem names its setting
+    /// (the flag's name, which is also its key in a config file); nothing is
+    /// clamped into range behind the operator's back.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(
+            self.conflate_after <= self.outbox_max,
+            format!(
+                "conflate-after ({}) is above outbox-max ({}): a client would be cut off before its quotes conflate",
+                self.conflate_after, self.outbox_max
+            ),
+        );
+        check(
+            self.conflate_min_ms <= self.conflate_max_ms,
+            format!("conflate-min-ms ({}) is above conflate-max-ms ({})", self.conflate_min_ms, self.conflate_max_ms),
+        );
+        check(
+            self.ping_interval_ms < self.idle_timeout_ms,
+            format!(
+                "ping-interval-ms ({}) must be below idle-timeout-ms ({}): a healthy client answers pings, and would be closed as idle first",
+                self.ping_interval_ms, self.idle_timeout_ms
+            ),
+        );
+        check(
+            self.venues.feed_backoff_initial_ms <= self.venues.feed_backoff_max_ms,
+            format!(
+                "feed-backoff-initial-ms ({}) is above feed-backoff-max-ms ({})",
+                self.venues.feed_backoff_initial_ms, self.venues.feed_backoff_max_ms
+            ),
+        );
+        check(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls-cert and tls-key go together: give both or neither".into(),
+        );
+        check(
+            self.jwt_leeway_s <= crate::jwt::MAX_LEEWAY_S,
+            format!("jwt-leeway-s ({}) may be at most {}", self.jwt_leeway_s, crate::jwt::MAX_LEEWAY_S),
+        );
+        let jwt_settings = [
+            ("jwt-secret-file", self.jwt_secret_file.is_some()),
+            ("jwt-public-key", self.jwt_public_key.is_some()),
+            ("jwt-jwks-file", self.jwt_jwks_file.is_some()),
+            ("jwt-audience", self.jwt_audience.is_some()),
+            ("jwt-issuer", self.jwt_issuer.is_some()),
+        ];
+        for (name, given) in jwt_settings {
+            check(!given || self.auth.contains(&AuthMode::Jwt), format!("{name} is set but auth does not include jwt"));
+        }
+        let tokens_given = !self.auth_tokens.is_empty() || self.auth_tokens_file.is_some();
+        check(
+            !tokens_given || self.auth.is_empty() || self.auth.contains(&AuthMode::Tokens),
+            "auth-token / auth-tokens-file are set but auth does not include tokens".into(),
+        );
+        if self.profile == Profile::Production {
+            check(self.tls_cert.is_some(), "profile production needs TLS: set tls-cert and tls-key".into());
+            check(
+                tokens_given || !self.auth.is_empty(),
+                "profile production needs authentication: set auth (keys, jwt, tokens) with its credentials".into(),
+            );
+            check(
+                !self.allowed_origins.is_empty(),
+                "profile production needs an origin allow-list: set allowed-origin".into(),
+            );
+        }
+        if problems.is_empty() { Ok(()) } else { Err(SettingsError(problems)) }
+    }
+
+    /// Whether a token may come in the URL (`--allow-query-token`, else the profile's default).
+    pub fn query_token_allowed(&self) -> bool {
+        self.allow_query_token.unwrap_or(self.profile == Profile::Development)
+    }
+
     /// The feeds to run: those given, or the simulator alone.
     pub fn feeds(&self) -> Vec<FeedSpec> {
         if self.feed.is_empty() { vec![FeedSpec::Simulator] } else { self.feed.clone() }
@@ -498,10 +628,14 @@ impl ServeArgs {
 
     pub fn outbox(&self) -> OutboxConfig {
         let max_queued = self.outbox_max as usize;
-        OutboxConfig {
-            max_queued,
-            conflate_after: (self.conflate_after as usize).min(max_queued),
-            slow_consumer: self.slow_consumer,
+        OutboxConfig { max_queued, conflate_after: self.conflate_after as usize, slow_consumer: self.slow_consumer }
+    }
+
+    pub fn quotas(&self) -> crate::transport::quota::QuotaLimits {
+        crate::transport::quota::QuotaLimits {
+            connections_per_ip: self.max_connections_per_ip,
+            replays_per_key: self.max_replays_per_key,
+            history_rows_per_min: self.history_rows_per_min,
         }
     }
 
@@ -511,9 +645,10 @@ impl ServeArgs {
 
     pub fn limits(&self) -> SessionLimits {
         SessionLimits {
-            max_message_bytes: self.max_message_bytes.max(1024),
+            max_message_bytes: self.max_message_bytes as usize,
             max_fragments: self.max_message_fragments,
             max_messages_per_s: self.max_client_messages_per_s,
+            max_subscription_changes_per_min: self.max_subscription_changes_per_min,
             max_subscriptions: self.max_subscriptions,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
@@ -523,7 +658,7 @@ impl ServeArgs {
                 DeliveryArg::SnapshotOnLag => Delivery::SnapshotOnLag,
                 DeliveryArg::Conflate => Delivery::Conflate { interval_ms: crate::codec::DEFAULT_CONFLATE_MS },
             },
-            conflate_ms_range: (self.conflate_min_ms, self.conflate_max_ms.max(self.conflate_min_ms)),
+            conflate_ms_range: (self.conflate_min_ms, self.conflate_max_ms),
             ..SessionLimits::default()
         }
     }
@@ -640,6 +775,60 @@ mod tests {
         assert!(err.contains("unknown feed \"nasdaq\""), "{err}");
         let err = ServeArgs::parse_from_args(["--listen", "not-an-address"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn contradictions_are_errors_naming_the_settings() {
+        let problems = |flags: &[&str]| match ServeArgs::parse_from_args(flags.iter().copied()).unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(SettingsError(problems)) => problems,
+        };
+        assert!(problems(&[]).is_empty(), "the defaults are consistent");
+        let found = problems(&["--conflate-after", "2048", "--outbox-max", "1024"]);
+        assert!(found[0].starts_with("conflate-after (2048) is above outbox-max (1024)"), "{found:?}");
+        let found = problems(&["--conflate-min-ms", "500", "--conflate-max-ms", "100"]);
+        assert!(found[0].starts_with("conflate-min-ms (500) is above conflate-max-ms (100)"), "{found:?}");
+        let found = problems(&["--ping-interval-ms", "60000"]);
+        assert!(found[0].starts_with("ping-interval-ms (60000) must be below idle-timeout-ms"), "{found:?}");
+        assert!(problems(&["--tls-cert", "c.pem"])[0].contains("tls-cert and tls-key go together"));
+        assert_eq!(problems(&["--jwt-audience", "x"]), ["jwt-audience is set but auth does not include jwt"]);
+        assert!(problems(&["--auth", "keys", "--auth-token", "t"])[0].contains("auth does not include tokens"));
+        assert!(
+            problems(&["--auth", "jwt", "--jwt-leeway-s", "900"])[0].contains("jwt-leeway-s (900) may be at most 300")
+        );
+        let err = ServeArgs::parse_from_args(["--max-message-bytes", "10"]).unwrap_err().to_string();
+        assert!(err.contains("--max-message-bytes"), "{err}");
+    }
+
+    #[test]
+    fn production_needs_tls_authentication_and_origins() {
+        let args = ServeArgs::parse_from_args(["--profile", "production"]).unwrap();
+        let SettingsError(problems) = args.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("needs TLS: set tls-cert and tls-key"));
+        assert!(problems[1].contains("needs authentication"));
+        assert!(problems[2].contains("needs an origin allow-list: set allowed-origin"));
+        assert!(!args.query_token_allowed(), "no tokens in URLs in production");
+        let args = ServeArgs::parse_from_args([
+            "--profile",
+            "production",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--auth",
+            "keys",
+            "--allowed-origin",
+            "https://desk.example",
+        ])
+        .unwrap();
+        assert_eq!(args.validate(), Ok(()));
+        let args = ServeArgs::parse_from_args(["--profile", "production", "--allow-query-token", "true"]).unwrap();
+        assert!(args.query_token_allowed(), "unless asked for");
+        assert!(
+            ServeArgs::parse_from_args::<[&str; 0], &str>([]).unwrap().query_token_allowed(),
+            "development keeps ?token="
+        );
     }
 
     #[test]

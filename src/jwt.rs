@@ -11,7 +11,8 @@
 //!
 //! Entitlements ride in claims, as keys have them: `tw_symbols` (patterns),
 //! `tw_channels` (quotes, trades, book, candles, history, replay) and
-//! `tw_max_subscriptions`; absent, everything.
+//! `tw_max_subscriptions`, and `tw_max_connections` (counted per subject,
+//! across all its tokens); absent, everything.
 
 use std::path::Path;
 
@@ -83,6 +84,9 @@ struct Claims {
     tw_channels: Option<Vec<String>>,
     #[serde(default)]
     tw_max_subscriptions: Option<u32>,
+    /// Connections all of the subject's tokens may hold at once.
+    #[serde(default)]
+    tw_max_connections: Option<u32>,
 }
 
 /// A token that passed: who, what they may use, and until when.
@@ -181,7 +185,7 @@ impl JwtVerifier {
         let entitlements = Entitlements::parse(
             claims.tw_symbols.map(|s| s.join(",")).as_deref(),
             claims.tw_channels.map(|c| c.join(",")).as_deref(),
-            None,
+            claims.tw_max_connections,
             claims.tw_max_subscriptions,
         )?;
         Ok(Verified { subject: claims.sub, entitlements, expires_ns: claims.exp.saturating_mul(1_000_000_000) })

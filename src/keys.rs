@@ -27,6 +27,9 @@ use crate::model::{Channel, Instrument};
 use crate::store::keys::StoredKey;
 use crate::store::{Store, StoreError};
 
+/// The key id of a credential made from a JSON Web Token (its name is the
+/// token's subject).
+pub const JWT_KEY_ID: &str = "jwt";
 /// How often a server reads the keys again (so a revocation takes effect
 /// within about this long).
 pub const REFRESH: Duration = Duration::from_millis(500);
@@ -271,7 +274,7 @@ impl LiveKey {
     /// The live state of a verified token (a JWT): `name` is its subject.
     pub fn for_token(name: &str, entitlements: Entitlements, expires_ns: u64) -> LiveKey {
         LiveKey {
-            key_id: "jwt".into(),
+            key_id: JWT_KEY_ID.into(),
             name: name.to_owned(),
             secret_sha256: [0; 32],
             entitlements,

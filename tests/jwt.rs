@@ -206,3 +206,36 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file() {
     assert_eq!(status(server.addr, &es256(None)).await, 401, "no kid");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_subject_holds_at_most_its_connections_across_tokens() {
+    let dir = TempDir::new("jwt-subject-cap");
+    let server = hs256_server(&dir, &[]).await;
+    let addr = server.addr;
+    let first = hs256(&claims(&json!({"tw_max_connections": 2, "jti": "a"})), SECRET);
+    let second = hs256(&claims(&json!({"tw_max_connections": 2, "jti": "b"})), SECRET);
+    let third = hs256(&claims(&json!({"tw_max_connections": 2, "jti": "c"})), SECRET);
+    let a = connect(addr, &first).await;
+    let _b = connect(addr, &second).await;
+    let url = format!("ws://{addr}/v1/ws?token={third}");
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a third connection of the subject must be refused: {:?}", other.map(|_| ())),
+    }
+    let (status, body) = get_json(addr, &format!("/v1/sse?symbols=BTC-USD&channels=quotes&token={third}")).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("too_many_connections")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("subject \"desk-7\""), "{body}");
+    let other = hs256(&claims(&json!({"sub": "desk-8", "tw_max_connections": 1})), SECRET);
+    let _c = connect(addr, &other).await; // another subject is not affected
+    drop(a);
+    let mut again = false;
+    for _ in 0..50 {
+        if tokio_tungstenite::connect_async(&url).await.is_ok() {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again, "a closed connection gives the subject its place back");
+    server.shutdown().await;
+}

@@ -37,6 +37,8 @@ pub struct AccessPolicy {
     /// JSON Web Tokens (`--auth jwt`), when accepted, and how long before
     /// expiry a connection is warned.
     jwt: Option<(Arc<JwtVerifier>, std::time::Duration)>,
+    /// Whether `?token=` is read (`--allow-query-token`).
+    query_token: bool,
 }
 
 /// The key a request was let in with (a request extension): what it may use.
@@ -81,7 +83,14 @@ impl AccessPolicy {
             origins: origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
             keys: None,
             jwt: None,
+            query_token: true,
         })
+    }
+
+    /// Whether a token in the URL (`?token=`) is read.
+    pub fn with_query_token(mut self, allowed: bool) -> AccessPolicy {
+        self.query_token = allowed;
+        self
     }
 
     /// Accepts JSON Web Tokens verified by `verifier`; connections are warned
@@ -119,9 +128,9 @@ impl AccessPolicy {
 ///
 /// In order: `Authorization: Bearer <token>`; a WebSocket subprotocol entry
 /// `bearer.<token>` (what a browser can send on a WebSocket, beside the format
-/// protocol; the server echoes only the format); `?token=` (for tools that can
-/// do nothing else: EventSource). Never logged.
-fn presented_token(request: &Request) -> Option<String> {
+/// protocol; the server echoes only the format); `?token=` when `query` allows
+/// it (for tools that can do nothing else: EventSource). Never logged.
+fn presented_token(request: &Request, query: bool) -> Option<String> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
@@ -134,6 +143,9 @@ fn presented_token(request: &Request) -> Option<String> {
         .find_map(|p| p.trim().strip_prefix(BEARER_PROTOCOL))
     {
         return Some(token.to_owned());
+    }
+    if !query {
+        return None;
     }
     let query = request.uri().query()?;
     query.split('&').find_map(|pair| {
@@ -184,8 +196,14 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
     }
     let mut request = request;
     if policy.requires_token() {
-        let refusal = match presented_token(&request) {
-            None => Some(("missing", "a token is required: Authorization: Bearer <token>, or ?token=")),
+        let refusal = match presented_token(&request, policy.query_token) {
+            None if policy.query_token => {
+                Some(("missing", "a token is required: Authorization: Bearer <token>, or ?token="))
+            }
+            None => Some((
+                "missing",
+                "a token is required: Authorization: Bearer <token> (tokens in the URL are off: --allow-query-token)",
+            )),
             Some(token) => match &policy.keys {
                 Some(ring) if crate::keys::is_key(&token) => match ring.check(&token) {
                     Some(key) => {

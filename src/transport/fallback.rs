@@ -26,16 +26,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::{Extension, Json};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::access::{Grant, credential_ended};
 use super::openapi::ErrorBody;
+use super::quota::Caller;
 use super::{ApiError, AppState};
 use crate::codec::{Delivery, ErrorCode, Format, RequestError, parse_delivery};
 use crate::fanout::{Fanout, Item, Outbox, build_frames};
@@ -195,16 +196,17 @@ impl Drop for Attached {
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`too_many_connections`: the key, JWT subject or client address holds its maximum", body = ErrorBody),
         (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
 pub async fn sse(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let grant = grant.map(|Extension(g)| g);
+    let grant = caller.grant.clone();
     let pairs = resolve(&app, &query, grant.as_ref())?;
     let delivery = delivery(&app, &query)?;
     // EventSource sends the last event id it saw when it reconnects.
@@ -214,7 +216,7 @@ pub async fn sse(
         None => None,
     };
     let since_time = starts(&query, cursor.as_ref())?;
-    let slot = app.open_connection(Transport::Sse, grant.as_ref())?;
+    let slot = app.open_connection(Transport::Sse, &caller)?;
     // The stream ends with its credential (a key revoked, a token expired).
     let credential = grant.clone();
     let outbox = app.fanout.outbox_for(Format::Json, Transport::Sse);
@@ -349,16 +351,17 @@ impl Cursor {
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`too_many_connections`: the key, JWT subject or client address holds its maximum", body = ErrorBody),
         (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
 pub async fn poll(
     State(app): State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     Query(query): Query<StreamQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let arrived = tokio::time::Instant::now();
-    let grant = grant.map(|Extension(g)| g);
+    let grant = caller.grant.clone();
     let pairs = resolve(&app, &query, grant.as_ref())?;
     let delivery = delivery(&app, &query)?;
     let cursor = match &query.cursor {
@@ -368,7 +371,7 @@ pub async fn poll(
     let since_time = starts(&query, cursor.as_ref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_POLL_MS).min(MAX_POLL_MS));
     // Held (the answer may wait up to `timeout_ms`), a poll is a connection.
-    let slot = app.open_connection(Transport::Poll, grant.as_ref())?;
+    let slot = app.open_connection(Transport::Poll, &caller)?;
     let instruments = app.fanout.instruments().clone();
     let outbox = app.fanout.outbox_for(Format::Json, Transport::Poll);
     let attached = Attached { fanout: app.fanout.clone(), outbox: outbox.clone(), _slot: slot };

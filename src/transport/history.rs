@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
+use super::quota::Caller;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -127,16 +127,17 @@ fn body_format(format: Option<&str>, headers: &HeaderMap) -> Result<Body, ApiErr
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded`: the key's history rows a minute are spent (`Retry-After` says when to ask again)", body = ErrorBody),
         (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
     )
 )]
 pub async fn trades(
     state: State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     query: Query<HistoryQuery>,
     headers: HeaderMap,
 ) -> Response {
-    history(state, grant, query, headers, Channel::Trades).await.unwrap_or_else(IntoResponse::into_response)
+    history(state, caller, query, headers, Channel::Trades).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Stored quotes of one symbol in a time range, paged.
@@ -151,21 +152,22 @@ pub async fn trades(
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded`: the key's history rows a minute are spent (`Retry-After` says when to ask again)", body = ErrorBody),
         (status = 503, description = "`history_disabled`: this server keeps no history, or the store is unreachable", body = ErrorBody)
     )
 )]
 pub async fn quotes(
     state: State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     query: Query<HistoryQuery>,
     headers: HeaderMap,
 ) -> Response {
-    history(state, grant, query, headers, Channel::Quotes).await.unwrap_or_else(IntoResponse::into_response)
+    history(state, caller, query, headers, Channel::Quotes).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn history(
     State(app): State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     Query(query): Query<HistoryQuery>,
     headers: HeaderMap,
     channel: Channel,
@@ -173,7 +175,7 @@ async fn history(
     let access = access(&app)?;
     let body = body_format(query.format.as_deref(), &headers)?;
     let inst = instrument(&app, query.symbol.as_deref())?;
-    let grant = grant.map(|Extension(g)| g);
+    let grant = caller.grant.clone();
     Grant::check(grant.as_ref(), app.fanout.instruments(), &[inst.id], &[Use::History, Use::of(channel)])?;
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
     let limit = match query.limit.as_deref() {
@@ -200,8 +202,10 @@ async fn history(
         })?),
         None => None,
     };
+    app.quotas.check_rows(&caller)?;
     let store_id = access.ids.store_id(inst.id);
     let events = access.store.history(channel, store_id, from, to, after, limit).await.map_err(|e| store_failed(&e))?;
+    app.quotas.spend_rows(&caller, events.len());
     let next = (events.len() == limit)
         .then(|| events.last().map(|e| PageCursor { ts_event: e.ts_event, seq: e.seq }.encode()))
         .flatten();
@@ -279,17 +283,18 @@ fn format_wide(nanos: i128, decimals: u8) -> String {
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded`: the key's history rows a minute are spent (`Retry-After` says when to ask again)", body = ErrorBody),
         (status = 503, description = "`history_disabled`", body = ErrorBody)
     )
 )]
 pub async fn candles(
     State(app): State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     Query(query): Query<CandleQuery>,
 ) -> Result<Response, ApiError> {
     let access = access(&app)?;
     let inst = instrument(&app, query.symbol.as_deref())?;
-    let grant = grant.map(|Extension(g)| g);
+    let grant = caller.grant.clone();
     Grant::check(grant.as_ref(), app.fanout.instruments(), &[inst.id], &[Use::Candles])?;
     let name = query.interval.as_deref().unwrap_or("");
     let interval = crate::model::CandleInterval::parse(name)
@@ -303,8 +308,10 @@ pub async fn candles(
             ),
         ));
     }
+    app.quotas.check_rows(&caller)?;
     let store_id = access.ids.store_id(inst.id);
     let candles = access.store.candles(store_id, from, to, interval).await.map_err(|e| store_failed(&e))?;
+    app.quotas.spend_rows(&caller, candles.len());
     let price = |p: crate::model::Price| format_decimal(p.0, inst.price_decimals);
     let list: Vec<serde_json::Value> = candles
         .iter()

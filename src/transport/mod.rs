@@ -8,6 +8,7 @@ mod fallback;
 pub mod history;
 mod openapi;
 mod page;
+pub mod quota;
 mod replay;
 mod rest;
 pub mod serve;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub history: Option<HistoryAccess>,
     /// Tokens and origins the API accepts.
     pub access: access::AccessPolicy,
+    /// Per-address, per-subject and per-key quotas.
+    pub quotas: Arc<quota::Quotas>,
     connections: AtomicUsize,
     /// The same, per transport (index: [`Transport`]).
     by_transport: [AtomicUsize; 4],
@@ -97,6 +100,7 @@ impl AppState {
             started: Instant::now(),
             history: None,
             access: access::AccessPolicy::default(),
+            quotas: Arc::default(),
             connections: AtomicUsize::new(0),
             by_transport: Default::default(),
             store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
@@ -115,6 +119,12 @@ impl AppState {
     /// Sets who may use the API.
     pub fn with_access(mut self, access: access::AccessPolicy) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Sets the quotas (`--max-connections-per-ip`, `--max-replays-per-key`, …).
+    pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
+        self.quotas = Arc::new(quota::Quotas::new(limits));
         self
     }
 
@@ -161,10 +171,13 @@ impl AppState {
     pub(crate) fn open_connection(
         self: &Arc<Self>,
         transport: Transport,
-        grant: Option<&access::Grant>,
+        caller: &quota::Caller,
     ) -> Result<ConnectionSlot, ApiError> {
         let name = transport.name();
-        let key = match grant {
+        let quotas = self.quotas.open_connection(caller).inspect_err(|_| {
+            metrics::counter!("tickwire_connections_refused_total", "transport" => name).increment(1);
+        })?;
+        let key = match caller.grant() {
             None => None,
             Some(access::Grant(key)) => match key.open_connection() {
                 Some(taken) => Some(taken),
@@ -184,7 +197,7 @@ impl AppState {
             Ok(_) => {
                 metrics::gauge!("tickwire_connections", "transport" => name).increment(1.0);
                 self.by_transport[transport as usize].fetch_add(1, Ordering::Relaxed);
-                Ok(ConnectionSlot { app: self.clone(), transport, _key: key })
+                Ok(ConnectionSlot { app: self.clone(), transport, _key: key, _quotas: quotas })
             }
             Err(_) => {
                 metrics::counter!("tickwire_connections_refused_total", "transport" => name).increment(1);
@@ -204,6 +217,8 @@ pub(crate) struct ConnectionSlot {
     transport: Transport,
     /// The key's place, when the connection was made with a key.
     _key: Option<crate::keys::KeyConnection>,
+    /// Its places under the per-address and per-subject caps.
+    _quotas: Vec<quota::Held>,
 }
 
 impl Drop for ConnectionSlot {
@@ -221,18 +236,24 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait before asking again (`Retry-After`), for refusals that pass.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -368,6 +389,7 @@ pub(crate) fn negotiate<'a>(
         (status = 400, description = "Not a WebSocket upgrade, or an unknown format or subprotocol", body = ErrorBody),
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
+        (status = 429, description = "`too_many_connections`: the key, JWT subject or client address holds its maximum", body = ErrorBody),
         (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
@@ -377,7 +399,8 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
             .into_response();
     }
     let grant = request.extensions().get::<access::Grant>().cloned();
-    let slot = match app.open_connection(Transport::Ws, grant.as_ref()) {
+    let caller = quota::Caller { grant: grant.clone(), ip: request.extensions().get::<quota::Peer>().map(|p| p.0) };
+    let slot = match app.open_connection(Transport::Ws, &caller) {
         Ok(slot) => slot,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => "max_connections").increment(1);

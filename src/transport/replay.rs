@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use axum::Extension;
+use super::quota::Caller;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -140,16 +140,17 @@ fn plan(app: &AppState, access: &HistoryAccess, query: &ReplayQuery, grant: Opti
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody),
         (status = 404, description = "`unknown_symbol`", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded` (the key's concurrent replays) or `too_many_connections` (the key's, subject's or address's)", body = ErrorBody),
         (status = 503, description = "`history_disabled`, `too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
-    grant: Option<Extension<Grant>>,
+    caller: Caller,
     Query(query): Query<ReplayQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let grant = grant.map(|Extension(g)| g);
+    let grant = caller.grant.clone();
     let plan = match app.history.as_ref() {
         None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "history_disabled", "this server keeps no history")),
         Some(access) => plan(&app, access, &query, grant.as_ref()),
@@ -169,7 +170,11 @@ pub async fn upgrade(
         Ok(negotiated) => negotiated,
         Err(error) => return error.into_response(),
     };
-    let slot = match app.open_connection(crate::latency::Transport::Replay, grant.as_ref()) {
+    let running = match app.quotas.start_replay(&caller) {
+        Ok(running) => running,
+        Err(error) => return error.into_response(),
+    };
+    let slot = match app.open_connection(crate::latency::Transport::Replay, &caller) {
         Ok(slot) => slot,
         Err(error) => return error.into_response(),
     };
@@ -177,7 +182,7 @@ pub async fn upgrade(
     upgrade.max_message_size(64 << 10).on_upgrade(move |socket| {
         let sessions = app.sessions.clone();
         sessions.track_future(async move {
-            let _slot = slot; // held until the replay ends
+            let _slot = (slot, running); // held until the replay ends
             session(socket, app, plan, format, grant).await
         })
     })

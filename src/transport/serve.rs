@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, lets each
 /// connection finish its request in flight, and returns when all are done.
@@ -30,16 +31,23 @@ pub async fn serve<L>(
     header_timeout: std::time::Duration,
 ) -> std::io::Result<()>
 where
-    L: Listener,
+    L: Listener<Addr = std::net::SocketAddr>,
 {
     let connections = TaskTracker::new();
     loop {
-        let (io, _) = tokio::select! {
+        let (io, peer) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // Every request knows its client's address (per-address quotas).
+        let peer = super::quota::Peer(peer.ip());
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
+                request
+            },
+        ));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let mut builder = http1::Builder::new();

@@ -54,6 +54,9 @@ pub struct SessionLimits {
     pub max_fragments: u32,
     /// Client messages per second (a burst of twice as many); see [`Inbound`].
     pub max_messages_per_s: u32,
+    /// Subscribe and unsubscribe requests per minute (a burst of a quarter of
+    /// that); past it, refused with `rate_limited`. 0: no limit.
+    pub max_subscription_changes_per_min: u32,
 }
 
 impl Default for SessionLimits {
@@ -69,6 +72,7 @@ impl Default for SessionLimits {
             read_buffer_bytes: 4 << 10,
             max_fragments: 1024,
             max_messages_per_s: 100,
+            max_subscription_changes_per_min: 600,
         }
     }
 }
@@ -269,9 +273,7 @@ pub(crate) fn check_delivery(limits: &SessionLimits, delivery: Delivery, op: &st
 /// (`rate_limited`, at most once a second); a connection still over the rate
 /// after [`ABUSE_LIMIT`] of such seconds is closed with 1008.
 struct Inbound {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
+    bucket: Bucket,
     /// When a refusal was last told, and how many seconds had refusals.
     told: Option<Instant>,
     strikes: u32,
@@ -292,20 +294,52 @@ enum Admit {
     Close,
 }
 
+/// A token bucket: `rate` a second, holding at most `burst`.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst, tokens: burst, at: Instant::now() }
+    }
+
+    /// Takes a token if there is one; also says whether the bucket was full
+    /// (the client kept well within the rate for a while).
+    fn take(&mut self, now: Instant) -> Option<bool> {
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return None;
+        }
+        let full = self.tokens >= self.burst - 1.0;
+        self.tokens -= 1.0;
+        Some(full)
+    }
+}
+
+/// Subscription changes one connection may make (`max_subscription_changes_per_min`).
+fn churn_bucket(per_minute: u32) -> Option<Bucket> {
+    (per_minute > 0).then(|| {
+        let per_minute = f64::from(per_minute);
+        Bucket::new(per_minute / 60.0, (per_minute / 4.0).max(1.0))
+    })
+}
+
 impl Inbound {
     fn new(per_second: u32) -> Self {
         let rate = f64::from(per_second.max(1));
-        Self { rate, tokens: 2.0 * rate, at: Instant::now(), told: None, strikes: 0 }
+        Self { bucket: Bucket::new(rate, 2.0 * rate), told: None, strikes: 0 }
     }
 
     fn admit(&mut self, now: Instant) -> Admit {
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(2.0 * self.rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            if self.tokens >= 2.0 * self.rate - 1.0 {
+        if let Some(full) = self.bucket.take(now) {
+            if full {
                 self.strikes = 0; // a full bucket: the client kept to the rate a while
             }
-            self.tokens -= 1.0;
             return Admit::Take;
         }
         let tell = self.told.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
@@ -336,6 +370,7 @@ where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     let mut inbound = Inbound::new(app.limits.max_messages_per_s);
+    let mut churn = churn_bucket(app.limits.max_subscription_changes_per_min);
     while let Some(message) = stream.next().await {
         touch(last_seen_ms, started);
         if let Ok(Message::Text(_) | Message::Binary(_)) = &message {
@@ -361,9 +396,11 @@ where
             }
         }
         match (message, outbox.format()) {
-            (Ok(Message::Text(text)), Format::Json) => handle(app, outbox, grant, parse_request(&text)).await,
+            (Ok(Message::Text(text)), Format::Json) => {
+                handle(app, outbox, grant, &mut churn, parse_request(&text)).await
+            }
             (Ok(Message::Binary(bytes)), Format::Proto) => {
-                handle(app, outbox, grant, proto::decode_request(&bytes)).await
+                handle(app, outbox, grant, &mut churn, proto::decode_request(&bytes)).await
             }
             (Ok(Message::Binary(_)), Format::Json) => reject(
                 outbox,
@@ -416,6 +453,7 @@ async fn handle(
     app: &AppState,
     outbox: &Arc<Outbox>,
     grant: Option<&Grant>,
+    churn: &mut Option<Bucket>,
     request: Result<ClientRequest, RequestError>,
 ) {
     match request {
@@ -425,6 +463,15 @@ async fn handle(
         }
         Ok(ClientRequest::Auth { token }) => refresh(app, outbox, grant, &token),
         Ok(request @ (ClientRequest::Subscribe(_) | ClientRequest::Unsubscribe(_))) => {
+            if let Some(bucket) = churn
+                && bucket.take(Instant::now()).is_none()
+            {
+                metrics::counter!("tickwire_quota_refused_total", "quota" => "subscription_changes").increment(1);
+                let op = if matches!(request, ClientRequest::Subscribe(_)) { "subscribe" } else { "unsubscribe" };
+                let limit = app.limits.max_subscription_changes_per_min;
+                let message = format!("more than {limit} subscription changes a minute: this request changed nothing");
+                return reject(outbox, &RequestError::new(ErrorCode::RateLimited, message, Some(op)));
+            }
             let period = outbox.conflate_ms();
             match &request {
                 ClientRequest::Subscribe(sub) => subscribe(app, outbox, grant, sub).await,

@@ -286,12 +286,18 @@ pub struct Process {
 impl Process {
     /// Starts `tickwire serve` on an ephemeral port and waits until it listens.
     pub fn serve(extra: &[&str]) -> Process {
+        Process::serve_with_env(extra, &[])
+    }
+
+    /// [`Process::serve`] with environment variables set.
+    pub fn serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
             .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
             .args(extra)
             .args(if extra.contains(&"--store") { &[][..] } else { &["--store", "none"][..] })
             .env("TICKWIRE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("binary starts");
