@@ -6,7 +6,7 @@ FRONTEND := frontend
 HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
-.PHONY: bench-guard bench-load bench-cluster peers cluster
+.PHONY: bench-guard bench-load bench-cluster bench-keys peers cluster
 .PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
@@ -104,11 +104,17 @@ bench: peers
 	$(CARGO) bench --locked
 	$(CARGO) build --release --locked
 	benches/matrix.sh
+	benches/keys.sh
 
 ## Cluster benches: the latency the bus adds, the publish ceiling, one gateway
 ## against two, the store role's drain rate (docs/BENCHMARKS.md).
 bench-cluster: build
 	benches/cluster.sh
+
+## API keys and entitlements on against off at 1,000 clients x 1,000 events/s.
+bench-keys:
+	$(CARGO) build --release --locked
+	benches/keys.sh
 
 ## Only the load matrix.
 bench-load: peers

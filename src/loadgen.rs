@@ -963,6 +963,16 @@ pub mod command {
         /// slow-consumer close: the CI guard for a server that streams at all.
         #[arg(long)]
         pub check_complete: bool,
+        /// The started gateway keeps history in a fresh SQLite store (by
+        /// default it keeps none): the like-for-like baseline of --keys.
+        #[arg(long)]
+        pub sqlite_store: bool,
+        /// The started gateway requires API keys (`--auth keys`, with
+        /// --sqlite-store), and the clients use one entitled to exactly the
+        /// bench's symbols and channels: what authentication and entitlements
+        /// cost on the fan-out path (nothing, they are checked at subscribe).
+        #[arg(long)]
+        pub keys: bool,
     }
 
     /// Why `tickwire bench` failed.
@@ -1002,22 +1012,58 @@ pub mod command {
         None
     }
 
-    struct Started(Child);
+    /// A gateway started for one run, and its store directory (removed after).
+    struct Started(Child, Option<PathBuf>);
 
     impl Drop for Started {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            if let Some(dir) = &self.1 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 
-    fn start_gateway(args: &BenchArgs) -> Result<(Started, String), BenchError> {
+    /// Creates a key entitled to exactly `symbols` and `channels` in `store`.
+    fn add_key(exe: &std::path::Path, store: &str, symbols: &[String], channels: &[String]) -> Result<String, BenchError> {
+        let output = Command::new(exe)
+            .args(["keys", "--store", store, "add", "--name", "bench"])
+            .args(["--symbols", &symbols.join(","), "--channels", &channels.join(",")])
+            .output()
+            .map_err(BenchError::Spawn)?;
+        let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || key.is_empty() {
+            let why = String::from_utf8_lossy(&output.stderr).into_owned();
+            return Err(BenchError::Spawn(std::io::Error::other(format!("tickwire keys add failed: {why}"))));
+        }
+        Ok(key)
+    }
+
+    fn start_gateway(args: &BenchArgs, symbols: &[String]) -> Result<(Started, String), BenchError> {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
+        // The load bench measures streaming; history would share its CPU,
+        // unless asked for (--sqlite-store, --keys).
+        let dir = (args.sqlite_store || args.keys).then(|| {
+            let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("tickwire-bench-{}-{run}", std::process::id()))
+        });
+        let mut store = vec!["--store".to_owned(), "none".to_owned()];
+        let mut token = None;
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(BenchError::Spawn)?;
+            let url = format!("sqlite://{}", dir.join("bench.db").display());
+            if args.keys {
+                token = Some(add_key(&exe, &url, symbols, &args.channels)?);
+                store.extend(["--auth".to_owned(), "keys".to_owned()]);
+            }
+            store[1] = url;
+        }
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
             .args(["--rate", &args.rate.to_string(), "--max-connections", "1000000"])
-            // The load bench measures streaming; history would share its CPU.
-            .args(["--store", "none"])
+            .args(&store)
             .env("TICKWIRE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -1026,7 +1072,10 @@ pub mod command {
         let stdout = child.stdout.take().ok_or_else(|| BenchError::Spawn(std::io::Error::other("no stdout")))?;
         std::io::BufReader::new(stdout).read_line(&mut line).map_err(BenchError::Spawn)?;
         let addr = line.trim().rsplit("://").next().unwrap_or_default().to_owned();
-        Ok((Started(child), format!("ws://{addr}/v1/ws")))
+        // A local bench: the key rides in the URL (the development profile
+        // takes it there), so that /v1/stats is read with it too.
+        let query = token.map_or(String::new(), |t| format!("?token={t}"));
+        Ok((Started(child, dir), format!("ws://{addr}/v1/ws{query}")))
     }
 
     /// Runs `args.runs` times and checks the median p99 against the baseline.
@@ -1065,18 +1114,18 @@ pub mod command {
 
     async fn bench_once(args: &BenchArgs) -> Result<LoadReport, BenchError> {
         crate::app::raise_open_file_limit();
-        let (started, url, pid) = match &args.url {
-            Some(url) => (None, url.clone(), args.server_pid),
-            None => {
-                let (child, url) = start_gateway(args)?;
-                let pid = child.0.id();
-                (Some(child), url, Some(pid))
-            }
-        };
-        let symbols = if args.symbols.is_empty() {
+        let symbols: Vec<String> = if args.symbols.is_empty() {
             DEFAULT_UNIVERSE.iter().map(|s| s.symbol.to_owned()).collect()
         } else {
             args.symbols.clone()
+        };
+        let (started, url, pid) = match &args.url {
+            Some(url) => (None, url.clone(), args.server_pid),
+            None => {
+                let (child, url) = start_gateway(args, &symbols)?;
+                let pid = child.0.id();
+                (Some(child), url, Some(pid))
+            }
         };
         let config = LoadConfig {
             url,
