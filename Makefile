@@ -6,7 +6,7 @@ FRONTEND := frontend
 HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
-.PHONY: bench-guard bench-load bench-cluster bench-keys peers cluster
+.PHONY: bench-guard bench-load bench-cluster bench-keys bench-hostile peers cluster
 .PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
@@ -105,6 +105,7 @@ bench: peers
 	$(CARGO) build --release --locked
 	benches/matrix.sh
 	benches/keys.sh
+	benches/hostile.sh
 
 ## Cluster benches: the latency the bus adds, the publish ceiling, one gateway
 ## against two, the store role's drain rate (docs/BENCHMARKS.md).
@@ -115,6 +116,11 @@ bench-cluster: build
 bench-keys:
 	$(CARGO) build --release --locked
 	benches/keys.sh
+
+## Normal clients' latency and the server's memory with the hostile mix beside them.
+bench-hostile:
+	$(CARGO) build --release --locked
+	benches/hostile.sh
 
 ## Only the load matrix.
 bench-load: peers

@@ -41,6 +41,7 @@ pub enum LoadError {
     Connect { index: usize, message: String },
 }
 
+pub mod hostile;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -397,7 +398,8 @@ struct RawClient {
 enum Incoming<'a> {
     Data(&'a [u8], bool),
     Ping(Vec<u8>),
-    Close,
+    /// A close frame and its payload (code and reason).
+    Close(&'a [u8]),
     Other,
 }
 
@@ -509,7 +511,7 @@ impl RawClient {
         Some(match bytes[0] & 0x0f {
             0x1 => Incoming::Data(payload, true),
             0x2 => Incoming::Data(payload, false),
-            0x8 => Incoming::Close,
+            0x8 => Incoming::Close(payload),
             0x9 => Incoming::Ping(payload.to_vec()),
             _ => Incoming::Other,
         })
@@ -617,7 +619,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
                                 gaps += u64::from(gap);
                             }
                             Incoming::Ping(payload) => pings.push(payload),
-                            Incoming::Close => closed = true,
+                            Incoming::Close(_) => closed = true,
                             Incoming::Data(..) | Incoming::Other => {}
                         }
                     }
@@ -799,7 +801,7 @@ mod tests {
                 match frame {
                     Incoming::Data(payload, text) => seen.push((text, payload.len())),
                     Incoming::Ping(payload) => pings.push(payload),
-                    Incoming::Close => break 'read,
+                    Incoming::Close(_) => break 'read,
                     Incoming::Other => panic!("unexpected frame"),
                 }
             }
@@ -902,6 +904,9 @@ pub mod command {
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::{LoadConfig, LoadError, LoadReport, run, table};
     use crate::codec::Format;
     use crate::feed::simulator::DEFAULT_UNIVERSE;
@@ -973,6 +978,12 @@ pub mod command {
         /// cost on the fan-out path (nothing, they are checked at subscribe).
         #[arg(long)]
         pub keys: bool,
+        /// Run the hostile mix beside the clients (`loadgen::hostile`): a
+        /// 10,000 messages/s flood, a connect-and-drop loop, 200 unfinished
+        /// handshakes, a subscribe-to-everything reader and a 100,000-fragment
+        /// message, all the run long.
+        #[arg(long)]
+        pub hostile: bool,
     }
 
     /// Why `tickwire bench` failed.
@@ -1026,7 +1037,12 @@ pub mod command {
     }
 
     /// Creates a key entitled to exactly `symbols` and `channels` in `store`.
-    fn add_key(exe: &std::path::Path, store: &str, symbols: &[String], channels: &[String]) -> Result<String, BenchError> {
+    fn add_key(
+        exe: &std::path::Path,
+        store: &str,
+        symbols: &[String],
+        channels: &[String],
+    ) -> Result<String, BenchError> {
         let output = Command::new(exe)
             .args(["keys", "--store", store, "add", "--name", "bench"])
             .args(["--symbols", &symbols.join(","), "--channels", &channels.join(",")])
@@ -1140,8 +1156,42 @@ pub mod command {
             idle: args.idle,
             server_pid: pid,
         };
-        let report = run(config).await?;
+        let hostile = match args.hostile {
+            true => {
+                let authority = config.url.strip_prefix("ws://").and_then(|r| r.split(['/', '?']).next());
+                let addr =
+                    authority.and_then(|a| a.parse().ok()).ok_or_else(|| LoadError::BadUrl(config.url.clone()))?;
+                let stop = tokio_util::sync::CancellationToken::new();
+                let mix = super::hostile::HostileConfig::standard(addr);
+                Some((tokio::spawn(super::hostile::run(mix, stop.clone())), stop))
+            }
+            false => None,
+        };
+        // The server's largest resident size over the run: bounded under the mix?
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let sampler = pid.map(|pid| {
+            let peak_kib = peak_kib.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak_kib.fetch_max(super::rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
+        let report = run(config).await;
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        let hostile = match hostile {
+            Some((mix, stop)) => {
+                stop.cancel();
+                mix.await.ok()
+            }
+            None => None,
+        };
+        let report = report?;
         drop(started);
+        let peak_mib = peak_kib.load(Ordering::Relaxed) as f64 / 1024.0;
         print!("{}", table(&[(args.name.clone(), report.clone())]));
         let t = &report.exchange_to_receive_us;
         let (rs, sc) = (&report.receive_to_send_us, &report.send_to_client_us);
@@ -1161,10 +1211,32 @@ pub mod command {
             "  at the client's socket (kernel timestamp) p50/p90/p99/p99.9 µs: total {}/{}/{}/{}  send→socket {}/{}",
             ts.p50, ts.p90, ts.p99, ts.p999, ss.p50, ss.p99
         );
+        if pid.is_some() {
+            println!("  server peak RSS over the run: {peak_mib:.1} MiB");
+        }
+        if let Some(mix) = &hostile {
+            println!(
+                "  hostile mix: flood {} sent, {} rate_limited, {} closed 1008; churn {} connections ({} refused); \
+                 {} unfinished handshakes dropped; everything-reader {} frames; fragments {} sent, {} closed 1009",
+                mix.flood_sent,
+                mix.flood_rate_limited,
+                mix.flood_closed_1008,
+                mix.churn_connections,
+                mix.churn_refused,
+                mix.half_open_dropped,
+                mix.everything_frames,
+                mix.fragments_sent,
+                mix.fragments_closed_1009
+            );
+        }
         if let Some(path) = &args.json_out {
             use std::io::Write;
             let mut value = serde_json::to_value(&report).unwrap_or_default();
             value["name"] = args.name.clone().into();
+            value["server_peak_rss_mib"] = peak_mib.into();
+            if let Some(mix) = &hostile {
+                value["hostile"] = serde_json::to_value(mix).unwrap_or_default();
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
