@@ -174,15 +174,7 @@ async fn history_rows_and_replays_per_key() {
         other => panic!("a second replay must be refused: {:?}", other.map(|_| ())),
     }
     drop(running);
-    let mut again = false;
-    for _ in 0..50 {
-        if tokio_tungstenite::connect_async(&url).await.is_ok() {
-            again = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(again, "an ended replay gives its place back");
+    assert!(common::ws_connects_within(&url, Duration::from_secs(5)).await, "an ended replay gives its place back");
     assert!(metric(addr, "tickwire_quota_refused_total{quota=\"replays\"}").await >= 1.0);
     assert!(metric(addr, "tickwire_quota_refused_total{quota=\"history_rows\"}").await >= 2.0);
     server.shutdown().await;

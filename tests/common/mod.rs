@@ -28,6 +28,19 @@ pub async fn start(extra: &[&str]) -> Server {
     app::start(&args).await.expect("server starts")
 }
 
+/// Whether a WebSocket to `url` opens within `wait`, trying every 100 ms (a
+/// closed connection gives its place under a limit back a moment later).
+pub async fn ws_connects_within(url: &str, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < deadline {
+        if tokio_tungstenite::connect_async(url).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 pub fn ws_url(addr: SocketAddr) -> String {
     format!("ws://{addr}/v1/ws")
 }
