@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::AppState;
 use super::access::Grant;
 use super::upgrade::{ReadSide, WriteSide, split};
-use super::writer::{Connection, Scratch, WriteStatus, ping_frame};
+use super::writer::{Connection, Scratch, WriteStatus, data_frame, ping_frame};
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
@@ -87,9 +87,25 @@ struct ReaderEnd {
     reason: &'static str,
 }
 
+/// What a session does with the client's text and binary messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The market-data protocol (docs/PROTOCOL.md), in this format.
+    Stream(Format),
+    /// Each message written back unchanged, with its opcode: the route of
+    /// `serve --conformance-echo`, through which `make conformance` tests this
+    /// WebSocket stack (docs/CONFORMANCE.md). Never in production.
+    Echo,
+}
+
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
-pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: Option<Grant>) {
+pub async fn run(upgraded: Upgraded, app: Arc<AppState>, service: Service, grant: Option<Grant>) {
+    let format = match service {
+        Service::Stream(format) => format,
+        // What the echo itself says (a refusal past the message rate) is JSON.
+        Service::Echo => Format::Json,
+    };
     let outbox = app.fanout.outbox(format);
     let (read, write) = split(upgraded);
     let (connection, mut stream_sink) = match write {
@@ -113,7 +129,7 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
     .await;
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
-    let mut reader = pin!(read_loop(stream, &app, &outbox, grant.as_ref(), started, &last_seen_ms));
+    let mut reader = pin!(read_loop(stream, &app, &outbox, service, grant.as_ref(), started, &last_seen_ms));
     let revoked = async {
         match &grant {
             Some(Grant(key)) => key.revoked.cancelled().await,
@@ -362,6 +378,7 @@ async fn read_loop<S>(
     mut stream: S,
     app: &AppState,
     outbox: &Arc<Outbox>,
+    service: Service,
     grant: Option<&Grant>,
     started: Instant,
     last_seen_ms: &AtomicU64,
@@ -395,14 +412,16 @@ where
                 }
             }
         }
-        match (message, outbox.format()) {
-            (Ok(Message::Text(text)), Format::Json) => {
+        match (message, service) {
+            (Ok(Message::Text(text)), Service::Echo) => outbox.push_raw(data_frame(false, text.as_bytes())),
+            (Ok(Message::Binary(bytes)), Service::Echo) => outbox.push_raw(data_frame(true, &bytes)),
+            (Ok(Message::Text(text)), Service::Stream(Format::Json)) => {
                 handle(app, outbox, grant, &mut churn, parse_request(&text)).await
             }
-            (Ok(Message::Binary(bytes)), Format::Proto) => {
+            (Ok(Message::Binary(bytes)), Service::Stream(Format::Proto)) => {
                 handle(app, outbox, grant, &mut churn, proto::decode_request(&bytes)).await
             }
-            (Ok(Message::Binary(_)), Format::Json) => reject(
+            (Ok(Message::Binary(_)), Service::Stream(Format::Json)) => reject(
                 outbox,
                 &RequestError::new(
                     ErrorCode::UnsupportedFrame,
@@ -410,7 +429,7 @@ where
                     None,
                 ),
             ),
-            (Ok(Message::Text(_)), Format::Proto) => reject(
+            (Ok(Message::Text(_)), Service::Stream(Format::Proto)) => reject(
                 outbox,
                 &RequestError::new(
                     ErrorCode::UnsupportedFrame,
