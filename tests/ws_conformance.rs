@@ -1,14 +1,19 @@
-//! The WebSocket edge against RFC 6455 (`make conformance` runs the whole
-//! Autobahn suite; docs/CONFORMANCE.md):
+//! The WebSocket edge against RFC 6455, in the cases the Autobahn suite found
+//! (`make conformance` runs the whole suite; docs/CONFORMANCE.md):
 //! - `serve --conformance-echo` serves `/v1/echo`, which writes each message
 //!   back unchanged with its opcode; without the flag there is no such route,
-//!   and with it the API document still does not list it.
+//!   and with it the API document still does not list it;
+//! - a client's close frame is answered with 1000; with 1002 when its code is
+//!   one no endpoint may send (or is 1002) or its payload is one byte; with
+//!   1007 when its reason is not UTF-8.
 
 mod common;
 
 use std::time::Duration;
 
+use common::RawClient;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -72,5 +77,42 @@ async fn the_echo_route_is_served_only_with_its_flag_and_echoes_each_message_as_
     assert_eq!(status, 200);
     let paths = document["paths"].as_object().unwrap();
     assert!(paths.contains_key("/v1/ws") && !paths.contains_key("/v1/echo"), "{:?}", paths.keys());
+    server.shutdown().await;
+}
+
+/// A masked close frame (mask key zero) with `payload` as it is.
+fn close_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_frame_is_answered_by_what_it_carries() {
+    let server = common::start(&["--rate", "50", "--symbols", "BTC-USD"]).await;
+    let with_code = |code: u16| close_frame(&code.to_be_bytes());
+    let mut cases: Vec<(String, Vec<u8>, u16)> = Vec::new();
+    for code in [1000, 1001, 1003, 1011, 3000, 3999, 4000, 4999] {
+        cases.push((format!("code {code}"), with_code(code), 1000));
+    }
+    cases.push(("code 1002".into(), with_code(1002), 1002));
+    // Never sent in a frame (1005, 1006, 1015), reserved, or out of range.
+    for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        cases.push((format!("code {code}"), with_code(code), 1002));
+    }
+    cases.push(("no payload".into(), close_frame(b""), 1000));
+    cases.push(("a one-byte payload".into(), close_frame(b"a"), 1002));
+    let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+    bad_reason.extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80]);
+    cases.push(("a reason that is not UTF-8".into(), close_frame(&bad_reason), 1007));
+
+    for (what, frame, expected) in cases {
+        let mut client = RawClient::connect(server.addr).await;
+        client.stream.write_all(&frame).await.unwrap();
+        let frames = client.read_frames(Duration::from_secs(3)).await;
+        let codes: Vec<u16> = frames.iter().filter_map(|f| f.close_code()).collect();
+        assert_eq!(codes, [expected], "close with {what}: one close frame, {expected}: {frames:?}");
+    }
     server.shutdown().await;
 }
