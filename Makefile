@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-guard bench-load bench-cluster bench-keys peers cluster
-.PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
+.PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test conformance
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -82,6 +82,16 @@ python-deps:
 python-test: python-deps
 	$(CARGO) build --locked
 	$(MAKE) -C clients/python test TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire
+
+## RFC 6455 conformance: every Autobahn|Testsuite case but permessage-deflate
+## (12.*, 13.*), run by kosoku (PyPI, pinned in clients/python/requirements-conformance.txt)
+## against the server's own WebSocket stack through `serve --conformance-echo`;
+## fails when a case fails. Not part of `make test` (CI runs it after); see docs/CONFORMANCE.md.
+conformance:
+	$(MAKE) -C clients/python conformance-deps
+	$(CARGO) build --locked
+	clients/python/.venv/bin/python scripts/conformance.py --tickwire $(CARGO_TARGET_DIR)/debug/tickwire \
+		--outdir $(CARGO_TARGET_DIR)/conformance
 
 ## CI guards that do not flap, and can fail (timings stay in `make bench`):
 ## the fan-out's instructions per event at 1,000 and 10,000 subscribers, counted
