@@ -5,7 +5,9 @@
 //!   and with it the API document still does not list it;
 //! - a client's close frame is answered with 1000; with 1002 when its code is
 //!   one no endpoint may send (or is 1002) or its payload is one byte; with
-//!   1007 when its reason is not UTF-8.
+//!   1007 when its reason is not UTF-8;
+//! - a text frame is failed with 1007 as soon as a byte that cannot be UTF-8
+//!   arrives, not once the whole frame is in.
 
 mod common;
 
@@ -114,5 +116,23 @@ async fn a_close_frame_is_answered_by_what_it_carries() {
         let codes: Vec<u16> = frames.iter().filter_map(|f| f.close_code()).collect();
         assert_eq!(codes, [expected], "close with {what}: one close frame, {expected}: {frames:?}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_that_turns_invalid_is_failed_before_its_frame_is_whole() {
+    let server = common::start(&["--rate", "50", "--symbols", "BTC-USD"]).await;
+    let mut client = RawClient::connect(server.addr).await;
+    // A 1,000-byte text frame (mask key zero) of which only a valid start and
+    // U+110000 as UTF-8 would encode it (F4 90 80 80) are sent.
+    let mut start = vec![0x81, 0x80 | 126];
+    start.extend_from_slice(&1000u16.to_be_bytes());
+    start.extend_from_slice(&[0, 0, 0, 0]);
+    start.extend_from_slice("κόσμε".as_bytes());
+    start.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]);
+    client.stream.write_all(&start).await.unwrap();
+    let frames = client.read_frames(Duration::from_secs(3)).await;
+    let codes: Vec<u16> = frames.iter().filter_map(|f| f.close_code()).collect();
+    assert_eq!(codes, [1007], "{frames:?}");
     server.shutdown().await;
 }

@@ -479,6 +479,9 @@ fn classify_read_error(error: &tungstenite::Error) -> ReaderEnd {
         tungstenite::Error::Io(io) if io.to_string() == super::upgrade::TOO_MANY_FRAGMENTS => {
             ReaderEnd::fail(close::MESSAGE_TOO_BIG, "message in too many fragments")
         }
+        tungstenite::Error::Io(io) if io.to_string() == super::upgrade::INVALID_UTF8 => {
+            ReaderEnd::fail(close::INVALID_PAYLOAD, "invalid UTF-8 in a text frame")
+        }
         _ => ReaderEnd { code: close::NORMAL, reason: "connection lost", peer_done: true },
     };
     metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);
