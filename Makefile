@@ -7,7 +7,7 @@ HAVE_FRONTEND := $(wildcard $(FRONTEND)/package.json)
 
 
 .PHONY: bench-guard bench-load bench-cluster bench-keys peers cluster
-.PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test conformance
+.PHONY: ops-check prereqs fuzz run build test lint fmt rust-test pg frontend frontend-deps frontend-test e2e bench clean python-deps python-test
 
 ## Build everything (dashboard included) and serve it with the simulator feed.
 run: build
@@ -87,6 +87,7 @@ python-test: python-deps
 ## (12.*, 13.*), run by kosoku (PyPI, pinned in clients/python/requirements-conformance.txt)
 ## against the server's own WebSocket stack through `serve --conformance-echo`;
 ## fails when a case fails. Not part of `make test` (CI runs it after); see docs/CONFORMANCE.md.
+.PHONY: conformance
 conformance:
 	$(MAKE) -C clients/python conformance-deps
 	$(CARGO) build --locked
