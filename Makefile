@@ -83,6 +83,17 @@ python-test: python-deps
 	$(CARGO) build --locked
 	$(MAKE) -C clients/python test TICKWIRE_BIN=$(CARGO_TARGET_DIR)/debug/tickwire
 
+## RFC 6455 conformance: every Autobahn|Testsuite case but permessage-deflate
+## (12.*, 13.*), run by kosoku (PyPI, pinned in clients/python/requirements-conformance.txt)
+## against the server's own WebSocket stack through `serve --conformance-echo`;
+## fails when a case fails. Not part of `make test` (CI runs it after); see docs/CONFORMANCE.md.
+.PHONY: conformance
+conformance:
+	$(MAKE) -C clients/python conformance-deps
+	$(CARGO) build --locked
+	clients/python/.venv/bin/python scripts/conformance.py --tickwire $(CARGO_TARGET_DIR)/debug/tickwire \
+		--outdir $(CARGO_TARGET_DIR)/conformance
+
 ## CI guards that do not flap, and can fail (timings stay in `make bench`):
 ## the fan-out's instructions per event at 1,000 and 10,000 subscribers, counted
 ## by callgrind and compared with benches/baseline-instructions.json (fails past

@@ -462,6 +462,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             .with_access(access)
             .with_quotas(args.quotas())
             .with_writer_shards(args.writer_shards)
+            .with_conformance_echo(args.conformance_echo)
             .with_role(role.as_str()),
     );
     let listener =

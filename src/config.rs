@@ -324,6 +324,11 @@ pub struct ServeArgs {
     pub venues: VenueArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Serve `/v1/echo`, a WebSocket that writes each message back unchanged
+    /// through the same stack as `/v1/ws`: for `make conformance` only; never
+    /// in production.
+    #[arg(long, env = "TICKWIRE_CONFORMANCE_ECHO")]
+    pub conformance_echo: bool,
 }
 
 /// Settings that cannot be used together, or that the profile requires:

@@ -73,6 +73,8 @@ pub struct AppState {
     writers: std::sync::OnceLock<writer::WriterShards>,
     /// How many writer shards to start (0: one per core).
     writer_shards: usize,
+    /// `--conformance-echo`: serve the echo route `/v1/echo` (`make conformance` only).
+    conformance_echo: bool,
     /// This node's cluster role (`all` for a single process).
     pub role: &'static str,
 }
@@ -106,6 +108,7 @@ impl AppState {
             store_watch: parking_lot::Mutex::new(rest::StoreWatch::default()),
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
+            conformance_echo: false,
             role: "all",
         }
     }
@@ -125,6 +128,13 @@ impl AppState {
     /// Sets the quotas (`--max-connections-per-ip`, `--max-replays-per-key`, …).
     pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
         self.quotas = Arc::new(quota::Quotas::new(limits));
+        self
+    }
+
+    /// Serves the echo route `/v1/echo` that `make conformance` tests the
+    /// WebSocket stack through (`--conformance-echo`; never in production).
+    pub fn with_conformance_echo(mut self, on: bool) -> Self {
+        self.conformance_echo = on;
         self
     }
 
@@ -319,6 +329,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut document = document;
     document.merge(probes_document);
     openapi::publish(&document);
+    // Registered outside `routes!`: the echo is no part of the API, and is
+    // served (and guarded like the rest) only when the flag asks for it.
+    let guarded = if state.conformance_echo { guarded.route("/v1/echo", get(echo_upgrade)) } else { guarded };
     let api = guarded
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::guard))
         // Outside the guard: a preflight carries no token.
@@ -393,7 +406,31 @@ pub(crate) fn negotiate<'a>(
         (status = 503, description = "`too_many_connections` or `shutting_down`", body = ErrorBody)
     )
 )]
-async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuery>, mut request: Request) -> Response {
+async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuery>, request: Request) -> Response {
+    accept_session(app, request, |request| {
+        let protocols = request.headers().get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL).iter();
+        let (format, echo_protocol) = negotiate(protocols, query.format.as_deref())?;
+        Ok((ws::Service::Stream(format), echo_protocol.then(|| format.subprotocol())))
+    })
+}
+
+/// `serve --conformance-echo` only (never in production, and not in the
+/// OpenAPI document): a WebSocket that writes each message back unchanged,
+/// through the same handshake, limits, reader, outbox and writers as
+/// `/v1/ws`, so that `make conformance` tests the server's own stack
+/// (docs/CONFORMANCE.md).
+async fn echo_upgrade(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    accept_session(app, request, |_| Ok((ws::Service::Echo, None)))
+}
+
+/// Takes a connection place, checks the upgrade, asks `choose` what the
+/// session serves (and the subprotocol to answer with), and starts the session
+/// once the connection is upgraded.
+fn accept_session(
+    app: Arc<AppState>,
+    mut request: Request,
+    choose: impl FnOnce(&Request) -> Result<(ws::Service, Option<&'static str>), ApiError>,
+) -> Response {
     if app.shutdown.is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
@@ -414,20 +451,19 @@ async fn ws_upgrade(State(app): State<Arc<AppState>>, Query(query): Query<WsQuer
             return error.into_response();
         }
     };
-    let protocols = request.headers().get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL).iter();
-    let (format, echo_protocol) = match negotiate(protocols, query.format.as_deref()) {
-        Ok(negotiated) => negotiated,
+    let (service, protocol) = match choose(&request) {
+        Ok(chosen) => chosen,
         Err(error) => {
             metrics::counter!("tickwire_ws_refused_total", "reason" => error.code).increment(1);
             return error.into_response();
         }
     };
-    let (response, on_upgrade) = handshake.accept(echo_protocol.then(|| format.subprotocol()));
+    let (response, on_upgrade) = handshake.accept(protocol);
     let sessions = app.sessions.clone();
     sessions.spawn(async move {
         let _slot = slot; // held until the session ends
         match on_upgrade.await {
-            Ok(upgraded) => ws::run(upgraded, app, format, grant).await,
+            Ok(upgraded) => ws::run(upgraded, app, service, grant).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
     });

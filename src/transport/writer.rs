@@ -58,6 +58,14 @@ pub fn close_frame(out: &mut Vec<u8>, code: u16, reason: &str) {
     out.extend_from_slice(reason);
 }
 
+/// A whole (unfragmented) text or binary frame carrying `payload`.
+pub fn data_frame(binary: bool, payload: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    frame_header(&mut out, if binary { OP_BINARY } else { OP_TEXT }, payload.len());
+    out.extend_from_slice(payload);
+    bytes::Bytes::from(out)
+}
+
 /// An empty ping frame.
 pub fn ping_frame() -> bytes::Bytes {
     bytes::Bytes::from_static(&[0x80 | OP_PING, 0])

@@ -17,13 +17,14 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::AppState;
 use super::access::Grant;
 use super::upgrade::{ReadSide, WriteSide, split};
-use super::writer::{Connection, Scratch, WriteStatus, ping_frame};
+use super::writer::{Connection, Scratch, WriteStatus, data_frame, ping_frame};
 use crate::codec::{
     ClientRequest, Delivery, ErrorCode, Format, RequestError, Subscription, close, parse_request, proto,
 };
@@ -85,11 +86,37 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 struct ReaderEnd {
     code: u16,
     reason: &'static str,
+    /// The peer sent its close frame or its connection ended: nothing more
+    /// comes from it, so the session need not linger for the rest of a frame.
+    peer_done: bool,
+}
+
+impl ReaderEnd {
+    /// The server ends the connection while the peer may still be sending.
+    const fn fail(code: u16, reason: &'static str) -> Self {
+        Self { code, reason, peer_done: false }
+    }
+}
+
+/// What a session does with the client's text and binary messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The market-data protocol (docs/PROTOCOL.md), in this format.
+    Stream(Format),
+    /// Each message written back unchanged, with its opcode: the route of
+    /// `serve --conformance-echo`, through which `make conformance` tests this
+    /// WebSocket stack (docs/CONFORMANCE.md). Never in production.
+    Echo,
 }
 
 /// Runs a session until the client leaves, breaks the protocol, falls too far
 /// behind, goes silent, or the server shuts down.
-pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: Option<Grant>) {
+pub async fn run(upgraded: Upgraded, app: Arc<AppState>, service: Service, grant: Option<Grant>) {
+    let format = match service {
+        Service::Stream(format) => format,
+        // What the echo itself says (a refusal past the message rate) is JSON.
+        Service::Echo => Format::Json,
+    };
     let outbox = app.fanout.outbox(format);
     let (read, write) = split(upgraded);
     let (connection, mut stream_sink) = match write {
@@ -113,7 +140,7 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
     .await;
     let started = Instant::now();
     let last_seen_ms = AtomicU64::new(0);
-    let mut reader = pin!(read_loop(stream, &app, &outbox, grant.as_ref(), started, &last_seen_ms));
+    let mut reader = pin!(read_loop(stream, &app, &outbox, service, grant.as_ref(), started, &last_seen_ms));
     let revoked = async {
         match &grant {
             Some(Grant(key)) => key.revoked.cancelled().await,
@@ -225,7 +252,7 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, format: Format, grant: 
         None => {
             let _ = tokio::time::timeout(CLOSE_LINGER, reader).await;
         }
-        Some(end) if end.code != close::NORMAL => {
+        Some(end) if !end.peer_done => {
             // The peer may still be sending (say, the rest of an oversized frame).
             // Closing the socket now would reset the connection and discard our
             // close frame before the peer reads it; linger instead.
@@ -362,6 +389,7 @@ async fn read_loop<S>(
     mut stream: S,
     app: &AppState,
     outbox: &Arc<Outbox>,
+    service: Service,
     grant: Option<&Grant>,
     started: Instant,
     last_seen_ms: &AtomicU64,
@@ -391,18 +419,20 @@ where
                 }
                 Admit::Close => {
                     metrics::counter!("tickwire_ws_abuse_closes_total").increment(1);
-                    return ReaderEnd { code: close::POLICY_VIOLATION, reason: "too many messages" };
+                    return ReaderEnd::fail(close::POLICY_VIOLATION, "too many messages");
                 }
             }
         }
-        match (message, outbox.format()) {
-            (Ok(Message::Text(text)), Format::Json) => {
+        match (message, service) {
+            (Ok(Message::Text(text)), Service::Echo) => outbox.push_raw(data_frame(false, text.as_bytes())),
+            (Ok(Message::Binary(bytes)), Service::Echo) => outbox.push_raw(data_frame(true, &bytes)),
+            (Ok(Message::Text(text)), Service::Stream(Format::Json)) => {
                 handle(app, outbox, grant, &mut churn, parse_request(&text)).await
             }
-            (Ok(Message::Binary(bytes)), Format::Proto) => {
+            (Ok(Message::Binary(bytes)), Service::Stream(Format::Proto)) => {
                 handle(app, outbox, grant, &mut churn, proto::decode_request(&bytes)).await
             }
-            (Ok(Message::Binary(_)), Format::Json) => reject(
+            (Ok(Message::Binary(_)), Service::Stream(Format::Json)) => reject(
                 outbox,
                 &RequestError::new(
                     ErrorCode::UnsupportedFrame,
@@ -410,7 +440,7 @@ where
                     None,
                 ),
             ),
-            (Ok(Message::Text(_)), Format::Proto) => reject(
+            (Ok(Message::Text(_)), Service::Stream(Format::Proto)) => reject(
                 outbox,
                 &RequestError::new(
                     ErrorCode::UnsupportedFrame,
@@ -419,24 +449,40 @@ where
                 ),
             ),
             (Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)), _) => {}
-            (Ok(Message::Close(_)), _) => return ReaderEnd { code: close::NORMAL, reason: "bye" },
+            (Ok(Message::Close(frame)), _) => return peer_closed(frame.as_ref()),
             (Err(error), _) => return classify_read_error(&error),
         }
     }
-    ReaderEnd { code: close::NORMAL, reason: "closed" }
+    ReaderEnd { code: close::NORMAL, reason: "closed", peer_done: true }
+}
+
+/// The answer to the peer's close frame: 1000, or 1002 when it carries a code
+/// no endpoint may send (RFC 6455, 7.4: 1005, 1006 and 1015 are never sent in
+/// a frame; codes below 1000, reserved ones below 3000 and 5000 or more are
+/// not valid). tungstenite hands such a frame over as 1002 (and queues a 1002
+/// reply, which [`ReadSide`] drops like every reply to a close); a peer that
+/// closes with 1002 itself gets its code back, as RFC 6455, 5.5.1 suggests.
+fn peer_closed(frame: Option<&CloseFrame>) -> ReaderEnd {
+    match frame {
+        Some(frame) if frame.code == CloseCode::Protocol => {
+            ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error", peer_done: true }
+        }
+        _ => ReaderEnd { code: close::NORMAL, reason: "bye", peer_done: true },
+    }
 }
 
 fn classify_read_error(error: &tungstenite::Error) -> ReaderEnd {
     let end = match error {
-        tungstenite::Error::Capacity(_) => ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message too big" },
-        tungstenite::Error::Utf8(_) => {
-            ReaderEnd { code: close::INVALID_PAYLOAD, reason: "invalid UTF-8 in a text frame" }
-        }
-        tungstenite::Error::Protocol(_) => ReaderEnd { code: close::PROTOCOL_ERROR, reason: "protocol error" },
+        tungstenite::Error::Capacity(_) => ReaderEnd::fail(close::MESSAGE_TOO_BIG, "message too big"),
+        tungstenite::Error::Utf8(_) => ReaderEnd::fail(close::INVALID_PAYLOAD, "invalid UTF-8 in a text frame"),
+        tungstenite::Error::Protocol(_) => ReaderEnd::fail(close::PROTOCOL_ERROR, "protocol error"),
         tungstenite::Error::Io(io) if io.to_string() == super::upgrade::TOO_MANY_FRAGMENTS => {
-            ReaderEnd { code: close::MESSAGE_TOO_BIG, reason: "message in too many fragments" }
+            ReaderEnd::fail(close::MESSAGE_TOO_BIG, "message in too many fragments")
         }
-        _ => ReaderEnd { code: close::NORMAL, reason: "connection lost" },
+        tungstenite::Error::Io(io) if io.to_string() == super::upgrade::INVALID_UTF8 => {
+            ReaderEnd::fail(close::INVALID_PAYLOAD, "invalid UTF-8 in a text frame")
+        }
+        _ => ReaderEnd { code: close::NORMAL, reason: "connection lost", peer_done: true },
     };
     metrics::counter!("tickwire_ws_read_errors_total", "reason" => end.reason).increment(1);
     tracing::debug!(%error, code = end.code, "websocket read ended");
