@@ -617,6 +617,7 @@ impl ServeArgs {
                 !self.allowed_origins.is_empty(),
                 "profile production needs an origin allow-list: set allowed-origin".into(),
             );
+            check(!self.conformance_echo, "conformance-echo is for `make conformance` only, never in production".into());
         }
         if problems.is_empty() { Ok(()) } else { Err(SettingsError(problems)) }
     }
@@ -828,6 +829,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.validate(), Ok(()));
+        let mut echo = args.clone();
+        echo.conformance_echo = true;
+        assert!(echo.validate().unwrap_err().0[0].contains("conformance-echo is for `make conformance` only"));
         let args = ServeArgs::parse_from_args(["--profile", "production", "--allow-query-token", "true"]).unwrap();
         assert!(args.query_token_allowed(), "unless asked for");
         assert!(
