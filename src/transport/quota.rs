@@ -100,6 +100,9 @@ pub struct Quotas {
     rows: Mutex<FxHashMap<String, RowBudget>>,
 }
 
+/// Row budgets kept before the full ones are forgotten.
+const PRUNE_AT: usize = 4096;
+
 #[derive(Debug)]
 struct RowBudget {
     rows: f64,
@@ -195,8 +198,13 @@ impl Quotas {
         }
         let mut budgets = self.rows.lock().expect("quota lock");
         let now = Instant::now();
-        let budget = budgets.entry(caller.principal()).or_insert(RowBudget { rows: per_min as f64, at: now });
         let rate = per_min as f64 / 60.0;
+        if budgets.len() >= PRUNE_AT {
+            // A budget refilled to the full is the same as none: forget it,
+            // so that many callers (addresses) cannot grow the table forever.
+            budgets.retain(|_, b| b.rows + now.duration_since(b.at).as_secs_f64() * rate < per_min as f64);
+        }
+        let budget = budgets.entry(caller.principal()).or_insert(RowBudget { rows: per_min as f64, at: now });
         budget.rows = (budget.rows + now.duration_since(budget.at).as_secs_f64() * rate).min(per_min as f64);
         budget.at = now;
         if budget.rows > 0.0 {
@@ -271,5 +279,11 @@ mod tests {
         // 600 a minute refills 10 a second: the debt of 600 takes a minute.
         quotas.rows.lock().unwrap().get_mut("ip:10.0.0.1").unwrap().at -= Duration::from_secs(61);
         assert!(quotas.check_rows(&a).is_ok());
+        // Many callers do not grow the table past its pruning point by much:
+        // full budgets are forgotten.
+        for i in 0..3 * PRUNE_AT {
+            quotas.check_rows(&caller(&format!("10.1.{}.{}", i / 250, i % 250))).unwrap();
+        }
+        assert!(quotas.rows.lock().unwrap().len() <= PRUNE_AT + 1);
     }
 }
