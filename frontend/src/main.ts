@@ -2,7 +2,7 @@
 
 import './styles.css';
 import { api, msToNs, setApiBase, setApiToken } from './api';
-import { tokenFromSearch } from './auth';
+import { takeToken, tokenFromAddress } from './auth';
 import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
 import { loadPrefs, savePrefs } from './state/prefs';
@@ -28,6 +28,20 @@ const FEEDS_POLL_MS = 2_000;
 
 const $ = (id: string) => document.getElementById(id)!;
 /**
+ * Access token from `/#token=T` (or `/?token=T` of old links), then kept in
+ * sessionStorage and removed from the address bar (see auth.ts). REST, SSE and
+ * long-polls send it as a bearer header, WebSockets as a `bearer.` subprotocol.
+ */
+const token = takeToken(window);
+setApiToken(token);
+// A `#token=` link opened in this tab again changes only the fragment (no
+// load): take the new token and start over with it.
+window.addEventListener('hashchange', () => {
+  if (tokenFromAddress(location.href).token === null) return;
+  takeToken(window);
+  location.reload();
+});
+/**
  * `?gateways=ORIGIN,ORIGIN,…`: gateways of one cluster to stream from and call,
  * one at a time, moving on when one fails (see stream/gateways.ts). Without
  * it, this page's origin alone. The first used is this page's origin when it
@@ -36,9 +50,6 @@ const $ = (id: string) => document.getElementById(id)!;
 const gateways = new GatewayList(gatewaysFromSearch(location.search, location.origin), location.origin);
 /** REST calls go to the gateway the stream uses (relative URLs, as before, with one gateway). */
 if (gateways.size > 1) setApiBase(() => gateways.current);
-/** Access token from `/?token=T`: REST sends it as a bearer header, streams as `?token=`. */
-const token = tokenFromSearch(location.search);
-setApiToken(token);
 
 const prefs = loadPrefs();
 setClockZone(prefs.clock);
@@ -485,7 +496,7 @@ async function loadInstruments(): Promise<void> {
       instruments = res.data.instruments;
       return;
     }
-    const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': open the dashboard as /?token=…') : '';
+    const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': a key is required, open the dashboard as /#token=…') : '';
     // A gateway that cannot be reached: the next try (and the stream) goes to the next one.
     const unreachable = !res.ok && res.status === 0 && gateways.size > 1;
     const from = gateways.size > 1 ? ` from ${hostPort(gateways.current)}` : '';

@@ -38,7 +38,13 @@ export class SseParser {
   private type = '';
   private idBuffer = '';
 
-  constructor(private readonly onEvent: (e: SseEvent) => void) {}
+  /** `lastEventId`: the id a reconnect resumed from, kept until the server sends another (as browsers do). */
+  constructor(
+    private readonly onEvent: (e: SseEvent) => void,
+    lastEventId = '',
+  ) {
+    this.lastEventId = this.idBuffer = lastEventId;
+  }
 
   /** Takes the next piece of decoded text. */
   feed(text: string): void {
