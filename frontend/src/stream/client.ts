@@ -82,6 +82,15 @@ export interface FetchResponseLike {
 }
 export type FetchLike = (url: string, init?: { signal?: AbortSignal; headers?: Record<string, string> }) => Promise<FetchResponseLike>;
 
+/** Lets go of a response's body that will not be read (a no-op once read or locked). */
+function discard(res: FetchResponseLike): void {
+  try {
+    void res.body?.getReader().cancel().catch(() => {});
+  } catch {
+    /* already read (json()) or locked */
+  }
+}
+
 export interface StreamClientOptions {
   /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. Ignored when `gateways` is given. */
   baseUrl?: string;
@@ -715,12 +724,13 @@ export class StreamClient {
       return;
     }
     if (gen !== this.gen) {
-      void res.body?.getReader().cancel().catch(() => {});
+      discard(res);
       return;
     }
     // As EventSource: only a 200 event stream opens.
     if (res.status !== 200 || !isEventStream(res.headers?.get('content-type'))) {
       await this.noteRefusal(gen, res);
+      discard(res);
       // A resume point the server cannot read (400 bad_cursor) is not tried again.
       if (res.status === 400 && resumeFrom && this.sseLastEventId === resumeFrom) this.sseLastEventId = null;
       if (gen === this.gen) this.onFailure(gen);
