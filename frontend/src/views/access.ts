@@ -104,10 +104,16 @@ export class AccessBanner {
       setText(this.message, `This gateway refuses its API without a key. Open the dashboard as ${origin}/#token=YOUR_KEY, or enter the key here:`);
     } else if (state === 'refused') {
       setText(this.title, 'The access key was refused.');
-      setText(this.message, `${this.authDetail || 'It is wrong, expired or revoked'}. Enter another key:`);
+      setText(this.message, `${sentence(this.authDetail) || 'It is wrong, expired or revoked'}. Enter another key:`);
     } else if (state === 'not-entitled') {
       setText(this.title, 'Not entitled:');
       setText(this.message, `${this.deniedText()}. What it may use keeps streaming; the rest stays empty.`);
     }
   }
+}
+
+/** The server's message as a sentence's start: first letter up, no closing full stop. */
+function sentence(text: string): string {
+  const t = text.trim().replace(/\.$/, '');
+  return t.charAt(0).toUpperCase() + t.slice(1);
 }
