@@ -11,7 +11,8 @@
 // on any failure; the server is always killed.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
@@ -26,7 +27,8 @@ const BIN = resolve(FRONTEND, process.env.TICKWIRE_BIN ?? '../target/debug/tickw
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const NATS_SERVER = process.env.NATS_SERVER ?? '/usr/sbin/nats-server';
 const ONLY = process.env.E2E_ONLY ? new Set(process.env.E2E_ONLY.split(',')) : null;
-const SUITE_TIMEOUT_MS = 240_000;
+// 20 scenarios take about 200 s on two shared cores; the guard only catches a hang.
+const SUITE_TIMEOUT_MS = 300_000;
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -136,12 +138,18 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)
 // ---- browser -------------------------------------------------------------
 
 const contexts = [];
-const EXPECTED_CONSOLE = /Failed to load resource|WebSocket connection to .* failed|EventSource|net::ERR_/;
+const EXPECTED_CONSOLE = /Failed to load resource|WebSocket connection to .* failed|net::ERR_/;
 
 /** Every page runs in New York time, as in the report (issue 20): times must still follow the clock setting. */
 const TIMEZONE = 'America/New_York';
 
-async function newPage({ disableWebSocket = false, disableEventSource = false } = {}) {
+/**
+ * A fresh browser page. `disableWebSocket` deletes window.WebSocket;
+ * `refuseSse` makes every /v1/sse request fail (as a proxy that will not pass
+ * an event stream would), so the dashboard goes on to long-polls;
+ * `ignoreHTTPSErrors` takes a self-signed certificate.
+ */
+async function newPage({ disableWebSocket = false, refuseSse = false, ignoreHTTPSErrors = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-'));
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
@@ -149,6 +157,7 @@ async function newPage({ disableWebSocket = false, disableEventSource = false } 
     args: CHROMIUM_ARGS,
     viewport: { width: 1440, height: 900 },
     timezoneId: TIMEZONE,
+    ignoreHTTPSErrors,
   });
   contexts.push({ ctx, dir });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
@@ -159,15 +168,12 @@ async function newPage({ disableWebSocket = false, disableEventSource = false } 
     // Network failures are expected here (server restarts, missing endpoints); script errors are not.
     if (m.type() === 'error' && !EXPECTED_CONSOLE.test(m.text())) page.errors.push(`console: ${m.text()}`);
   });
-  if (disableWebSocket || disableEventSource) {
-    await page.addInitScript(
-      ([ws, es]) => {
-        if (ws) delete window.WebSocket;
-        if (es) delete window.EventSource;
-      },
-      [disableWebSocket, disableEventSource],
-    );
+  if (disableWebSocket) {
+    await page.addInitScript(() => {
+      delete window.WebSocket;
+    });
   }
+  if (refuseSse) await page.route(/\/v1\/sse(\?|$)/, (route) => route.abort());
   page.setDefaultTimeout(15_000);
   state.current = page;
   return page;
@@ -485,6 +491,34 @@ test('resumes after a dropped connection without losing trades', async () => {
   assert(!notices.some((t) => /epoch_changed/.test(t)), `the same server took our sequences for another run's: ${notices.join('; ')}`);
 });
 
+/**
+ * Every request a page makes from now on, WebSockets included: its URL as sent
+ * (without a fragment, which is never sent), path, resource type, and its
+ * Authorization and Last-Event-ID headers. `leaks(secret)`: those whose URL
+ * carries the secret (plain or encoded) or any `token=` parameter.
+ */
+function watchRequests(page) {
+  const seen = [];
+  /** Page loads since the watch began: api() leaves out what the document before the first made. */
+  let docs = 0;
+  page.on('request', (r) => {
+    if (r.isNavigationRequest() && r.frame() === page.mainFrame()) docs++;
+    const url = r.url().split('#')[0];
+    // The headers the page set (fetch's Authorization and Last-Event-ID among them), read at once.
+    const h = r.headers();
+    seen.push({ url, doc: docs, path: new URL(url).pathname, kind: r.resourceType(), auth: h.authorization ?? null, lastEventId: h['last-event-id'] ?? null });
+  });
+  page.on('websocket', (ws) => {
+    const url = ws.url().split('#')[0];
+    seen.push({ url, doc: docs, path: new URL(url).pathname, kind: 'websocket', auth: null, lastEventId: null });
+  });
+  return {
+    seen,
+    api: () => seen.filter((r) => r.doc > 0 && r.path.startsWith('/v1/')),
+    leaks: (secret) => seen.filter((r) => r.url.includes(secret) || r.url.includes(encodeURIComponent(secret)) || /[?&]token=/.test(r.url)),
+  };
+}
+
 /** Records the JSON frames the page sends on its WebSockets from now on. */
 function recordSent(page) {
   const frames = [];
@@ -714,10 +748,10 @@ test('streams over SSE when WebSocket is unavailable', async () => {
   await shots(page, 'sse');
 });
 
-test('long-polls when WebSocket and EventSource are unavailable', async () => {
+test('long-polls when WebSocket is unavailable and SSE is refused', async () => {
   if (state.ssePage) await closePage(state.ssePage);
   state.ssePage = null;
-  const page = (state.pollPage = await newPage({ disableWebSocket: true, disableEventSource: true }));
+  const page = (state.pollPage = await newPage({ disableWebSocket: true, refuseSse: true }));
   await page.goto(url());
   await until('status poll', async () => (await connState(page)) === 'poll', 15_000);
   await until('watchlist prices', async () => {
@@ -1142,7 +1176,7 @@ test('replay workstation: pause resume seek; symbol and interval during replay; 
 test('streams with an access token (server started with --auth-token)', async () => {
   // A second server that refuses the API without the token; it keeps history
   // (SQLite in a temporary directory) so the chart's REST history needs the token too.
-  // `+` and `~` need encoding in a URL (SSE) yet fit a subprotocol (WebSocket).
+  // `+` and `~` need encoding in a URL yet fit a subprotocol (WebSocket).
   const TOKEN = 'e2e-s3cret+~';
   const authPort = await freePort();
   const storeDir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-store-'));
@@ -1153,37 +1187,19 @@ test('streams with an access token (server started with --auth-token)', async ()
     const base = `http://127.0.0.1:${authPort}`;
     const refused = await fetch(`${base}/v1/instruments`);
     assert(refused.status === 401, `without a token /v1/instruments answered ${refused.status}, not 401`);
+    // The old link form (the page's own address then carries it once, to the
+    // server that serves the page; the page removes it at once).
     const withToken = `${base}/?token=${encodeURIComponent(TOKEN)}`;
 
-    /** Every API request a page makes: fetches must send the header, streams the query parameter. */
-    const watch = (page) => {
-      const seen = { rest: [], streams: [] };
-      page.on('request', async (r) => {
-        const u = new URL(r.url());
-        if (!u.pathname.startsWith('/v1/')) return;
-        const kind = r.resourceType();
-        const auth = (await r.allHeaders().catch(() => ({}))).authorization ?? null;
-        const stream = ['/v1/ws', '/v1/sse', '/v1/poll', '/v1/replay'].includes(u.pathname);
-        (stream ? seen.streams : seen.rest).push({ path: u.pathname, kind, auth, token: u.searchParams.get('token') });
-      });
-      page.on('websocket', (ws) => {
-        const u = new URL(ws.url());
-        seen.streams.push({ path: u.pathname, kind: 'websocket', auth: null, token: u.searchParams.get('token') });
-      });
-      return seen;
-    };
-    const checkSeen = (seen, streamPath) => {
-      assert(seen.rest.some((r) => r.path === '/v1/instruments'), 'no REST request seen');
-      const bare = seen.rest.filter((r) => r.auth !== `Bearer ${TOKEN}`);
-      assert(bare.length === 0, `REST requests without the bearer token: ${JSON.stringify(bare)}`);
-      assert(seen.streams.some((r) => r.path === streamPath), `no ${streamPath} request seen: ${JSON.stringify(seen.streams)}`);
-      // Only EventSource, which can send nothing else, carries the token in its
-      // URL; WebSockets send it as a bearer.<token> subprotocol (the stream
-      // going live against this server shows it was accepted), polls as a header.
-      const misplaced = seen.streams.filter((r) => (r.path === '/v1/sse' ? r.token !== TOKEN : r.token !== null));
-      assert(misplaced.length === 0, `token in the wrong place: ${JSON.stringify(misplaced)}`);
-      const polls = seen.streams.filter((r) => r.path === '/v1/poll' && r.kind !== 'websocket');
-      assert(polls.every((r) => r.auth === `Bearer ${TOKEN}`), `long-polls without the bearer header: ${JSON.stringify(polls)}`);
+    /** REST, SSE and poll send the bearer header, WebSockets a subprotocol (the stream going live shows it was accepted); no API URL carries the token. */
+    const checkSeen = async (seen, streamPath) => {
+      const api = seen.api();
+      assert(api.some((r) => r.path === '/v1/instruments'), 'no REST request seen');
+      assert(api.some((r) => r.path === streamPath), `no ${streamPath} request seen: ${JSON.stringify(api.map((r) => r.path))}`);
+      const bare = api.filter((r) => r.kind !== 'websocket' && r.auth !== `Bearer ${TOKEN}`);
+      assert(bare.length === 0, `API requests without the bearer token: ${JSON.stringify(bare)}`);
+      const leaks = seen.leaks(TOKEN).filter((r) => r.path.startsWith('/v1/'));
+      assert(leaks.length === 0, `the token in an API URL: ${JSON.stringify(leaks)}`);
     };
 
     // Without the token: nothing streams, and the dashboard says why.
@@ -1193,12 +1209,15 @@ test('streams with an access token (server started with --auth-token)', async ()
     await until('a hint about the token', () =>
       page.evaluate(() => window.__tickwire.store.notices.some((n) => /instruments unavailable.*token/.test(n.text))),
     );
+    await until('the key-required banner', () => page.isVisible('[data-testid=access][data-state=required]'));
     assert((await connState(page)) !== 'live', 'the stream went live without a token');
 
-    // With ?token=: WebSocket.
-    const seen = watch(page);
+    // With ?token= (an old link): WebSocket. The address bar loses the token.
+    const seen = watchRequests(page);
     await page.goto(withToken);
     await until('status live', async () => (await connState(page)) === 'live');
+    assert(page.url() === `${base}/`, `the token stayed in the address bar: ${page.url()}`);
+    assert(await page.isHidden('[data-testid=access]'), 'the access banner stayed up with the token');
     await until('watchlist prices', async () => {
       const r = await watchlistText(page);
       return r.length >= 8 && r.every((t) => !/^\S+ —/.test(t));
@@ -1207,11 +1226,11 @@ test('streams with an access token (server started with --auth-token)', async ()
     await until('chart bars', async () => Number(await page.getAttribute('[data-testid=chart]', 'data-bars')) >= 1);
     await until('chart history loaded with the token', async () => {
       const note = (await page.textContent('[data-testid=chart-note]')) ?? '';
-      return !/failed|not available/.test(note) && seen.rest.some((r) => r.path === '/v1/candles');
+      return !/failed|not available/.test(note) && seen.api().some((r) => r.path === '/v1/candles');
     });
     const note = (await page.textContent('[data-testid=chart-note]')) ?? '';
     assert(!/failed|not available/.test(note), `chart history: ${note}`);
-    checkSeen(seen, '/v1/ws');
+    await checkSeen(seen, '/v1/ws');
     await shots(page, 'auth-ws');
 
     // Replay (this server keeps history) connects with the token too; it has no
@@ -1228,7 +1247,7 @@ test('streams with an access token (server started with --auth-token)', async ()
     await page.click('[data-testid=tab-markets]');
     const replayBars = await until('replayed trades drawn as bars', async () => (await summary(page)).bars || 0, 20_000);
     log(`    replay with the token: ${outcome}; ${replayBars} bars from replayed trades`);
-    checkSeen(seen, '/v1/replay');
+    await checkSeen(seen, '/v1/replay');
     await page.click('[data-testid=tab-operator]');
     await page.click('[data-testid=replay-stop]');
     await page.click('[data-testid=tab-markets]');
@@ -1239,27 +1258,202 @@ test('streams with an access token (server started with --auth-token)', async ()
     await closePage(page);
     pages.pop();
 
-    // SSE (token in its URL), then long-poll (token as a header).
-    for (const [opts, label, path] of [
-      [{ disableWebSocket: true }, 'sse', '/v1/sse'],
-      [{ disableWebSocket: true, disableEventSource: true }, 'poll', '/v1/poll'],
+    // SSE (no WebSocket), then long-poll (forced), each opened with the token in the fragment.
+    const inFragment = `#token=${encodeURIComponent(TOKEN)}`;
+    for (const [opts, address, label, path] of [
+      [{ disableWebSocket: true }, `${base}/${inFragment}`, 'sse', '/v1/sse'],
+      [{}, `${base}/?transport=poll${inFragment}`, 'poll', '/v1/poll'],
     ]) {
       const p = await newPage(opts);
       pages.push(p);
-      const s = watch(p);
-      await p.goto(withToken);
+      const s = watchRequests(p);
+      await p.goto(address);
       await until(`status ${label}`, async () => (await connState(p)) === label, 15_000);
       await watchlistUpdates(p, `prices to update over ${label} with the token`);
-      checkSeen(s, path);
+      assert(!p.url().includes('token'), `the token stayed in the address bar: ${p.url()}`);
+      await checkSeen(s, path);
       assert(p.errors.length === 0, `page errors: ${p.errors.join(' | ')}`);
       await closePage(p);
       pages.pop();
     }
-    log(`    token accepted over ws, sse and poll; REST with the bearer header`);
+    log(`    token accepted over ws, sse and poll; REST, SSE and poll with the bearer header, in no API URL`);
   } finally {
     for (const p of pages) await closePage(p);
     await stopServer('SIGTERM', proc);
     rmSync(storeDir, { recursive: true, force: true });
+  }
+});
+
+// ---- a production-profile server: TLS, API keys, an origin allow-list -------
+
+/** GET over HTTPS trusting `ca` (the scenario's self-signed certificate): status and body. */
+function httpsGet(url, { ca, headers = {} }) {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, headers, timeout: 5_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The page is on `label` (the status pill), its watchlist priced and moving. */
+async function liveAndMoving(page, label, minRows = 8) {
+  await until(`status ${label}`, async () => (await connState(page)) === label, 20_000);
+  await until('watchlist prices', async () => {
+    const r = await watchlistText(page);
+    return r.length >= minRows && r.every((t) => !/^\S+ —/.test(t));
+  });
+  await watchlistUpdates(page, `prices to update (${label})`);
+}
+
+test('production profile (TLS + API keys + origin list): live over ws sse and poll with the key in no URL; no key / a bad key / a limited key said clearly', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tickwire-e2e-prod-'));
+  const pages = [];
+  const watches = [];
+  let proc = null;
+  const open = async (address, opts = {}) => {
+    const page = await newPage({ ignoreHTTPSErrors: true, ...opts });
+    pages.push(page);
+    const w = watchRequests(page);
+    watches.push(w);
+    if (address) await page.goto(address);
+    return { page, w };
+  };
+  const close = async (page) => {
+    assert(page.errors.length === 0, `page errors: ${page.errors.join(' | ')}`);
+    pages.splice(pages.indexOf(page), 1);
+    await closePage(page);
+  };
+  try {
+    // A self-signed certificate for 127.0.0.1, two keys in a SQLite store.
+    const cert = join(dir, 'cert.pem');
+    const certKey = join(dir, 'key.pem');
+    const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', certKey, '-out', cert], { encoding: 'utf8' });
+    assert(ssl.status === 0, `openssl failed: ${ssl.stderr}`);
+    const store = `sqlite://${dir}/tickwire.db`;
+    const addKey = (name, ...limits) => {
+      const r = spawnSync(BIN, ['keys', '--store', store, 'add', '--name', name, ...limits], { encoding: 'utf8' });
+      const key = (r.stdout ?? '').trim();
+      assert(r.status === 0 && /^tw_\S+$/.test(key), `keys add ${name}: status ${r.status}, ${r.stderr}`);
+      return key;
+    };
+    const KEY = addKey('dashboard');
+    const LIMITED = addKey('btc-quotes', '--symbols', 'BTC-USD', '--channels', 'quotes');
+    // The port is chosen first: the origin allow-list names it.
+    const prodPort = await freePort();
+    const origin = `https://127.0.0.1:${prodPort}`;
+    const node = spawnNode(
+      ['--profile', 'production', '--tls-cert', cert, '--tls-key', certKey, '--auth', 'keys', '--allowed-origin', origin, '--listen', `127.0.0.1:${prodPort}`, '--store', store, '--static-dir', DIST, '--rate', '1000'],
+      'server-production.log',
+    );
+    proc = node.proc;
+    const listening = await node.listening;
+    assert(listening === origin, `the server listens on ${listening}, not ${origin}`);
+
+    // The server's side: files open, the API only with the key in a header.
+    const ca = readFileSync(cert);
+    const get = (path, headers) => httpsGet(`${origin}${path}`, { ca, headers });
+    assert((await get('/')).status === 200, 'the dashboard is not served without a key');
+    const bare = await get('/v1/instruments');
+    assert(bare.status === 401, `without a key /v1/instruments answered ${bare.status}`);
+    const inUrl = await get(`/v1/instruments?token=${KEY}`);
+    assert(inUrl.status === 401, `a production server took ?token= (${inUrl.status})`);
+    assert((await get('/v1/instruments', { authorization: `Bearer ${KEY}` })).status === 200, 'the key in a header was refused');
+
+    // No key: a clear "key required" state, nothing streams. The key typed
+    // into the banner reloads the page with it: WebSocket.
+    const a = await open(`${origin}/?transport=ws`);
+    await until('the key-required banner', () => a.page.isVisible('[data-testid=access][data-state=required]'));
+    const said = await a.page.textContent('[data-testid=access]');
+    assert(/access key is required/.test(said) && said.includes(`${origin}/#token=`), `the banner says: ${said}`);
+    assert((await connState(a.page)) !== 'live', 'the stream went live without a key');
+    assert((await a.page.$$('[data-testid=watchlist-row]')).length === 0, 'watchlist rows without a key');
+    await shots(a.page, 'production-no-key');
+    await a.page.fill('[data-testid=access-key]', KEY);
+    await Promise.all([a.page.waitForEvent('load'), a.page.click('[data-testid=access-use]')]);
+    await liveAndMoving(a.page, 'live');
+    assert(await a.page.isHidden('[data-testid=access]'), 'the banner stayed up with the key');
+    assert(a.w.api().some((r) => r.kind === 'websocket' && r.path === '/v1/ws'), 'no WebSocket opened');
+    await shots(a.page, 'production-ws');
+    await close(a.page);
+
+    // SSE, the key in the fragment: the address bar loses it, a dropped
+    // stream resumes with Last-Event-ID (no gap, no duplicate), a reload keeps the key.
+    const b = await open(`${origin}/?transport=sse#token=${KEY}`);
+    await liveAndMoving(b.page, 'sse');
+    assert(b.page.url() === `${origin}/?transport=sse`, `the key stayed in the address bar: ${b.page.url()}`);
+    const before = await until('trades on the tape over SSE', async () => {
+      const st = await tapeState(b.page);
+      return st.seqs.length >= 3 && st;
+    }, 20_000);
+    const ssePath = () => b.w.api().filter((r) => r.path === '/v1/sse');
+    const opened = ssePath().length;
+    const noticesBefore = before.notices.length;
+    await b.page.evaluate(() => window.__tickwire.client.dropConnection());
+    const droppedAt = Date.now();
+    await until('SSE again after the drop', async () => (await connState(b.page)) === 'sse' && ssePath().length > opened, 15_000);
+    await until('a trade after the drop', async () => (await summary(b.page)).lastTradeMs > droppedAt, 15_000);
+    await sleep(1_000);
+    const resume = ssePath()[opened];
+    assert(resume.lastEventId && /^@\d+,/.test(resume.lastEventId), `the SSE reconnect sent no cursor as Last-Event-ID: ${JSON.stringify(resume)}`);
+    const st = await tapeState(b.page);
+    const notices = st.notices.slice(0, st.notices.length - noticesBefore);
+    assert(tapeBreaks(st.seqs).length === 0, `tape across the SSE resume has gaps or duplicates: ${tapeBreaks(st.seqs).join(', ')}`);
+    assert(st.seqs.includes(before.seqs[0]) || st.seqs.at(-1) > before.seqs[0], `the tape lost the trade ${before.seqs[0]} from before the drop`);
+    assert(!notices.some((n) => /sequence_skip|epoch_changed/.test(n.text)), `the resume lost trades: ${notices.map((n) => n.text).join('; ')}`);
+    await b.page.reload();
+    await liveAndMoving(b.page, 'sse');
+    log(`    SSE resumed with Last-Event-ID ${resume.lastEventId.slice(0, 60)}…; tape ${st.seqs.at(-1)}..${st.seqs[0]} contiguous; live again after a reload (key from sessionStorage)`);
+    await shots(b.page, 'production-sse');
+    await close(b.page);
+
+    // Long-poll.
+    const c = await open(`${origin}/?transport=poll#token=${KEY}`);
+    await liveAndMoving(c.page, 'poll');
+    await shots(c.page, 'production-poll');
+    await close(c.page);
+
+    // A key for BTC-USD quotes only: quotes stream, the rest is said to be not entitled.
+    const d = await open(`${origin}/#token=${LIMITED}`);
+    await liveAndMoving(d.page, 'live', 1);
+    const rows = await watchlistText(d.page);
+    assert(rows.length === 1 && rows[0].startsWith('BTC-USD'), `the limited key's watchlist: ${JSON.stringify(rows)}`);
+    await until('the not-entitled banner naming trades', async () =>
+      (await d.page.isVisible('[data-testid=access][data-state=not-entitled]')) && /may not use channels .*trades/.test(await d.page.textContent('[data-testid=access-message]')),
+    );
+    const denied = await d.page.textContent('[data-testid=access-message]');
+    await shots(d.page, 'production-not-entitled');
+    // A wrong key given in the same tab (only the fragment changes): the page reloads with it and says it was refused.
+    await d.page.goto(`${origin}/#token=tw_00000000_${'0'.repeat(64)}`);
+    await until('the key-refused banner', () => d.page.isVisible('[data-testid=access][data-state=refused]'));
+    assert((await connState(d.page)) !== 'live', 'the stream went live with a wrong key');
+    await shots(d.page, 'production-refused');
+    await close(d.page);
+
+    // Every request of every page: the keys in no URL; API calls with the header.
+    let checked = 0;
+    for (const w of watches) {
+      checked += w.seen.length;
+      for (const secret of [KEY, LIMITED]) {
+        const leaks = [...w.leaks(secret), ...w.leaks(secret.slice(-64))];
+        assert(leaks.length === 0, `a key in a request URL: ${JSON.stringify(leaks.map((r) => r.url))}`);
+      }
+    }
+    for (const w of [b.w, c.w]) {
+      const bareApi = w.api().filter((r) => r.kind !== 'websocket' && r.auth !== `Bearer ${KEY}`);
+      assert(bareApi.length === 0, `API requests without the bearer header: ${JSON.stringify(bareApi)}`);
+    }
+    const sockets = watches.flatMap((w) => w.seen.filter((r) => r.kind === 'websocket')).length;
+    log(`    ${checked} requests (${sockets} WebSockets) checked: no key in a URL; not entitled: "${denied}"`);
+  } finally {
+    for (const p of [...pages]) await closePage(p);
+    if (proc) await stopServer('SIGTERM', proc);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -1285,7 +1479,7 @@ async function waitListening(atPort, proc, what, timeoutMs = 15_000) {
 
 /**
  * Spawns one tickwire node, its output to test-results/<logName>, and resolves
- * with the address of its first stdout line (`tickwire listening on http://ADDR`),
+ * with the address of its first stdout line (`tickwire listening on http(s)://ADDR`),
  * printed once it listens (a gateway: once an ingest node has published).
  */
 function spawnNode(args, logName, timeoutMs = 45_000) {
@@ -1303,7 +1497,7 @@ function spawnNode(args, logName, timeoutMs = 45_000) {
     });
     lines.on('line', (line) => {
       log.write(`${line}\n`);
-      const m = /tickwire listening on (http:\/\/\S+)/.exec(line);
+      const m = /tickwire listening on (https?:\/\/\S+)/.exec(line);
       if (m) {
         clearTimeout(timer);
         res(m[1].replace(/\/$/, ''));

@@ -21,6 +21,17 @@ export function setApiBase(base: () => string): void {
   apiBase = base;
 }
 
+/** Told of every REST answer about access: 401 and 403 with the server's code and message, and success. */
+export interface AccessListener {
+  refused(status: 401 | 403, code: string, message: string): void;
+  ok(): void;
+}
+let access: AccessListener | null = null;
+
+export function setAccessListener(listener: AccessListener | null): void {
+  access = listener;
+}
+
 export type ApiResult<T> = { ok: true; data: T } | { ok: false; status: number; missing: boolean; message: string };
 
 export async function getJson<T>(path: string, init?: { signal?: AbortSignal; timeoutMs?: number }): Promise<ApiResult<T>> {
@@ -33,14 +44,18 @@ export async function getJson<T>(path: string, init?: { signal?: AbortSignal; ti
       // 404/405/501: the server build has no such endpoint (yet).
       const missing = res.status === 404 || res.status === 405 || res.status === 501;
       let message = `HTTP ${res.status}`;
+      let code = '';
       try {
-        const body = (await res.json()) as { message?: string };
+        const body = (await res.json()) as { code?: string; message?: string };
         if (body?.message) message = body.message;
+        if (typeof body?.code === 'string') code = body.code;
       } catch {
         /* not JSON */
       }
+      if (res.status === 401 || res.status === 403) access?.refused(res.status, code, message);
       return { ok: false, status: res.status, missing, message };
     }
+    access?.ok();
     const data = (await res.json()) as T;
     return { ok: true, data };
   } catch (e) {

@@ -1,8 +1,8 @@
 // Composition root: wires the stream client, the store and the views.
 
 import './styles.css';
-import { api, msToNs, setApiBase, setApiToken } from './api';
-import { tokenFromSearch } from './auth';
+import { api, msToNs, setAccessListener, setApiBase, setApiToken } from './api';
+import { keepToken, takeToken, tokenFromAddress } from './auth';
 import type { Channel, Instrument } from './protocol';
 import type { Interval } from './state/candles';
 import { loadPrefs, savePrefs } from './state/prefs';
@@ -12,6 +12,7 @@ import { type ConnState, StreamClient, type StreamEvent, type TransportKind } fr
 import { GatewayList, gatewaysFromSearch, hostPort } from './stream/gateways';
 import { type ClockZone, clockZone, setClockZone } from './util/clock';
 import { FrameScheduler } from './util/frame';
+import { AccessBanner } from './views/access';
 import { ChartView } from './views/chart';
 import { DepthView } from './views/depth';
 import { OperatorView, type ReplayParams } from './views/operator';
@@ -28,6 +29,20 @@ const FEEDS_POLL_MS = 2_000;
 
 const $ = (id: string) => document.getElementById(id)!;
 /**
+ * Access token from `/#token=T` (or `/?token=T` of old links), then kept in
+ * sessionStorage and removed from the address bar (see auth.ts). REST, SSE and
+ * long-polls send it as a bearer header, WebSockets as a `bearer.` subprotocol.
+ */
+const token = takeToken(window);
+setApiToken(token);
+// A `#token=` link opened in this tab again changes only the fragment (no
+// load): take the new token and start over with it.
+window.addEventListener('hashchange', () => {
+  if (tokenFromAddress(location.href).token === null) return;
+  takeToken(window);
+  location.reload();
+});
+/**
  * `?gateways=ORIGIN,ORIGIN,…`: gateways of one cluster to stream from and call,
  * one at a time, moving on when one fails (see stream/gateways.ts). Without
  * it, this page's origin alone. The first used is this page's origin when it
@@ -36,9 +51,6 @@ const $ = (id: string) => document.getElementById(id)!;
 const gateways = new GatewayList(gatewaysFromSearch(location.search, location.origin), location.origin);
 /** REST calls go to the gateway the stream uses (relative URLs, as before, with one gateway). */
 if (gateways.size > 1) setApiBase(() => gateways.current);
-/** Access token from `/?token=T`: REST sends it as a bearer header, streams as `?token=`. */
-const token = tokenFromSearch(location.search);
-setApiToken(token);
 
 const prefs = loadPrefs();
 setClockZone(prefs.clock);
@@ -77,6 +89,33 @@ const operator = new OperatorView($('operator'), store, {
   onStopReplay: () => stopReplay('stopped'),
   defaultSymbols: () => (store.selected ? [store.selected] : watchlist.slice(0, 1)),
 });
+/** Says when a key is required or refused, or something is not entitled (the server's 401 / 403 and stream errors). */
+const access = new AccessBanner(
+  {
+    onKey: (key) => {
+      keepToken(window, key);
+      location.reload();
+    },
+  },
+  token !== null,
+);
+$('replaybar-slot').append(access.root);
+setAccessListener({
+  refused: (status, code, message) => {
+    if (status === 401) access.unauthorized(token ? message : '');
+    else if (code === 'not_entitled') access.notEntitled(message);
+  },
+  ok: () => access.authorized(),
+});
+/** Stream errors about access: a refused key (SSE and poll answers, WebSocket close codes) or a refused entitlement. */
+function noteAccess(e: StreamEvent): void {
+  if (e.kind !== 'error') return;
+  if (e.code === 'not_entitled') access.notEntitled(e.message);
+  else if (e.code === 'closed_4003') access.unauthorized('The key was revoked');
+  else if (e.code === 'closed_4001') access.unauthorized('The token expired');
+  else if (e.code === 'unauthorized') access.unauthorized(token ? e.message : '');
+}
+
 const replayBar = new ReplayBar(store, {
   onPause: () => replayClient?.control({ op: 'pause' }),
   onResume: () => replayClient?.control({ op: 'resume' }),
@@ -93,7 +132,10 @@ const live = new StreamClient({
   gateways,
   token,
   ...(forcedTransport ? { transports: [forcedTransport] } : {}),
-  onEvent: (e) => store.apply(e),
+  onEvent: (e) => {
+    noteAccess(e);
+    store.apply(e);
+  },
   onState: (s) => {
     if (mode === 'live') {
       store.setStreamUp(s.phase === 'live');
@@ -338,7 +380,10 @@ function startReplay(p: ReplayParams): void {
     reconnect: false,
     sendSubscribe: false,
     heartbeatMs: 0,
-    onEvent: (e) => onReplayEvent(client, e),
+    onEvent: (e) => {
+      noteAccess(e);
+      onReplayEvent(client, e);
+    },
     onState: (s) => {
       if (client !== replayClient) return;
       if (s.phase === 'live') {
@@ -485,7 +530,7 @@ async function loadInstruments(): Promise<void> {
       instruments = res.data.instruments;
       return;
     }
-    const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': open the dashboard as /?token=…') : '';
+    const hint = !res.ok && res.status === 401 ? (token ? ': the token was refused' : ': a key is required, open the dashboard as /#token=…') : '';
     // A gateway that cannot be reached: the next try (and the stream) goes to the next one.
     const unreachable = !res.ok && res.status === 0 && gateways.size > 1;
     const from = gateways.size > 1 ? ` from ${hostPort(gateways.current)}` : '';

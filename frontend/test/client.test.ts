@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_BACKOFF, backoffDelay } from '../src/stream/backoff';
 import { type ConnState, StreamClient, type StreamClientOptions, type StreamEvent, subscribeOps } from '../src/stream/client';
-import { FakeEventSource, FakePoll, FakeWebSocket, clocks } from './fakes';
+import { FakePoll, FakeSse, FakeWebSocket, clocks } from './fakes';
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
 
@@ -12,7 +12,6 @@ function setup(over: Partial<StreamClientOptions> = {}) {
   const client = new StreamClient({
     baseUrl: 'http://gw.test:8080',
     WebSocket: FakeWebSocket,
-    EventSource: FakeEventSource,
     fetch: poll.fetch,
     random: () => 0.5,
     heartbeatMs: 0,
@@ -36,7 +35,7 @@ const candleUpd = (symbol: string, channel: string, seq: number, start: number, 
 beforeEach(() => {
   vi.useFakeTimers();
   FakeWebSocket.reset();
-  FakeEventSource.reset();
+  FakeSse.reset();
 });
 afterEach(() => {
   vi.useRealTimers();
@@ -101,7 +100,7 @@ describe('StreamClient over WebSocket', () => {
       await vi.advanceTimersByTimeAsync(1);
       expect(FakeWebSocket.instances.length).toBe(before + 1);
     }
-    expect(FakeEventSource.instances).toHaveLength(0);
+    expect(FakeSse.instances).toHaveLength(0);
     FakeWebSocket.last.open();
     expect(states.at(-1)).toMatchObject({ label: 'live', attempt: 0 });
     FakeWebSocket.last.drop();
@@ -369,13 +368,16 @@ describe('sequence handling', () => {
 });
 
 describe('fallback to SSE', () => {
-  it('uses SSE at once when window.WebSocket is missing', () => {
+  it('uses SSE at once when window.WebSocket is missing', async () => {
     const { client, states } = setup({ WebSocket: null });
     client.subscribe(['quotes', 'trades'], ['BTC-USD', 'ETH-USD']);
     client.subscribe(['book'], ['BTC-USD']);
     client.start();
-    expect(FakeEventSource.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD,ETH-USD&channels=quotes,trades,book');
-    FakeEventSource.last.open();
+    expect(FakeSse.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD,ETH-USD&channels=quotes,trades,book');
+    expect(FakeSse.last.headers).toEqual({ accept: 'text/event-stream' });
+    expect(states.at(-1)?.label).toBe('connecting');
+    FakeSse.last.open();
+    await flush();
     expect(states.at(-1)?.label).toBe('sse');
   });
 
@@ -384,7 +386,7 @@ describe('fallback to SSE', () => {
     const { client } = setup();
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    expect(FakeEventSource.instances).toHaveLength(1);
+    expect(FakeSse.instances).toHaveLength(1);
     expect(client.transport).toBe('sse');
   });
 
@@ -393,59 +395,183 @@ describe('fallback to SSE', () => {
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
     for (let i = 0; i < 3; i++) {
-      expect(FakeEventSource.instances).toHaveLength(0);
+      expect(FakeSse.instances).toHaveLength(0);
       FakeWebSocket.last.drop();
       await vi.advanceTimersByTimeAsync(10_000);
     }
     expect(FakeWebSocket.instances).toHaveLength(3);
-    expect(FakeEventSource.instances).toHaveLength(1);
+    expect(FakeSse.instances).toHaveLength(1);
     expect(client.transport).toBe('sse');
   });
 
-  it('streams messages over SSE with the same sequence rules', () => {
+  it('streams messages over SSE with the same sequence rules, events split across reads', async () => {
     const { client, updates } = setup({ WebSocket: null });
     client.subscribe(['quotes', 'trades'], ['BTC-USD']);
     client.start();
-    const es = FakeEventSource.last;
-    es.push(batch(trade('BTC-USD', 1), trade('BTC-USD', 1), quote('BTC-USD', 3)));
-    expect(client.state.label).toBe('sse'); // first message counts as open
+    const sse = FakeSse.last;
+    sse.open();
+    await flush();
+    expect(client.state.label).toBe('sse');
+    const text = `id: c1\ndata: ${JSON.stringify(batch(trade('BTC-USD', 1), trade('BTC-USD', 1), quote('BTC-USD', 3)))}\n\n: keep-alive\n\n`;
+    sse.write(text.slice(0, 20));
+    await flush();
+    expect(updates()).toHaveLength(0);
+    sse.write(text.slice(20));
+    await flush();
+    expect(updates().map((u) => u.seq)).toEqual([1, 3]);
+    // Named events are not protocol messages (EventSource's onmessage never saw them).
+    sse.write(`event: other\ndata: ${JSON.stringify(batch(quote('BTC-USD', 4)))}\n\n`);
+    await flush();
     expect(updates().map((u) => u.seq)).toEqual([1, 3]);
   });
 
-  it('reopens the SSE stream (coalesced) when the subscription changes', async () => {
+  it('only a 200 text/event-stream answer opens the stream', async () => {
+    const { client, states } = setup({ WebSocket: null, transports: ['sse'] });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeSse.last.open(200, 'text/html');
+    await flush();
+    expect(states.at(-1)?.label).toBe('reconnecting');
+    await vi.advanceTimersByTimeAsync(10_000);
+    FakeSse.last.open(200, 'text/event-stream; charset=utf-8');
+    await flush();
+    expect(client.state.label).toBe('sse');
+  });
+
+  it('reopens the SSE stream (coalesced) when the subscription changes, without a Last-Event-ID', async () => {
     const { client } = setup({ WebSocket: null });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    FakeEventSource.last.open();
+    FakeSse.last.open();
+    await flush();
+    FakeSse.last.push(snapshot('BTC-USD', 'quotes', 4), '@1,BTC-USD~quotes~4');
+    await flush();
     client.subscribe(['quotes'], ['ETH-USD']);
     client.subscribe(['trades'], ['ETH-USD']);
     await flush();
-    expect(FakeEventSource.instances).toHaveLength(2);
-    expect(FakeEventSource.instances[0].closed).toBe(true);
-    expect(FakeEventSource.last.url).toContain('symbols=BTC-USD,ETH-USD&channels=quotes,trades');
+    expect(FakeSse.instances).toHaveLength(2);
+    expect(FakeSse.instances[0].closed).toBe(true);
+    expect(FakeSse.last.url).toContain('symbols=BTC-USD,ETH-USD&channels=quotes,trades');
+    // A new request, as a new EventSource would be: it starts from snapshots.
+    expect(FakeSse.last.headers).not.toHaveProperty('last-event-id');
   });
 
   it('reconnects SSE with backoff once it has worked, and never falls to polling', async () => {
     const { client, states } = setup({ WebSocket: null });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    FakeEventSource.last.open();
+    FakeSse.last.open();
+    await flush();
     for (let i = 0; i < 5; i++) {
-      FakeEventSource.last.fail();
+      FakeSse.last.fail();
+      await flush();
       expect(states.at(-1)?.label).toBe('reconnecting');
       await vi.advanceTimersByTimeAsync(10_000);
     }
-    expect(FakeEventSource.instances).toHaveLength(6);
+    expect(FakeSse.instances).toHaveLength(6);
     expect(client.transport).toBe('sse');
+  });
+
+  it('reconnects after the server ends the stream, with the backoff of the other transports', async () => {
+    const { client, states } = setup({ WebSocket: null });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeSse.last.open();
+    await flush();
+    FakeSse.last.end();
+    await flush();
+    expect(states.at(-1)?.label).toBe('reconnecting');
+    // attempt 0: 250 ms capped, equal jitter with random 0.5 -> 188 ms
+    await vi.advanceTimersByTimeAsync(187);
+    expect(FakeSse.instances).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(FakeSse.instances).toHaveLength(2);
+  });
+
+  it('a reconnect sends the last event id as Last-Event-ID and resumes in place: no snapshot needed, no duplicate', async () => {
+    const { client, updates, kinds } = setup({ WebSocket: null });
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.subscribe(['book'], ['BTC-USD']);
+    client.start();
+    FakeSse.last.open();
+    await flush();
+    const sse = FakeSse.last;
+    sse.push(snapshot('BTC-USD', 'book', 10, { bids: [['100', '1']], asks: [] }), '@9,BTC-USD~book~10');
+    sse.push(batch(trade('BTC-USD', 1), trade('BTC-USD', 2)), '@9,BTC-USD~book~10,BTC-USD~trades~2');
+    // An id-only event (no data) still moves the last event id.
+    sse.write('id: @9,BTC-USD~book~11,BTC-USD~trades~2\n\n');
+    await flush();
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['trades:1', 'trades:2']);
+    sse.fail();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeSse.instances).toHaveLength(2);
+    expect(FakeSse.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=trades,book');
+    expect(FakeSse.last.headers['last-event-id']).toBe('@9,BTC-USD~book~11,BTC-USD~trades~2');
+    // A second attempt that fails before any event resumes from the same id.
+    FakeSse.last.fail();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeSse.last.headers['last-event-id']).toBe('@9,BTC-USD~book~11,BTC-USD~trades~2');
+    // The server continues every stream after the cursor: the book's deltas
+    // apply to the book the client kept (its sequence was not forgotten).
+    FakeSse.last.open();
+    await flush();
+    FakeSse.last.push(batch(bookDelta('BTC-USD', 11), trade('BTC-USD', 2), trade('BTC-USD', 3)), '@9,BTC-USD~book~11,BTC-USD~trades~3');
+    await flush();
+    expect(updates().map((u) => `${u.channel}:${u.seq}`)).toEqual(['trades:1', 'trades:2', 'book:11', 'trades:3']);
+    expect(kinds()).not.toContain('book_reset');
+    expect(kinds()).not.toContain('gap');
+    expect(client.seqOf('trades', 'BTC-USD')).toBe(3);
+  });
+
+  it('sends the token as a bearer header, never in the URL', async () => {
+    const { client } = setup({ WebSocket: null, token: 's3cret+/=' });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    expect(FakeSse.last.url).toBe('http://gw.test:8080/v1/sse?symbols=BTC-USD&channels=quotes');
+    expect(FakeSse.last.headers.authorization).toBe('Bearer s3cret+/=');
+  });
+
+  it('forgets a resume point the server cannot read (400)', async () => {
+    const { client } = setup({ WebSocket: null, transports: ['sse'] });
+    client.subscribe(['quotes'], ['BTC-USD']);
+    client.start();
+    FakeSse.last.open();
+    await flush();
+    FakeSse.last.push(snapshot('BTC-USD', 'quotes', 4), 'garbage');
+    await flush();
+    FakeSse.last.fail();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeSse.last.headers['last-event-id']).toBe('garbage');
+    FakeSse.last.open(400, 'application/json', { code: 'bad_cursor', message: 'malformed cursor' });
+    await flush();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeSse.last.headers).not.toHaveProperty('last-event-id');
+  });
+
+  it('says what a refusal (401, 403, 429) was, once per retry loop', async () => {
+    const { client, events } = setup({ WebSocket: null, transports: ['sse'] });
+    client.subscribe(['trades'], ['BTC-USD']);
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      FakeSse.last.open(403, 'application/json', { code: 'not_entitled', message: 'this key may not use channels trades' });
+      await flush();
+      await vi.advanceTimersByTimeAsync(10_000);
+    }
+    expect(events.filter((e) => e.kind === 'error')).toEqual([{ kind: 'error', code: 'not_entitled', message: 'this key may not use channels trades' }]);
+    expect(FakeSse.instances).toHaveLength(4);
   });
 });
 
 describe('fallback to long-polling', () => {
-  it('polls when EventSource is missing too, carrying the cursor', async () => {
-    const { client, poll, updates, states } = setup({ WebSocket: null, EventSource: null });
+  it('polls when SSE cannot be streamed in this browser (no response body), carrying the cursor', async () => {
+    FakeSse.noBody = true;
+    const { client, poll, updates, states } = setup({ WebSocket: null });
     client.subscribe(['quotes', 'trades'], ['BTC-USD']);
     client.start();
+    FakeSse.last.open();
     await flush();
+    expect(client.transport).toBe('poll');
+    expect(FakeSse.instances).toHaveLength(1);
     expect(poll.last.url).toBe('http://gw.test:8080/v1/poll?symbols=BTC-USD&channels=quotes,trades');
     poll.respond({ cursor: 'c1', messages: [snapshot('BTC-USD', 'quotes', 4, { bid: '1', bid_size: '1', ask: '2', ask_size: '1' })] });
     await flush();
@@ -463,10 +589,10 @@ describe('fallback to long-polling', () => {
     const { client, poll } = setup({ WebSocket: null, failuresBeforeFallback: 2 });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    FakeEventSource.last.fail();
+    FakeSse.last.fail();
     await vi.advanceTimersByTimeAsync(10_000);
-    expect(FakeEventSource.instances).toHaveLength(2);
-    FakeEventSource.last.fail();
+    expect(FakeSse.instances).toHaveLength(2);
+    FakeSse.last.fail();
     await flush();
     expect(client.transport).toBe('poll');
     expect(poll.calls).toHaveLength(1);
@@ -477,14 +603,14 @@ describe('fallback to long-polling', () => {
     client.subscribe(['trades'], ['BTC-USD']);
     client.start();
     FakeWebSocket.last.drop();
-    FakeEventSource.last.fail();
+    FakeSse.last.fail();
     await flush();
     expect(client.transport).toBe('poll');
     expect(poll.calls).toHaveLength(1);
   });
 
   it('retries a failed poll with backoff and drops the cursor', async () => {
-    const { client, poll, states } = setup({ WebSocket: null, EventSource: null });
+    const { client, poll, states } = setup({ transports: ['poll'] });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
     await flush();
@@ -504,7 +630,7 @@ describe('fallback to long-polling', () => {
   });
 
   it('restarts the poll without a cursor when the subscription changes', async () => {
-    const { client, poll } = setup({ WebSocket: null, EventSource: null });
+    const { client, poll } = setup({ transports: ['poll'] });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
     await flush();
@@ -521,18 +647,21 @@ describe('subscription changes over SSE and poll', () => {
     const { client, states } = setup({ transports: ['sse'] });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    FakeEventSource.last.open();
+    FakeSse.last.open();
+    await flush();
     expect(states.at(-1)?.label).toBe('sse');
     const seen = states.length;
     client.subscribe(['quotes'], ['ETH-USD']);
     await flush();
-    expect(FakeEventSource.instances).toHaveLength(2);
-    expect(FakeEventSource.last.url).toContain('symbols=BTC-USD,ETH-USD');
-    FakeEventSource.last.open();
+    expect(FakeSse.instances).toHaveLength(2);
+    expect(FakeSse.last.url).toContain('symbols=BTC-USD,ETH-USD');
+    FakeSse.last.open();
+    await flush();
     expect(states.slice(seen).map((s) => s.label)).not.toContain('reconnecting');
     expect(client.state.label).toBe('sse');
     // A reopened stream that fails is a real reconnect.
-    FakeEventSource.last.fail();
+    FakeSse.last.fail();
+    await flush();
     expect(states.at(-1)?.label).toBe('reconnecting');
   });
 
@@ -555,7 +684,7 @@ describe('subscription changes over SSE and poll', () => {
     const { client } = setup({ transports: ['sse'], failuresBeforeFallback: 1 });
     client.subscribe(['quotes'], ['BTC-USD']);
     client.start();
-    FakeEventSource.last.fail();
+    FakeSse.last.fail();
     await vi.advanceTimersByTimeAsync(20_000);
     expect(client.transport).toBe('sse');
     expect(FakeWebSocket.instances).toHaveLength(0);

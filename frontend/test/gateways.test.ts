@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { getJson, setApiBase } from '../src/api';
 import { type ConnState, StreamClient, type StreamClientOptions, type StreamEvent } from '../src/stream/client';
 import { GatewayList, gatewaysFromSearch, hostPort, toOrigin } from '../src/stream/gateways';
-import { FakeEventSource, FakePoll, FakeWebSocket, clocks } from './fakes';
+import { FakePoll, FakeSse, FakeWebSocket, clocks } from './fakes';
 
 const G1 = 'http://127.0.0.1:8080';
 const G2 = 'http://127.0.0.1:8081';
@@ -72,7 +72,6 @@ function setup(urls: string[], over: Partial<StreamClientOptions> = {}) {
   const client = new StreamClient({
     gateways,
     WebSocket: FakeWebSocket,
-    EventSource: FakeEventSource,
     fetch: poll.fetch,
     random: () => 0.5,
     heartbeatMs: 0,
@@ -92,7 +91,7 @@ const retry = () => vi.advanceTimersByTimeAsync(10_000);
 beforeEach(() => {
   vi.useFakeTimers();
   FakeWebSocket.reset();
-  FakeEventSource.reset();
+  FakeSse.reset();
 });
 afterEach(() => {
   vi.useRealTimers();
@@ -179,13 +178,14 @@ describe('StreamClient with several gateways', () => {
     FakeWebSocket.last.drop();
     expect(client.transport).toBe('sse');
     expect(wsHosts()).toEqual(['127.0.0.1:8080', '127.0.0.1:8081', '10.0.0.3:9000']);
-    expect(new URL(FakeEventSource.last.url).host).toBe('127.0.0.1:8080');
-    FakeEventSource.last.fail();
+    expect(new URL(FakeSse.last.url).host).toBe('127.0.0.1:8080');
+    FakeSse.last.fail();
     await retry();
-    expect(new URL(FakeEventSource.last.url).host).toBe('127.0.0.1:8081');
-    FakeEventSource.last.fail();
+    expect(new URL(FakeSse.last.url).host).toBe('127.0.0.1:8081');
+    FakeSse.last.fail();
     await retry();
-    FakeEventSource.last.fail();
+    FakeSse.last.fail();
+    await vi.advanceTimersByTimeAsync(0);
     expect(client.transport).toBe('poll');
     await vi.advanceTimersByTimeAsync(0);
     expect(new URL(poll.last.url).host).toBe('127.0.0.1:8080');

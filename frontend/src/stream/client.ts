@@ -17,9 +17,10 @@ import {
   isCandleChannel,
   parseServerMsg,
 } from '../protocol';
-import { withToken } from '../auth';
+import { authHeaders } from '../auth';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from './backoff';
 import { GatewayList } from './gateways';
+import { SseParser, isEventStream } from './sse';
 
 export type TransportKind = 'ws' | 'sse' | 'poll';
 export type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'closed';
@@ -66,20 +67,29 @@ export function protocolSafe(token: string): boolean {
   return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(token);
 }
 
-export interface EventSourceLike {
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  close(): void;
+/** What the SSE reader needs of a response body (a ReadableStream of bytes). */
+export interface BodyReaderLike {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
 }
-export type EventSourceCtor = new (url: string) => EventSourceLike;
-
 export interface FetchResponseLike {
   ok: boolean;
   status: number;
   json(): Promise<unknown>;
+  headers?: { get(name: string): string | null };
+  /** The streamed body (SSE); null or missing where the browser cannot stream a response. */
+  body?: { getReader(): BodyReaderLike } | null;
 }
 export type FetchLike = (url: string, init?: { signal?: AbortSignal; headers?: Record<string, string> }) => Promise<FetchResponseLike>;
+
+/** Lets go of a response's body that will not be read (a no-op once read or locked). */
+function discard(res: FetchResponseLike): void {
+  try {
+    void res.body?.getReader().cancel().catch(() => {});
+  } catch {
+    /* already read (json()) or locked */
+  }
+}
 
 export interface StreamClientOptions {
   /** http(s)://host:port of the gateway; WebSocket URLs are derived from it. Ignored when `gateways` is given. */
@@ -97,7 +107,7 @@ export interface StreamClientOptions {
   pollPath?: string;
   /** undefined = use the global; null = not available. */
   WebSocket?: WebSocketCtor | null;
-  EventSource?: EventSourceCtor | null;
+  /** Reads SSE (a streamed body) and long-polls. */
   fetch?: FetchLike | null;
   /** Transports to try, in order. */
   transports?: TransportKind[];
@@ -113,7 +123,11 @@ export interface StreamClientOptions {
   reconnect?: boolean;
   /** false when the URL itself selects the data (replay): no subscribe ops are sent. */
   sendSubscribe?: boolean;
-  /** Access token: a `bearer.<token>` subprotocol on WebSockets, a bearer header on polls, `?token=` on SSE (EventSource can send nothing else). */
+  /**
+   * Access token, never put in a URL: a `bearer.<token>` subprotocol on
+   * WebSockets, `Authorization: Bearer` on SSE (read with fetch) and polls. A
+   * token a subprotocol cannot hold skips the WebSocket for the next transport.
+   */
   token?: string | null;
   onEvent: (e: StreamEvent) => void;
   onState?: (s: ConnState) => void;
@@ -197,14 +211,13 @@ export function subscribeOps(channel: Channel, symbols: readonly string[], st: R
 }
 
 export class StreamClient {
-  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'EventSource' | 'fetch' | 'token' | 'baseUrl' | 'gateways'>> & {
+  private readonly opts: Required<Omit<StreamClientOptions, 'onState' | 'WebSocket' | 'fetch' | 'token' | 'baseUrl' | 'gateways'>> & {
     onState?: (s: ConnState) => void;
     token?: string | null;
   };
   /** Where connections go: the one `baseUrl`, or the `gateways` given. */
   readonly gateways: GatewayList;
   private readonly WS: WebSocketCtor | null;
-  private readonly ES: EventSourceCtor | null;
   private readonly fetchFn: FetchLike | null;
 
   private readonly subs: Record<Channel, Set<string>> = perChannel(() => new Set<string>());
@@ -237,7 +250,15 @@ export class StreamClient {
   private gen = 0;
 
   private ws: WebSocketLike | null = null;
-  private es: EventSourceLike | null = null;
+  private sseAbort: AbortController | null = null;
+  /**
+   * The SSE stream's last event id (its cursor), sent as `Last-Event-ID` when
+   * it reconnects, as EventSource does: the server resumes every stream
+   * exactly after it. A new stream (a subscription change) starts without.
+   */
+  private sseLastEventId: string | null = null;
+  /** The last refusal told for an SSE or poll request (so a retry loop says it once). */
+  private lastRefusal: string | null = null;
   private pollAbort: AbortController | null = null;
   private pollCursor: string | null = null;
   /** The next connect() reopens an SSE/poll stream for a new subscription: not a reconnect, so no state change. */
@@ -251,9 +272,8 @@ export class StreamClient {
   private readonly pingsInFlight = new Map<number, number>();
 
   constructor(options: StreamClientOptions) {
-    const g = globalThis as unknown as { WebSocket?: WebSocketCtor; EventSource?: EventSourceCtor; fetch?: FetchLike };
+    const g = globalThis as unknown as { WebSocket?: WebSocketCtor; fetch?: FetchLike };
     this.WS = options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket;
-    this.ES = options.EventSource === undefined ? (g.EventSource ?? null) : options.EventSource;
     this.fetchFn = options.fetch === undefined ? (g.fetch ? g.fetch.bind(globalThis) : null) : options.fetch;
     if (!options.gateways && options.baseUrl === undefined) throw new Error('StreamClient needs baseUrl or gateways');
     this.gateways = options.gateways ?? new GatewayList([options.baseUrl!]);
@@ -452,11 +472,8 @@ export class StreamClient {
         /* already closed */
       }
     }
-    if (this.es) {
-      this.es.onopen = this.es.onmessage = this.es.onerror = null;
-      this.es.close();
-      this.es = null;
-    }
+    this.sseAbort?.abort();
+    this.sseAbort = null;
     this.pollAbort?.abort();
     this.pollAbort = null;
     this.pingsInFlight.clear();
@@ -479,8 +496,9 @@ export class StreamClient {
     }
     if (this.gateways.size > 1 && (!dropped || moveOn)) {
       this.gateways.advance();
-      // A poll cursor belongs to the gateway that issued it.
+      // A poll cursor (and an SSE event id, the same cursor) belongs to the gateway that issued it.
       this.pollCursor = null;
+      this.sseLastEventId = null;
     }
     if (!this.everOpened[this.transport]) {
       this.failures++;
@@ -511,6 +529,7 @@ export class StreamClient {
   }
 
   private opened(): void {
+    this.lastRefusal = null;
     this.everOpened[this.transport] = true;
     this.attempt = 0;
     this.failures = 0;
@@ -523,25 +542,25 @@ export class StreamClient {
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       this.pollCursor = null;
+      this.sseLastEventId = null;
       this.quietRestart = true;
       this.connect();
     }, 0);
   }
 
-  /** A stream URL. Only SSE carries the token in it (`?token=`): EventSource
-   * can send nothing else; WebSockets send it as a subprotocol, polls as a header. */
-  private url(path: string, ws = false, withQueryToken = false): string {
+  /** A stream URL on the gateway in use. It never carries the token (URLs end up in logs and histories). */
+  private url(path: string, ws = false): string {
     const base = this.gateways.current.replace(/\/$/, '');
-    const url = (ws ? base.replace(/^http/, 'ws') : base) + path;
-    return withQueryToken ? withToken(url, this.opts.token) : url;
+    return (ws ? base.replace(/^http/, 'ws') : base) + path;
   }
 
   /** WebSocket subprotocols: the JSON format and, with a token, `bearer.<token>`
    * (the server echoes only the format; the token stays out of URLs and logs).
-   * A token a subprotocol cannot hold (characters outside RFC 7230's `tchar`,
-   * e.g. `/` or `=`) goes in the URL instead. */
-  private wsProtocols(): string[] | undefined {
-    return this.opts.token && protocolSafe(this.opts.token) ? ['tickwire.v1.json', `bearer.${this.opts.token}`] : undefined;
+   * Null: a token a subprotocol cannot hold (characters outside RFC 7230's
+   * `tchar`, e.g. `/` or `=`), which no WebSocket can carry but in its URL. */
+  private wsProtocols(): string[] | undefined | null {
+    if (!this.opts.token) return undefined;
+    return protocolSafe(this.opts.token) ? ['tickwire.v1.json', `bearer.${this.opts.token}`] : null;
   }
 
   // ---- WebSocket --------------------------------------------------------
@@ -551,12 +570,15 @@ export class StreamClient {
       if (!this.fallback()) this.setPhase('closed');
       return;
     }
+    const protocols = this.wsProtocols();
+    if (protocols === null) {
+      // The token would have to go in the URL: use the next transport, which sends a header.
+      if (!this.fallback()) this.setPhase('closed');
+      return;
+    }
     let ws: WebSocketLike;
     try {
-      const protocols = this.wsProtocols();
-      ws = protocols
-        ? new this.WS(this.url(this.opts.wsPath, true), protocols)
-        : new this.WS(this.url(this.opts.wsPath, true, !!this.opts.token));
+      ws = protocols ? new this.WS(this.url(this.opts.wsPath, true), protocols) : new this.WS(this.url(this.opts.wsPath, true));
     } catch {
       // A constructor that throws (blocked by policy, bad URL) will not work on retry either.
       if (!this.fallback()) this.onFailure(gen);
@@ -658,8 +680,16 @@ export class StreamClient {
     return `symbols=${[...symbols].map(encodeURIComponent).join(',')}&channels=${channels.join(',')}`;
   }
 
+  /**
+   * SSE read with fetch(), which (unlike EventSource) sends the token as
+   * `Authorization: Bearer`, so it never goes in the URL. A reconnect sends the
+   * last event id as `Last-Event-ID`, as EventSource's own reconnect does, and
+   * the server resumes every stream right after it (no snapshot, no gap, no
+   * duplicate). Failures go through the same backoff and fallback as the other
+   * transports; the server's `retry:` is not used.
+   */
   private connectSse(gen: number): void {
-    if (!this.ES) {
+    if (!this.fetchFn || typeof TextDecoder === 'undefined') {
       if (!this.fallback()) this.setPhase('closed');
       return;
     }
@@ -669,28 +699,99 @@ export class StreamClient {
       this.opened();
       return;
     }
-    // A reopened stream starts with snapshots, so no book delta may be applied before one.
-    this.lastSeq.book.clear();
-    let es: EventSourceLike;
+    const resumeFrom = this.sseLastEventId;
+    if (resumeFrom) {
+      // Trades and candles continue after their last sequence, as on a
+      // WebSocket resume (a restarted server answers with epoch_changed).
+      for (const ch of CHANNELS) if (resumes(ch)) for (const s of this.subs[ch]) if (this.lastSeq[ch].has(s)) this.resuming[ch].add(s);
+    } else {
+      // A new stream starts with snapshots, so no book delta may be applied before one.
+      this.lastSeq.book.clear();
+    }
+    const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    this.sseAbort = abort;
+    const headers: Record<string, string> = { accept: 'text/event-stream', ...authHeaders(this.opts.token) };
+    if (resumeFrom) headers['last-event-id'] = resumeFrom;
+    void this.readSse(gen, this.url(`${this.opts.ssePath}?${query}`), { headers, ...(abort ? { signal: abort.signal } : {}) }, resumeFrom);
+  }
+
+  private async readSse(gen: number, url: string, init: { signal?: AbortSignal; headers: Record<string, string> }, resumeFrom: string | null): Promise<void> {
+    let res: FetchResponseLike;
     try {
-      es = new this.ES(this.url(`${this.opts.ssePath}?${query}`, false, true));
+      res = await this.fetchFn!(url, init);
     } catch {
+      if (gen === this.gen) this.onFailure(gen);
+      return;
+    }
+    if (gen !== this.gen) {
+      discard(res);
+      return;
+    }
+    // As EventSource: only a 200 event stream opens.
+    if (res.status !== 200 || !isEventStream(res.headers?.get('content-type'))) {
+      await this.noteRefusal(gen, res);
+      discard(res);
+      // A resume point the server cannot read (400 bad_cursor) is not tried again.
+      if (res.status === 400 && resumeFrom && this.sseLastEventId === resumeFrom) this.sseLastEventId = null;
+      if (gen === this.gen) this.onFailure(gen);
+      return;
+    }
+    const reader = res.body && typeof res.body.getReader === 'function' ? res.body.getReader() : null;
+    if (!reader) {
+      // This browser cannot stream a response: SSE cannot work here at all.
       if (!this.fallback()) this.onFailure(gen);
       return;
     }
-    this.es = es;
-    es.onopen = () => {
-      if (gen === this.gen) this.opened();
-    };
-    es.onmessage = (ev) => {
-      if (gen !== this.gen) return;
-      // Some servers send the first event before the open event is dispatched.
-      if (this.phase !== 'live') this.opened();
-      this.receiveText(ev.data);
-    };
-    // EventSource would retry by itself with its own fixed delay; we close it and
-    // use our backoff so the fallback decision stays in one place.
-    es.onerror = () => this.onFailure(gen);
+    this.opened();
+    const decoder = new TextDecoder();
+    const parser = new SseParser((ev) => {
+      // Only unnamed events (`message`), as EventSource's onmessage took.
+      if (gen === this.gen && ev.type === 'message') this.receiveText(ev.data);
+    }, resumeFrom ?? '');
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (gen !== this.gen) break;
+        if (done) {
+          parser.end();
+          break;
+        }
+        if (value) parser.feed(decoder.decode(value, { stream: true }));
+        if (gen !== this.gen) break;
+        this.sseLastEventId = parser.lastEventId || null;
+      }
+    } catch {
+      /* the connection failed, or teardown aborted it */
+    }
+    if (gen === this.gen) {
+      // The server ended the stream or the connection dropped: reconnect, resuming.
+      this.onFailure(gen);
+    } else {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  /**
+   * An SSE or poll request refused for a reason the operator can act on (401:
+   * no or a bad token; 403: origin or entitlement; 429: a quota) becomes an
+   * error event with the server's code and message, once until the stream is
+   * live again rather than on every retry.
+   */
+  private async noteRefusal(gen: number, res: FetchResponseLike): Promise<void> {
+    if (res.status !== 401 && res.status !== 403 && res.status !== 429) return;
+    let code = `http_${res.status}`;
+    let message = `HTTP ${res.status}`;
+    try {
+      const body = (await res.json()) as { code?: unknown; message?: unknown } | null;
+      if (typeof body?.code === 'string' && body.code) code = body.code;
+      if (typeof body?.message === 'string' && body.message) message = body.message;
+    } catch {
+      /* not JSON */
+    }
+    const key = `${code}\n${message}`;
+    if (gen !== this.gen || key === this.lastRefusal) return;
+    this.lastRefusal = key;
+    this.opts.onEvent({ kind: 'error', code, message });
   }
 
   // ---- long-poll --------------------------------------------------------
@@ -714,9 +815,12 @@ export class StreamClient {
       try {
         const init: { signal?: AbortSignal; headers?: Record<string, string> } = {};
         if (abort) init.signal = abort.signal;
-        if (this.opts.token) init.headers = { authorization: `Bearer ${this.opts.token}` };
+        if (this.opts.token) init.headers = authHeaders(this.opts.token);
         const res = await this.fetchFn(this.url(`${this.opts.pollPath}?${query}${cursor}`), init);
-        if (!res.ok) throw new Error(`poll HTTP ${res.status}`);
+        if (!res.ok) {
+          await this.noteRefusal(gen, res);
+          throw new Error(`poll HTTP ${res.status}`);
+        }
         body = (await res.json()) as typeof body;
       } catch {
         if (gen !== this.gen) return;
