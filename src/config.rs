@@ -617,7 +617,10 @@ impl ServeArgs {
                 !self.allowed_origins.is_empty(),
                 "profile production needs an origin allow-list: set allowed-origin".into(),
             );
-            check(!self.conformance_echo, "conformance-echo is for `make conformance` only, never in production".into());
+            check(
+                !self.conformance_echo,
+                "conformance-echo is for `make conformance` only, never in production".into(),
+            );
         }
         if problems.is_empty() { Ok(()) } else { Err(SettingsError(problems)) }
     }
