@@ -63,6 +63,15 @@ pub trait Venue: Send + 'static {
     /// connection is presumed dead: its books are withdrawn for clients
     /// (`book_invalidated`) and it is replaced. `--feed-stale-ms` overrides it.
     fn stale_limit(&self) -> std::time::Duration;
+    /// For a venue that closes a connection it has nothing to push on unless the
+    /// client speaks (OKX, after 30 s): the text to send once the connection has
+    /// been silent this long (OKX: `ping` after 20 s; it answers `pong`). The
+    /// shell sends it no later than two thirds of the stale limit, so that the
+    /// answer can arrive before the connection is judged dead. `None` (the
+    /// default): the venue keeps its connections busy itself.
+    fn keepalive(&self) -> Option<(std::time::Duration, &'static str)> {
+        None
+    }
     /// Messages that subscribe everything on a new connection.
     fn subscriptions(&mut self) -> Vec<String>;
     /// A connection became the one whose messages are processed: reset whatever
