@@ -3,7 +3,7 @@
 //! behind, the feed waits. Every feed reports its health through [`FeedHealth`].
 //!
 //! - [`simulator`]: the built-in deterministic market.
-//! - [`binance`], [`coinbase`], [`kraken`]: pure venue protocols ([`Venue`]):
+//! - [`binance`], [`coinbase`], [`kraken`], [`okx`]: pure venue protocols ([`Venue`]):
 //!   subscribe messages, simd-json parsing ([`wire`]), normalisation and each
 //!   venue's book synchronisation, unit-tested and benched from byte slices.
 //! - [`supervisor`]: the async shell that connects, paces, reconnects, fetches REST
@@ -15,6 +15,7 @@ pub mod binance;
 pub mod coinbase;
 pub mod kraken;
 pub mod l2;
+pub mod okx;
 pub mod replay;
 pub mod simulator;
 pub mod supervisor;
@@ -104,9 +105,10 @@ pub trait Venue: Send + 'static {
 
 /// Tick and lot size used for venue instruments when the venue's own metadata is
 /// not fetched: 1e-8, the finest increment any of Binance, Coinbase or Kraken
-/// quotes its spot prices and sizes in. Display decimals come from these, and a
-/// coarser guess would truncate real prices in JSON; a finer one only shows
-/// trailing zeros.
+/// quotes its spot prices and sizes in (not checked against every OKX `tickSz`:
+/// an OKX pair with a finer tick would be shown to 8 decimals). Display decimals
+/// come from these, and a coarser guess would truncate real prices in JSON; a
+/// finer one only shows trailing zeros.
 pub const VENUE_INCREMENT: i64 = 10;
 
 /// The instrument a venue feed registers for one of its symbols.
