@@ -139,7 +139,7 @@ bench-load: peers
 	benches/matrix.sh
 
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := binance coinbase kraken wire
+FUZZ_TARGETS := binance coinbase kraken okx wire
 
 ## Short fuzz smoke run of every feed parser (not part of `make test`): needs a
 ## nightly toolchain and cargo-fuzz; see fuzz/README.md.

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tickwire::feed::binance::Binance;
 use tickwire::feed::coinbase::Coinbase;
 use tickwire::feed::kraken::Kraken;
+use tickwire::feed::okx::Okx;
 use tickwire::feed::{Action, Venue};
 use tickwire::model::{
     Event, InstrumentId, Payload, Price, Quote, Side, Size, Trade, parse_decimal, parse_decimal_bytes,
@@ -23,6 +24,13 @@ const COINBASE_BBO: &str = r#"{"channel": "ticker", "client_id": "", "timestamp"
 const KRAKEN_TRADE: &str = r#"{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":63211.5,"qty":0.00250000,"ord_type":"market","trade_id":74112345,"timestamp":"2024-05-01T12:00:06.123456Z"}]}"#;
 const KRAKEN_BBO: &str = r#"{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":63211.4,"bid_qty":0.51000000,"ask":63211.5,"ask_qty":1.25000000,"last":63211.5,"volume":1843.29170012,"vwap":62987.1,"low":62010.0,"high":63500.0,"change":812.3,"change_pct":1.30,"timestamp":"2024-05-01T12:00:06.123456Z"}]}"#;
 const KRAKEN_SNAPSHOT: &str = include_str!("../tests/fixtures/kraken/book_snapshot_checksum_vector.json");
+/// OKX's documented trades and tickers push examples.
+const OKX_TRADE: &str = include_str!("../tests/fixtures/okx/trades.json");
+const OKX_BBO: &str = include_str!("../tests/fixtures/okx/tickers.json");
+/// OKX's documented full snapshot and update: 8+8 levels, with the checksum they hash to.
+const OKX_SNAPSHOT: &str = include_str!("../tests/fixtures/okx/book_snapshot.json");
+const OKX_UPDATE: &str = include_str!("../tests/fixtures/okx/book_update.json");
+const OKX_CHECKSUM: &str = "-2102840145";
 
 fn feed<V: Venue>(venue: &mut V, text: &[u8], out: &mut Vec<Event>, actions: &mut Vec<Action>) {
     out.clear();
@@ -58,6 +66,11 @@ fn baseline(c: &mut Criterion, name: &str, text: &str, f: fn(&Value) -> Event) {
         })
     });
     group.finish();
+}
+
+/// OKX's millisecond timestamps, sent as strings.
+fn ms(v: &Value) -> u64 {
+    v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 1_000_000
 }
 
 fn serde_baselines(c: &mut Criterion) {
@@ -126,18 +139,41 @@ fn serde_baselines(c: &mut Criterion) {
         let ts = tickwire::feed::wire::parse_rfc3339_nanos(t["timestamp"].as_str().unwrap_or("")).unwrap_or(0);
         Event::new(ID, ts, 1, Payload::Quote(q))
     });
+    baseline(c, "serde_json/okx/trade", OKX_TRADE, |v| {
+        let t = &v["data"][0];
+        let trade = Trade {
+            price: Price(dec(&t["px"])),
+            size: Size(dec(&t["sz"])),
+            side: if t["side"] == "buy" { Side::Buy } else { Side::Sell },
+            trade_id: t["tradeId"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0),
+        };
+        Event::new(ID, ms(&t["ts"]), 1, Payload::Trade(trade))
+    });
+    baseline(c, "serde_json/okx/bbo", OKX_BBO, |v| {
+        let t = &v["data"][0];
+        let q = Quote {
+            bid: Price(dec(&t["bidPx"])),
+            bid_size: Size(dec(&t["bidSz"])),
+            ask: Price(dec(&t["askPx"])),
+            ask_size: Size(dec(&t["askSz"])),
+        };
+        Event::new(ID, ms(&t["ts"]), 1, Payload::Quote(q))
+    });
 }
 
 fn venues(c: &mut Criterion) {
     let binance = || Binance::new(vec![("BTCUSDT".into(), ID)]);
     let coinbase = || Coinbase::new(vec![("BTC-USD".into(), ID)]);
     let kraken = || Kraken::new(vec![("BTC/USD".into(), ID)], 10);
+    let okx = || Okx::new(vec![("BTC-USDT".into(), ID)]);
     bench_venue(c, "simd/binance/trade", binance(), BINANCE_TRADE);
     bench_venue(c, "simd/binance/bbo", binance(), BINANCE_BBO);
     bench_venue(c, "simd/coinbase/trade", coinbase(), COINBASE_TRADE);
     bench_venue(c, "simd/coinbase/bbo", coinbase(), COINBASE_BBO);
     bench_venue(c, "simd/kraken/trade", kraken(), KRAKEN_TRADE);
     bench_venue(c, "simd/kraken/bbo", kraken(), KRAKEN_BBO);
+    bench_venue(c, "simd/okx/trade", okx(), OKX_TRADE);
+    bench_venue(c, "simd/okx/bbo", okx(), OKX_BBO);
 
     // Book messages that change the synced book, 1000 per timed batch.
     const N: u64 = 1000;
@@ -198,6 +234,17 @@ fn venues(c: &mut Criterion) {
     venue.on_message(update.as_bytes(), 1, &mut out, &mut actions).unwrap();
     assert!(actions.is_empty() && matches!(out[0].payload, Payload::Book(_)), "update must pass its checksum");
     bench_venue(c, "simd/kraken/book_update", venue, update);
+
+    // OKX: the documented update (all 16 levels again, CRC32 over them), its
+    // sequence ids made a no-change heartbeat's so that it can repeat.
+    let mut venue = okx();
+    let (mut out, mut actions) = (Vec::new(), Vec::new());
+    venue.on_message(OKX_SNAPSHOT.replace("-855196043", OKX_CHECKSUM).as_bytes(), 1, &mut out, &mut actions).unwrap();
+    let update = OKX_UPDATE.replace("-855196043", OKX_CHECKSUM).replace(r#""seqId":123457"#, r#""seqId":123456"#);
+    out.clear();
+    venue.on_message(update.as_bytes(), 1, &mut out, &mut actions).unwrap();
+    assert!(actions.is_empty() && matches!(out[0].payload, Payload::Book(_)), "update must pass its checks");
+    bench_venue(c, "simd/okx/book_update", venue, &update);
 }
 
 fn decimals(c: &mut Criterion) {

@@ -44,7 +44,7 @@ use crate::config::{AuthMode, FeedSpec, ServeArgs};
 use crate::fanout::{Fanout, wake_all};
 use crate::feed::simulator::{self, Simulator};
 use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
-use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, venue_instrument};
+use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, okx, venue_instrument};
 use crate::keys::KeyRing;
 use crate::latency::EngineLatencies;
 use crate::model::{Channel, InstrumentError, InstrumentId, Instruments, SequenceLine, now_nanos};
@@ -99,6 +99,7 @@ enum VenueFeed {
     Binance(binance::Binance),
     Coinbase(coinbase::Coinbase),
     Kraken(kraken::Kraken),
+    Okx(okx::Okx),
 }
 
 /// Registers `symbols` (venue spelling → our symbol) and returns the pairs a venue takes.
@@ -276,6 +277,10 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
                 }
                 venues.push(VenueFeed::Kraken(kraken::Kraken::new(pairs, args.venues.kraken_book_depth)));
             }
+            FeedSpec::Okx(inst_ids) => {
+                let pairs = register(&mut instruments, "okx", &inst_ids, okx::venue_symbol, okx::instrument_symbol)?;
+                venues.push(VenueFeed::Okx(okx::Okx::new(pairs)));
+            }
         }
     }
     let instruments = Arc::new(instruments);
@@ -412,12 +417,14 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             ),
             VenueFeed::Coinbase(_) => ("coinbase", v.coinbase_ws_url.clone(), None, 0, None),
             VenueFeed::Kraken(_) => ("kraken", v.kraken_ws_url.clone(), None, 0, None),
+            VenueFeed::Okx(_) => ("okx", v.okx_ws_url.clone(), None, 0, None),
         };
         let stale_after = match (v.feed_stale_ms, &venue) {
             (Some(ms), _) => Duration::from_millis(ms),
             (None, VenueFeed::Binance(venue)) => venue.stale_limit(),
             (None, VenueFeed::Coinbase(venue)) => venue.stale_limit(),
             (None, VenueFeed::Kraken(venue)) => venue.stale_limit(),
+            (None, VenueFeed::Okx(venue)) => venue.stale_limit(),
         };
         let config = SupervisorConfig {
             ws_url,
@@ -439,6 +446,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             VenueFeed::Binance(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
             VenueFeed::Coinbase(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
             VenueFeed::Kraken(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
+            VenueFeed::Okx(venue) => tokio::spawn(supervisor::run(venue, config, ctx)),
         });
         healths.push(health);
     }

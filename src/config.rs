@@ -16,7 +16,7 @@ use crate::transport::SessionLimits;
 
 /// A market-data source given with `--feed`: `simulator`, or a venue and its
 /// symbols in the venue's own spelling (`binance:BTCUSDT,ETHUSDT`,
-/// `coinbase:BTC-USD`, `kraken:BTC/USD`).
+/// `coinbase:BTC-USD`, `kraken:BTC/USD`, `okx:BTC-USDT`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedSpec {
     /// The built-in deterministic market.
@@ -24,6 +24,7 @@ pub enum FeedSpec {
     Binance(Vec<String>),
     Coinbase(Vec<String>),
     Kraken(Vec<String>),
+    Okx(Vec<String>),
     /// Stored history played back through the whole pipeline:
     /// `replay:FROM..TO[@SPEED]` (times in ns or RFC 3339, speed a factor or `max`).
     Replay(crate::replay::ReplayRange),
@@ -33,7 +34,7 @@ pub enum FeedSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedSpecError {
     #[error(
-        "unknown feed {0:?} (available: simulator, binance:SYMBOLS, coinbase:PRODUCTS, kraken:PAIRS, replay:FROM..TO@SPEED)"
+        "unknown feed {0:?} (available: simulator, binance:SYMBOLS, coinbase:PRODUCTS, kraken:PAIRS, okx:INSTRUMENTS, replay:FROM..TO@SPEED)"
     )]
     Unknown(String),
     #[error("feed {0:?} names no symbols (e.g. binance:BTCUSDT,ETHUSDT)")]
@@ -76,6 +77,7 @@ impl FromStr for FeedSpec {
             "binance" => Ok(FeedSpec::Binance(symbols)),
             "coinbase" => Ok(FeedSpec::Coinbase(symbols)),
             "kraken" => Ok(FeedSpec::Kraken(symbols)),
+            "okx" => Ok(FeedSpec::Okx(symbols)),
             _ => Err(FeedSpecError::Unknown(text.to_owned())),
         }
     }
@@ -99,9 +101,13 @@ pub struct VenueArgs {
     /// Kraken book depth subscribed (10, 25, 100, 500 or 1000).
     #[arg(long, env = "TICKWIRE_KRAKEN_BOOK_DEPTH", default_value_t = 10, value_parser = parse_kraken_depth)]
     pub kraken_book_depth: u32,
+    /// OKX public WebSocket v5 URL.
+    #[arg(long, env = "TICKWIRE_OKX_WS_URL", default_value = "wss://ws.okx.com:8443/ws/v5/public")]
+    pub okx_ws_url: String,
     /// A venue connection silent (not even a ping) for this long is replaced, in
     /// milliseconds. Default: each venue's own limit, a small multiple of its
-    /// heartbeat (Kraken and Coinbase 3 s, Binance 30 s); this overrides all.
+    /// heartbeat (Kraken and Coinbase 3 s, Binance and OKX 30 s); this overrides
+    /// all. A venue we must ping (OKX) is pinged after two thirds of it at most.
     #[arg(long, env = "TICKWIRE_FEED_STALE_MS", value_parser = clap::value_parser!(u64).range(10..))]
     pub feed_stale_ms: Option<u64>,
     /// A withdrawn book not synchronised again within this long (the venue never
@@ -164,7 +170,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Market-data sources, repeatable: `simulator`, `binance:BTCUSDT,ETHUSDT`,
-    /// `coinbase:BTC-USD`, `kraken:BTC/USD` (default: simulator). In the environment,
+    /// `coinbase:BTC-USD`, `kraken:BTC/USD`, `okx:BTC-USDT` (default: simulator). In the environment,
     /// separate feeds with `;`.
     #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     pub feed: Vec<FeedSpec>,
@@ -755,9 +761,13 @@ mod tests {
             "--feed",
             "kraken:BTC/USD",
             "--feed",
+            "okx:BTC-USDT,eth-usdt",
+            "--feed",
             "simulator",
             "--kraken-ws-url",
             "ws://127.0.0.1:1/v2",
+            "--okx-ws-url",
+            "ws://127.0.0.1:2/ws/v5/public",
         ])
         .unwrap();
         assert_eq!(
@@ -766,10 +776,16 @@ mod tests {
                 FeedSpec::Binance(vec!["BTCUSDT".into(), "ETHUSDT".into()]),
                 FeedSpec::Coinbase(vec!["BTC-USD".into()]),
                 FeedSpec::Kraken(vec!["BTC/USD".into()]),
+                FeedSpec::Okx(vec!["BTC-USDT".into(), "eth-usdt".into()]),
                 FeedSpec::Simulator,
             ]
         );
         assert_eq!(args.venues.kraken_ws_url, "ws://127.0.0.1:1/v2");
+        assert_eq!(args.venues.okx_ws_url, "ws://127.0.0.1:2/ws/v5/public");
+        assert_eq!(
+            ServeArgs::parse_from_args(std::iter::empty::<&str>()).unwrap().venues.okx_ws_url,
+            "wss://ws.okx.com:8443/ws/v5/public"
+        );
         let err = ServeArgs::parse_from_args(["--feed", "binance:"]).unwrap_err().to_string();
         assert!(err.contains("names no symbols"), "{err}");
         let err = ServeArgs::parse_from_args(["--kraken-book-depth", "7"]).unwrap_err().to_string();

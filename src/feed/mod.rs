@@ -3,7 +3,7 @@
 //! behind, the feed waits. Every feed reports its health through [`FeedHealth`].
 //!
 //! - [`simulator`]: the built-in deterministic market.
-//! - [`binance`], [`coinbase`], [`kraken`]: pure venue protocols ([`Venue`]):
+//! - [`binance`], [`coinbase`], [`kraken`], [`okx`]: pure venue protocols ([`Venue`]):
 //!   subscribe messages, simd-json parsing ([`wire`]), normalisation and each
 //!   venue's book synchronisation, unit-tested and benched from byte slices.
 //! - [`supervisor`]: the async shell that connects, paces, reconnects, fetches REST
@@ -15,6 +15,7 @@ pub mod binance;
 pub mod coinbase;
 pub mod kraken;
 pub mod l2;
+pub mod okx;
 pub mod replay;
 pub mod simulator;
 pub mod supervisor;
@@ -63,6 +64,15 @@ pub trait Venue: Send + 'static {
     /// connection is presumed dead: its books are withdrawn for clients
     /// (`book_invalidated`) and it is replaced. `--feed-stale-ms` overrides it.
     fn stale_limit(&self) -> std::time::Duration;
+    /// For a venue that closes a connection it has nothing to push on unless the
+    /// client speaks (OKX, after 30 s): the text to send once the connection has
+    /// been silent this long (OKX: `ping` after 20 s; it answers `pong`). The
+    /// shell sends it no later than two thirds of the stale limit, so that the
+    /// answer can arrive before the connection is judged dead. `None` (the
+    /// default): the venue keeps its connections busy itself.
+    fn keepalive(&self) -> Option<(std::time::Duration, &'static str)> {
+        None
+    }
     /// Messages that subscribe everything on a new connection.
     fn subscriptions(&mut self) -> Vec<String>;
     /// A connection became the one whose messages are processed: reset whatever
@@ -95,9 +105,10 @@ pub trait Venue: Send + 'static {
 
 /// Tick and lot size used for venue instruments when the venue's own metadata is
 /// not fetched: 1e-8, the finest increment any of Binance, Coinbase or Kraken
-/// quotes its spot prices and sizes in. Display decimals come from these, and a
-/// coarser guess would truncate real prices in JSON; a finer one only shows
-/// trailing zeros.
+/// quotes its spot prices and sizes in (not checked against every OKX `tickSz`:
+/// an OKX pair with a finer tick would be shown to 8 decimals). Display decimals
+/// come from these, and a coarser guess would truncate real prices in JSON; a
+/// finer one only shows trailing zeros.
 pub const VENUE_INCREMENT: i64 = 10;
 
 /// The instrument a venue feed registers for one of its symbols.

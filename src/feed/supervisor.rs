@@ -6,7 +6,8 @@
 //! the queue of client messages waiting for their pacing slot.
 //!
 //! What it waits on (one `select!`): the next WebSocket frame, a REST result, the
-//! pacing slot of the next client message, the stale deadline (no frame at all for
+//! pacing slot of the next client message, the keepalive deadline (venues that
+//! want a `ping` on a quiet connection), the stale deadline (no frame at all for
 //! `stale_after`: the connection is presumed dead and replaced), the book-sync
 //! deadline (a book withdrawn for `book_sync_timeout` without a fresh snapshot:
 //! the connection is replaced), the scheduled rotation deadline, and cancellation.
@@ -30,7 +31,13 @@
 //! Pings: tungstenite answers WebSocket pings itself on the next read or write (a
 //! pong counts as a client message for Binance; one per server ping is well under
 //! its limit). Application heartbeats (Coinbase `heartbeats`, Kraken `heartbeat`)
-//! are subscribed by the venues and keep the stale timer quiet.
+//! are subscribed by the venues and keep the stale timer quiet. A venue that
+//! wants the client to speak on a quiet connection ([`Venue::keepalive`]: OKX
+//! closes one after 30 s without a push) gets its text message once the
+//! connection has been silent for the venue's interval, or two thirds of the
+//! stale limit if that is sooner (the answer must come back before the stale
+//! deadline), and again each interval while the silence lasts; its answer is an
+//! ordinary frame that keeps the stale timer quiet.
 //!
 //! HTTP: REST snapshots use hyper-util's client with hyper-rustls (ring provider,
 //! webpki roots), because hyper is already in the tree for axum and a snapshot is
@@ -409,6 +416,10 @@ impl<V: Venue> Shell<V> {
         pacer.queue.extend(self.venue.subscriptions());
         let mut rest: JoinSet<(usize, Bytes, u64)> = JoinSet::new();
         let mut last_frame = Instant::now();
+        // When the keepalive text was last queued; the next one is due an interval
+        // after the later of it and the last frame.
+        let mut last_keepalive = last_frame;
+        let keepalive = self.venue.keepalive().map(|(after, text)| (after.min(self.config.stale_after * 2 / 3), text));
         let mut rotate_at = self.config.max_connection_age.map(|age| Instant::now() + age);
         let mut replacement: Option<Replacement> = None;
         let mut rotate = false;
@@ -471,6 +482,12 @@ impl<V: Venue> Shell<V> {
                         }
                         pacer.next_at = Instant::now() + pacer.interval;
                     }
+                }
+                _ = sleep_until_opt(keepalive.map(|(after, _)| last_frame.max(last_keepalive) + after)) => {
+                    if let Some((_, text)) = keepalive {
+                        pacer.queue.push_back(text.to_owned());
+                    }
+                    last_keepalive = Instant::now();
                 }
                 _ = tokio::time::sleep_until(last_frame + self.config.stale_after) => {
                     return End::Lost(format!("stale: no frame for {:?}", self.config.stale_after));
@@ -542,6 +559,7 @@ impl<V: Venue> Shell<V> {
                 self.venue.on_connection_start();
                 pacer = Pacer::new(self.config.message_interval);
                 last_frame = Instant::now();
+                last_keepalive = last_frame;
                 rotate_at = self.config.max_connection_age.map(|age| Instant::now() + age);
                 for message in buffer {
                     self.handle(&message);

@@ -188,6 +188,15 @@ impl<'t, 'i> J<'t, 'i> {
         }
     }
 
+    /// A signed integer (OKX's `prevSeqId` is `-1` on a snapshot).
+    pub fn i64(&self) -> Option<i64> {
+        match self.node()? {
+            Node::Static(StaticNode::I64(v)) => Some(*v),
+            Node::Static(StaticNode::U64(v)) => i64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+
     pub fn bool(&self) -> Option<bool> {
         match self.node()? {
             Node::Static(StaticNode::Bool(v)) => Some(*v),
@@ -223,6 +232,11 @@ impl<'t, 'i> J<'t, 'i> {
     /// A required unsigned integer member.
     pub fn req_u64(&self, key: &'static str) -> Result<u64, ParseError> {
         self.get(key).and_then(|v| v.u64()).ok_or(ParseError::Field(key))
+    }
+
+    /// A required signed integer member.
+    pub fn req_i64(&self, key: &'static str) -> Result<i64, ParseError> {
+        self.get(key).and_then(|v| v.i64()).ok_or(ParseError::Field(key))
     }
 
     /// A required member holding a decimal string (`"0.001"`), as nano-units.
@@ -372,5 +386,16 @@ mod tests {
         assert!(scratch.parse(b"{\"a\":", false, |_| ()).is_err());
         // Reuse after an error.
         assert_eq!(scratch.parse(b"[1,2]", true, |r| r.items().count()).unwrap(), 2);
+    }
+
+    #[test]
+    fn signed_integers() {
+        let mut scratch = JsonScratch::default();
+        let seen = scratch
+            .parse(br#"{"prev":-1,"seq":123456,"big":12393906104898154338,"s":"7"}"#, false, |root| {
+                (root.req_i64("prev"), root.req_i64("seq"), root.req_i64("big"), root.req_i64("s"))
+            })
+            .unwrap();
+        assert_eq!(seen, (Ok(-1), Ok(123_456), Err(ParseError::Field("big")), Err(ParseError::Field("s"))));
     }
 }
