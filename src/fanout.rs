@@ -1208,14 +1208,25 @@ impl Fanout {
         });
     }
 
-    /// Removes every subscription of a closing connection.
-    pub fn detach(&self, outbox: &Arc<Outbox>) {
+    /// Takes a connection out of every subscriber list, keeping what it has
+    /// queued (a closing connection still flushes it, then its close frame).
+    /// A connection is taken out as soon as it starts closing, not when its
+    /// socket is gone: each list change copies the list, so connections that
+    /// linger subscribed make every other subscribe and unsubscribe slower
+    /// (a connect-and-drop loop showed it: docs/BENCHMARKS.md, hostile mix).
+    pub fn unsubscribe_all(&self, outbox: &Arc<Outbox>) {
         let mut inner = outbox.inner.lock();
         let keys: Vec<_> = inner.subs.keys().copied().collect();
         for (id, channel) in keys {
             self.remove_from_slot(outbox, id, channel);
         }
         inner.subs.clear();
+    }
+
+    /// Removes every subscription of a closing connection, and what it queued.
+    pub fn detach(&self, outbox: &Arc<Outbox>) {
+        self.unsubscribe_all(outbox);
+        let mut inner = outbox.inner.lock();
         inner.queue.clear();
         inner.close.get_or_insert((close::NORMAL, "closed"));
     }

@@ -984,6 +984,12 @@ pub mod command {
         /// message, all the run long.
         #[arg(long)]
         pub hostile: bool,
+        /// With --hostile: which actors run, comma-separated (default all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        pub hostile_actors: Vec<super::hostile::Actor>,
+        /// Extra `serve` flags for the started gateway (e.g. the limits under test).
+        #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+        pub serve_flags: Vec<String>,
     }
 
     /// Why `tickwire bench` failed.
@@ -1080,6 +1086,7 @@ pub mod command {
             .args(["serve", "--listen", "127.0.0.1:0", "--static-dir", "/nonexistent"])
             .args(["--rate", &args.rate.to_string(), "--max-connections", "1000000"])
             .args(&store)
+            .args(&args.serve_flags)
             .env("TICKWIRE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -1162,7 +1169,10 @@ pub mod command {
                 let addr =
                     authority.and_then(|a| a.parse().ok()).ok_or_else(|| LoadError::BadUrl(config.url.clone()))?;
                 let stop = tokio_util::sync::CancellationToken::new();
-                let mix = super::hostile::HostileConfig::standard(addr);
+                let mut mix = super::hostile::HostileConfig::standard(addr);
+                if !args.hostile_actors.is_empty() {
+                    mix.actors = args.hostile_actors.clone();
+                }
                 Some((tokio::spawn(super::hostile::run(mix, stop.clone())), stop))
             }
             false => None,

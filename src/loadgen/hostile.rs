@@ -33,13 +33,40 @@ pub struct HostileConfig {
     pub half_open: usize,
     /// Continuation frames in the fragmented message.
     pub fragments: u32,
+    /// The actors that run (default: all).
+    pub actors: Vec<Actor>,
+    /// The address the actors connect from (a loopback address of their own,
+    /// as a hostile client is another machine: per-address limits apply to
+    /// them, not to the normal clients).
+    pub source: std::net::IpAddr,
+}
+
+/// One hostile actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Actor {
+    Flood,
+    Churn,
+    HalfOpen,
+    Everything,
+    Fragments,
+}
+
+impl Actor {
+    pub const ALL: [Actor; 5] = [Actor::Flood, Actor::Churn, Actor::HalfOpen, Actor::Everything, Actor::Fragments];
 }
 
 impl HostileConfig {
     /// The mix the issue names: 10,000 messages/s, 200 half-open handshakes,
     /// 100,000 fragments.
     pub fn standard(addr: SocketAddr) -> Self {
-        HostileConfig { addr, flood_per_s: 10_000, half_open: 200, fragments: 100_000 }
+        HostileConfig {
+            addr,
+            flood_per_s: 10_000,
+            half_open: 200,
+            fragments: 100_000,
+            actors: Actor::ALL.to_vec(),
+            source: std::net::Ipv4Addr::new(127, 0, 0, 2).into(),
+        }
     }
 }
 
@@ -78,12 +105,23 @@ fn add(counter: &AtomicU64, n: u64) {
 pub async fn run(config: HostileConfig, stop: CancellationToken) -> HostileReport {
     let counters = Arc::new(Counters::default());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(flood(config.clone(), counters.clone()));
-    tasks.spawn(churn(config.clone(), counters.clone()));
-    tasks.spawn(everything(config.clone(), counters.clone()));
-    tasks.spawn(fragments(config.clone(), counters.clone()));
-    for _ in 0..config.half_open {
-        tasks.spawn(half_open(config.clone(), counters.clone()));
+    let on = |actor| config.actors.contains(&actor);
+    if on(Actor::Flood) {
+        tasks.spawn(flood(config.clone(), counters.clone()));
+    }
+    if on(Actor::Churn) {
+        tasks.spawn(churn(config.clone(), counters.clone()));
+    }
+    if on(Actor::Everything) {
+        tasks.spawn(everything(config.clone(), counters.clone()));
+    }
+    if on(Actor::Fragments) {
+        tasks.spawn(fragments(config.clone(), counters.clone()));
+    }
+    if on(Actor::HalfOpen) {
+        for _ in 0..config.half_open {
+            tasks.spawn(half_open(config.clone(), counters.clone()));
+        }
     }
     stop.cancelled().await;
     tasks.abort_all();
@@ -103,8 +141,18 @@ pub async fn run(config: HostileConfig, stop: CancellationToken) -> HostileRepor
     }
 }
 
+/// A TCP connection to the server from the actors' own address.
+async fn tcp(config: &HostileConfig) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = match config.source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(config.source, 0))?;
+    socket.connect(config.addr).await
+}
+
 async fn connect(config: &HostileConfig) -> std::io::Result<RawClient> {
-    let stream = tokio::net::TcpStream::connect(config.addr).await?;
+    let stream = tcp(config).await?;
     RawClient::handshake(stream, &config.addr.to_string(), "/v1/ws", None).await
 }
 
@@ -188,7 +236,7 @@ async fn churn(config: HostileConfig, counters: Arc<Counters>) {
 async fn half_open(config: HostileConfig, counters: Arc<Counters>) {
     let partial = format!("GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n", config.addr);
     loop {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(config.addr).await else {
+        let Ok(mut stream) = tcp(&config).await else {
             breathe().await;
             continue;
         };

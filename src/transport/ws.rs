@@ -244,6 +244,8 @@ pub async fn run(upgraded: Upgraded, app: Arc<AppState>, service: Service, grant
         }
         if close_deadline.is_none() && outbox.closing() {
             close_deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
+            // Nothing more is sent but what is queued: leave the subscriber lists now.
+            app.fanout.unsubscribe_all(&outbox);
         }
     }
     match reader_end {
