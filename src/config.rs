@@ -151,7 +151,7 @@ pub enum Profile {
     #[default]
     Development,
     /// On a network: refuses to start without TLS, authentication and an
-    /// origin allow-list, and takes no token from a URL unless told to.
+    /// origin allow-list.
     Production,
 }
 
@@ -289,12 +289,12 @@ pub struct ServeArgs {
     /// File of accepted bearer tokens, one per line (`#` starts a comment).
     #[arg(long, env = "TICKWIRE_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
-    /// Accept a token in the URL (`?token=`), for tools that can send it no
-    /// other way (EventSource). URLs end up in logs and histories: prefer the
-    /// `Authorization` header or a `bearer.<token>` WebSocket subprotocol.
-    /// Default: on in development, off in production.
+    /// Also accept a token in the URL (`?token=`), for tools that can send
+    /// it no other way. Off by default: URLs end up in logs and histories;
+    /// the dashboard and the clients send the `Authorization` header or a
+    /// `bearer.<token>` WebSocket subprotocol.
     #[arg(long, env = "TICKWIRE_ALLOW_QUERY_TOKEN")]
-    pub allow_query_token: Option<bool>,
+    pub allow_query_token: bool,
     /// Streaming connections one client address may hold at once (every
     /// transport); more are refused with 429 `too_many_connections`. 0: no limit.
     #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
@@ -631,9 +631,9 @@ impl ServeArgs {
         if problems.is_empty() { Ok(()) } else { Err(SettingsError(problems)) }
     }
 
-    /// Whether a token may come in the URL (`--allow-query-token`, else the profile's default).
+    /// Whether a token may come in the URL (`--allow-query-token`).
     pub fn query_token_allowed(&self) -> bool {
-        self.allow_query_token.unwrap_or(self.profile == Profile::Development)
+        self.allow_query_token
     }
 
     /// The feeds to run: those given, or the simulator alone.
@@ -833,7 +833,7 @@ mod tests {
         assert!(problems[0].contains("needs TLS: set tls-cert and tls-key"));
         assert!(problems[1].contains("needs authentication"));
         assert!(problems[2].contains("needs an origin allow-list: set allowed-origin"));
-        assert!(!args.query_token_allowed(), "no tokens in URLs in production");
+        assert!(!args.query_token_allowed(), "no tokens in URLs unless asked for");
         let args = ServeArgs::parse_from_args([
             "--profile",
             "production",
@@ -851,12 +851,9 @@ mod tests {
         let mut echo = args.clone();
         echo.conformance_echo = true;
         assert!(echo.validate().unwrap_err().0[0].contains("conformance-echo is for `make conformance` only"));
-        let args = ServeArgs::parse_from_args(["--profile", "production", "--allow-query-token", "true"]).unwrap();
-        assert!(args.query_token_allowed(), "unless asked for");
-        assert!(
-            ServeArgs::parse_from_args::<[&str; 0], &str>([]).unwrap().query_token_allowed(),
-            "development keeps ?token="
-        );
+        let args = ServeArgs::parse_from_args(["--profile", "production", "--allow-query-token"]).unwrap();
+        assert!(args.query_token_allowed(), "an operator may opt in");
+        assert!(!ServeArgs::parse_from_args::<[&str; 0], &str>([]).unwrap().query_token_allowed(), "off by default");
     }
 
     #[test]

@@ -1078,7 +1078,7 @@ pub mod command {
             let url = format!("sqlite://{}", dir.join("bench.db").display());
             if args.keys {
                 token = Some(add_key(&exe, &url, symbols, &args.channels)?);
-                store.extend(["--auth".to_owned(), "keys".to_owned()]);
+                store.extend(["--auth".to_owned(), "keys".to_owned(), "--allow-query-token".to_owned()]);
             }
             store[1] = url;
         }

@@ -41,8 +41,16 @@ async fn upgrade_status(request: tungstenite::handshake::client::Request) -> (u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_origins_guard_rest_and_websocket() {
-    let server =
-        common::start(&["--rate", "200", "--auth-token", "s3cret+1", "--allowed-origin", "http://desk.example"]).await;
+    let server = common::start(&[
+        "--rate",
+        "200",
+        "--auth-token",
+        "s3cret+1",
+        "--allow-query-token",
+        "--allowed-origin",
+        "http://desk.example",
+    ])
+    .await;
     let addr = server.addr;
 
     // Open: probes and the page.

@@ -54,6 +54,7 @@ async fn hs256_server(dir: &TempDir, extra: &[&str]) -> tickwire::app::Server {
     let mut args = vec![
         "--auth",
         "jwt",
+        "--allow-query-token",
         "--jwt-secret-file",
         &secret_file,
         "--jwt-audience",
@@ -187,7 +188,7 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file() {
         encode(&header, &claims(&json!({"aud": null, "iss": null})), &signing).unwrap()
     };
 
-    let server = common::start(&["--auth", "jwt", "--jwt-public-key", &pem]).await;
+    let server = common::start(&["--auth", "jwt", "--allow-query-token", "--jwt-public-key", &pem]).await;
     assert_eq!(status(server.addr, &es256(None)).await, 200);
     // An HS256 token "signed" with the public key's text must not pass (algorithm confusion).
     let confused = hs256(&claims(&json!({"aud": null, "iss": null})), &pair.public_key_pem());
@@ -200,7 +201,7 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file() {
     let jwks = json!({"keys": [{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","use":"sig","x":base64url(x),"y":base64url(y)}]});
     let jwks_file = dir.path("jwks.json");
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
-    let server = common::start(&["--auth", "jwt", "--jwt-jwks-file", &jwks_file]).await;
+    let server = common::start(&["--auth", "jwt", "--allow-query-token", "--jwt-jwks-file", &jwks_file]).await;
     assert_eq!(status(server.addr, &es256(Some("k1"))).await, 200, "kid k1");
     assert_eq!(status(server.addr, &es256(Some("k2"))).await, 401, "a kid the JWKS does not hold");
     assert_eq!(status(server.addr, &es256(None)).await, 401, "no kid");

@@ -91,7 +91,7 @@ async fn a_key_gets_only_what_it_is_entitled_to_on_every_transport() {
     let store = dir.sqlite_url();
     let desk = add_key(&store, &["--name", "desk", "--symbols", "BTC-USD,ETH-USD", "--channels", "quotes"]);
     let full = add_key(&store, &["--name", "full"]);
-    let server = common::start(&["--auth", "keys", "--store", &store, "--rate", "200"]).await;
+    let server = common::start(&["--auth", "keys", "--allow-query-token", "--store", &store, "--rate", "200"]).await;
     let addr = server.addr;
 
     // Without a key, or with a wrong one: 401.
@@ -185,7 +185,7 @@ async fn revoking_a_key_closes_its_connections_within_a_second_and_others_go_on(
     let gone = add_key(&store, &["--name", "gone"]);
     let kept = add_key(&store, &["--name", "kept"]);
     let single = add_key(&store, &["--name", "single", "--max-connections", "1"]);
-    let server = common::start(&["--auth", "keys", "--store", &store, "--rate", "200"]).await;
+    let server = common::start(&["--auth", "keys", "--allow-query-token", "--store", &store, "--rate", "200"]).await;
     let addr = server.addr;
 
     // A key's connection cap: the second connection is refused with 429.
@@ -232,7 +232,7 @@ async fn a_key_may_ride_as_a_websocket_subprotocol_and_is_never_echoed() {
     let dir = TempDir::new("keys-subprotocol");
     let store = dir.sqlite_url();
     let key = add_key(&store, &["--name", "browser"]);
-    let server = common::start(&["--auth", "keys", "--store", &store]).await;
+    let server = common::start(&["--auth", "keys", "--allow-query-token", "--store", &store]).await;
     let url = common::ws_url(server.addr);
     for (offered, status) in [
         (format!("tickwire.v1.json, bearer.{key}"), Some(101)),

@@ -2,8 +2,9 @@
 //!
 //! Both are off by default (a first run needs no set-up). With tokens configured,
 //! every `/v1/*` endpoint and `/metrics` require one, sent as
-//! `Authorization: Bearer <token>` or, for browsers, which cannot set headers on a
-//! WebSocket, as `?token=<token>`; `/healthz` and the dashboard's static files stay
+//! `Authorization: Bearer <token>`, as a `bearer.<token>` WebSocket subprotocol
+//! (what a browser can send on a WebSocket), or with `--allow-query-token` as
+//! `?token=<token>`; `/healthz` and the dashboard's static files stay
 //! open, so probes and the login-less page load work. With origins configured, a
 //! request carrying an `Origin` header (a browser) from any other origin is refused,
 //! which stops other sites' pages from opening streams with a user's credentials.
