@@ -375,7 +375,17 @@ async fn garbage_on_the_bus_and_a_deleted_stream_are_survived() {
     // The stream is deleted under the running nodes: the ingest node recreates
     // it, the gateway follows the new one; what was lost is told as a gap.
     js.delete_stream("TICKWIRE").await.unwrap();
-    let after = watch_trades(&mut client, Duration::from_secs(14)).await;
+    // Recovery takes a few seconds (longer when the machine is busy): watch
+    // until well over 100 trades have come after it, for at most 40 s.
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        after.extend(watch_trades(&mut client, Duration::from_secs(2)).await);
+        let trades = updates(&after);
+        if trades.len() > 150 && trades.last().unwrap().3 > trades[0].3 + 100 {
+            break;
+        }
+    }
     // Sequences only ever rise; any jump is announced by a gap.
     let (trades, _gaps) = announced(&after);
     let last = *trades.last().expect("trades after the deletion");
