@@ -46,6 +46,20 @@ async fn readyz_becomes(addr: SocketAddr, want: u16, within: Duration) -> Value 
     }
 }
 
+/// A gateway whose one feed is a Binance that cannot be reached (nothing
+/// listens on port 9): alive, never live.
+async fn unreachable_venue() -> tickwire::app::Server {
+    common::start(&[
+        "--feed",
+        "binance:BTCUSDT",
+        "--binance-ws-url",
+        "ws://127.0.0.1:9/stream",
+        "--binance-rest-url",
+        "http://127.0.0.1:9",
+    ])
+    .await
+}
+
 #[tokio::test]
 async fn ready_when_a_feed_is_live_and_not_while_none_is() {
     let server = common::start(&["--rate", "100", "--symbols", "BTC-USD"]).await;
@@ -56,15 +70,7 @@ async fn ready_when_a_feed_is_live_and_not_while_none_is() {
     server.shutdown().await;
 
     // A venue that cannot be reached: alive, but not ready, and says why.
-    let server = common::start(&[
-        "--feed",
-        "binance:BTCUSDT",
-        "--binance-ws-url",
-        "ws://127.0.0.1:9/stream",
-        "--binance-rest-url",
-        "http://127.0.0.1:9",
-    ])
-    .await;
+    let server = unreachable_venue().await;
     let (status, _, body) = request(server.addr, "GET", "/readyz", &[]).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["ready"], false, "{body}");
@@ -452,15 +458,7 @@ async fn stats_name_transports_latency_and_the_last_feed_fault() {
     server.shutdown().await;
 
     // A venue that cannot be reached: its last fault says so.
-    let server = common::start(&[
-        "--feed",
-        "binance:BTCUSDT",
-        "--binance-ws-url",
-        "ws://127.0.0.1:9/stream",
-        "--binance-rest-url",
-        "http://127.0.0.1:9",
-    ])
-    .await;
+    let server = unreachable_venue().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, _, feeds) = request(server.addr, "GET", "/v1/feeds", &[]).await;

@@ -245,9 +245,7 @@ async fn half_open(config: HostileConfig, counters: Arc<Counters>) {
         }
         // Never finishes the header: waits for the server to give up on it.
         let mut buf = [0u8; 1024];
-        while let Ok(n @ 1..) = stream.read(&mut buf).await {
-            let _ = n;
-        }
+        while let Ok(1..) = stream.read(&mut buf).await {}
         add(&counters.half_open_dropped, 1);
     }
 }
