@@ -461,9 +461,11 @@ async fn follow(
     let checkpoints = checkpoint_subject(&prefix, &venue, &symbol);
     let filter = instrument_filter(&prefix, &venue, &symbol);
     let mut backoff = Duration::from_millis(100);
-    let mut reported = false;
-    // The stream sequence of the last message handed to the mirror: a new
-    // consumer continues after it.
+    // The last failure logged and when: a new kind of failure is always
+    // logged, a repeat at most every 30 s.
+    let mut reported: Option<(String, Instant)> = None;
+    // The stream sequence of the last message handed to the mirror, and the
+    // stream it was in: a new consumer continues after it.
     let mut last_seen = None;
     loop {
         let started = Instant::now();
@@ -475,9 +477,12 @@ async fn follow(
             Ok(()) => return, // the mirror is gone
             Err(error) => {
                 metrics::counter!("tickwire_bus_consumer_restarts_total").increment(1);
-                if !reported || started.elapsed() > Duration::from_secs(30) {
+                let repeat = reported.as_ref().is_some_and(|(last, at)| {
+                    last.split(':').next() == error.split(':').next() && at.elapsed() < Duration::from_secs(30)
+                });
+                if !repeat {
                     tracing::warn!(%symbol, %error, retry_in = ?backoff, "following the instrument on the bus failed; retrying");
-                    reported = true;
+                    reported = Some((error, Instant::now()));
                 }
             }
         }
@@ -490,6 +495,15 @@ async fn follow(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Where a consumer got to: the stream sequence of the last message handed to
+/// the mirror, in the stream created at `created` (a stream deleted and
+/// created again numbers its messages from 1 anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    created: time::OffsetDateTime,
+    sequence: u64,
 }
 
 /// A consumer with nothing for this long is checked against the stream.
@@ -506,12 +520,17 @@ async fn follow_once(
     id: InstrumentId,
     mirror: &mpsc::Sender<MirrorItem>,
     stats: &GatewayStats,
-    last_seen: &mut Option<u64>,
+    last_seen: &mut Option<Position>,
 ) -> Result<(), String> {
+    let created = stream.get_info().await.map_err(|e| format!("the stream cannot be read: {e}"))?.created;
     let last_in_stream = stream.get_last_raw_message_by_subject(filter).await.ok().map(|m| m.sequence);
     let deliver_policy = match (*last_seen, last_in_stream) {
-        // Continue where the last consumer stopped (the stream still has it).
-        (Some(seen), Some(last)) if seen <= last => DeliverPolicy::ByStartSequence { start_sequence: seen + 1 },
+        // Continue where the last consumer stopped (the same stream still has it).
+        (Some(seen), Some(last)) if seen.created == created && seen.sequence <= last => {
+            DeliverPolicy::ByStartSequence { start_sequence: seen.sequence + 1 }
+        }
+        // A first consumer, or the stream was recreated (its sequences started
+        // again): from the last checkpoint, as a new gateway does.
         _ => {
             let checkpoint = stream
                 .get_last_raw_message_by_subject(checkpoints)
@@ -526,6 +545,8 @@ async fn follow_once(
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let mut messages = consumer.messages().await.map_err(|e| format!("cannot consume: {e}"))?;
     let mut caught_up = false;
+    // Whether this consumer delivered anything yet.
+    let mut delivered_any = false;
     loop {
         let message = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
             Ok(Some(message)) => message.map_err(|e| format!("consumer failed: {e}"))?,
@@ -534,8 +555,9 @@ async fn follow_once(
                 // Quiet, or stalled (a restarted server forgot the consumer):
                 // the stream says which.
                 match stream.get_last_raw_message_by_subject(filter).await {
-                    Ok(last) if Some(last.sequence) != *last_seen => {
-                        return Err(format!("the consumer stalled at stream sequence {last_seen:?}"));
+                    Ok(last) if Some(last.sequence) != last_seen.map(|p| p.sequence) => {
+                        let at = last_seen.map(|p| p.sequence);
+                        return Err(format!("the consumer stalled at stream sequence {at:?}"));
                     }
                     Ok(_) => continue,
                     Err(error) => return Err(format!("the stream cannot be read: {error}")),
@@ -544,7 +566,21 @@ async fn follow_once(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tickwire_bus_received_total").increment(1);
-        let (pending, sequence) = message.info().map(|info| (info.pending, info.stream_sequence)).unwrap_or((0, 0));
+        let (pending, sequence, consumer_sequence) = message
+            .info()
+            .map(|info| (info.pending, info.stream_sequence, info.consumer_sequence))
+            .unwrap_or((0, 0, 0));
+        if consumer_sequence == 1 && delivered_any {
+            // The client library recreated the consumer by itself (the
+            // server lost it). When the stream itself was recreated, it
+            // started at the old stream's sequence in the new one, which
+            // would skip the new stream's first messages: start again here.
+            let now = stream.get_info().await.map_err(|e| format!("the stream cannot be read: {e}"))?.created;
+            if now != created {
+                return Err("the stream was recreated: following it from its last checkpoint".into());
+            }
+        }
+        delivered_any = true;
         let token = message.subject.rsplit('.').next().unwrap_or_default();
         let item = if token == CHECKPOINT_TOKEN {
             wire::decode_checkpoint(&message.payload).map(|cp| MirrorItem::Checkpoint(id, Box::new(cp)))
@@ -574,7 +610,7 @@ async fn follow_once(
                 }
             }
         }
-        *last_seen = Some(sequence);
+        *last_seen = Some(Position { created, sequence });
         if pending == 0 || sequence.is_multiple_of(64) {
             metrics::gauge!("tickwire_bus_consumer_pending", "filter" => filter.to_owned()).set(pending as f64);
         }

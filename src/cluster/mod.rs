@@ -20,6 +20,8 @@ pub mod store;
 pub mod wire;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -89,6 +91,17 @@ impl BusConfig {
     }
 }
 
+/// How long a node waits before it creates a deleted stream again, and again
+/// before it proves the new one (see [`Bus::stream`]).
+const RECREATE_DELAY: Duration = Duration::from_secs(2);
+/// Replacements tried before the node reports the bus stream unusable.
+const RECREATE_ATTEMPTS: u32 = 5;
+
+fn is_stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
 /// Optional credentials for a secured NATS.
 #[derive(Debug, Clone, Default)]
 pub enum Credentials {
@@ -120,6 +133,9 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub config: BusConfig,
+    /// Whether this node has seen the stream: a stream that was there and is
+    /// gone was deleted, and is created again with care (see [`Bus::stream`]).
+    seen: Arc<AtomicBool>,
 }
 
 impl Bus {
@@ -176,11 +192,57 @@ impl Bus {
             .ack_timeout(Duration::from_secs(3))
             .max_ack_inflight(64 * 1024)
             .build(client.clone());
-        Ok(Bus { client, js, config })
+        Ok(Bus { client, js, config, seen: Arc::new(AtomicBool::new(false)) })
     }
 
     /// The event stream, created with the configured limits when missing.
+    ///
+    /// A stream this node has seen and that is gone was deleted (by an
+    /// operator, or by its limits' owner). The server removes a deleted
+    /// stream's files after it answers, and a stream of the same name created
+    /// meanwhile can lose its own files to that removal (nats-server 2.9: its
+    /// writes then fail with "error opening msg block file", or it counts
+    /// messages it cannot return). So a replacement is created only after
+    /// [`RECREATE_DELAY`], and is proved by writing and reading a probe
+    /// message; one that fails the probe is deleted and created again.
     pub async fn stream(&self) -> Result<stream::Stream, BusError> {
+        let c = &self.config;
+        let fail = |message: String| BusError::Stream { stream: c.stream.clone(), message };
+        match self.js.get_stream(&c.stream).await {
+            Ok(stream) => {
+                self.seen.store(true, Ordering::Relaxed);
+                return Ok(stream);
+            }
+            Err(error) if is_stream_not_found(&error) => {}
+            Err(error) => return Err(fail(error.to_string())),
+        }
+        if !self.seen.load(Ordering::Relaxed) {
+            let stream = self.create_stream().await?;
+            self.seen.store(true, Ordering::Relaxed);
+            return Ok(stream);
+        }
+        for attempt in 1.. {
+            tracing::error!(
+                stream = %c.stream,
+                attempt,
+                "the bus stream was deleted: creating it again in {RECREATE_DELAY:?} (its history is gone; gateways resynchronise)"
+            );
+            tokio::time::sleep(RECREATE_DELAY).await;
+            let stream = self.create_stream().await?;
+            tokio::time::sleep(RECREATE_DELAY).await;
+            match self.probe(&stream).await {
+                Ok(()) => return Ok(stream),
+                Err(error) if attempt < RECREATE_ATTEMPTS => {
+                    tracing::error!(%error, "the recreated bus stream lost its storage: deleting it to create it once more");
+                    self.js.delete_stream(&c.stream).await.map_err(|e| fail(e.to_string()))?;
+                }
+                Err(error) => return Err(fail(format!("the recreated stream does not keep messages: {error}"))),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn create_stream(&self) -> Result<stream::Stream, BusError> {
         let c = &self.config;
         self.js
             .get_or_create_stream(stream::Config {
@@ -199,6 +261,24 @@ impl Bus {
             })
             .await
             .map_err(|e| BusError::Stream { stream: c.stream.clone(), message: e.to_string() })
+    }
+
+    /// Writes a probe message and reads it back by subject: a stream that
+    /// does both keeps its messages.
+    async fn probe(&self, stream: &stream::Stream) -> Result<(), String> {
+        let subject = format!("{}._cluster.probe", self.config.prefix);
+        let written = self
+            .js
+            .publish(subject.clone(), bytes::Bytes::from_static(b"probe"))
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let read = stream.get_last_raw_message_by_subject(&subject).await.map_err(|e| e.to_string())?;
+        if read.sequence != written.sequence {
+            return Err(format!("wrote the probe at {}, read it at {}", written.sequence, read.sequence));
+        }
+        Ok(())
     }
 
     /// The cluster's sequence epoch: the one in the stream's latest
