@@ -40,10 +40,11 @@ use crate::book::Engine;
 use crate::cluster::gateway::BusSource;
 use crate::cluster::ingest::BusTap;
 use crate::cluster::{Bus, BusError, Role};
-use crate::config::{AuthMode, FeedSpec, ServeArgs};
+use crate::config::{AuthMode, FeedSpec, ServeArgs, VenueReference};
 use crate::fanout::{Fanout, wake_all};
+use crate::feed::reference::{self, ReferenceBoard, VenueKind};
 use crate::feed::simulator::{self, Simulator};
-use crate::feed::supervisor::{self, FeedContext, SupervisorConfig};
+use crate::feed::supervisor::{self, FeedContext, HttpClient, SupervisorConfig};
 use crate::feed::{EventBatch, FeedHealth, Venue, binance, coinbase, kraken, okx, venue_instrument};
 use crate::keys::KeyRing;
 use crate::latency::EngineLatencies;
@@ -102,24 +103,64 @@ enum VenueFeed {
     Okx(okx::Okx),
 }
 
-/// Registers `symbols` (venue spelling → our symbol) and returns the pairs a venue takes.
-fn register(
+/// Registers `symbols` (venue spelling → our symbol) with the venue's own
+/// tick and lot, read from its reference endpoint when `reference` is given
+/// (`--venue-reference fetch`), and returns the pairs a venue takes. An
+/// instrument whose reference data cannot be had is registered with the
+/// fallback increments, and that is reported (an error line, a metric,
+/// `/v1/instruments`' `reference`), never silent.
+async fn register(
     instruments: &mut Instruments,
-    venue: &str,
+    board: &ReferenceBoard,
+    reference: Option<(&HttpClient, &str)>,
+    venue: VenueKind,
     symbols: &[String],
     venue_symbol: impl Fn(&str) -> String,
     our_symbol: impl Fn(&str) -> String,
 ) -> Result<Vec<(String, InstrumentId)>, InstrumentError> {
-    symbols
-        .iter()
-        .map(|given| {
-            let native = venue_symbol(given);
-            let id = instruments.add(venue_instrument(our_symbol(&native), venue))?;
-            // Clients may ask for it by the venue's own spelling.
-            instruments.add_alias(&native, id);
-            Ok((native, id))
-        })
-        .collect()
+    let natives: Vec<String> = symbols.iter().map(|given| venue_symbol(given)).collect();
+    let fetched: Vec<Option<Result<reference::Reference, reference::ReferenceError>>> = match reference {
+        Some((http, base)) => reference::fetch_all(http, venue, base, &natives).await.into_iter().map(Some).collect(),
+        None => natives.iter().map(|_| None).collect(),
+    };
+    let mut pairs = Vec::with_capacity(natives.len());
+    for (native, fetched) in natives.into_iter().zip(fetched) {
+        let mut spec = venue_instrument(our_symbol(&native), venue.as_str());
+        let mut entry = reference::Entry {
+            venue,
+            native: native.clone(),
+            source: reference::Source::Off,
+            reference: None,
+            error: None,
+            changed: None,
+        };
+        match fetched {
+            None => {}
+            Some(Ok(found)) => {
+                spec.tick_size = found.tick_size;
+                spec.lot_size = found.lot_size;
+                entry.source = reference::Source::Venue;
+                entry.reference = Some(found);
+            }
+            Some(Err(error)) => {
+                metrics::counter!("tickwire_reference_errors_total", "venue" => venue.as_str()).increment(1);
+                tracing::error!(
+                    venue = venue.as_str(),
+                    %native,
+                    %error,
+                    "no reference data: the instrument's prices and sizes use 1e-8 increments until a restart can fetch it"
+                );
+                entry.source = reference::Source::Unavailable;
+                entry.error = Some(error.to_string());
+            }
+        }
+        let id = instruments.add(spec)?;
+        board.set(id, entry);
+        // Clients may ask for it by the venue's own spelling.
+        instruments.add_alias(&native, id);
+        pairs.push((native, id));
+    }
+    Ok(pairs)
 }
 
 /// Every connection is a file descriptor: raise the open-file limit as far as the
@@ -237,6 +278,20 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         }
     };
     let mut instruments = Instruments::new();
+    let board = Arc::new(ReferenceBoard::default());
+    let bases = reference::RestBases {
+        binance: args.venues.binance_rest_url.clone(),
+        coinbase: args.venues.coinbase_rest_url.clone(),
+        kraken: args.venues.kraken_rest_url.clone(),
+        okx: args.venues.okx_rest_url.clone(),
+    };
+    let fetch_reference = args.venues.venue_reference == VenueReference::Fetch;
+    let reference_http = if fetch_reference && args.feeds().iter().any(FeedSpec::is_venue) {
+        Some(supervisor::http_client()?)
+    } else {
+        None
+    };
+    let reference_of = |venue: VenueKind| reference_http.as_ref().map(|http| (http, bases.of(venue)));
     let mut sim = None;
     let mut venues = Vec::new();
     let mut replay = None;
@@ -258,18 +313,43 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             }
             FeedSpec::Simulator => {}
             FeedSpec::Binance(symbols) => {
-                let pairs =
-                    register(&mut instruments, "binance", &symbols, binance::venue_symbol, binance::instrument_symbol)?;
+                let pairs = register(
+                    &mut instruments,
+                    &board,
+                    reference_of(VenueKind::Binance),
+                    VenueKind::Binance,
+                    &symbols,
+                    binance::venue_symbol,
+                    binance::instrument_symbol,
+                )
+                .await?;
                 venues.push(VenueFeed::Binance(binance::Binance::new(pairs)));
             }
             FeedSpec::Coinbase(products) => {
                 let upper = |p: &str| p.to_ascii_uppercase();
-                let pairs = register(&mut instruments, "coinbase", &products, upper, coinbase::instrument_symbol)?;
+                let pairs = register(
+                    &mut instruments,
+                    &board,
+                    reference_of(VenueKind::Coinbase),
+                    VenueKind::Coinbase,
+                    &products,
+                    upper,
+                    coinbase::instrument_symbol,
+                )
+                .await?;
                 venues.push(VenueFeed::Coinbase(coinbase::Coinbase::new(pairs)));
             }
             FeedSpec::Kraken(pairs) => {
-                let pairs =
-                    register(&mut instruments, "kraken", &pairs, kraken::venue_symbol, kraken::instrument_symbol)?;
+                let pairs = register(
+                    &mut instruments,
+                    &board,
+                    reference_of(VenueKind::Kraken),
+                    VenueKind::Kraken,
+                    &pairs,
+                    kraken::venue_symbol,
+                    kraken::instrument_symbol,
+                )
+                .await?;
                 for (native, id) in &pairs {
                     for legacy in kraken::legacy_names(native) {
                         instruments.add_alias(&legacy, *id);
@@ -278,7 +358,16 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
                 venues.push(VenueFeed::Kraken(kraken::Kraken::new(pairs, args.venues.kraken_book_depth)));
             }
             FeedSpec::Okx(inst_ids) => {
-                let pairs = register(&mut instruments, "okx", &inst_ids, okx::venue_symbol, okx::instrument_symbol)?;
+                let pairs = register(
+                    &mut instruments,
+                    &board,
+                    reference_of(VenueKind::Okx),
+                    VenueKind::Okx,
+                    &inst_ids,
+                    okx::venue_symbol,
+                    okx::instrument_symbol,
+                )
+                .await?;
                 venues.push(VenueFeed::Okx(okx::Okx::new(pairs)));
             }
         }
@@ -298,6 +387,11 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
     let mut line = SequenceLine::fresh(instruments.len());
     let mut background = Vec::new();
     let stop_background = CancellationToken::new();
+    if let Some(http) = reference_http.clone() {
+        let every = Duration::from_secs(args.venues.venue_reference_refresh_s);
+        let task = reference::refresh(board.clone(), instruments.clone(), http, bases, every, stop_background.clone());
+        background.push(tokio::spawn(task));
+    }
     // Replayed events are history already: recording them again would store each
     // tick twice under new sequences.
     if let (Some(store), Some(ids), Some(url), None, true) = (&store, &ids, &store_url, &replay, role.sequences()) {
@@ -471,7 +565,8 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
             .with_quotas(args.quotas())
             .with_writer_shards(args.writer_shards)
             .with_conformance_echo(args.conformance_echo)
-            .with_role(role.as_str()),
+            .with_role(role.as_str())
+            .with_reference(board),
     );
     let listener =
         TcpListener::bind(args.listen).await.map_err(|source| StartError::Bind { addr: args.listen, source })?;

@@ -30,6 +30,13 @@ pub enum FeedSpec {
     Replay(crate::replay::ReplayRange),
 }
 
+impl FeedSpec {
+    /// Whether this is an exchange's feed (with reference data to fetch).
+    pub fn is_venue(&self) -> bool {
+        matches!(self, FeedSpec::Binance(_) | FeedSpec::Coinbase(_) | FeedSpec::Kraken(_) | FeedSpec::Okx(_))
+    }
+}
+
 /// Why a `--feed` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedSpecError {
@@ -104,6 +111,24 @@ pub struct VenueArgs {
     /// OKX public WebSocket v5 URL.
     #[arg(long, env = "TICKWIRE_OKX_WS_URL", default_value = "wss://ws.okx.com:8443/ws/v5/public")]
     pub okx_ws_url: String,
+    /// Coinbase REST base URL (reference data: `/api/v3/brokerage/market/products`).
+    #[arg(long, env = "TICKWIRE_COINBASE_REST_URL", default_value = "https://api.coinbase.com")]
+    pub coinbase_rest_url: String,
+    /// Kraken REST base URL (reference data: `/0/public/AssetPairs`).
+    #[arg(long, env = "TICKWIRE_KRAKEN_REST_URL", default_value = "https://api.kraken.com")]
+    pub kraken_rest_url: String,
+    /// OKX REST base URL (reference data: `/api/v5/public/instruments`).
+    #[arg(long, env = "TICKWIRE_OKX_REST_URL", default_value = "https://www.okx.com")]
+    pub okx_rest_url: String,
+    /// Venue reference data (tick, lot, minimum size, assets, status): `fetch`
+    /// it from each venue at start, or `off` (every venue instrument then uses
+    /// 1e-8 increments, shown as `"reference": "off"` in `/v1/instruments`).
+    #[arg(long, env = "TICKWIRE_VENUE_REFERENCE", value_enum, default_value_t = VenueReference::Fetch)]
+    pub venue_reference: VenueReference,
+    /// How often venue reference data is fetched again, in seconds (a status
+    /// change is shown at once; a failed fetch is retried every minute).
+    #[arg(long, env = "TICKWIRE_VENUE_REFERENCE_REFRESH_S", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub venue_reference_refresh_s: u64,
     /// A venue connection silent (not even a ping) for this long is replaced, in
     /// milliseconds. Default: each venue's own limit, a small multiple of its
     /// heartbeat (Kraken and Coinbase 3 s, Binance and OKX 30 s); this overrides
@@ -132,6 +157,13 @@ pub struct VenueArgs {
     /// Least time between two client messages to Binance (limit: 5 per second), in milliseconds.
     #[arg(long, env = "TICKWIRE_BINANCE_MESSAGE_INTERVAL_MS", default_value_t = 250)]
     pub binance_message_interval_ms: u64,
+}
+
+/// Whether venue reference data is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VenueReference {
+    Fetch,
+    Off,
 }
 
 /// `--default-delivery` values. Each also takes its wire spelling

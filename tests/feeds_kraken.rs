@@ -201,7 +201,8 @@ async fn clients_see_book_invalidated_then_a_fresh_snapshot() {
     })
     .await;
     let url = ws.url();
-    let server = common::start(&["--feed", "kraken:BTC/USD", "--kraken-ws-url", &url]).await;
+    let server =
+        common::start(&["--feed", "kraken:BTC/USD", "--kraken-ws-url", &url, "--venue-reference", "off"]).await;
     let mut client = common::Client::connect(server.addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     client.subscribe(&["book"], &["kraken:BTC-USD"]).await;
@@ -241,7 +242,8 @@ async fn a_silent_stall_is_caught_by_krakens_heartbeat_cadence() {
     })
     .await;
     let url = ws.url();
-    let server = common::start(&["--feed", "kraken:BTC/USD", "--kraken-ws-url", &url]).await;
+    let server =
+        common::start(&["--feed", "kraken:BTC/USD", "--kraken-ws-url", &url, "--venue-reference", "off"]).await;
     let (_, feeds) = common::get_json(server.addr, "/v1/feeds").await;
     let kraken = &feeds["feeds"][0];
     assert_eq!(kraken["stale_limit_ms"], 3000, "{feeds}");

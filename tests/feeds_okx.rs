@@ -14,7 +14,7 @@ use serde_json::Value;
 use tickwire::feed::okx::{Level, Okx, OkxBook};
 use tickwire::feed::venue_instrument;
 use tickwire::model::{BookDelta, InstrumentId, Instruments, Payload, Price, Quote, Side, Size, Trade, format_decimal};
-use venues::{Harness, MockWs, Step, expect, send, test_config};
+use venues::{Harness, MockRest, MockWs, Step, expect, send, test_config};
 
 const SESSION: &str = include_str!("fixtures/okx/session.jsonl");
 const BOOKS_SUBSCRIBE: &str = r#"{"op":"subscribe","args":[{"channel":"books","instId":"BTC-USDT"}]}"#;
@@ -176,6 +176,8 @@ struct ClientBook {
     bids: Vec<(String, String)>,
     asks: Vec<(String, String)>,
     invalidations: usize,
+    /// Decimals of prices and sizes: the venue's tick and lot.
+    decimals: (u8, u8),
 }
 
 impl ClientBook {
@@ -213,10 +215,13 @@ impl ClientBook {
     }
 
     /// Whether the client holds exactly the venue's `[bids, asks]`, as the
-    /// gateway writes them (8 decimals: tick and lot 1e-8).
+    /// gateway writes them (with the venue's decimals).
     fn is(&self, book: [Levels<'_>; 2]) -> bool {
+        let (price_decimals, size_decimals) = self.decimals;
         let written = |l: Levels<'_>| {
-            l.iter().map(|(p, s)| (format_decimal(px(p).0, 8), format_decimal(sz(s).0, 8))).collect::<Vec<_>>()
+            l.iter()
+                .map(|(p, s)| (format_decimal(px(p).0, price_decimals), format_decimal(sz(s).0, size_decimals)))
+                .collect::<Vec<_>>()
         };
         self.bids == written(book[0]) && self.asks == written(book[1])
     }
@@ -287,12 +292,20 @@ async fn clients_see_the_exact_book_after_each_fault() {
         steps
     })
     .await;
-    let url = ws.url();
+    // OKX's reference data for the pair: tick 0.1, lot 0.0001.
+    let rest = MockRest::start(|_, path| {
+        assert_eq!(path, "/api/v5/public/instruments?instType=SPOT&instId=BTC-USDT");
+        (200, include_str!("fixtures/reference/okx_instruments.json").to_owned())
+    })
+    .await;
+    let (url, rest_url) = (ws.url(), rest.url());
     let server = common::start(&[
         "--feed",
         "okx:BTC-USDT",
         "--okx-ws-url",
         &url,
+        "--okx-rest-url",
+        &rest_url,
         "--feed-stale-ms",
         "2000",
         "--feed-backoff-initial-ms",
@@ -302,9 +315,10 @@ async fn clients_see_the_exact_book_after_each_fault() {
     let mut client = common::Client::connect(server.addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     client.subscribe(&["book"], &["BTC-USDT"]).await;
-    let mut book = ClientBook::default();
+    let mut book = ClientBook { decimals: (1, 4), ..ClientBook::default() };
     assert_eq!(book.until(&mut client, "the first snapshot", A).await, 0);
-    assert_eq!(book.bids[0], ("100.50000000".to_owned(), "1.00000000".to_owned()), "as written: {book:?}");
+    // With OKX's decimals, not 1e-8's.
+    assert_eq!(book.bids[0], ("100.5".to_owned(), "1.0000".to_owned()), "as written: {book:?}");
     // Each book reset reaches a client as `book_invalidated` and a snapshot: one
     // for the withdrawal (an empty book), one for the fresh book.
     // Sequence gap: withdrawn, then the resubscribed snapshot.
@@ -372,7 +386,8 @@ async fn registered_with_its_symbols_spellings_and_limit() {
     })
     .await;
     let url = ws.url();
-    let server = common::start(&["--feed", "okx:btc-usdt,ETH/USDT", "--okx-ws-url", &url]).await;
+    let server =
+        common::start(&["--feed", "okx:btc-usdt,ETH/USDT", "--okx-ws-url", &url, "--venue-reference", "off"]).await;
     let (_, feeds) = common::get_json(server.addr, "/v1/feeds").await;
     let okx = &feeds["feeds"][0];
     assert_eq!(okx["stale_limit_ms"], 30_000, "{feeds}");

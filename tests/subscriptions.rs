@@ -25,6 +25,8 @@ async fn start() -> tickwire::app::Server {
         "http://127.0.0.1:9",
         "--kraken-ws-url",
         "ws://127.0.0.1:9/v2",
+        "--venue-reference",
+        "off",
     ])
     .await
 }

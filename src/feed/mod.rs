@@ -16,6 +16,7 @@ pub mod coinbase;
 pub mod kraken;
 pub mod l2;
 pub mod okx;
+pub mod reference;
 pub mod replay;
 pub mod simulator;
 pub mod supervisor;
@@ -103,12 +104,10 @@ pub trait Venue: Send + 'static {
     fn on_disconnect(&mut self, ts_recv: Nanos, out: &mut Vec<Event>);
 }
 
-/// Tick and lot size used for venue instruments when the venue's own metadata is
-/// not fetched: 1e-8, the finest increment any of Binance, Coinbase or Kraken
-/// quotes its spot prices and sizes in (not checked against every OKX `tickSz`:
-/// an OKX pair with a finer tick would be shown to 8 decimals). Display decimals
-/// come from these, and a coarser guess would truncate real prices in JSON; a
-/// finer one only shows trailing zeros.
+/// Tick and lot size of a venue instrument whose reference data was not read
+/// ([`reference`]: `--venue-reference off`, or the venue could not be reached):
+/// 1e-8, the finest increment Binance, Coinbase, Kraken or OKX quotes a spot
+/// price or size in, so that nothing is truncated; only trailing zeros show.
 pub const VENUE_INCREMENT: i64 = 10;
 
 /// The instrument a venue feed registers for one of its symbols.

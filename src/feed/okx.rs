@@ -53,10 +53,9 @@
 //! make-before-break; `seqId`s are the same on every connection and trades are
 //! dropped by `tradeId` when seen twice.
 //!
-//! Instruments: `okx:BTC-USDT` for `BTC-USDT`, tick and lot [`VENUE_INCREMENT`]
-//! (the instrument table is fixed before any feed connects, so OKX's own
-//! `tickSz`/`lotSz` are not fetched; 1e-8 shows every spot price OKX quotes
-//! exactly except instruments with a tick below 1e-8).
+//! Instruments: `okx:BTC-USDT` for `BTC-USDT`, with OKX's `tickSz` and `lotSz`
+//! read from its instruments endpoint at start ([`super::reference`]), or
+//! [`VENUE_INCREMENT`] when that cannot be read.
 //!
 //! [`VENUE_INCREMENT`]: super::VENUE_INCREMENT
 

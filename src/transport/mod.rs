@@ -75,6 +75,8 @@ pub struct AppState {
     writer_shards: usize,
     /// `--conformance-echo`: serve the echo route `/v1/echo` (`make conformance` only).
     conformance_echo: bool,
+    /// Venue instruments' reference data (`/v1/instruments`).
+    pub reference: Arc<crate::feed::reference::ReferenceBoard>,
     /// This node's cluster role (`all` for a single process).
     pub role: &'static str,
 }
@@ -109,11 +111,17 @@ impl AppState {
             writers: std::sync::OnceLock::new(),
             writer_shards: 0,
             conformance_echo: false,
+            reference: Arc::default(),
             role: "all",
         }
     }
 
     /// Names this node's cluster role (`/v1/feeds`, `/v1/stats`).
+    pub fn with_reference(mut self, board: Arc<crate::feed::reference::ReferenceBoard>) -> Self {
+        self.reference = board;
+        self
+    }
+
     pub fn with_role(mut self, role: &'static str) -> Self {
         self.role = role;
         self

@@ -14,7 +14,7 @@ use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::keys::Use;
 use crate::latency::{LATENCIES, Transport};
-use crate::model::{Instrument, format_decimal};
+use crate::model::{Instrument, decimals_of, format_decimal};
 
 /// Most symbols one snapshot request may name.
 const MAX_SNAPSHOT_SYMBOLS: usize = 1_000;
@@ -25,7 +25,7 @@ const MAX_SNAPSHOT_SYMBOLS: usize = 1_000;
     path = "/v1/instruments",
     tag = "market",
     responses(
-        (status = 200, description = "`{\"instruments\": [{symbol, venue, kind, tick_size, lot_size, price_decimals, size_decimals}]}`", body = Object, content_type = "application/json"),
+        (status = 200, description = "`{\"instruments\": [{symbol, venue, kind, tick_size, lot_size, price_decimals, size_decimals}]}`; a venue instrument adds `reference` (venue, off, unavailable) and, once fetched, `status` (trading, halted, delisted), `min_size`, `base`, `quote`; `reference_error` and `reference_changed` when they apply", body = Object, content_type = "application/json"),
         (status = 401, description = "A token is required (`--auth-token`) and was missing or invalid", body = ErrorBody),
         (status = 403, description = "The request's Origin is not allowed (`--allowed-origin`)", body = ErrorBody)
     )
@@ -38,7 +38,7 @@ pub async fn instruments(State(app): State<Arc<AppState>>, grant: Option<Extensi
         .iter()
         .filter(|i| grant.as_ref().is_none_or(|Extension(Grant(key))| key.entitlements.allows_symbol(i)))
         .map(|i| {
-            json!({
+            let mut view = json!({
                 "symbol": &*i.symbol,
                 "venue": &*i.venue,
                 "kind": i.kind,
@@ -46,7 +46,26 @@ pub async fn instruments(State(app): State<Arc<AppState>>, grant: Option<Extensi
                 "lot_size": format_decimal(i.lot_size.0, i.size_decimals),
                 "price_decimals": i.price_decimals,
                 "size_decimals": i.size_decimals,
-            })
+            });
+            // A venue instrument: where its increments came from, and what
+            // the venue last said of it.
+            if let Some(entry) = app.reference.get(i.id) {
+                view["reference"] = entry.source.as_str().into();
+                if let Some(r) = &entry.reference {
+                    view["status"] = r.status.as_str().into();
+                    view["min_size"] =
+                        format_decimal(r.min_size.0, i.size_decimals.max(decimals_of(r.min_size.0))).into();
+                    view["base"] = r.base.as_str().into();
+                    view["quote"] = r.quote.as_str().into();
+                }
+                if let Some(error) = entry.error {
+                    view["reference_error"] = error.into();
+                }
+                if let Some(changed) = entry.changed {
+                    view["reference_changed"] = changed.into();
+                }
+            }
+            view
         })
         .collect();
     Json(json!({ "instruments": list }))

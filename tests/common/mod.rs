@@ -161,6 +161,16 @@ pub fn updates(messages: &[Value]) -> Vec<(String, String, String, u64, Value)> 
     out
 }
 
+/// The whole HTTP response to a GET of `path` (status line, headers, body).
+pub async fn get_text(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text).await.unwrap();
+    text
+}
+
 pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
