@@ -335,7 +335,11 @@ fn parse_message(root: J<'_, '_>, by_symbol: &FxHashMap<String, usize>) -> Resul
         }
         Some("serverShutdown") => Ok(Parsed::Shutdown),
         Some(_) => Ok(Parsed::Ignored),
-        // bookTicker carries no event type (and no timestamp).
+        // bookTicker carries no event type and, on spot, no time: Binance
+        // documents its payload as `u`, `s`, `b`, `B`, `a`, `A` only
+        // (<https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams#individual-symbol-book-ticker-streams>;
+        // the futures stream's `E` and `T` are not sent on spot), so a quote's
+        // venue time is its receipt time.
         None => {
             let index = lookup(data)?;
             let quote = Quote {

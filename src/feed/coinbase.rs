@@ -19,7 +19,15 @@
 //! resubscribed, which brings fresh snapshots. A product whose update would cross
 //! its book is withdrawn and resubscribed alone.
 //!
-//! Trades: `side` is the taker's side. Trade ids are numeric strings increasing per
+//! Trades: `side` is taken as the taker's (aggressor's) side. Coinbase's
+//! Advanced Trade documentation lists `market_trades`' `side` as `BUY`/`SELL`
+//! without saying whose
+//! (<https://docs.cdp.coinbase.com/advanced-trade/docs/ws-channels#market-trades-channel>);
+//! the older Exchange API says its trades' `side` is the *maker's*
+//! (<https://docs.cdp.coinbase.com/exchange/reference/exchangerestapi_getproducttrades>),
+//! and Coinbase's published Advanced Trade schema says "Taker side of the
+//! trade". We follow the schema; this is not settled by Coinbase's own prose,
+//! and `docs/VENUES.md` says so. Trade ids are numeric strings increasing per
 //! product; trades already seen (a `snapshot` after a reconnect, which repeats the
 //! last trades) are dropped by id, which also fills short reconnect holes.
 //!
