@@ -284,6 +284,7 @@ pub async fn start(args: &ServeArgs) -> Result<Server, StartError> {
         coinbase: args.venues.coinbase_rest_url.clone(),
         kraken: args.venues.kraken_rest_url.clone(),
         okx: args.venues.okx_rest_url.clone(),
+        bybit: args.venues.bybit_rest_url.clone(),
     };
     let fetch_reference = args.venues.venue_reference == VenueReference::Fetch;
     let reference_http = if fetch_reference && args.feeds().iter().any(FeedSpec::is_venue) {

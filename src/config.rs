@@ -120,6 +120,9 @@ pub struct VenueArgs {
     /// OKX REST base URL (reference data: `/api/v5/public/instruments`).
     #[arg(long, env = "TICKWIRE_OKX_REST_URL", default_value = "https://www.okx.com")]
     pub okx_rest_url: String,
+    /// Bybit REST base URL (reference data: `/v5/market/instruments-info`).
+    #[arg(long, env = "TICKWIRE_BYBIT_REST_URL", default_value = "https://api.bybit.com")]
+    pub bybit_rest_url: String,
     /// Venue reference data (tick, lot, minimum size, assets, status): `fetch`
     /// it from each venue at start, or `off` (every venue instrument then uses
     /// 1e-8 increments, shown as `"reference": "off"` in `/v1/instruments`).

@@ -23,7 +23,10 @@
 //! - Kraken: `GET /0/public/AssetPairs?pair=XBT/USD`, `tick_size`, `lot_decimals`,
 //!   `ordermin`, `status` (<https://docs.kraken.com/api/docs/rest-api/get-tradable-asset-pairs>);
 //! - OKX: `GET /api/v5/public/instruments?instType=SPOT&instId=BTC-USDT`, `tickSz`,
-//!   `lotSz`, `minSz`, `baseCcy`, `quoteCcy`, `state` (<https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments>).
+//!   `lotSz`, `minSz`, `baseCcy`, `quoteCcy`, `state` (<https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments>);
+//! - Bybit: `GET /v5/market/instruments-info?category=spot&symbol=BTCUSDT`,
+//!   `priceFilter.tickSize`, `lotSizeFilter.basePrecision`/`minOrderQty`,
+//!   `baseCoin`, `quoteCoin`, `status` (<https://bybit-exchange.github.io/docs/v5/market/instrument>).
 
 use std::time::Duration;
 
@@ -82,6 +85,7 @@ pub enum VenueKind {
     Coinbase,
     Kraken,
     Okx,
+    Bybit,
 }
 
 impl VenueKind {
@@ -91,6 +95,7 @@ impl VenueKind {
             VenueKind::Coinbase => "coinbase",
             VenueKind::Kraken => "kraken",
             VenueKind::Okx => "okx",
+            VenueKind::Bybit => "bybit",
         }
     }
 
@@ -105,6 +110,7 @@ impl VenueKind {
                 format!("/0/public/AssetPairs?pair={}", legacy.as_deref().unwrap_or(native))
             }
             VenueKind::Okx => format!("/api/v5/public/instruments?instType=SPOT&instId={native}"),
+            VenueKind::Bybit => format!("/v5/market/instruments-info?category=spot&symbol={native}"),
         }
     }
 
@@ -116,6 +122,7 @@ impl VenueKind {
             VenueKind::Coinbase => parse_coinbase(native, &value),
             VenueKind::Kraken => parse_kraken(native, &value),
             VenueKind::Okx => parse_okx(native, &value),
+            VenueKind::Bybit => parse_bybit(native, &value),
         }
     }
 }
@@ -274,6 +281,37 @@ fn parse_okx(native: &str, value: &Value) -> Result<Reference, ReferenceError> {
     })
 }
 
+fn parse_bybit(native: &str, value: &Value) -> Result<Reference, ReferenceError> {
+    if value["retCode"] != 0 {
+        let message = value["retMsg"].as_str().unwrap_or_default();
+        // 10001: a parameter error, which is how an unknown symbol is answered.
+        return Err(if value["retCode"] == 10001 && message.contains("symbol") {
+            ReferenceError::Unknown(native.into())
+        } else {
+            ReferenceError::Venue(message.into())
+        });
+    }
+    let inst = value["result"]["list"]
+        .as_array()
+        .and_then(|list| list.iter().find(|i| i["symbol"] == native))
+        .ok_or_else(|| ReferenceError::Unknown(native.into()))?;
+    // Bybit's spot status: Trading; PreLaunch, Delivering; Closed.
+    let status = match text(inst, "status")? {
+        "Trading" => MarketStatus::Trading,
+        "Closed" => MarketStatus::Delisted,
+        _ => MarketStatus::Halted,
+    };
+    let lots = &inst["lotSizeFilter"];
+    Ok(Reference {
+        tick_size: price(&inst["priceFilter"], "tickSize")?,
+        lot_size: positive_size(lots, "basePrecision")?,
+        min_size: size(lots, "minOrderQty")?,
+        base: text(inst, "baseCoin")?.to_owned(),
+        quote: text(inst, "quoteCoin")?.to_owned(),
+        status,
+    })
+}
+
 /// How hard [`fetch`] tries one instrument before it reports it unavailable.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -391,6 +429,7 @@ pub struct RestBases {
     pub coinbase: String,
     pub kraken: String,
     pub okx: String,
+    pub bybit: String,
 }
 
 impl RestBases {
@@ -400,6 +439,7 @@ impl RestBases {
             VenueKind::Coinbase => &self.coinbase,
             VenueKind::Kraken => &self.kraken,
             VenueKind::Okx => &self.okx,
+            VenueKind::Bybit => &self.bybit,
         }
     }
 }
@@ -572,6 +612,21 @@ mod tests {
         assert_eq!(VenueKind::Okx.parse("BTC-USDT", suspended.as_bytes()).unwrap().status, MarketStatus::Halted);
         let unknown = br#"{"code":"51001","msg":"Instrument ID does not exist","data":[]}"#;
         assert!(matches!(VenueKind::Okx.parse("NOPE-USDT", unknown), Err(ReferenceError::Unknown(_))));
+    }
+
+    #[test]
+    fn bybit_instruments_info() {
+        let body = br#"{"retCode":0,"retMsg":"OK","result":{"category":"spot","list":[{"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","innovation":"0","status":"Trading","marginTrading":"both","stTag":"0","lotSizeFilter":{"basePrecision":"0.000001","quotePrecision":"0.00000001","minOrderQty":"0.000048","maxOrderQty":"71.73956243","minOrderAmt":"1","maxOrderAmt":"2000000"},"priceFilter":{"tickSize":"0.01"},"riskParameters":{"priceLimitRatioX":"0.01","priceLimitRatioY":"0.02"}}]},"retExtInfo":{},"time":1716533183235}"#;
+        let r = VenueKind::Bybit.parse("BTCUSDT", body).unwrap();
+        assert_eq!(
+            (r.tick_size, r.lot_size, r.min_size, r.status),
+            (px("0.01"), sz("0.000001"), sz("0.000048"), MarketStatus::Trading)
+        );
+        assert_eq!((r.base.as_str(), r.quote.as_str()), ("BTC", "USDT"));
+        let closed = String::from_utf8_lossy(body).replace("\"Trading\"", "\"Closed\"");
+        assert_eq!(VenueKind::Bybit.parse("BTCUSDT", closed.as_bytes()).unwrap().status, MarketStatus::Delisted);
+        let empty = br#"{"retCode":0,"retMsg":"OK","result":{"category":"spot","list":[]},"retExtInfo":{},"time":1}"#;
+        assert!(matches!(VenueKind::Bybit.parse("NOPEUSDT", empty), Err(ReferenceError::Unknown(_))));
     }
 
     #[test]
