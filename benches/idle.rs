@@ -1,7 +1,7 @@
 //! Server memory per idle WebSocket connection.
 //!
 //! Starts the release server twice in the same run — once with Tickwire's read
-//! buffer (4 KiB) and once with tungstenite's 128 KiB default as the baseline —
+//! buffer (512 bytes, the default) and once with tungstenite's 128 KiB default as the baseline —
 //! opens N idle connections to each, and reports the server's RSS growth per
 //! connection (median of three samples) and the ratio to the baseline.
 //! `IDLE_CONNECTIONS` (default 10000) sets N.
@@ -72,7 +72,7 @@ fn main() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let connections: usize = std::env::var("IDLE_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let ours = runtime.block_on(measure("4096", connections));
+    let ours = runtime.block_on(measure("512", connections));
     let baseline = runtime.block_on(measure("131072", connections));
     println!("idle_memory/{connections}_connections");
     println!("  tickwire (4 KiB read buffer):       {:>8.1} KiB per connection", ours / 1024.0);

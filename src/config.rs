@@ -276,9 +276,11 @@ pub struct ServeArgs {
     /// Longest conflation interval a client may ask for, in milliseconds.
     #[arg(long, env = "TICKWIRE_CONFLATE_MAX_MS", default_value_t = 60_000)]
     pub conflate_max_ms: u32,
-    /// WebSocket read buffer per connection, in bytes. Clients send small
-    /// requests; tungstenite's 128 KiB default costs that much per idle socket.
-    #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
+    /// WebSocket read buffer per connection, in bytes: what an idle connection
+    /// holds to read into. Clients send small requests (a subscribe is a few
+    /// hundred bytes); a larger frame grows the buffer while it is read.
+    /// tungstenite's 128 KiB default costs that much per idle socket.
+    #[arg(long, env = "TICKWIRE_WS_READ_BUFFER_BYTES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(256..=(16 << 20)))]
     pub ws_read_buffer_bytes: u64,
     /// A connection must send a request's whole header within this, in
     /// milliseconds, or it is dropped (slow or half-sent requests).

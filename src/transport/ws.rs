@@ -70,7 +70,7 @@ impl Default for SessionLimits {
             idle_timeout: Duration::from_secs(60),
             default_delivery: Delivery::SnapshotOnLag,
             conflate_ms_range: (10, 60_000),
-            read_buffer_bytes: 4 << 10,
+            read_buffer_bytes: 512,
             max_fragments: 1024,
             max_messages_per_s: 100,
             max_subscription_changes_per_min: 600,
