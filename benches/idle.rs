@@ -75,7 +75,7 @@ fn main() {
     let ours = runtime.block_on(measure("512", connections));
     let baseline = runtime.block_on(measure("131072", connections));
     println!("idle_memory/{connections}_connections");
-    println!("  tickwire (4 KiB read buffer):       {:>8.1} KiB per connection", ours / 1024.0);
+    println!("  tickwire (512-byte read buffer):    {:>8.1} KiB per connection", ours / 1024.0);
     println!("  baseline (128 KiB tungstenite default): {:>8.1} KiB per connection", baseline / 1024.0);
     println!("  ratio tickwire/baseline: {:.3}", ours / baseline);
 }
